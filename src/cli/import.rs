@@ -1,0 +1,134 @@
+//! `echorelay import [FILE]`: JSON lines (one event per line, stdin when no
+//! file) into the data directory. Every signature is checked on the verify
+//! pool and every event goes through the same writer as the relay's, so
+//! replacement, deletion and indexing rules are identical. Works with or
+//! without a running relay on the same directory (LMDB locks the files).
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::NodeArgs;
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::store::{Store, WriteOutcome};
+use crate::verify::VerifyPool;
+use crate::writer::Writer;
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// JSON-lines file; stdin when absent.
+    file: Option<PathBuf>,
+    /// Print one summary line as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Counts reported at the end of an import.
+#[derive(Default)]
+struct Tally {
+    stored: AtomicU64,
+    duplicate: AtomicU64,
+    refused: AtomicU64,
+    invalid: AtomicU64,
+}
+
+/// Problems printed individually before the summary.
+const MAX_REPORTED: u64 = 20;
+
+pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
+    let config = args.node.load()?;
+    let input: Box<dyn BufRead> = match &args.file {
+        Some(path) => Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+    };
+    let store = Arc::new(
+        Store::open(&config.store.data_dir, config.store.map_size_mb, config.store.max_map_size_mb)
+            .with_context(|| format!("cannot open the store in {}", config.store.data_dir.display()))?,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let writer = Writer::spawn(store.clone(), config.store.max_batch, metrics, None);
+    let verify = VerifyPool::new(config.server.verify_threads);
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let mut lines = 0u64;
+    for (index, line) in input.lines().enumerate() {
+        let line = line.context("cannot read the input")?;
+        let line_no = index as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines += 1;
+        let event = match Event::from_json(&line) {
+            Ok(event) => event,
+            Err(e) => {
+                report(&tally.invalid, line_no, &e.to_string());
+                continue;
+            }
+        };
+        let (writer, tally) = (writer.handle(), tally.clone());
+        verify.handle().run_blocking(move || {
+            if let Err(e) = event.verify() {
+                report(&tally.invalid, line_no, &e.to_string());
+                return;
+            }
+            let json = event.to_json();
+            writer.submit(
+                event,
+                json,
+                Box::new(move |outcome| match outcome {
+                    WriteOutcome::Stored { .. } => {
+                        tally.stored.fetch_add(1, Relaxed);
+                    }
+                    WriteOutcome::Duplicate => {
+                        tally.duplicate.fetch_add(1, Relaxed);
+                    }
+                    WriteOutcome::Refused(reason) if reason.starts_with("duplicate:") => {
+                        tally.duplicate.fetch_add(1, Relaxed);
+                    }
+                    WriteOutcome::Refused(reason) => report(&tally.refused, line_no, reason),
+                    WriteOutcome::Purged { .. } => {}
+                }),
+            );
+        });
+    }
+    verify.shutdown();
+    writer.shutdown();
+    store.sync();
+    let secs = started.elapsed().as_secs_f64();
+    let stored = tally.stored.load(Relaxed);
+    let duplicate = tally.duplicate.load(Relaxed);
+    let refused = tally.refused.load(Relaxed);
+    let invalid = tally.invalid.load(Relaxed);
+    let rate = if secs > 0.0 { lines as f64 / secs } else { 0.0 };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"lines": lines, "stored": stored, "duplicate": duplicate,
+                "refused": refused, "invalid": invalid, "seconds": secs, "events_per_second": rate})
+        );
+    } else {
+        eprintln!(
+            "read {lines} events: {stored} stored, {duplicate} duplicate, {refused} refused, {invalid} invalid \
+             in {secs:.2} s ({rate:.0} events/s)"
+        );
+    }
+    Ok(if refused + invalid > 0 { 1 } else { 0 })
+}
+
+fn report(counter: &AtomicU64, line: u64, reason: &str) {
+    let seen = counter.fetch_add(1, Relaxed);
+    if seen < MAX_REPORTED {
+        eprintln!("line {line}: {reason}");
+    }
+}

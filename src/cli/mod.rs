@@ -1,0 +1,83 @@
+//! The `echorelay` command line: one subcommand per file. Errors reach the
+//! user as one readable line on stderr and a non-zero exit code.
+
+mod export;
+mod import;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "echorelay", version, about = "A set-reconciliation Nostr relay node")]
+pub struct Cli {
+    /// Log level or filter (e.g. info, debug, echorelay=trace); RUST_LOG also works.
+    #[arg(long, global = true, env = "ECHORELAY_LOG")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve(serve::ServeArgs),
+    /// Import events (JSON lines) into the data directory.
+    Import(import::ImportArgs),
+    /// Export stored events as JSON lines on stdout.
+    Export(export::ExportArgs),
+}
+
+/// Options shared by every subcommand that touches a node's local state.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// Configuration file (TOML); embedded defaults when absent.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides store.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.data {
+            config.store.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point used by `main.rs`; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Export(args) => export::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("echorelay: {e:#}");
+            1
+        }
+    }
+}

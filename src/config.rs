@@ -1,0 +1,268 @@
+//! Configuration: a TOML file whose every key has an embedded default, so the
+//! relay runs with no file at all. `config.example.toml` documents each key;
+//! the `example_config_parses` test keeps the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub info: InfoConfig,
+    pub limits: LimitsConfig,
+    pub policy: PolicyConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the WebSocket / HTTP listener.
+    pub listen: SocketAddr,
+    /// The relay's public URL; when set, NIP-42 AUTH events must name it.
+    pub relay_url: String,
+    /// Header carrying the client address when behind a reverse proxy
+    /// (e.g. "x-forwarded-for"); empty means use the socket peer address.
+    pub real_ip_header: String,
+    /// Signature-verify threads; 0 means one per core.
+    pub verify_threads: usize,
+    /// Concurrent REQ/COUNT queries on the blocking pool; 0 means 2 per core.
+    pub query_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7777)),
+            relay_url: String::new(),
+            real_ip_header: String::new(),
+            verify_threads: 0,
+            query_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory holding the LMDB files.
+    pub data_dir: PathBuf,
+    /// Initial LMDB map size in MiB.
+    pub map_size_mb: u64,
+    /// The map doubles when full, up to this many MiB; past it writers get
+    /// `error: database is full`.
+    pub max_map_size_mb: u64,
+    /// Most events committed in one write transaction.
+    pub max_batch: usize,
+    /// Seconds between purges of expired (NIP-40) events.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("./data"),
+            map_size_mb: 1024,
+            max_map_size_mb: 1024 * 1024,
+            max_batch: 10_000,
+            purge_interval_secs: 60,
+        }
+    }
+}
+
+/// The NIP-11 relay information document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfoConfig {
+    pub name: String,
+    pub description: String,
+    /// Operator's hex pubkey.
+    pub pubkey: String,
+    pub contact: String,
+    pub icon: String,
+}
+
+impl Default for InfoConfig {
+    fn default() -> Self {
+        InfoConfig {
+            name: "echorelay".into(),
+            description: "A set-reconciliation Nostr relay".into(),
+            pubkey: String::new(),
+            contact: String::new(),
+            icon: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client message answered normally; bigger ones get a NOTICE.
+    /// WebSocket messages over 4× this are refused with close code 1009.
+    pub max_message_size: usize,
+    pub max_subscriptions: usize,
+    pub max_filters: usize,
+    /// Largest `limit` honoured; also used when a filter has none.
+    pub max_limit: u64,
+    pub max_subid_length: usize,
+    /// Bytes queued to one connection before it is dropped as a slow reader.
+    pub max_pending_outbound_bytes: usize,
+    pub max_connections_per_ip: usize,
+    /// EVENT messages per second per IP (0: unlimited), and the burst.
+    pub events_per_second: u32,
+    pub events_burst: u32,
+    /// REQ and COUNT messages per second per IP (0: unlimited), and the burst.
+    pub reqs_per_second: u32,
+    pub reqs_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 512 * 1024,
+            max_subscriptions: 200,
+            max_filters: 32,
+            max_limit: 500,
+            max_subid_length: 64,
+            max_pending_outbound_bytes: 32 * 1024 * 1024,
+            max_connections_per_ip: 200,
+            events_per_second: 500,
+            events_burst: 2000,
+            reqs_per_second: 100,
+            reqs_burst: 400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Largest accepted event, in bytes of its JSON.
+    pub max_event_size: usize,
+    pub max_tags: usize,
+    /// How far in the future created_at may be, in seconds.
+    pub max_future_seconds: u64,
+    /// How far in the past created_at may be, in seconds (0: no limit).
+    pub max_past_seconds: u64,
+    /// When non-empty, only these hex pubkeys may publish.
+    pub pubkey_allow: Vec<String>,
+    pub pubkey_deny: Vec<String>,
+    /// When non-empty, only these kinds are accepted.
+    pub kind_allow: Vec<u16>,
+    pub kind_deny: Vec<u16>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            max_event_size: 64 * 1024,
+            max_tags: 2000,
+            max_future_seconds: 900,
+            max_past_seconds: 0,
+            pubkey_allow: Vec::new(),
+            pubkey_deny: Vec::new(),
+            kind_allow: Vec::new(),
+            kind_deny: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// EVENT needs a NIP-42 authenticated connection.
+    pub require_for_write: bool,
+    /// REQ / COUNT need a NIP-42 authenticated connection.
+    pub require_for_read: bool,
+    /// Kinds served only to their author or a `p`-tagged recipient.
+    pub restricted_kinds: Vec<u16>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            require_for_write: false,
+            require_for_read: false,
+            restricted_kinds: vec![4, 1059],
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` over the embedded defaults, or just the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source: Box::new(source),
+                })?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let hex_ok = |k: &String| crate::event::decode_hex::<32>(k).is_some();
+        for key in self.policy.pubkey_allow.iter().chain(&self.policy.pubkey_deny) {
+            if !hex_ok(key) {
+                return Err(ConfigError::Invalid(format!(
+                    "policy pubkey lists need 64-character lowercase hex keys, got {key:?}"
+                )));
+            }
+        }
+        if self.store.map_size_mb == 0 || self.store.max_map_size_mb < self.store.map_size_mb {
+            return Err(ConfigError::Invalid(
+                "store.map_size_mb must be > 0 and <= store.max_map_size_mb".into(),
+            ));
+        }
+        if self.limits.max_message_size < 1024 {
+            return Err(ConfigError::Invalid("limits.max_message_size must be >= 1024".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.server.listen, ServerConfig::default().listen);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<Config>("[server]\nlistn = \"x\"").is_err());
+    }
+}

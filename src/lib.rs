@@ -1,0 +1,30 @@
+//! echorelay: a set-reconciliation Nostr relay node.
+//!
+//! The data path, top to bottom (see docs/ARCHITECTURE.md):
+//!
+//! ```text
+//! socket ─▶ relay::connection (parse, limits, policy) ─▶ verify (id + signature, bounded pool)
+//!        ─▶ writer (one LMDB write txn per batch) ─▶ store ─▶ OK + relay::subscriptions fan-out
+//! REQ    ─▶ store::query (index plan, newest first, limit) on the blocking pool
+//! ```
+
+/// Command line: one file per subcommand.
+pub mod cli;
+/// Configuration file and embedded defaults.
+pub mod config;
+/// Signed events: parsing, id and signature checks, signing.
+pub mod event;
+/// NIP-01 filters: parsing and matching.
+pub mod filter;
+/// Process-wide counters for `/metrics`.
+pub mod metrics;
+/// Wiring and orderly shutdown of a running node.
+pub mod node;
+/// Nostr over WebSocket: server, connections, subscriptions, policy.
+pub mod relay;
+/// The LMDB event store and its indexes.
+pub mod store;
+/// The bounded signature-verification pool.
+pub mod verify;
+/// The single writer thread.
+pub mod writer;

@@ -1,0 +1,105 @@
+//! Wiring a running node: open the store, start the writer, verify pool and
+//! fan-out threads, serve until asked to stop, then shut down in the order
+//! that loses nothing (stop accepting → close sockets → finish verifying →
+//! commit everything queued → close the store).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::relay::policy::ReadPolicy;
+use crate::relay::subscriptions::{spawn_fanout, Registry};
+use crate::relay::{Relay, RelayParts};
+use crate::store::{Store, StoreError};
+use crate::verify::VerifyPool;
+use crate::writer::Writer;
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long shutdown waits for connections to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a node on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let store = Arc::new(Store::open(
+        &config.store.data_dir,
+        config.store.map_size_mb,
+        config.store.max_map_size_mb,
+    )?);
+    let metrics = Arc::new(Metrics::default());
+    let registry = Arc::new(Registry::default());
+    let read_policy = Arc::new(ReadPolicy::new(&config.auth));
+    let fanout = spawn_fanout(registry.clone(), read_policy.clone())?;
+    let writer = Writer::spawn(store.clone(), config.store.max_batch, metrics.clone(), Some(fanout.clone()));
+    let verify = VerifyPool::new(config.server.verify_threads);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let purge_every = Duration::from_secs(config.store.purge_interval_secs.max(1));
+    let relay = Arc::new(Relay::new(
+        config,
+        RelayParts {
+            store: store.clone(),
+            writer: writer.handle(),
+            verify: verify.handle(),
+            metrics: metrics.clone(),
+            shutdown: stop_rx,
+            registry,
+            read_policy,
+            fanout,
+        },
+    ));
+    let maintenance = tokio::spawn(maintenance(relay.clone(), purge_every));
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "relay listening");
+
+    let signal_tx = stop_tx.clone();
+    let served = crate::relay::serve(relay.clone(), listener, async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    })
+    .await;
+    let _ = stop_tx.send(true);
+
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while metrics.connections_open.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    maintenance.abort();
+    drop(relay);
+    tokio::task::spawn_blocking(move || {
+        verify.shutdown();
+        writer.shutdown();
+        store.sync();
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    tracing::info!("relay stopped; every acknowledged event is committed");
+    served.map_err(NodeError::from)
+}
+
+/// Periodic work: purge expired events, forget idle rate-limit keys.
+async fn maintenance(relay: Arc<Relay>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        relay.writer.purge_expired(Box::new(|_| {}));
+        relay.shrink_rate_limiters();
+    }
+}

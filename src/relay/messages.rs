@@ -1,0 +1,239 @@
+//! Client → relay message parsing (NIP-01, NIP-42, NIP-45, NIP-77 framing) and
+//! relay → client message rendering. Parsing only splits the array and checks
+//! shapes; events are parsed by `event.rs` and filters by `filter.rs`.
+
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::filter::{Filter, FilterError};
+
+/// A message from a client, borrowing from the received text.
+#[derive(Debug)]
+pub enum ClientMessage<'a> {
+    Event(&'a RawValue),
+    Req { sub_id: String, filters: Result<Vec<Filter>, FilterError> },
+    Count { sub_id: String, filters: Result<Vec<Filter>, FilterError> },
+    Close(String),
+    Auth(&'a RawValue),
+    NegOpen { sub_id: String, filter: &'a RawValue, message: String },
+    NegMsg { sub_id: String, message: String },
+    NegClose { sub_id: String },
+}
+
+/// A message that could not be understood, with the reason for the NOTICE or
+/// CLOSED it gets. `sub_id` is set when the reply should be a CLOSED.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub reason: String,
+    pub sub_id: Option<String>,
+}
+
+fn notice(reason: impl Into<String>) -> ParseError {
+    ParseError { reason: format!("invalid: {}", reason.into()), sub_id: None }
+}
+
+/// Limits applied while parsing, before any work is spent on the content.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    pub max_filters: usize,
+    pub max_subid_length: usize,
+}
+
+fn as_string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(raw.get()).ok()
+}
+
+fn sub_id(raw: Option<&&RawValue>, limits: &ParseLimits) -> Result<String, ParseError> {
+    let id = raw
+        .and_then(|r| as_string(r))
+        .ok_or_else(|| notice("subscription id must be a string"))?;
+    if id.is_empty() || id.chars().count() > limits.max_subid_length {
+        return Err(ParseError {
+            reason: format!(
+                "invalid: subscription id must be 1 to {} characters",
+                limits.max_subid_length
+            ),
+            sub_id: Some(id),
+        });
+    }
+    Ok(id)
+}
+
+fn filters(sub_id: &str, raws: &[&RawValue], limits: &ParseLimits) -> Result<Result<Vec<Filter>, FilterError>, ParseError> {
+    if raws.is_empty() {
+        return Err(ParseError { reason: "invalid: at least one filter is required".into(), sub_id: Some(sub_id.into()) });
+    }
+    if raws.len() > limits.max_filters {
+        return Err(ParseError {
+            reason: format!("invalid: too many filters ({} > {})", raws.len(), limits.max_filters),
+            sub_id: Some(sub_id.into()),
+        });
+    }
+    Ok(raws
+        .iter()
+        .map(|raw| {
+            let value: Value = serde_json::from_str(raw.get()).map_err(|_| FilterError("filter is not valid JSON".into()))?;
+            Filter::from_value(&value)
+        })
+        .collect())
+}
+
+/// Parses one text frame from a client.
+pub fn parse_client_message<'a>(text: &'a str, limits: &ParseLimits) -> Result<ClientMessage<'a>, ParseError> {
+    let parts: Vec<&'a RawValue> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            notice("message must be a JSON array")
+        } else {
+            notice("message is not valid JSON")
+        }
+    })?;
+    let kind = parts
+        .first()
+        .and_then(|r| as_string(r))
+        .ok_or_else(|| notice("message must start with a type string"))?;
+    let arity = |n: usize| -> Result<(), ParseError> {
+        if parts.len() == n {
+            Ok(())
+        } else {
+            Err(notice(format!("{kind} takes {} elements", n - 1)))
+        }
+    };
+    match kind.as_str() {
+        "EVENT" => {
+            arity(2)?;
+            Ok(ClientMessage::Event(parts[1]))
+        }
+        "REQ" | "COUNT" => {
+            let id = sub_id(parts.get(1), limits)?;
+            let filters = filters(&id, &parts[2..], limits)?;
+            Ok(if kind == "REQ" {
+                ClientMessage::Req { sub_id: id, filters }
+            } else {
+                ClientMessage::Count { sub_id: id, filters }
+            })
+        }
+        "CLOSE" => {
+            arity(2)?;
+            Ok(ClientMessage::Close(sub_id(parts.get(1), limits)?))
+        }
+        "AUTH" => {
+            arity(2)?;
+            Ok(ClientMessage::Auth(parts[1]))
+        }
+        "NEG-OPEN" => {
+            if parts.len() != 4 {
+                return Err(notice("NEG-OPEN takes 3 elements"));
+            }
+            let id = sub_id(parts.get(1), limits)?;
+            let message = as_string(parts[3]).ok_or_else(|| ParseError {
+                reason: "invalid: NEG-OPEN message must be a hex string".into(),
+                sub_id: Some(id.clone()),
+            })?;
+            Ok(ClientMessage::NegOpen { sub_id: id, filter: parts[2], message })
+        }
+        "NEG-MSG" => {
+            arity(3)?;
+            let id = sub_id(parts.get(1), limits)?;
+            let message = as_string(parts[2]).ok_or_else(|| ParseError {
+                reason: "invalid: NEG-MSG message must be a hex string".into(),
+                sub_id: Some(id.clone()),
+            })?;
+            Ok(ClientMessage::NegMsg { sub_id: id, message })
+        }
+        "NEG-CLOSE" => {
+            arity(2)?;
+            Ok(ClientMessage::NegClose { sub_id: sub_id(parts.get(1), limits)? })
+        }
+        other => Err(notice(format!("unknown message type {}", json_string(truncate(other, 32))))),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((pos, _)) => &text[..pos],
+        None => text,
+    }
+}
+
+/// JSON string literal of `text` (quotes included).
+pub fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Best effort: the `id` of an event that failed to parse, so the refusal can
+/// be an OK (which needs the id) rather than a NOTICE.
+pub fn salvage_event_id(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct OnlyId {
+        id: String,
+    }
+    let only: OnlyId = serde_json::from_str(raw.get()).ok()?;
+    (only.id.len() == 64 && only.id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(only.id)
+}
+
+pub fn ok(id_hex: &str, accepted: bool, reason: &str) -> String {
+    format!("[\"OK\",\"{id_hex}\",{accepted},{}]", json_string(reason))
+}
+
+pub fn event(sub_id: &str, json: &str) -> String {
+    format!("[\"EVENT\",{},{json}]", json_string(sub_id))
+}
+
+pub fn eose(sub_id: &str) -> String {
+    format!("[\"EOSE\",{}]", json_string(sub_id))
+}
+
+pub fn closed(sub_id: &str, reason: &str) -> String {
+    format!("[\"CLOSED\",{},{}]", json_string(sub_id), json_string(reason))
+}
+
+pub fn notice_msg(reason: &str) -> String {
+    format!("[\"NOTICE\",{}]", json_string(reason))
+}
+
+pub fn count(sub_id: &str, count: u64) -> String {
+    format!("[\"COUNT\",{},{{\"count\":{count}}}]", json_string(sub_id))
+}
+
+pub fn auth_challenge(challenge: &str) -> String {
+    format!("[\"AUTH\",{}]", json_string(challenge))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ParseLimits = ParseLimits { max_filters: 10, max_subid_length: 64 };
+
+    #[test]
+    fn parses_each_type() {
+        assert!(matches!(parse_client_message(r#"["EVENT",{}]"#, &LIMITS), Ok(ClientMessage::Event(_))));
+        assert!(matches!(
+            parse_client_message(r#"["REQ","s",{"kinds":[1]},{}]"#, &LIMITS),
+            Ok(ClientMessage::Req { filters: Ok(f), .. }) if f.len() == 2
+        ));
+        assert!(matches!(parse_client_message(r#"["CLOSE","s"]"#, &LIMITS), Ok(ClientMessage::Close(s)) if s == "s"));
+        assert!(matches!(
+            parse_client_message(r#"["REQ","s",{"kinds":"x"}]"#, &LIMITS),
+            Ok(ClientMessage::Req { filters: Err(_), .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_messages() {
+        for text in ["nope", "{}", "[]", "[1]", r#"["WHAT"]"#, r#"["EVENT"]"#, r#"["CLOSE"]"#, r#"["REQ",5,{}]"#] {
+            let e = parse_client_message(text, &LIMITS).unwrap_err();
+            assert!(e.reason.starts_with("invalid: "), "{text}: {}", e.reason);
+        }
+        let long = format!(r#"["REQ","{}",{{}}]"#, "x".repeat(65));
+        assert!(parse_client_message(&long, &LIMITS).unwrap_err().sub_id.is_some());
+        let many = format!(r#"["REQ","s"{}]"#, ",{}".repeat(11));
+        assert_eq!(parse_client_message(&many, &LIMITS).unwrap_err().sub_id.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn renders_escaped() {
+        assert_eq!(closed("a\"b", "x"), r#"["CLOSED","a\"b","x"]"#);
+        assert_eq!(count("c", 3), r#"["COUNT","c",{"count":3}]"#);
+    }
+}

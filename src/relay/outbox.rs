@@ -1,0 +1,76 @@
+//! A connection's outbound queue with a byte budget. Everything sent to a
+//! client (replies, stored events, live events) goes through it; a reader
+//! that falls more than `max_pending_outbound_bytes` behind is cut off
+//! instead of growing our memory, and nobody else ever waits for it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::{mpsc, Notify};
+
+/// What the socket writer task is asked to do.
+pub enum Frame {
+    Text(String),
+    /// Send a close frame with this code and reason, then stop.
+    Close(u16, &'static str),
+}
+
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Frame>,
+    pending: AtomicUsize,
+    limit: usize,
+    overflowed: AtomicBool,
+    overflow: Notify,
+}
+
+impl Outbox {
+    pub fn new(limit: usize) -> (Outbox, mpsc::UnboundedReceiver<Frame>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            tx,
+            pending: AtomicUsize::new(0),
+            limit,
+            overflowed: AtomicBool::new(false),
+            overflow: Notify::new(),
+        };
+        (outbox, rx)
+    }
+
+    /// Queues a text frame. Returns false once the connection is over its
+    /// budget (it is then being dropped) or gone.
+    pub fn send(&self, text: String) -> bool {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let len = text.len();
+        let before = self.pending.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.limit {
+            self.pending.fetch_sub(len, Ordering::Relaxed);
+            self.overflowed.store(true, Ordering::Relaxed);
+            self.overflow.notify_one();
+            return false;
+        }
+        self.tx.send(Frame::Text(text)).is_ok()
+    }
+
+    /// Asks the writer task to close the socket after what is queued.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.tx.send(Frame::Close(code, reason));
+    }
+
+    /// Called by the socket writer once a frame left the process.
+    pub fn sent(&self, len: usize) {
+        self.pending.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the budget was exceeded.
+    pub async fn overflowed(&self) {
+        if self.is_overflowed() {
+            return;
+        }
+        self.overflow.notified().await;
+    }
+}

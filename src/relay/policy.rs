@@ -1,0 +1,113 @@
+//! Who may write what, and who may read what: the configured write policy
+//! (size, created_at window, tag count, pubkey and kind lists, NIP-40) and the
+//! read rule for restricted kinds (served only to their parties).
+
+use std::collections::HashSet;
+
+use crate::config::{AuthConfig, PolicyConfig};
+use crate::event::{decode_hex, Event};
+use crate::filter::Filter;
+use crate::store::Header;
+
+use super::client::Client;
+
+pub struct WritePolicy {
+    max_event_size: usize,
+    max_tags: usize,
+    max_future: u64,
+    max_past: u64,
+    pubkey_allow: HashSet<[u8; 32]>,
+    pubkey_deny: HashSet<[u8; 32]>,
+    kind_allow: HashSet<u16>,
+    kind_deny: HashSet<u16>,
+}
+
+fn keys(list: &[String]) -> HashSet<[u8; 32]> {
+    list.iter().filter_map(|k| decode_hex::<32>(k)).collect()
+}
+
+impl WritePolicy {
+    pub fn new(cfg: &PolicyConfig) -> WritePolicy {
+        WritePolicy {
+            max_event_size: cfg.max_event_size,
+            max_tags: cfg.max_tags,
+            max_future: cfg.max_future_seconds,
+            max_past: cfg.max_past_seconds,
+            pubkey_allow: keys(&cfg.pubkey_allow),
+            pubkey_deny: keys(&cfg.pubkey_deny),
+            kind_allow: cfg.kind_allow.iter().copied().collect(),
+            kind_deny: cfg.kind_deny.iter().copied().collect(),
+        }
+    }
+
+    /// The cheap checks, run before the signature is verified. Returns a
+    /// NIP-01 prefixed reason on refusal.
+    pub fn check(&self, event: &Event, json_len: usize, now: u64) -> Result<(), String> {
+        if json_len > self.max_event_size {
+            return Err(format!("invalid: event is too large ({json_len} > {} bytes)", self.max_event_size));
+        }
+        if event.tags.len() > self.max_tags {
+            return Err(format!("invalid: too many tags ({} > {})", event.tags.len(), self.max_tags));
+        }
+        if event.created_at > now.saturating_add(self.max_future) {
+            return Err("invalid: created_at is too far in the future".into());
+        }
+        if self.max_past > 0 && event.created_at < now.saturating_sub(self.max_past) {
+            return Err("invalid: created_at is too far in the past".into());
+        }
+        if self.pubkey_deny.contains(&event.pubkey)
+            || (!self.pubkey_allow.is_empty() && !self.pubkey_allow.contains(&event.pubkey))
+        {
+            return Err("blocked: this pubkey may not publish here".into());
+        }
+        if self.kind_deny.contains(&event.kind) || (!self.kind_allow.is_empty() && !self.kind_allow.contains(&event.kind)) {
+            return Err(format!("blocked: kind {} is not accepted here", event.kind));
+        }
+        if event.expiration().is_some_and(|exp| exp <= now) {
+            return Err("invalid: event has expired".into());
+        }
+        Ok(())
+    }
+}
+
+/// Kinds only their author and `p`-tagged recipients may read (NIP-42).
+pub struct ReadPolicy {
+    restricted: HashSet<u16>,
+    pub require_auth: bool,
+}
+
+impl ReadPolicy {
+    pub fn new(cfg: &AuthConfig) -> ReadPolicy {
+        ReadPolicy { restricted: cfg.restricted_kinds.iter().copied().collect(), require_auth: cfg.require_for_read }
+    }
+
+    pub fn is_restricted(&self, kind: u16) -> bool {
+        self.restricted.contains(&kind)
+    }
+
+    /// A filter that names a restricted kind needs an authenticated client.
+    pub fn needs_auth(&self, filter: &Filter) -> bool {
+        filter.kinds.as_ref().is_some_and(|kinds| kinds.iter().any(|k| self.is_restricted(*k)))
+    }
+
+    /// May `client` see this stored event? Parses the JSON only for
+    /// restricted kinds.
+    pub fn can_see_stored(&self, client: &Client, header: &Header, json: &str) -> bool {
+        if !self.is_restricted(header.kind) {
+            return true;
+        }
+        match Event::from_json(json) {
+            Ok(event) => self.can_see(client, &event),
+            Err(_) => false,
+        }
+    }
+
+    pub fn can_see(&self, client: &Client, event: &Event) -> bool {
+        if !self.is_restricted(event.kind) {
+            return true;
+        }
+        client.auth.any(|pk| {
+            *pk == event.pubkey || event.tag_values("p").any(|p| decode_hex::<32>(p).as_ref() == Some(pk))
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! The HTTP side: one listener serving the WebSocket relay and NIP-11 on `/`
+//! and Prometheus metrics on `/metrics`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use super::{connection, nip11, Relay};
+
+/// The WebSocket layer refuses (close 1009) messages over this multiple of
+/// `max_message_size`; between 1× and this, the relay answers with a NOTICE
+/// and keeps the connection.
+const HARD_LIMIT_FACTOR: usize = 4;
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    relay: Arc<Relay>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/", get(root).options(preflight))
+        .route("/metrics", get(metrics))
+        .with_state(relay);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn client_ip(relay: &Relay, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    let name = &relay.config.server.real_ip_header;
+    if !name.is_empty() {
+        let forwarded = headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+async fn root(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let wants_ws = parts
+        .headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if wants_ws {
+        let ip = client_ip(&relay, &parts.headers, peer);
+        let Some(slot) = relay.connections.try_acquire(ip) else {
+            return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address\n").into_response();
+        };
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let hard_limit = relay.config.limits.max_message_size.saturating_mul(HARD_LIMIT_FACTOR);
+        return upgrade
+            .max_message_size(hard_limit)
+            .max_frame_size(hard_limit)
+            .on_upgrade(move |socket| connection::run(relay, socket, ip, slot));
+    }
+    let wants_info = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/nostr+json"));
+    if wants_info {
+        let body = nip11::document(&relay.config).to_string();
+        let mut response = body.into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/nostr+json"));
+        cors(h);
+        return response;
+    }
+    format!("{} — a Nostr relay. Connect with a Nostr client over WebSocket.\n", relay.config.info.name).into_response()
+}
+
+fn cors(h: &mut HeaderMap) {
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+}
+
+async fn preflight(method: Method) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if method == Method::OPTIONS {
+        cors(response.headers_mut());
+    }
+    response
+}
+
+async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+    let store = relay.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.count().unwrap_or(0)).await.unwrap_or(0);
+    let mut body = relay.metrics.render(stored);
+    body.push_str(&format!(
+        "# HELP echorelay_subscriptions Open REQ subscriptions.\n# TYPE echorelay_subscriptions gauge\nechorelay_subscriptions {}\n",
+        relay.registry.len()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

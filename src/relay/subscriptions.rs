@@ -1,0 +1,158 @@
+//! Live subscriptions and fan-out. The writer hands each committed batch to
+//! the fan-out thread, which matches it against every open subscription and
+//! queues the events on the subscribers' outboxes: delivery happens straight
+//! after commit, and a slow subscriber only fills its own budget.
+//!
+//! A new subscription starts *pending*: while its stored-events query runs,
+//! live events are buffered. When the query ends at store sequence `S` (its
+//! read snapshot), the buffer is flushed without the events the query already
+//! saw (`seq <= S`) and the subscription goes live. Nothing is missed and
+//! nothing is sent twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::client::Client;
+use super::messages;
+use super::policy::ReadPolicy;
+use crate::filter::Filter;
+use crate::writer::{Committed, FanoutSender};
+
+/// Live events buffered for a pending subscription before it is cut off.
+const MAX_PENDING_EVENTS: usize = 10_000;
+
+enum State {
+    Pending(Vec<Arc<Committed>>),
+    Live { after_seq: u64 },
+}
+
+pub struct Subscription {
+    pub client: Arc<Client>,
+    pub id: String,
+    pub filters: Vec<Filter>,
+    state: Mutex<State>,
+    cancelled: AtomicBool,
+}
+
+impl Subscription {
+    pub fn new(client: Arc<Client>, id: String, filters: Vec<Filter>) -> Subscription {
+        Subscription { client, id, filters, state: Mutex::new(State::Pending(Vec::new())), cancelled: AtomicBool::new(false) }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || self.client.outbox.is_overflowed()
+    }
+
+    /// Ends the stored-events phase: sends EOSE, then the buffered live
+    /// events newer than the query's snapshot, and goes live.
+    pub fn finish_query(&self, snapshot_seq: u64) {
+        let mut state = self.state.lock();
+        if self.is_cancelled() {
+            return;
+        }
+        self.client.outbox.send(messages::eose(&self.id));
+        if let State::Pending(buffer) = std::mem::replace(&mut *state, State::Live { after_seq: snapshot_seq }) {
+            for c in buffer {
+                if c.seq.is_none_or(|s| s > snapshot_seq) {
+                    self.client.outbox.send(messages::event(&self.id, &c.json));
+                }
+            }
+        }
+    }
+
+    fn offer(&self, committed: &Arc<Committed>) {
+        let mut state = self.state.lock();
+        match &mut *state {
+            State::Pending(buffer) => {
+                if buffer.len() < MAX_PENDING_EVENTS {
+                    buffer.push(committed.clone());
+                } else {
+                    self.cancelled.store(true, Ordering::Relaxed);
+                    self.client.outbox.send(messages::closed(&self.id, "error: too many live events while the query ran"));
+                }
+            }
+            State::Live { after_seq } => {
+                if committed.seq.is_none_or(|s| s > *after_seq) {
+                    self.client.outbox.send(messages::event(&self.id, &committed.json));
+                }
+            }
+        }
+    }
+}
+
+/// Every open subscription, by (client id, subscription id).
+#[derive(Default)]
+pub struct Registry {
+    subs: RwLock<HashMap<(u64, String), Arc<Subscription>>>,
+}
+
+impl Registry {
+    /// Adds (or replaces, cancelling the old one) a subscription.
+    pub fn insert(&self, sub: Arc<Subscription>) {
+        let old = self.subs.write().insert((sub.client.id, sub.id.clone()), sub);
+        if let Some(old) = old {
+            old.cancelled.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn remove(&self, client: u64, id: &str) -> bool {
+        match self.subs.write().remove(&(client, id.to_string())) {
+            Some(sub) => {
+                sub.cancelled.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops all of a client's subscriptions; returns how many.
+    pub fn remove_client(&self, client: u64) -> usize {
+        let mut subs = self.subs.write();
+        let before = subs.len();
+        subs.retain(|(c, _), sub| {
+            let keep = *c != client;
+            if !keep {
+                sub.cancelled.store(true, Ordering::Relaxed);
+            }
+            keep
+        });
+        before - subs.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.read().is_empty()
+    }
+
+    fn deliver(&self, batch: &[Arc<Committed>], read: &ReadPolicy) {
+        let subs = self.subs.read();
+        for committed in batch {
+            for sub in subs.values() {
+                if sub.is_cancelled() || !sub.filters.iter().any(|f| f.matches(&committed.event)) {
+                    continue;
+                }
+                if !read.can_see(&sub.client, &committed.event) {
+                    continue;
+                }
+                sub.offer(committed);
+            }
+        }
+    }
+}
+
+/// Starts the fan-out thread; it ends when every sender is dropped.
+pub fn spawn_fanout(registry: Arc<Registry>, read: Arc<ReadPolicy>) -> std::io::Result<FanoutSender> {
+    let (tx, rx) = flume::unbounded::<Vec<Arc<Committed>>>();
+    std::thread::Builder::new().name("fanout".into()).spawn(move || {
+        while let Ok(batch) = rx.recv() {
+            registry.deliver(&batch, &read);
+        }
+    })?;
+    Ok(tx)
+}

@@ -1,0 +1,217 @@
+//! The event store: LMDB through heed. Reads happen anywhere through
+//! [`Store::read_txn`]; writes happen only in the writer thread through
+//! [`Store::apply_batch`] (see `writer.rs`), so there is a single place where
+//! events, indexes and deletion records change.
+
+mod query;
+pub mod schema;
+mod write;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
+use parking_lot::{RwLock, RwLockReadGuard};
+
+pub use schema::Header;
+pub use query::{Found, IndexName, QueryPlan, Stop};
+pub use write::{BatchItem, WriteOutcome};
+
+type Db = Database<Bytes, Bytes>;
+
+/// Store failures. `Full` is the one a client may see (as `error:`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("database is full")]
+    Full,
+    #[error("database is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+pub(crate) struct Dbs {
+    pub events: Db,
+    pub ids: Db,
+    pub by_time: Db,
+    pub by_kind: Db,
+    pub by_pubkey: Db,
+    pub by_pubkey_kind: Db,
+    pub by_tag: Db,
+    pub by_coord: Db,
+    pub by_expiry: Db,
+    pub deleted_ids: Db,
+    pub deleted_coords: Db,
+    pub meta: Db,
+}
+
+/// An open event store.
+pub struct Store {
+    env: Env<WithoutTls>,
+    pub(crate) dbs: Dbs,
+    /// Readers hold it shared; growing the map takes it exclusively, since
+    /// LMDB may only resize with no transaction open in the process.
+    gate: RwLock<()>,
+    map_size: AtomicU64,
+    max_map_size: u64,
+}
+
+/// A read snapshot. Short-lived: hold one per query, never across an await
+/// that waits on the network.
+pub struct ReadTxn<'s> {
+    txn: RoTxn<'s, WithoutTls>,
+    _gate: RwLockReadGuard<'s, ()>,
+}
+
+impl<'s> std::ops::Deref for ReadTxn<'s> {
+    type Target = RoTxn<'s>;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, map_size_mb: u64, max_map_size_mb: u64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+        let page = 4096u64;
+        let map_size = (map_size_mb * MIB).div_ceil(page) * page;
+        // SAFETY: the environment is opened once per process per directory
+        // (heed refuses a second open), and LMDB's own locking protects the
+        // files against other processes such as `echorelay import`.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(map_size as usize)
+                .max_dbs(32)
+                .max_readers(1024)
+                .open(dir)?
+        };
+        let mut wtxn = env.write_txn()?;
+        let mut create = |name: &str| env.create_database::<Bytes, Bytes>(&mut wtxn, Some(name));
+        let dbs = Dbs {
+            events: create("events")?,
+            ids: create("ids")?,
+            by_time: create("by_time")?,
+            by_kind: create("by_kind")?,
+            by_pubkey: create("by_pubkey")?,
+            by_pubkey_kind: create("by_pubkey_kind")?,
+            by_tag: create("by_tag")?,
+            by_coord: create("by_coord")?,
+            by_expiry: create("by_expiry")?,
+            deleted_ids: create("deleted_ids")?,
+            deleted_coords: create("deleted_coords")?,
+            meta: create("meta")?,
+        };
+        wtxn.commit()?;
+        let current = env.info().map_size as u64;
+        Ok(Store {
+            env,
+            dbs,
+            gate: RwLock::new(()),
+            map_size: AtomicU64::new(current.max(map_size)),
+            max_map_size: (max_map_size_mb * MIB).max(map_size),
+        })
+    }
+
+    pub fn read_txn(&self) -> Result<ReadTxn<'_>, StoreError> {
+        let gate = self.gate.read();
+        Ok(ReadTxn {
+            txn: self.env.read_txn()?,
+            _gate: gate,
+        })
+    }
+
+    /// Number of stored events.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let txn = self.read_txn()?;
+        Ok(self.dbs.events.len(&txn)?)
+    }
+
+    /// Highest sequence number committed as seen by `txn` (0 when empty).
+    pub fn last_seq(&self, txn: &RoTxn) -> Result<u64, StoreError> {
+        match self.dbs.meta.get(txn, write::NEXT_SEQ)? {
+            Some(v) => Ok(u64::from_be_bytes(v.try_into().map_err(|_| StoreError::Corrupt("next_seq"))?).saturating_sub(1)),
+            None => Ok(0),
+        }
+    }
+
+    /// The stored JSON of one event, if present and not expired.
+    pub fn get_json(&self, txn: &RoTxn, id: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        let Some(seq) = self.dbs.ids.get(txn, id)? else {
+            return Ok(None);
+        };
+        let Some(value) = self.dbs.events.get(txn, seq)? else {
+            return Ok(None);
+        };
+        let (header, json) = Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+        if header.is_expired(crate::event::now()) {
+            return Ok(None);
+        }
+        Ok(Some(String::from_utf8_lossy(json).into_owned()))
+    }
+
+    /// Doubles the map (up to the configured maximum). Called by the writer
+    /// after a MDB_MAP_FULL, with no write transaction open.
+    pub(crate) fn grow(&self) -> Result<(), StoreError> {
+        let current = self.map_size.load(Ordering::Relaxed);
+        if current >= self.max_map_size {
+            return Err(StoreError::Full);
+        }
+        let next = (current * 2).min(self.max_map_size);
+        let _exclusive = self.gate.write();
+        // SAFETY: the exclusive gate guarantees no read transaction is open
+        // in this process, and the caller (the only writer) holds none.
+        unsafe { self.env.resize(next as usize)? };
+        self.map_size.store(next, Ordering::Relaxed);
+        tracing::info!(map_size_mb = next / MIB, "grew the LMDB map");
+        Ok(())
+    }
+
+    /// Flushes the environment to disk (graceful shutdown, end of import).
+    pub fn sync(&self) {
+        if let Err(e) = self.env.force_sync() {
+            tracing::error!(error = %e, "LMDB sync failed");
+        }
+    }
+
+    pub(crate) fn env(&self) -> &Env<WithoutTls> {
+        &self.env
+    }
+}
+
+/// The secondary indexes whose keys end in `created_at ‖ seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexDb {
+    Time,
+    Kind,
+    Pubkey,
+    PubkeyKind,
+    Tag,
+    Expiry,
+}
+
+impl Store {
+    pub(crate) fn index(&self, which: IndexDb) -> &Db {
+        let d = &self.dbs;
+        match which {
+            IndexDb::Time => &d.by_time,
+            IndexDb::Kind => &d.by_kind,
+            IndexDb::Pubkey => &d.by_pubkey,
+            IndexDb::PubkeyKind => &d.by_pubkey_kind,
+            IndexDb::Tag => &d.by_tag,
+            IndexDb::Expiry => &d.by_expiry,
+        }
+    }
+}
+
+/// True for the LMDB error that means "map full".
+pub(crate) fn is_map_full(err: &heed::Error) -> bool {
+    matches!(err, heed::Error::Mdb(heed::MdbError::MapFull))
+}

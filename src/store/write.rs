@@ -1,0 +1,242 @@
+//! Applying a batch of writes in one LMDB write transaction: insert (with
+//! replaceable / addressable replacement), NIP-09 deletion, NIP-40 purge.
+//! Only the writer thread calls [`Store::apply_batch`].
+
+use heed::RwTxn;
+
+use super::schema::{self, Header};
+use super::{is_map_full, IndexDb, Store, StoreError};
+use crate::event::{Coordinate, Event, KindClass};
+
+pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
+
+/// Most expired events removed by one purge request.
+const PURGE_CHUNK: usize = 10_000;
+
+/// One request inside a write batch.
+pub enum BatchItem<'a> {
+    /// A verified event and its canonical JSON.
+    Insert { event: &'a Event, json: &'a str },
+    /// Remove events whose NIP-40 expiration is at or before `now`.
+    PurgeExpired { now: u64 },
+}
+
+/// What happened to one batch item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Stored { seq: u64 },
+    Duplicate,
+    /// Refused with a NIP-01 prefixed reason.
+    Refused(String),
+    Purged { count: usize },
+}
+
+impl Store {
+    /// Applies `items` in one write transaction and commits. Grows the map
+    /// and retries when it is full; `StoreError::Full` once it cannot grow.
+    pub fn apply_batch(&self, items: &[BatchItem]) -> Result<Vec<WriteOutcome>, StoreError> {
+        loop {
+            match self.try_apply(items) {
+                Err(StoreError::Lmdb(e)) if is_map_full(&e) => self.grow()?,
+                other => return other,
+            }
+        }
+    }
+
+    fn try_apply(&self, items: &[BatchItem]) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut txn = self.env().write_txn()?;
+        let mut next_seq = match self.dbs.meta.get(&txn, NEXT_SEQ)? {
+            Some(v) => u64::from_be_bytes(v.try_into().map_err(|_| StoreError::Corrupt("next_seq"))?),
+            None => 1,
+        };
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let outcome = match item {
+                BatchItem::Insert { event, json } => self.insert(&mut txn, event, json, &mut next_seq)?,
+                BatchItem::PurgeExpired { now } => self.purge_expired(&mut txn, *now)?,
+            };
+            outcomes.push(outcome);
+        }
+        self.dbs.meta.put(&mut txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    fn insert(
+        &self,
+        txn: &mut RwTxn,
+        event: &Event,
+        json: &str,
+        next_seq: &mut u64,
+    ) -> Result<WriteOutcome, StoreError> {
+        let d = &self.dbs;
+        if d.ids.get(txn, &event.id)?.is_some() {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        if d.deleted_ids.get(txn, &event.id)? == Some(&event.pubkey[..]) {
+            return Ok(WriteOutcome::Refused("blocked: this event was deleted by its author".into()));
+        }
+        if let Some(coord) = event.coordinate() {
+            let key = schema::coord_key(coord.kind, &coord.pubkey, &coord.d);
+            if let Some(cutoff) = d.deleted_coords.get(txn, &key)? {
+                if event.created_at <= be_u64(cutoff)? {
+                    return Ok(WriteOutcome::Refused("blocked: this address was deleted by its author".into()));
+                }
+            }
+            if let Some(old_seq) = d.by_coord.get(txn, &key)? {
+                let old_seq = be_u64(old_seq)?;
+                let old = self.header_of(txn, old_seq)?;
+                // NIP-01: the newest wins; on a tie, the lowest id.
+                if (old.created_at, std::cmp::Reverse(old.id)) > (event.created_at, std::cmp::Reverse(event.id)) {
+                    return Ok(WriteOutcome::Refused("duplicate: have a newer event for this address".into()));
+                }
+                self.remove(txn, old_seq)?;
+            }
+        }
+        if event.kind == 5 {
+            self.apply_deletion(txn, event)?;
+        }
+        let seq = *next_seq;
+        *next_seq += 1;
+        self.put_event(txn, seq, event, json)?;
+        Ok(WriteOutcome::Stored { seq })
+    }
+
+    fn put_event(&self, txn: &mut RwTxn, seq: u64, event: &Event, json: &str) -> Result<(), StoreError> {
+        let d = &self.dbs;
+        let header = Header {
+            id: event.id,
+            pubkey: event.pubkey,
+            created_at: event.created_at,
+            kind: event.kind,
+            expiration: event.expiration().unwrap_or(0),
+        };
+        let seq_bytes = schema::seq_key(seq);
+        d.events.put(txn, &seq_bytes, &header.encode(json.as_bytes()))?;
+        d.ids.put(txn, &event.id, &seq_bytes)?;
+        for (db, key) in index_keys(&header, &event.tags, seq) {
+            self.index(db).put(txn, &key, &[])?;
+        }
+        if let Some(coord) = event.coordinate() {
+            d.by_coord.put(txn, &schema::coord_key(coord.kind, &coord.pubkey, &coord.d), &seq_bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one stored event and every index entry pointing at it.
+    fn remove(&self, txn: &mut RwTxn, seq: u64) -> Result<(), StoreError> {
+        let d = &self.dbs;
+        let seq_bytes = schema::seq_key(seq);
+        let Some(value) = d.events.get(txn, &seq_bytes)? else {
+            return Ok(());
+        };
+        let (header, json) = Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+        let event = std::str::from_utf8(json)
+            .ok()
+            .and_then(|j| Event::from_json(j).ok())
+            .ok_or(StoreError::Corrupt("stored event JSON"))?;
+        d.events.delete(txn, &seq_bytes)?;
+        d.ids.delete(txn, &header.id)?;
+        for (db, key) in index_keys(&header, &event.tags, seq) {
+            self.index(db).delete(txn, &key)?;
+        }
+        if let Some(coord) = event.coordinate() {
+            let key = schema::coord_key(coord.kind, &coord.pubkey, &coord.d);
+            if d.by_coord.get(txn, &key)? == Some(&seq_bytes[..]) {
+                d.by_coord.delete(txn, &key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// NIP-09: removes the author's own events named by `e` and `a` tags and
+    /// remembers the deletion so the events cannot come back.
+    fn apply_deletion(&self, txn: &mut RwTxn, deletion: &Event) -> Result<(), StoreError> {
+        let d = &self.dbs;
+        for value in deletion.tag_values("e") {
+            let Some(id) = crate::event::decode_hex::<32>(value) else { continue };
+            if let Some(seq) = d.ids.get(txn, &id)? {
+                let seq = be_u64(seq)?;
+                let target = self.header_of(txn, seq)?;
+                if target.pubkey == deletion.pubkey && target.kind != 5 {
+                    self.remove(txn, seq)?;
+                }
+            }
+            d.deleted_ids.put(txn, &id, &deletion.pubkey)?;
+        }
+        for value in deletion.tag_values("a") {
+            let Some(coord) = Coordinate::parse(value) else { continue };
+            if coord.pubkey != deletion.pubkey || KindClass::of(coord.kind) == KindClass::Regular {
+                continue;
+            }
+            let key = schema::coord_key(coord.kind, &coord.pubkey, &coord.d);
+            if let Some(seq) = d.by_coord.get(txn, &key)? {
+                let seq = be_u64(seq)?;
+                if self.header_of(txn, seq)?.created_at <= deletion.created_at {
+                    self.remove(txn, seq)?;
+                }
+            }
+            let previous = match d.deleted_coords.get(txn, &key)? {
+                Some(v) => be_u64(v)?,
+                None => 0,
+            };
+            let cutoff = previous.max(deletion.created_at);
+            d.deleted_coords.put(txn, &key, &cutoff.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn purge_expired(&self, txn: &mut RwTxn, now: u64) -> Result<WriteOutcome, StoreError> {
+        let mut doomed = Vec::new();
+        for entry in self.dbs.by_expiry.iter(txn)? {
+            let (key, _) = entry?;
+            let (expiration, seq) = schema::time_seq_suffix(key).ok_or(StoreError::Corrupt("expiry key"))?;
+            if expiration > now || doomed.len() >= PURGE_CHUNK {
+                break;
+            }
+            doomed.push(seq);
+        }
+        for seq in &doomed {
+            self.remove(txn, *seq)?;
+        }
+        Ok(WriteOutcome::Purged { count: doomed.len() })
+    }
+
+    fn header_of(&self, txn: &RwTxn, seq: u64) -> Result<Header, StoreError> {
+        let value = self
+            .dbs
+            .events
+            .get(txn, &schema::seq_key(seq))?
+            .ok_or(StoreError::Corrupt("index points at a missing event"))?;
+        Ok(Header::decode(value).ok_or(StoreError::Corrupt("event header"))?.0)
+    }
+}
+
+/// Every `(index, key)` pair of one event; insert and remove share it so the
+/// two can never disagree.
+fn index_keys(header: &Header, tags: &[Vec<String>], seq: u64) -> Vec<(IndexDb, Vec<u8>)> {
+    let ts = header.created_at;
+    let mut keys = vec![
+        (IndexDb::Time, schema::index_key(&[], ts, seq)),
+        (IndexDb::Kind, schema::index_key(&schema::kind_prefix(header.kind), ts, seq)),
+        (IndexDb::Pubkey, schema::index_key(&header.pubkey, ts, seq)),
+        (
+            IndexDb::PubkeyKind,
+            schema::index_key(&schema::pubkey_kind_prefix(&header.pubkey, header.kind), ts, seq),
+        ),
+    ];
+    let mut tag_prefixes: Vec<Vec<u8>> = schema::indexed_tags(tags)
+        .map(|(letter, value)| schema::tag_prefix(letter, value))
+        .collect();
+    tag_prefixes.sort_unstable();
+    tag_prefixes.dedup();
+    keys.extend(tag_prefixes.into_iter().map(|p| (IndexDb::Tag, schema::index_key(&p, ts, seq))));
+    if header.expiration != 0 {
+        keys.push((IndexDb::Expiry, schema::index_key(&[], header.expiration, seq)));
+    }
+    keys
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt("u64 value"))?))
+}

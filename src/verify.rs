@@ -1,0 +1,78 @@
+//! The verify pool: a fixed set of threads (one per core by default) for the
+//! CPU-heavy id and Schnorr checks, fed through a bounded queue so that a
+//! flood of EVENTs slows the senders down instead of growing memory, and so
+//! that no signature is ever checked on the async executor.
+
+use std::thread::JoinHandle;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// `None` tells one thread to stop once everything queued before it ran.
+type Slot = Option<Job>;
+
+pub struct VerifyPool {
+    tx: flume::Sender<Slot>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Submits jobs; cheap to clone.
+#[derive(Clone)]
+pub struct VerifyHandle {
+    tx: flume::Sender<Slot>,
+}
+
+/// Jobs waiting per thread before submitters wait.
+const QUEUE_PER_THREAD: usize = 1024;
+
+impl VerifyPool {
+    /// `threads == 0` means one per available core.
+    pub fn new(threads: usize) -> VerifyPool {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        } else {
+            threads
+        };
+        let (tx, rx) = flume::bounded::<Slot>(threads * QUEUE_PER_THREAD);
+        let threads = (0..threads)
+            .filter_map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("verify-{i}"))
+                    .spawn(move || {
+                        while let Ok(Some(job)) = rx.recv() {
+                            job();
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        VerifyPool { tx, threads }
+    }
+
+    pub fn handle(&self) -> VerifyHandle {
+        VerifyHandle { tx: self.tx.clone() }
+    }
+
+    /// Runs every job queued so far, then stops the threads.
+    pub fn shutdown(self) {
+        for _ in &self.threads {
+            let _ = self.tx.send(None);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl VerifyHandle {
+    /// Queues a job, waiting (asynchronously) while the queue is full.
+    /// Returns false when the pool is shut down.
+    pub async fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        self.tx.send_async(Some(Box::new(job))).await.is_ok()
+    }
+
+    /// Blocking variant for threads outside the executor (import).
+    pub fn run_blocking(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        self.tx.send(Some(Box::new(job))).is_ok()
+    }
+}

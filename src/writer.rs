@@ -1,0 +1,182 @@
+//! The single writer: one thread owns every LMDB write. It takes everything
+//! waiting in its inbox (up to `max_batch`), applies it in one write
+//! transaction, commits, and only then answers each request and hands the
+//! newly stored events to the fan-out. Nothing else writes the store.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::store::{BatchItem, Store, StoreError, WriteOutcome};
+
+/// Called with the outcome of a write, after commit.
+pub type Reply = Box<dyn FnOnce(&WriteOutcome) + Send>;
+
+/// An event that is now durable (or ephemeral), on its way to subscribers.
+#[derive(Debug)]
+pub struct Committed {
+    /// Store sequence number; `None` for ephemeral events.
+    pub seq: Option<u64>,
+    pub event: Event,
+    pub json: String,
+}
+
+/// Receives committed events in commit order.
+pub type FanoutSender = flume::Sender<Vec<Arc<Committed>>>;
+
+enum Request {
+    Event { event: Event, json: String, reply: Reply },
+    Purge { reply: Reply },
+    Shutdown,
+}
+
+/// A cloneable way to submit writes.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: flume::Sender<Request>,
+}
+
+/// The writer thread; [`Writer::shutdown`] drains the inbox and commits.
+pub struct Writer {
+    handle: WriterHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Requests queued before submitters wait: backpressure to the verify pool.
+const INBOX: usize = 32 * 1024;
+
+impl Writer {
+    pub fn spawn(store: Arc<Store>, max_batch: usize, metrics: Arc<Metrics>, fanout: Option<FanoutSender>) -> Writer {
+        let (tx, rx) = flume::bounded(INBOX);
+        let thread = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || run(&store, &rx, max_batch.max(1), &metrics, fanout.as_ref()))
+            .ok();
+        Writer { handle: WriterHandle { tx }, thread }
+    }
+
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Commits everything submitted so far and stops the thread.
+    pub fn shutdown(mut self) {
+        let _ = self.handle.tx.send(Request::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Queues a verified event; blocks while the inbox is full. `reply` is
+    /// called after commit (or with an error outcome if the writer is gone).
+    pub fn submit(&self, event: Event, json: String, reply: Reply) {
+        if let Err(flume::SendError(Request::Event { reply, .. })) = self.tx.send(Request::Event { event, json, reply }) {
+            reply(&WriteOutcome::Refused("error: relay is shutting down".into()));
+        }
+    }
+
+    /// Async variant of [`WriterHandle::submit`] for callers on the executor.
+    pub async fn submit_async(&self, event: Event, json: String, reply: Reply) {
+        if let Err(flume::SendError(Request::Event { reply, .. })) =
+            self.tx.send_async(Request::Event { event, json, reply }).await
+        {
+            reply(&WriteOutcome::Refused("error: relay is shutting down".into()));
+        }
+    }
+
+    /// Asks for a purge of expired events; skipped when the inbox is full
+    /// (the next tick will ask again).
+    pub fn purge_expired(&self, reply: Reply) {
+        let _ = self.tx.try_send(Request::Purge { reply });
+    }
+}
+
+fn run(store: &Store, rx: &flume::Receiver<Request>, max_batch: usize, metrics: &Metrics, fanout: Option<&FanoutSender>) {
+    let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+    loop {
+        let Ok(first) = rx.recv() else { return };
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().any(|r| matches!(r, Request::Shutdown));
+        commit_batch(store, std::mem::take(&mut batch), metrics, fanout);
+        if stop {
+            // Commit whatever raced in behind the shutdown request too.
+            let rest: Vec<Request> = rx.drain().collect();
+            if !rest.is_empty() {
+                commit_batch(store, rest, metrics, fanout);
+            }
+            return;
+        }
+    }
+}
+
+fn commit_batch(store: &Store, batch: Vec<Request>, metrics: &Metrics, fanout: Option<&FanoutSender>) {
+    let now = crate::event::now();
+    let items: Vec<BatchItem> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Request::Event { event, json, .. } => Some(BatchItem::Insert { event, json }),
+            Request::Purge { .. } => Some(BatchItem::PurgeExpired { now }),
+            Request::Shutdown => None,
+        })
+        .collect();
+    if items.is_empty() {
+        return;
+    }
+    let result = store.apply_batch(&items);
+    drop(items);
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            let reason = match e {
+                StoreError::Full => "error: database is full".to_string(),
+                other => {
+                    tracing::error!(error = %other, "write batch failed");
+                    "error: could not store event".to_string()
+                }
+            };
+            let failed = WriteOutcome::Refused(reason);
+            for req in batch {
+                match req {
+                    Request::Event { reply, .. } | Request::Purge { reply } => reply(&failed),
+                    Request::Shutdown => {}
+                }
+            }
+            return;
+        }
+    };
+    metrics.record_batch(outcomes.len());
+    let mut committed = Vec::new();
+    let mut outcomes = outcomes.into_iter();
+    for req in batch {
+        match req {
+            Request::Event { event, json, reply } => {
+                let Some(outcome) = outcomes.next() else { break };
+                reply(&outcome);
+                if let WriteOutcome::Stored { seq } = outcome {
+                    metrics.events_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    committed.push(Arc::new(Committed { seq: Some(seq), event, json }));
+                }
+            }
+            Request::Purge { reply } => {
+                let Some(outcome) = outcomes.next() else { break };
+                if let WriteOutcome::Purged { count } = outcome {
+                    metrics.events_purged.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                reply(&outcome);
+            }
+            Request::Shutdown => {}
+        }
+    }
+    if let (Some(fanout), false) = (fanout, committed.is_empty()) {
+        let _ = fanout.send(committed);
+    }
+}
