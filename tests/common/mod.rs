@@ -1,0 +1,222 @@
+//! Test support: a relay started in-process on a free 127.0.0.1 port with a
+//! temporary data directory, and a raw WebSocket client that awaits replies
+//! (never sleeps) with a timeout so a missing reply fails instead of hanging.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use echorelay::config::Config;
+use echorelay::event::{Event, Keys};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A config for tests: no rate limits unless a test sets them.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.limits.events_per_second = 0;
+    config.limits.reqs_per_second = 0;
+    config.server.verify_threads = 2;
+    config
+}
+
+impl TestRelay {
+    pub async fn start() -> TestRelay {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestRelay {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config();
+        config.store.data_dir = dir.path().to_path_buf();
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            echorelay::node::run(config, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("relay run");
+        });
+        TestRelay { addr, url: format!("ws://{addr}"), dir, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Graceful stop; waits until every queued write is committed.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("relay task");
+        }
+        self.dir
+    }
+
+    pub async fn client(&self) -> Raw {
+        Raw::connect(&self.url).await
+    }
+}
+
+/// A raw NIP-01 client over tokio-tungstenite.
+pub struct Raw {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub challenge: Option<String>,
+}
+
+impl Raw {
+    pub async fn connect(url: &str) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let mut raw = Raw { ws, challenge: None };
+        let first = raw.recv().await;
+        assert_eq!(first[0], "AUTH", "first message is the NIP-42 challenge: {first}");
+        raw.challenge = first[1].as_str().map(str::to_string);
+        raw
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::Text(text.into().into())).await.expect("send");
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Next text message as JSON; panics after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(WAIT).await.expect("timed out waiting for a relay message")
+    }
+
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(wait, self.ws.next()).await.ok()??.ok()?;
+            match msg {
+                Message::Text(text) => return Some(serde_json::from_str(text.as_str()).expect("relay sent JSON")),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits for the close frame and returns its code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.ok()?? {
+                Ok(Message::Close(frame)) => return frame.map(|f| f.code.into()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Publishes and returns the OK message.
+    pub async fn publish(&mut self, event: &Event) -> Value {
+        self.send_text(format!("[\"EVENT\",{}]", event.to_json())).await;
+        loop {
+            let msg = self.recv().await;
+            if msg[0] == "OK" && msg[1] == event.id_hex() {
+                return msg;
+            }
+        }
+    }
+
+    pub async fn publish_ok(&mut self, event: &Event) {
+        let ok = self.publish(event).await;
+        assert_eq!(ok[2], true, "event refused: {ok}");
+    }
+
+    /// REQ and collect the stored events until EOSE.
+    pub async fn req(&mut self, sub: &str, filters: &[Value]) -> Vec<Value> {
+        let mut msg = vec![json!("REQ"), json!(sub)];
+        msg.extend(filters.iter().cloned());
+        self.send(Value::Array(msg)).await;
+        let mut events = Vec::new();
+        loop {
+            let m = self.recv().await;
+            match m[0].as_str() {
+                Some("EVENT") if m[1] == sub => events.push(m[2].clone()),
+                Some("EOSE") if m[1] == sub => return events,
+                Some("CLOSED") if m[1] == sub => panic!("subscription closed: {m}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Ids (hex) of a REQ's stored events, in the order received.
+    pub async fn req_ids(&mut self, filters: &[Value]) -> Vec<String> {
+        self.req("ids", filters).await.iter().map(|e| e["id"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Sends a message and returns the next reply.
+    pub async fn ask(&mut self, value: Value) -> Value {
+        self.send(value).await;
+        self.recv().await
+    }
+
+    pub async fn ask_text(&mut self, text: impl Into<String>) -> Value {
+        self.send_text(text).await;
+        self.recv().await
+    }
+
+    /// NIP-42 authenticate as `keys`.
+    pub async fn auth(&mut self, keys: &Keys) -> Value {
+        let challenge = self.challenge.clone().expect("challenge");
+        let event = keys.sign(
+            echorelay::event::now(),
+            22242,
+            vec![vec!["relay".into(), "ws://localhost".into()], vec!["challenge".into(), challenge]],
+            String::new(),
+        );
+        self.send(json!(["AUTH", serde_json::from_str::<Value>(&event.to_json()).expect("json")])).await;
+        self.recv().await
+    }
+}
+
+pub fn note(keys: &Keys, content: &str) -> Event {
+    keys.sign(echorelay::event::now(), 1, vec![], content.into())
+}
+
+pub fn event_at(keys: &Keys, kind: u16, created_at: u64, tags: Vec<Vec<&str>>, content: &str) -> Event {
+    let tags = tags.into_iter().map(|t| t.into_iter().map(str::to_string).collect()).collect();
+    keys.sign(created_at, kind, tags, content.into())
+}
+
+pub fn id_of(event: &Event) -> String {
+    event.id_hex()
+}
+
+/// Minimal HTTP/1.1 GET over a fresh TCP connection: (status, headers, body).
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.expect("http timeout").expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}

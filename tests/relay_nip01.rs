@@ -1,0 +1,180 @@
+//! NIP-01 / 09 / 40 / 45 / 11 behaviour through a real socket.
+
+mod common;
+
+use common::*;
+use echorelay::event::{now, Keys};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_query_and_live() {
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut a = relay.client().await;
+    let e1 = event_at(&keys, 1, now() - 10, vec![vec!["t", "rust"]], "older");
+    let e2 = event_at(&keys, 1, now() - 5, vec![vec!["t", "go"]], "newer");
+    a.publish_ok(&e1).await;
+    a.publish_ok(&e2).await;
+
+    // Newest first, limit honoured, every index path.
+    let author = hex::encode(keys.public_key());
+    assert_eq!(a.req_ids(&[json!({"authors": [author]})]).await, vec![id_of(&e2), id_of(&e1)]);
+    assert_eq!(a.req_ids(&[json!({"kinds": [1], "limit": 1})]).await, vec![id_of(&e2)]);
+    assert_eq!(a.req_ids(&[json!({"authors": [author], "kinds": [1]})]).await.len(), 2);
+    assert_eq!(a.req_ids(&[json!({"#t": ["rust"]})]).await, vec![id_of(&e1)]);
+    assert_eq!(a.req_ids(&[json!({"ids": [id_of(&e1)]})]).await, vec![id_of(&e1)]);
+    assert_eq!(a.req_ids(&[json!({"since": now() - 7})]).await, vec![id_of(&e2)]);
+    assert_eq!(a.req_ids(&[json!({"until": now() - 7})]).await, vec![id_of(&e1)]);
+    assert!(a.req_ids(&[json!({"kinds": [2]})]).await.is_empty());
+    // Several filters: union without repeats.
+    let both = a.req_ids(&[json!({"#t": ["rust"]}), json!({"kinds": [1]})]).await;
+    assert_eq!(both.len(), 2);
+
+    // Live: a second client subscribes, the first publishes.
+    let mut b = relay.client().await;
+    assert_eq!(b.req("live", &[json!({"#t": ["live"]})]).await.len(), 0);
+    let e3 = event_at(&keys, 1, now(), vec![vec!["t", "live"]], "fresh");
+    a.publish_ok(&e3).await;
+    let got = b.recv().await;
+    assert_eq!(got[0], "EVENT");
+    assert_eq!(got[1], "live");
+    assert_eq!(got[2]["id"], id_of(&e3));
+
+    // CLOSE stops delivery; the connection stays usable.
+    b.send(json!(["CLOSE", "live"])).await;
+    let e4 = event_at(&keys, 1, now(), vec![vec!["t", "live"]], "after close");
+    a.publish_ok(&e4).await;
+    let count = b.ask(json!(["COUNT", "c", {"#t": ["live"]}])).await;
+    assert_eq!(count, json!(["COUNT", "c", {"count": 2}]));
+
+    // Duplicate.
+    let dup = a.publish(&e1).await;
+    assert_eq!(dup[2], true);
+    assert!(dup[3].as_str().unwrap().starts_with("duplicate:"));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaceable_addressable_and_ephemeral() {
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let author = hex::encode(keys.public_key());
+
+    let old = event_at(&keys, 0, now() - 100, vec![], "{\"name\":\"old\"}");
+    let new = event_at(&keys, 0, now() - 50, vec![], "{\"name\":\"new\"}");
+    c.publish_ok(&old).await;
+    c.publish_ok(&new).await;
+    let older_again = event_at(&keys, 0, now() - 200, vec![], "{\"name\":\"older\"}");
+    let refused = c.publish(&older_again).await;
+    assert_eq!(refused[2], false);
+    assert!(refused[3].as_str().unwrap().starts_with("duplicate:"));
+    assert_eq!(c.req_ids(&[json!({"authors": [author], "kinds": [0]})]).await, vec![id_of(&new)]);
+
+    let a1 = event_at(&keys, 30023, now() - 10, vec![vec!["d", "post"]], "v1");
+    let a2 = event_at(&keys, 30023, now() - 5, vec![vec!["d", "post"]], "v2");
+    let other = event_at(&keys, 30023, now() - 5, vec![vec!["d", "other"]], "x");
+    for e in [&a1, &a2, &other] {
+        c.publish_ok(e).await;
+    }
+    let mut got = c.req_ids(&[json!({"kinds": [30023]})]).await;
+    got.sort();
+    let mut want = vec![id_of(&a2), id_of(&other)];
+    want.sort();
+    assert_eq!(got, want);
+
+    // Ephemeral: delivered live, never stored.
+    let mut sub = relay.client().await;
+    sub.req("eph", &[json!({"kinds": [20001]})]).await;
+    let eph = event_at(&keys, 20001, now(), vec![], "poof");
+    c.publish_ok(&eph).await;
+    assert_eq!(sub.recv().await[2]["id"], id_of(&eph));
+    assert!(c.req_ids(&[json!({"kinds": [20001]})]).await.is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_by_e_and_a() {
+    let relay = TestRelay::start().await;
+    let alice = Keys::generate();
+    let mallory = Keys::generate();
+    let mut c = relay.client().await;
+    let note = event_at(&alice, 1, now() - 10, vec![], "to delete");
+    let article = event_at(&alice, 30023, now() - 10, vec![vec!["d", "a1"]], "article");
+    c.publish_ok(&note).await;
+    c.publish_ok(&article).await;
+
+    // Someone else cannot delete Alice's note.
+    let fake = event_at(&mallory, 5, now(), vec![vec!["e", &id_of(&note)]], "");
+    c.publish_ok(&fake).await;
+    assert_eq!(c.req_ids(&[json!({"ids": [id_of(&note)]})]).await.len(), 1);
+
+    let coord = format!("30023:{}:a1", hex::encode(alice.public_key()));
+    let del = event_at(&alice, 5, now() - 1, vec![vec!["e", &id_of(&note)], vec!["a", &coord]], "");
+    c.publish_ok(&del).await;
+    assert!(c.req_ids(&[json!({"ids": [id_of(&note), id_of(&article)]})]).await.is_empty());
+    // The deletion itself is kept and served.
+    assert_eq!(c.req_ids(&[json!({"kinds": [5], "authors": [hex::encode(alice.public_key())]})]).await, vec![id_of(&del)]);
+
+    // Re-sending a deleted event is refused; so is an older version of the address.
+    let again = c.publish(&note).await;
+    assert_eq!(again[2], false, "{again}");
+    assert!(again[3].as_str().unwrap().starts_with("blocked:"));
+    let stale = event_at(&alice, 30023, now() - 5, vec![vec!["d", "a1"]], "stale");
+    assert_eq!(c.publish(&stale).await[2], false);
+    // A newer version of the address is accepted.
+    let fresh = event_at(&alice, 30023, now() + 1, vec![vec!["d", "a1"]], "fresh");
+    c.publish_ok(&fresh).await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiration_nip40() {
+    let relay = TestRelay::start_with(|c| c.store.purge_interval_secs = 1).await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let expired = event_at(&keys, 1, now(), vec![vec!["expiration", &(now() - 1).to_string()]], "gone");
+    let refused = c.publish(&expired).await;
+    assert_eq!(refused[2], false);
+    assert!(refused[3].as_str().unwrap().starts_with("invalid:"));
+
+    let soon = event_at(&keys, 1, now(), vec![vec!["expiration", &(now() + 2).to_string()]], "soon");
+    c.publish_ok(&soon).await;
+    assert_eq!(c.req_ids(&[json!({"ids": [id_of(&soon)]})]).await.len(), 1);
+    // Never served once expired: poll the relay's own answer, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if c.req_ids(&[json!({"ids": [id_of(&soon)]})]).await.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "expired event still served");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nip11_and_metrics() {
+    let relay = TestRelay::start().await;
+    let (status, headers, body) = http_get(relay.addr, "/", &[("Accept", "application/nostr+json")]).await;
+    assert_eq!(status, 200);
+    assert!(headers.contains("access-control-allow-origin: *"));
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["supported_nips"], json!([1, 9, 11, 40, 42, 45]));
+    assert_eq!(doc["limitation"]["max_limit"], 500);
+
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    c.publish_ok(&note(&keys, "counted")).await;
+    let bad = keys.sign(now(), 1, vec![], "x".into());
+    let mut tampered = bad.clone();
+    tampered.content = "y".into();
+    c.publish(&tampered).await;
+    let (status, _, body) = http_get(relay.addr, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("echorelay_events_stored_total 1"), "{body}");
+    assert!(body.contains("echorelay_events_rejected_total{reason=\"invalid\"} 1"), "{body}");
+    assert!(body.contains("echorelay_connections 1"), "{body}");
+    assert!(body.contains("echorelay_write_batch_size_count"), "{body}");
+    relay.stop().await;
+}
