@@ -231,7 +231,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let hex_ok = |k: &String| crate::event::decode_hex::<32>(k).is_some();
-        for key in self.policy.pubkey_allow.iter().chain(&self.policy.pubkey_deny) {
+        for key in self
+            .policy
+            .pubkey_allow
+            .iter()
+            .chain(&self.policy.pubkey_deny)
+        {
             if !hex_ok(key) {
                 return Err(ConfigError::Invalid(format!(
                     "policy pubkey lists need 64-character lowercase hex keys, got {key:?}"
@@ -244,7 +249,9 @@ impl Config {
             ));
         }
         if self.limits.max_message_size < 1024 {
-            return Err(ConfigError::Invalid("limits.max_message_size must be >= 1024".into()));
+            return Err(ConfigError::Invalid(
+                "limits.max_message_size must be >= 1024".into(),
+            ));
         }
         Ok(())
     }

@@ -88,7 +88,8 @@ fn malformed(msg: impl Into<String>) -> EventError {
 fn hex_field<const N: usize>(raw: &RawValue, name: &str) -> Result<[u8; N], EventError> {
     let text: &str = serde_json::from_str(raw.get())
         .map_err(|_| malformed(format!("{name} must be a string")))?;
-    decode_hex(text).ok_or_else(|| malformed(format!("{name} must be {} lowercase hex characters", N * 2)))
+    decode_hex(text)
+        .ok_or_else(|| malformed(format!("{name} must be {} lowercase hex characters", N * 2)))
 }
 
 /// Decodes exactly `N` bytes of lowercase hex (NIP-01 requires lowercase).
@@ -120,7 +121,10 @@ impl Event {
     /// only; call [`Event::verify`] before trusting it.
     pub fn from_json(json: &str) -> Result<Event, EventError> {
         let wire: WireEvent = serde_json::from_str(json).map_err(|e| {
-            malformed(format!("event is not a valid event object: {}", short_serde(&e)))
+            malformed(format!(
+                "event is not a valid event object: {}",
+                short_serde(&e)
+            ))
         })?;
         Self::from_wire(&wire)
     }
@@ -157,7 +161,14 @@ impl Event {
     /// The NIP-01 id: sha256 of `[0, pubkey, created_at, kind, tags, content]`.
     pub fn compute_id(&self) -> [u8; 32] {
         let pubkey = hex::encode(self.pubkey);
-        let canonical = (0u8, pubkey.as_str(), self.created_at, self.kind, &self.tags, &self.content);
+        let canonical = (
+            0u8,
+            pubkey.as_str(),
+            self.created_at,
+            self.kind,
+            &self.tags,
+            &self.content,
+        );
         // Serialising plain strings, integers and vectors cannot fail.
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
         Sha256::digest(&bytes).into()
@@ -169,7 +180,8 @@ impl Event {
         if self.compute_id() != self.id {
             return Err(EventError::BadId);
         }
-        let key = XOnlyPublicKey::from_byte_array(&self.pubkey).map_err(|_| EventError::BadSignature)?;
+        let key =
+            XOnlyPublicKey::from_byte_array(&self.pubkey).map_err(|_| EventError::BadSignature)?;
         let sig = schnorr::Signature::from_byte_array(self.sig);
         SECP.verify_schnorr(&sig, &self.id, &key)
             .map_err(|_| EventError::BadSignature)
@@ -220,7 +232,9 @@ impl Event {
 
     /// NIP-40 expiration timestamp, if the event carries a well-formed one.
     pub fn expiration(&self) -> Option<u64> {
-        self.tag_values("expiration").next().and_then(|v| v.parse().ok())
+        self.tag_values("expiration")
+            .next()
+            .and_then(|v| v.parse().ok())
     }
 
     /// The replaceable coordinate (kind, pubkey, d) or `None` for kinds that
@@ -298,7 +312,13 @@ impl Keys {
     }
 
     /// Builds and signs an event.
-    pub fn sign(&self, created_at: u64, kind: u16, tags: Vec<Vec<String>>, content: String) -> Event {
+    pub fn sign(
+        &self,
+        created_at: u64,
+        kind: u16,
+        tags: Vec<Vec<String>>,
+        content: String,
+    ) -> Event {
         let mut event = Event {
             id: [0; 32],
             pubkey: self.public_key(),
@@ -332,7 +352,12 @@ mod tests {
     #[test]
     fn sign_roundtrip_and_tamper() {
         let keys = Keys::generate();
-        let ev = keys.sign(1_700_000_000, 1, vec![vec!["t".into(), "x".into()]], "hi \u{1} \"q\"".into());
+        let ev = keys.sign(
+            1_700_000_000,
+            1,
+            vec![vec!["t".into(), "x".into()]],
+            "hi \u{1} \"q\"".into(),
+        );
         ev.verify().unwrap();
         let parsed = Event::from_json(&ev.to_json()).unwrap();
         assert_eq!(parsed, ev);

@@ -100,9 +100,7 @@ impl Filter {
                 tag if tag.starts_with('#') => {
                     let name = tag.as_bytes();
                     if name.len() != 2 || !name[1].is_ascii_alphabetic() {
-                        return Err(err(format!(
-                            "tag filter {tag} is not a single-letter tag"
-                        )));
+                        return Err(err(format!("tag filter {tag} is not a single-letter tag")));
                     }
                     let items = value
                         .as_array()
@@ -139,7 +137,10 @@ impl Filter {
             obj.insert("kinds".into(), kinds.iter().copied().collect());
         }
         for (name, values) in &self.tags {
-            obj.insert(format!("#{}", *name as char), values.iter().cloned().collect());
+            obj.insert(
+                format!("#{}", *name as char),
+                values.iter().cloned().collect(),
+            );
         }
         if let Some(since) = self.since {
             obj.insert("since".into(), since.into());
@@ -163,7 +164,13 @@ impl Filter {
     }
 
     /// Checks the fixed-size fields (everything but tags).
-    pub fn matches_header(&self, id: &[u8; 32], pubkey: &[u8; 32], kind: u16, created_at: u64) -> bool {
+    pub fn matches_header(
+        &self,
+        id: &[u8; 32],
+        pubkey: &[u8; 32],
+        kind: u16,
+        created_at: u64,
+    ) -> bool {
         if let Some(ids) = &self.ids {
             if ids.binary_search(id).is_err() {
                 return false;
@@ -179,7 +186,8 @@ impl Filter {
                 return false;
             }
         }
-        if self.since.is_some_and(|s| created_at < s) || self.until.is_some_and(|u| created_at > u) {
+        if self.since.is_some_and(|s| created_at < s) || self.until.is_some_and(|u| created_at > u)
+        {
             return false;
         }
         true

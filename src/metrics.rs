@@ -59,12 +59,18 @@ pub struct Metrics {
 impl Metrics {
     pub fn reject(&self, reason: &str) {
         let which = Rejection::of_reason(reason);
-        let i = REJECTIONS.iter().position(|(r, _)| *r == which).unwrap_or(REJECTIONS.len() - 1);
+        let i = REJECTIONS
+            .iter()
+            .position(|(r, _)| *r == which)
+            .unwrap_or(REJECTIONS.len() - 1);
         self.rejected[i].fetch_add(1, Relaxed);
     }
 
     pub fn rejected(&self, which: Rejection) -> u64 {
-        let i = REJECTIONS.iter().position(|(r, _)| *r == which).unwrap_or(0);
+        let i = REJECTIONS
+            .iter()
+            .position(|(r, _)| *r == which)
+            .unwrap_or(0);
         self.rejected[i].load(Relaxed)
     }
 
@@ -83,32 +89,85 @@ impl Metrics {
     pub fn render(&self, stored_total: u64) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        counter("echorelay_events_in_store", "Events currently stored.", "gauge", stored_total);
-        counter("echorelay_events_stored_total", "Events stored since start.", "counter", self.events_stored.load(Relaxed));
-        counter("echorelay_events_ephemeral_total", "Ephemeral events fanned out.", "counter", self.events_ephemeral.load(Relaxed));
-        counter("echorelay_events_purged_total", "Expired events purged.", "counter", self.events_purged.load(Relaxed));
-        counter("echorelay_connections", "Open WebSocket connections.", "gauge", self.connections_open.load(Relaxed));
-        counter("echorelay_connections_total", "WebSocket connections accepted.", "counter", self.connections_total.load(Relaxed));
+        counter(
+            "echorelay_events_in_store",
+            "Events currently stored.",
+            "gauge",
+            stored_total,
+        );
+        counter(
+            "echorelay_events_stored_total",
+            "Events stored since start.",
+            "counter",
+            self.events_stored.load(Relaxed),
+        );
+        counter(
+            "echorelay_events_ephemeral_total",
+            "Ephemeral events fanned out.",
+            "counter",
+            self.events_ephemeral.load(Relaxed),
+        );
+        counter(
+            "echorelay_events_purged_total",
+            "Expired events purged.",
+            "counter",
+            self.events_purged.load(Relaxed),
+        );
+        counter(
+            "echorelay_connections",
+            "Open WebSocket connections.",
+            "gauge",
+            self.connections_open.load(Relaxed),
+        );
+        counter(
+            "echorelay_connections_total",
+            "WebSocket connections accepted.",
+            "counter",
+            self.connections_total.load(Relaxed),
+        );
         counter(
             "echorelay_connections_dropped_slow_total",
             "Connections dropped for exceeding their outbound limit.",
             "counter",
             self.connections_dropped_slow.load(Relaxed),
         );
-        counter("echorelay_reqs_total", "REQ messages served.", "counter", self.reqs_total.load(Relaxed));
+        counter(
+            "echorelay_reqs_total",
+            "REQ messages served.",
+            "counter",
+            self.reqs_total.load(Relaxed),
+        );
         let _ = writeln!(out, "# HELP echorelay_events_rejected_total Events refused, by reason.\n# TYPE echorelay_events_rejected_total counter");
         for (i, (_, name)) in REJECTIONS.iter().enumerate() {
-            let _ = writeln!(out, "echorelay_events_rejected_total{{reason=\"{name}\"}} {}", self.rejected[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "echorelay_events_rejected_total{{reason=\"{name}\"}} {}",
+                self.rejected[i].load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP echorelay_write_batch_size Events per LMDB write transaction.\n# TYPE echorelay_write_batch_size histogram");
         for (i, bound) in BATCH_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "echorelay_write_batch_size_bucket{{le=\"{bound}\"}} {}", self.batch_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "echorelay_write_batch_size_bucket{{le=\"{bound}\"}} {}",
+                self.batch_buckets[i].load(Relaxed)
+            );
         }
         let count = self.batch_count.load(Relaxed);
-        let _ = writeln!(out, "echorelay_write_batch_size_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "echorelay_write_batch_size_sum {}", self.batch_sum.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "echorelay_write_batch_size_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "echorelay_write_batch_size_sum {}",
+            self.batch_sum.load(Relaxed)
+        );
         let _ = writeln!(out, "echorelay_write_batch_size_count {count}");
         out
     }

@@ -48,7 +48,12 @@ pub async fn run(
     let registry = Arc::new(Registry::default());
     let read_policy = Arc::new(ReadPolicy::new(&config.auth));
     let fanout = spawn_fanout(registry.clone(), read_policy.clone())?;
-    let writer = Writer::spawn(store.clone(), config.store.max_batch, metrics.clone(), Some(fanout.clone()));
+    let writer = Writer::spawn(
+        store.clone(),
+        config.store.max_batch,
+        metrics.clone(),
+        Some(fanout.clone()),
+    );
     let verify = VerifyPool::new(config.server.verify_threads);
     let (stop_tx, stop_rx) = watch::channel(false);
     let purge_every = Duration::from_secs(config.store.purge_interval_secs.max(1));

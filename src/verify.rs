@@ -28,7 +28,9 @@ impl VerifyPool {
     /// `threads == 0` means one per available core.
     pub fn new(threads: usize) -> VerifyPool {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             threads
         };
@@ -50,7 +52,9 @@ impl VerifyPool {
     }
 
     pub fn handle(&self) -> VerifyHandle {
-        VerifyHandle { tx: self.tx.clone() }
+        VerifyHandle {
+            tx: self.tx.clone(),
+        }
     }
 
     /// Runs every job queued so far, then stops the threads.

@@ -26,8 +26,14 @@ pub struct Committed {
 pub type FanoutSender = flume::Sender<Vec<Arc<Committed>>>;
 
 enum Request {
-    Event { event: Event, json: String, reply: Reply },
-    Purge { reply: Reply },
+    Event {
+        event: Box<Event>,
+        json: String,
+        reply: Reply,
+    },
+    Purge {
+        reply: Reply,
+    },
     Shutdown,
 }
 
@@ -47,13 +53,21 @@ pub struct Writer {
 const INBOX: usize = 32 * 1024;
 
 impl Writer {
-    pub fn spawn(store: Arc<Store>, max_batch: usize, metrics: Arc<Metrics>, fanout: Option<FanoutSender>) -> Writer {
+    pub fn spawn(
+        store: Arc<Store>,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+        fanout: Option<FanoutSender>,
+    ) -> Writer {
         let (tx, rx) = flume::bounded(INBOX);
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || run(&store, &rx, max_batch.max(1), &metrics, fanout.as_ref()))
             .ok();
-        Writer { handle: WriterHandle { tx }, thread }
+        Writer {
+            handle: WriterHandle { tx },
+            thread,
+        }
     }
 
     pub fn handle(&self) -> WriterHandle {
@@ -73,17 +87,12 @@ impl WriterHandle {
     /// Queues a verified event; blocks while the inbox is full. `reply` is
     /// called after commit (or with an error outcome if the writer is gone).
     pub fn submit(&self, event: Event, json: String, reply: Reply) {
-        if let Err(flume::SendError(Request::Event { reply, .. })) = self.tx.send(Request::Event { event, json, reply }) {
-            reply(&WriteOutcome::Refused("error: relay is shutting down".into()));
-        }
-    }
-
-    /// Async variant of [`WriterHandle::submit`] for callers on the executor.
-    pub async fn submit_async(&self, event: Event, json: String, reply: Reply) {
         if let Err(flume::SendError(Request::Event { reply, .. })) =
-            self.tx.send_async(Request::Event { event, json, reply }).await
+            self.tx.send(Request::Event { event: Box::new(event), json, reply })
         {
-            reply(&WriteOutcome::Refused("error: relay is shutting down".into()));
+            reply(&WriteOutcome::Refused(
+                "error: relay is shutting down".into(),
+            ));
         }
     }
 
@@ -94,7 +103,13 @@ impl WriterHandle {
     }
 }
 
-fn run(store: &Store, rx: &flume::Receiver<Request>, max_batch: usize, metrics: &Metrics, fanout: Option<&FanoutSender>) {
+fn run(
+    store: &Store,
+    rx: &flume::Receiver<Request>,
+    max_batch: usize,
+    metrics: &Metrics,
+    fanout: Option<&FanoutSender>,
+) {
     let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
     loop {
         let Ok(first) = rx.recv() else { return };
@@ -118,7 +133,12 @@ fn run(store: &Store, rx: &flume::Receiver<Request>, max_batch: usize, metrics: 
     }
 }
 
-fn commit_batch(store: &Store, batch: Vec<Request>, metrics: &Metrics, fanout: Option<&FanoutSender>) {
+fn commit_batch(
+    store: &Store,
+    batch: Vec<Request>,
+    metrics: &Metrics,
+    fanout: Option<&FanoutSender>,
+) {
     let now = crate::event::now();
     let items: Vec<BatchItem> = batch
         .iter()
@@ -159,17 +179,29 @@ fn commit_batch(store: &Store, batch: Vec<Request>, metrics: &Metrics, fanout: O
     for req in batch {
         match req {
             Request::Event { event, json, reply } => {
-                let Some(outcome) = outcomes.next() else { break };
+                let Some(outcome) = outcomes.next() else {
+                    break;
+                };
                 reply(&outcome);
                 if let WriteOutcome::Stored { seq } = outcome {
-                    metrics.events_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    committed.push(Arc::new(Committed { seq: Some(seq), event, json }));
+                    metrics
+                        .events_stored
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    committed.push(Arc::new(Committed {
+                        seq: Some(seq),
+                        event: *event,
+                        json,
+                    }));
                 }
             }
             Request::Purge { reply } => {
-                let Some(outcome) = outcomes.next() else { break };
+                let Some(outcome) = outcomes.next() else {
+                    break;
+                };
                 if let WriteOutcome::Purged { count } = outcome {
-                    metrics.events_purged.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .events_purged
+                        .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 reply(&outcome);
             }

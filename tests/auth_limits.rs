@@ -96,13 +96,32 @@ async fn write_policy_lists_and_limits() {
     .await;
     let mut c = relay.client().await;
     let reply = c.publish(&note(&other, "nope")).await;
-    assert!(reply[3].as_str().unwrap().starts_with("blocked:"), "{reply}");
+    assert!(
+        reply[3].as_str().unwrap().starts_with("blocked:"),
+        "{reply}"
+    );
     let reply = c.publish(&event_at(&allowed, 7, now(), vec![], "+")).await;
-    assert!(reply[3].as_str().unwrap().starts_with("blocked:"), "{reply}");
-    let tags = vec![vec!["t", "a"], vec!["t", "b"], vec!["t", "c"], vec!["t", "d"]];
+    assert!(
+        reply[3].as_str().unwrap().starts_with("blocked:"),
+        "{reply}"
+    );
+    let tags = vec![
+        vec!["t", "a"],
+        vec!["t", "b"],
+        vec!["t", "c"],
+        vec!["t", "d"],
+    ];
     let reply = c.publish(&event_at(&allowed, 1, now(), tags, "")).await;
-    assert!(reply[3].as_str().unwrap().starts_with("invalid: too many tags"), "{reply}");
-    let reply = c.publish(&event_at(&allowed, 1, now() - 7200, vec![], "old")).await;
+    assert!(
+        reply[3]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid: too many tags"),
+        "{reply}"
+    );
+    let reply = c
+        .publish(&event_at(&allowed, 1, now() - 7200, vec![], "old"))
+        .await;
     assert!(reply[3].as_str().unwrap().contains("past"), "{reply}");
     c.publish_ok(&note(&allowed, "fine")).await;
     relay.stop().await;
@@ -125,23 +144,35 @@ async fn subscription_and_rate_limits() {
     }
     let reply = c.ask(json!(["REQ", "s3", {"kinds": [1]}])).await;
     assert_eq!(reply[0], "CLOSED");
-    assert!(reply[2].as_str().unwrap().starts_with("blocked:"), "{reply}");
+    assert!(
+        reply[2].as_str().unwrap().starts_with("blocked:"),
+        "{reply}"
+    );
     // Re-using an open id replaces it rather than counting twice.
     c.req("s0", &[json!({"kinds": [2]})]).await;
     // The sixth REQ within the burst window is rate limited.
     let reply = c.ask(json!(["REQ", "s1", {"kinds": [1]}])).await;
     assert_eq!(reply[0], "CLOSED", "{reply}");
-    assert!(reply[2].as_str().unwrap().starts_with("rate-limited:"), "{reply}");
+    assert!(
+        reply[2].as_str().unwrap().starts_with("rate-limited:"),
+        "{reply}"
+    );
 
     let mut limited = 0;
     for i in 0..5 {
         let reply = c.publish(&note(&keys, &format!("n{i}"))).await;
         if reply[2] == false {
-            assert!(reply[3].as_str().unwrap().starts_with("rate-limited:"), "{reply}");
+            assert!(
+                reply[3].as_str().unwrap().starts_with("rate-limited:"),
+                "{reply}"
+            );
             limited += 1;
         }
     }
-    assert!(limited >= 2, "burst of 2 then 1/s: at least 2 of 5 refused, got {limited}");
+    assert!(
+        limited >= 2,
+        "burst of 2 then 1/s: at least 2 of 5 refused, got {limited}"
+    );
     relay.stop().await;
 }
 
@@ -153,7 +184,10 @@ async fn connections_per_ip() {
     let third = tokio_tungstenite::connect_async(relay.url.as_str()).await;
     match third {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
-        other => panic!("third connection should get 429, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "third connection should get 429, got {:?}",
+            other.map(|_| ())
+        ),
     }
     relay.stop().await;
 }
@@ -175,7 +209,9 @@ async fn slow_reader_is_dropped_others_unaffected() {
     let payload = "x".repeat(30_000);
     let mut dropped = false;
     for i in 0..400 {
-        writer.publish_ok(&keys.sign(now(), 1, vec![], format!("{i}{payload}"))).await;
+        writer
+            .publish_ok(&keys.sign(now(), 1, vec![], format!("{i}{payload}")))
+            .await;
         let got = healthy.recv().await;
         assert_eq!(got[0], "EVENT");
         if i % 20 == 19 {

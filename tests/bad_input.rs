@@ -9,20 +9,34 @@ use echorelay::event::{now, Keys};
 use serde_json::{json, Value};
 
 fn reason(msg: &Value) -> &str {
-    msg.as_array().and_then(|a| a.last()).and_then(Value::as_str).unwrap_or("")
+    msg.as_array()
+        .and_then(|a| a.last())
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn has_prefix(msg: &Value) -> bool {
     let r = reason(msg);
-    ["invalid:", "blocked:", "error:", "rate-limited:", "auth-required:", "restricted:", "duplicate:"]
-        .iter()
-        .any(|p| r.starts_with(p))
+    [
+        "invalid:",
+        "blocked:",
+        "error:",
+        "rate-limited:",
+        "auth-required:",
+        "restricted:",
+        "duplicate:",
+    ]
+    .iter()
+    .any(|p| r.starts_with(p))
 }
 
 /// The connection still answers a normal request.
 async fn still_usable(c: &mut Raw) {
     let reply = c.ask(json!(["COUNT", "alive", {"kinds": [1]}])).await;
-    assert_eq!(reply[0], "COUNT", "connection unusable after bad input: {reply}");
+    assert_eq!(
+        reply[0], "COUNT",
+        "connection unusable after bad input: {reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +60,10 @@ async fn malformed_messages_get_notices() {
     ];
     for text in cases {
         let reply = c.ask_text(text.clone()).await;
-        assert!(reply[0] == "NOTICE" || reply[0] == "CLOSED" || reply[0] == "OK", "{text}: {reply}");
+        assert!(
+            reply[0] == "NOTICE" || reply[0] == "CLOSED" || reply[0] == "OK",
+            "{text}: {reply}"
+        );
         assert!(has_prefix(&reply), "{text}: {reply}");
         if reply[0] == "OK" {
             assert_eq!(reply[2], false);
@@ -72,11 +89,36 @@ async fn bad_events_get_ok_false() {
     let cases: Vec<(String, &str)> = vec![
         (wrong_id.to_json(), "invalid:"),
         (wrong_sig.to_json(), "invalid:"),
-        (good_json.replacen(&format!("\"pubkey\":\"{}", &hex::encode(keys.public_key())[..2]), "\"pubkey\":\"zz", 1), "invalid:"),
-        (good_json.replace(&format!("\"created_at\":{}", good.created_at), "\"created_at\":-5"), "invalid:"),
-        (good_json.replace(&format!("\"created_at\":{}", good.created_at), "\"created_at\":1e+10"), "invalid:"),
-        (good_json.replace("\"tags\":[]", "\"tags\":[[],[]]"), "invalid:"),
-        (good_json.replace("\"kind\":1", "\"kind\":\"1\""), "invalid:"),
+        (
+            good_json.replacen(
+                &format!("\"pubkey\":\"{}", &hex::encode(keys.public_key())[..2]),
+                "\"pubkey\":\"zz",
+                1,
+            ),
+            "invalid:",
+        ),
+        (
+            good_json.replace(
+                &format!("\"created_at\":{}", good.created_at),
+                "\"created_at\":-5",
+            ),
+            "invalid:",
+        ),
+        (
+            good_json.replace(
+                &format!("\"created_at\":{}", good.created_at),
+                "\"created_at\":1e+10",
+            ),
+            "invalid:",
+        ),
+        (
+            good_json.replace("\"tags\":[]", "\"tags\":[[],[]]"),
+            "invalid:",
+        ),
+        (
+            good_json.replace("\"kind\":1", "\"kind\":\"1\""),
+            "invalid:",
+        ),
     ];
     for (json_text, prefix) in cases {
         let reply = c.ask_text(format!("[\"EVENT\",{json_text}]")).await;
@@ -93,8 +135,15 @@ async fn bad_events_get_ok_false() {
     assert!(reason(&reply).contains("future"), "{reply}");
 
     // Control characters and unusual escapes that are valid JSON survive intact.
-    let odd = keys.sign(now(), 1, vec![vec!["t".into(), "\u{0}\u{7f}\u{2028}".into()]], "\u{1}\u{1f}\t\"\\/é😀".into());
-    let text = odd.to_json().replace("\\u0001", "\\u0001").replace("é", "\\u00e9");
+    let odd = keys.sign(
+        now(),
+        1,
+        vec![vec!["t".into(), "\u{0}\u{7f}\u{2028}".into()]],
+        "\u{1}\u{1f}\t\"\\/é😀".into(),
+    );
+    // Escapes our serialiser does not produce: \/, \u00e9 and a surrogate pair.
+    let text = odd.to_json().replace("/é😀", "\\/\\u00e9\\ud83d\\ude00");
+    assert!(text.contains("\\u00e9"), "{text}");
     let reply = c.ask_text(format!("[\"EVENT\",{text}]")).await;
     assert_eq!(reply[2], true, "{reply}");
     let stored = c.req("odd", &[json!({"ids": [odd.id_hex()]})]).await;
@@ -126,7 +175,12 @@ async fn bad_requests_get_closed() {
     assert_eq!(reply[0], "CLOSED");
     assert!(reason(&reply).starts_with("invalid:"));
 
-    for filter in [json!({"ids": ["nothex"]}), json!({"kinds": [-1]}), json!({"since": "yesterday"}), json!([1])] {
+    for filter in [
+        json!({"ids": ["nothex"]}),
+        json!({"kinds": [-1]}),
+        json!({"since": "yesterday"}),
+        json!([1]),
+    ] {
         let reply = c.ask(json!(["REQ", "bad", filter])).await;
         assert_eq!(reply[0], "CLOSED", "{filter}: {reply}");
         assert!(reason(&reply).starts_with("invalid:"));
@@ -145,7 +199,10 @@ async fn oversized_messages() {
     let big = format!("[\"EVENT\",{{\"content\":\"{}\"}}]", "a".repeat(1_000_000));
     let reply = c.ask_text(big).await;
     assert_eq!(reply[0], "NOTICE");
-    assert!(reason(&reply).starts_with("invalid: message too large"), "{reply}");
+    assert!(
+        reason(&reply).starts_with("invalid: message too large"),
+        "{reply}"
+    );
     still_usable(&mut c).await;
 
     // An event over max_event_size (64 KiB) but under the message limit.
@@ -153,7 +210,10 @@ async fn oversized_messages() {
     let fat = keys.sign(now(), 1, vec![], "b".repeat(100_000));
     let reply = c.publish(&fat).await;
     assert_eq!(reply[2], false);
-    assert!(reason(&reply).starts_with("invalid: event is too large"), "{reply}");
+    assert!(
+        reason(&reply).starts_with("invalid: event is too large"),
+        "{reply}"
+    );
 
     // Past the WebSocket hard limit (4 × 512 KiB): close code 1009. The relay
     // closes before the client finished writing, so write and read at once.
@@ -161,7 +221,9 @@ async fn oversized_messages() {
     use tokio_tungstenite::tungstenite::Message;
     let (mut sink, mut stream) = c.ws.split();
     let writer = tokio::spawn(async move {
-        let _ = sink.send(Message::Text("c".repeat(3 * 1024 * 1024).into())).await;
+        let _ = sink
+            .send(Message::Text("c".repeat(3 * 1024 * 1024).into()))
+            .await;
     });
     let mut code = None;
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, stream.next()).await {

@@ -15,7 +15,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_echorelay");
 /// Starts `echorelay serve` and waits for its "listening" log line.
 fn spawn_serve(dir: &std::path::Path) -> (Child, String) {
     let config = dir.join("test.toml");
-    std::fs::write(&config, "[limits]\nevents_per_second = 0\nreqs_per_second = 0\n").unwrap();
+    std::fs::write(
+        &config,
+        "[limits]\nevents_per_second = 0\nreqs_per_second = 0\n",
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("db"))
@@ -28,7 +32,10 @@ fn spawn_serve(dir: &std::path::Path) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("serve exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
         if let Some(pos) = line.find("addr=Some(") {
             let rest = &line[pos + "addr=Some(".len()..];
             break rest[..rest.find(')').unwrap()].to_string();
@@ -46,8 +53,16 @@ fn export(dir: &std::path::Path, filter: Option<&str>) -> Vec<serde_json::Value>
         cmd.args(["--filter", f]);
     }
     let out = cmd.output().expect("export");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,13 +71,16 @@ async fn kill_9_loses_no_acknowledged_event() {
     let (mut child, url) = spawn_serve(dir.path());
     let keys = Keys::generate();
     let mut c = Raw::connect(&url).await;
-    let events: Vec<_> = (0..3000).map(|i| keys.sign(now(), 1, vec![], format!("crash {i}"))).collect();
+    let events: Vec<_> = (0..3000)
+        .map(|i| keys.sign(now(), 1, vec![], format!("crash {i}")))
+        .collect();
     let mut acked = HashSet::new();
     let mut sent = 0;
     // Pipeline: keep 200 EVENTs in flight, kill once 1000 were acknowledged.
     while acked.len() < 1000 {
         while sent < events.len() && sent - acked.len() < 200 {
-            c.send_text(format!("[\"EVENT\",{}]", events[sent].to_json())).await;
+            c.send_text(format!("[\"EVENT\",{}]", events[sent].to_json()))
+                .await;
             sent += 1;
         }
         let ok = c.recv().await;
@@ -78,9 +96,16 @@ async fn kill_9_loses_no_acknowledged_event() {
             acked.insert(ok[1].as_str().unwrap().to_string());
         }
     }
-    let stored: HashSet<String> = export(dir.path(), None).iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let stored: HashSet<String> = export(dir.path(), None)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
     let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged events lost after SIGKILL", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost after SIGKILL",
+        lost.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +117,11 @@ async fn sigterm_shuts_down_cleanly() {
     let ev = note(&keys, "before shutdown");
     c.publish_ok(&ev).await;
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     // The relay says goodbye with a close frame (1001 going away).
     assert_eq!(c.close_code().await, Some(1001));
     let status = child.wait().unwrap();
@@ -106,7 +135,16 @@ fn import_then_export() {
     let keys = Keys::generate();
     let mut lines = String::new();
     for i in 0..50 {
-        lines.push_str(&event_at(&keys, 1, 1_700_000_000 + i, vec![vec!["t", "imp"]], &format!("e{i}")).to_json());
+        lines.push_str(
+            &event_at(
+                &keys,
+                1,
+                1_700_000_000 + i,
+                vec![vec!["t", "imp"]],
+                &format!("e{i}"),
+            )
+            .to_json(),
+        );
         lines.push('\n');
     }
     let dup_line = lines.lines().next().unwrap().to_string();
@@ -120,9 +158,19 @@ fn import_then_export() {
     let file = dir.path().join("in.jsonl");
     std::fs::write(&file, &lines).unwrap();
 
-    let out = Command::new(BIN).args(["import", "--json", "--data"]).arg(dir.path().join("db")).arg(&file).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["import", "--json", "--data"])
+        .arg(dir.path().join("db"))
+        .arg(&file)
+        .output()
+        .unwrap();
     // Two bad lines: the exit code says so, the summary counts them.
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["stored"], 50);
     assert_eq!(summary["duplicate"], 1);
@@ -132,7 +180,10 @@ fn import_then_export() {
     assert!(stderr.contains("line 53:"), "{stderr}");
 
     assert_eq!(export(dir.path(), None).len(), 50);
-    let filtered = export(dir.path(), Some(&json!({"since": 1_700_000_040}).to_string()));
+    let filtered = export(
+        dir.path(),
+        Some(&json!({"since": 1_700_000_040}).to_string()),
+    );
     assert_eq!(filtered.len(), 10);
     assert_eq!(filtered[0]["created_at"], 1_700_000_049);
 
@@ -145,12 +196,21 @@ fn import_then_export() {
         .spawn()
         .unwrap();
     let good: String = lines.lines().take(50).map(|l| format!("{l}\n")).collect();
-    child.stdin.take().unwrap().write_all(good.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(good.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 stored, 50 duplicate"));
 
-    let bad = Command::new(BIN).args(["export", "--filter", "{\"kinds\":\"x\"}", "--data"]).arg(dir.path().join("db")).output().unwrap();
+    let bad = Command::new(BIN)
+        .args(["export", "--filter", "{\"kinds\":\"x\"}", "--data"])
+        .arg(dir.path().join("db"))
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid: kinds"));
 }

@@ -18,16 +18,41 @@ async fn publish_query_and_live() {
 
     // Newest first, limit honoured, every index path.
     let author = hex::encode(keys.public_key());
-    assert_eq!(a.req_ids(&[json!({"authors": [author]})]).await, vec![id_of(&e2), id_of(&e1)]);
-    assert_eq!(a.req_ids(&[json!({"kinds": [1], "limit": 1})]).await, vec![id_of(&e2)]);
-    assert_eq!(a.req_ids(&[json!({"authors": [author], "kinds": [1]})]).await.len(), 2);
-    assert_eq!(a.req_ids(&[json!({"#t": ["rust"]})]).await, vec![id_of(&e1)]);
-    assert_eq!(a.req_ids(&[json!({"ids": [id_of(&e1)]})]).await, vec![id_of(&e1)]);
-    assert_eq!(a.req_ids(&[json!({"since": now() - 7})]).await, vec![id_of(&e2)]);
-    assert_eq!(a.req_ids(&[json!({"until": now() - 7})]).await, vec![id_of(&e1)]);
+    assert_eq!(
+        a.req_ids(&[json!({"authors": [author]})]).await,
+        vec![id_of(&e2), id_of(&e1)]
+    );
+    assert_eq!(
+        a.req_ids(&[json!({"kinds": [1], "limit": 1})]).await,
+        vec![id_of(&e2)]
+    );
+    assert_eq!(
+        a.req_ids(&[json!({"authors": [author], "kinds": [1]})])
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        a.req_ids(&[json!({"#t": ["rust"]})]).await,
+        vec![id_of(&e1)]
+    );
+    assert_eq!(
+        a.req_ids(&[json!({"ids": [id_of(&e1)]})]).await,
+        vec![id_of(&e1)]
+    );
+    assert_eq!(
+        a.req_ids(&[json!({"since": now() - 7})]).await,
+        vec![id_of(&e2)]
+    );
+    assert_eq!(
+        a.req_ids(&[json!({"until": now() - 7})]).await,
+        vec![id_of(&e1)]
+    );
     assert!(a.req_ids(&[json!({"kinds": [2]})]).await.is_empty());
     // Several filters: union without repeats.
-    let both = a.req_ids(&[json!({"#t": ["rust"]}), json!({"kinds": [1]})]).await;
+    let both = a
+        .req_ids(&[json!({"#t": ["rust"]}), json!({"kinds": [1]})])
+        .await;
     assert_eq!(both.len(), 2);
 
     // Live: a second client subscribes, the first publishes.
@@ -69,7 +94,11 @@ async fn replaceable_addressable_and_ephemeral() {
     let refused = c.publish(&older_again).await;
     assert_eq!(refused[2], false);
     assert!(refused[3].as_str().unwrap().starts_with("duplicate:"));
-    assert_eq!(c.req_ids(&[json!({"authors": [author], "kinds": [0]})]).await, vec![id_of(&new)]);
+    assert_eq!(
+        c.req_ids(&[json!({"authors": [author], "kinds": [0]})])
+            .await,
+        vec![id_of(&new)]
+    );
 
     let a1 = event_at(&keys, 30023, now() - 10, vec![vec!["d", "post"]], "v1");
     let a2 = event_at(&keys, 30023, now() - 5, vec![vec!["d", "post"]], "v2");
@@ -110,11 +139,24 @@ async fn deletion_by_e_and_a() {
     assert_eq!(c.req_ids(&[json!({"ids": [id_of(&note)]})]).await.len(), 1);
 
     let coord = format!("30023:{}:a1", hex::encode(alice.public_key()));
-    let del = event_at(&alice, 5, now() - 1, vec![vec!["e", &id_of(&note)], vec!["a", &coord]], "");
+    let del = event_at(
+        &alice,
+        5,
+        now() - 1,
+        vec![vec!["e", &id_of(&note)], vec!["a", &coord]],
+        "",
+    );
     c.publish_ok(&del).await;
-    assert!(c.req_ids(&[json!({"ids": [id_of(&note), id_of(&article)]})]).await.is_empty());
+    assert!(c
+        .req_ids(&[json!({"ids": [id_of(&note), id_of(&article)]})])
+        .await
+        .is_empty());
     // The deletion itself is kept and served.
-    assert_eq!(c.req_ids(&[json!({"kinds": [5], "authors": [hex::encode(alice.public_key())]})]).await, vec![id_of(&del)]);
+    assert_eq!(
+        c.req_ids(&[json!({"kinds": [5], "authors": [hex::encode(alice.public_key())]})])
+            .await,
+        vec![id_of(&del)]
+    );
 
     // Re-sending a deleted event is refused; so is an older version of the address.
     let again = c.publish(&note).await;
@@ -133,21 +175,39 @@ async fn expiration_nip40() {
     let relay = TestRelay::start_with(|c| c.store.purge_interval_secs = 1).await;
     let keys = Keys::generate();
     let mut c = relay.client().await;
-    let expired = event_at(&keys, 1, now(), vec![vec!["expiration", &(now() - 1).to_string()]], "gone");
+    let expired = event_at(
+        &keys,
+        1,
+        now(),
+        vec![vec!["expiration", &(now() - 1).to_string()]],
+        "gone",
+    );
     let refused = c.publish(&expired).await;
     assert_eq!(refused[2], false);
     assert!(refused[3].as_str().unwrap().starts_with("invalid:"));
 
-    let soon = event_at(&keys, 1, now(), vec![vec!["expiration", &(now() + 2).to_string()]], "soon");
+    let soon = event_at(
+        &keys,
+        1,
+        now(),
+        vec![vec!["expiration", &(now() + 2).to_string()]],
+        "soon",
+    );
     c.publish_ok(&soon).await;
     assert_eq!(c.req_ids(&[json!({"ids": [id_of(&soon)]})]).await.len(), 1);
     // Never served once expired: poll the relay's own answer, bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if c.req_ids(&[json!({"ids": [id_of(&soon)]})]).await.is_empty() {
+        if c.req_ids(&[json!({"ids": [id_of(&soon)]})])
+            .await
+            .is_empty()
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "expired event still served");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired event still served"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     relay.stop().await;
@@ -156,7 +216,8 @@ async fn expiration_nip40() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nip11_and_metrics() {
     let relay = TestRelay::start().await;
-    let (status, headers, body) = http_get(relay.addr, "/", &[("Accept", "application/nostr+json")]).await;
+    let (status, headers, body) =
+        http_get(relay.addr, "/", &[("Accept", "application/nostr+json")]).await;
     assert_eq!(status, 200);
     assert!(headers.contains("access-control-allow-origin: *"));
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -173,7 +234,10 @@ async fn nip11_and_metrics() {
     let (status, _, body) = http_get(relay.addr, "/metrics", &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("echorelay_events_stored_total 1"), "{body}");
-    assert!(body.contains("echorelay_events_rejected_total{reason=\"invalid\"} 1"), "{body}");
+    assert!(
+        body.contains("echorelay_events_rejected_total{reason=\"invalid\"} 1"),
+        "{body}"
+    );
     assert!(body.contains("echorelay_connections 1"), "{body}");
     assert!(body.contains("echorelay_write_batch_size_count"), "{body}");
     relay.stop().await;

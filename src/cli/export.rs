@@ -23,13 +23,25 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> anyhow::Result<i32> {
     let config = args.node.load()?;
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
-    let store = Store::open(&config.store.data_dir, config.store.map_size_mb, config.store.max_map_size_mb)
-        .with_context(|| format!("cannot open the store in {}", config.store.data_dir.display()))?;
+    let store = Store::open(
+        &config.store.data_dir,
+        config.store.map_size_mb,
+        config.store.max_map_size_mb,
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the store in {}",
+            config.store.data_dir.display()
+        )
+    })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut write_error = None;
     let mut emit = |json: &str| -> Result<(), Stop> {
-        if let Err(e) = out.write_all(json.as_bytes()).and_then(|_| out.write_all(b"\n")) {
+        if let Err(e) = out
+            .write_all(json.as_bytes())
+            .and_then(|_| out.write_all(b"\n"))
+        {
             write_error = Some(e);
             return Err(Stop);
         }

@@ -53,8 +53,17 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
         None => Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
     };
     let store = Arc::new(
-        Store::open(&config.store.data_dir, config.store.map_size_mb, config.store.max_map_size_mb)
-            .with_context(|| format!("cannot open the store in {}", config.store.data_dir.display()))?,
+        Store::open(
+            &config.store.data_dir,
+            config.store.map_size_mb,
+            config.store.max_map_size_mb,
+        )
+        .with_context(|| {
+            format!(
+                "cannot open the store in {}",
+                config.store.data_dir.display()
+            )
+        })?,
     );
     let metrics = Arc::new(Metrics::default());
     let writer = Writer::spawn(store.clone(), config.store.max_batch, metrics, None);

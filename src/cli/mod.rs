@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "echorelay", version, about = "A set-reconciliation Nostr relay node")]
+#[command(
+    name = "echorelay",
+    version,
+    about = "A set-reconciliation Nostr relay node"
+)]
 pub struct Cli {
     /// Log level or filter (e.g. info, debug, echorelay=trace); RUST_LOG also works.
     #[arg(long, global = true, env = "ECHORELAY_LOG")]

@@ -19,7 +19,10 @@ pub struct AuthState {
 impl AuthState {
     pub fn new() -> AuthState {
         let bytes: [u8; 16] = rand::random();
-        AuthState { challenge: hex::encode(bytes), pubkeys: RwLock::new(Vec::new()) }
+        AuthState {
+            challenge: hex::encode(bytes),
+            pubkeys: RwLock::new(Vec::new()),
+        }
     }
 
     pub fn challenge(&self) -> &str {
@@ -35,8 +38,8 @@ impl AuthState {
     }
 
     /// Any of the connection's proven pubkeys satisfies `pred`.
-    pub fn any(&self, mut pred: impl FnMut(&[u8; 32]) -> bool) -> bool {
-        self.pubkeys.read().iter().any(|p| pred(p))
+    pub fn any(&self, pred: impl FnMut(&[u8; 32]) -> bool) -> bool {
+        self.pubkeys.read().iter().any(pred)
     }
 
     /// Checks a signature-verified AUTH event against the challenge and, when
@@ -74,7 +77,10 @@ impl Default for AuthState {
 /// Compares relay URLs loosely: case, scheme and trailing slash ignored.
 fn normalize_url(url: &str) -> String {
     let lower = url.trim().to_ascii_lowercase();
-    let no_scheme = lower.split_once("://").map(|(_, rest)| rest.to_string()).unwrap_or(lower);
+    let no_scheme = lower
+        .split_once("://")
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or(lower);
     no_scheme.trim_end_matches('/').to_string()
 }
 
@@ -87,7 +93,12 @@ mod tests {
     fn accepts_matching_challenge_only() {
         let state = AuthState::new();
         let keys = Keys::generate();
-        let tags = |c: &str| vec![vec!["relay".into(), "wss://relay.example.com/".into()], vec!["challenge".into(), c.into()]];
+        let tags = |c: &str| {
+            vec![
+                vec!["relay".into(), "wss://relay.example.com/".into()],
+                vec!["challenge".into(), c.into()],
+            ]
+        };
         let bad = keys.sign(now(), AUTH_KIND, tags("nope"), String::new());
         assert!(state.accept(&bad, "").is_err());
         let good = keys.sign(now(), AUTH_KIND, tags(state.challenge()), String::new());

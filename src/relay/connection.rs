@@ -47,9 +47,13 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
     relay.metrics.connections_total.fetch_add(1, Relaxed);
     let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(client.clone(), sink, rx));
-    client.outbox.send(messages::auth_challenge(client.auth.challenge()));
+    client
+        .outbox
+        .send(messages::auth_challenge(client.auth.challenge()));
 
-    let mut local = Local { subs: HashSet::new() };
+    let mut local = Local {
+        subs: HashSet::new(),
+    };
     let mut shutdown = relay.shutdown.clone();
     let mut slow = false;
     loop {
@@ -87,7 +91,10 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
         writer.abort();
     } else {
         client.outbox.close(1000, "");
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
     }
@@ -121,7 +128,12 @@ async fn write_loop(
                 client.outbox.sent(len);
             }
             Frame::Close(code, reason) => {
-                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })))
+                    .await;
                 let _ = sink.close().await;
                 return;
             }
@@ -132,7 +144,10 @@ async fn write_loop(
 async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, text: &str) {
     let max = relay.config.limits.max_message_size;
     if text.len() > max {
-        client.outbox.send(messages::notice_msg(&format!("invalid: message too large ({} > {max} bytes)", text.len())));
+        client.outbox.send(messages::notice_msg(&format!(
+            "invalid: message too large ({} > {max} bytes)",
+            text.len()
+        )));
         return;
     }
     match messages::parse_client_message(text, &relay.parse_limits) {
@@ -144,8 +159,12 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
             client.outbox.send(reply);
         }
         Ok(ClientMessage::Event(raw)) => handle_event(relay, client, raw).await,
-        Ok(ClientMessage::Req { sub_id, filters }) => handle_req(relay, client, local, sub_id, filters),
-        Ok(ClientMessage::Count { sub_id, filters }) => handle_count(relay, client, sub_id, filters),
+        Ok(ClientMessage::Req { sub_id, filters }) => {
+            handle_req(relay, client, local, sub_id, filters)
+        }
+        Ok(ClientMessage::Count { sub_id, filters }) => {
+            handle_count(relay, client, sub_id, filters)
+        }
         Ok(ClientMessage::Close(sub_id)) => {
             if local.subs.remove(&sub_id) {
                 relay.registry.remove(client.id, &sub_id);
@@ -177,7 +196,12 @@ fn refuse_event(relay: &Relay, client: &Client, id: Option<&str>, reason: &str) 
 async fn handle_event(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
     if !relay.event_rate.check(client.ip) {
         let id = messages::salvage_event_id(raw);
-        refuse_event(relay, client, id.as_deref(), "rate-limited: slow down, too many events");
+        refuse_event(
+            relay,
+            client,
+            id.as_deref(),
+            "rate-limited: slow down, too many events",
+        );
         return;
     }
     let event = match Event::from_raw(raw) {
@@ -190,7 +214,12 @@ async fn handle_event(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) 
     };
     let id_hex = event.id_hex();
     if relay.config.auth.require_for_write && !client.auth.is_authenticated() {
-        refuse_event(relay, client, Some(&id_hex), "auth-required: this relay only accepts events from authenticated users");
+        refuse_event(
+            relay,
+            client,
+            Some(&id_hex),
+            "auth-required: this relay only accepts events from authenticated users",
+        );
         return;
     }
     if let Err(reason) = relay.write_policy.check(&event, raw.get().len(), now()) {
@@ -204,7 +233,9 @@ async fn handle_event(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) 
         .run(move || verify_and_write(&job_relay, job_client, event, id_hex))
         .await;
     if !queued {
-        client.outbox.send(messages::notice_msg("error: relay is shutting down"));
+        client
+            .outbox
+            .send(messages::notice_msg("error: relay is shutting down"));
     }
 }
 
@@ -218,7 +249,11 @@ fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, event: Event, id_he
     let json = event.to_json();
     if event.class() == KindClass::Ephemeral {
         relay.metrics.events_ephemeral.fetch_add(1, Relaxed);
-        let _ = relay.fanout.send(vec![Arc::new(Committed { seq: None, event, json })]);
+        let _ = relay.fanout.send(vec![Arc::new(Committed {
+            seq: None,
+            event,
+            json,
+        })]);
         client.outbox.send(messages::ok(&id_hex, true, ""));
         return;
     }
@@ -263,7 +298,10 @@ async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
         .verify
         .run(move || {
             let id = event.id_hex();
-            let result = event.verify().map_err(|e| e.to_string()).and_then(|_| job_client.auth.accept(&event, &relay_url));
+            let result = event
+                .verify()
+                .map_err(|e| e.to_string())
+                .and_then(|_| job_client.auth.accept(&event, &relay_url));
             let reply = match result {
                 Ok(()) => messages::ok(&id, true, ""),
                 Err(reason) => messages::ok(&id, false, &reason),
@@ -275,7 +313,12 @@ async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
 
 /// Shared REQ/COUNT admission: rate, filter errors and auth. Returns the
 /// filters or sends the CLOSED itself.
-fn admit_query(relay: &Relay, client: &Client, sub_id: &str, filters: Result<Vec<Filter>, FilterError>) -> Option<Vec<Filter>> {
+fn admit_query(
+    relay: &Relay,
+    client: &Client,
+    sub_id: &str,
+    filters: Result<Vec<Filter>, FilterError>,
+) -> Option<Vec<Filter>> {
     let refusal = if !relay.req_rate.check(client.ip) {
         Some("rate-limited: slow down, too many requests".to_string())
     } else {
@@ -284,7 +327,10 @@ fn admit_query(relay: &Relay, client: &Client, sub_id: &str, filters: Result<Vec
             Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
                 Some("auth-required: this relay only serves authenticated users".into())
             }
-            Ok(list) if !client.auth.is_authenticated() && list.iter().any(|f| relay.read_policy.needs_auth(f)) => {
+            Ok(list)
+                if !client.auth.is_authenticated()
+                    && list.iter().any(|f| relay.read_policy.needs_auth(f)) =>
+            {
                 Some("auth-required: these kinds are only served to their parties".into())
             }
             Ok(_) => None,
@@ -299,10 +345,21 @@ fn admit_query(relay: &Relay, client: &Client, sub_id: &str, filters: Result<Vec
     }
 }
 
-fn handle_req(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, sub_id: String, filters: Result<Vec<Filter>, FilterError>) {
-    let Some(filters) = admit_query(relay, client, &sub_id, filters) else { return };
+fn handle_req(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    local: &mut Local,
+    sub_id: String,
+    filters: Result<Vec<Filter>, FilterError>,
+) {
+    let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
+        return;
+    };
     if !local.subs.contains(&sub_id) && local.subs.len() >= relay.config.limits.max_subscriptions {
-        let reason = format!("blocked: too many subscriptions (max {})", relay.config.limits.max_subscriptions);
+        let reason = format!(
+            "blocked: too many subscriptions (max {})",
+            relay.config.limits.max_subscriptions
+        );
         client.outbox.send(messages::closed(&sub_id, &reason));
         return;
     }
@@ -312,13 +369,17 @@ fn handle_req(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, sub_i
     relay.registry.insert(sub.clone());
     let relay = relay.clone();
     tokio::spawn(async move {
-        let Ok(_permit) = relay.query_slots.clone().acquire_owned().await else { return };
+        let Ok(_permit) = relay.query_slots.clone().acquire_owned().await else {
+            return;
+        };
         let query_relay = relay.clone();
         let query_sub = sub.clone();
         let result = tokio::task::spawn_blocking(move || run_req(&query_relay, &query_sub)).await;
         if !matches!(result, Ok(Ok(()))) {
             relay.registry.remove(sub.client.id, &sub.id);
-            sub.client.outbox.send(messages::closed(&sub.id, "error: query failed"));
+            sub.client
+                .outbox
+                .send(messages::closed(&sub.id, "error: query failed"));
         }
     });
 }
@@ -336,7 +397,10 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
             if sub.is_cancelled() {
                 return Err(Stop);
             }
-            if !relay.read_policy.can_see_stored(&sub.client, &found.header, found.json) {
+            if !relay
+                .read_policy
+                .can_see_stored(&sub.client, &found.header, found.json)
+            {
                 return Ok(false);
             }
             if let Some(seen) = seen.as_mut() {
@@ -353,15 +417,25 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
     Ok(())
 }
 
-fn handle_count(relay: &Arc<Relay>, client: &Arc<Client>, sub_id: String, filters: Result<Vec<Filter>, FilterError>) {
-    let Some(filters) = admit_query(relay, client, &sub_id, filters) else { return };
+fn handle_count(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    sub_id: String,
+    filters: Result<Vec<Filter>, FilterError>,
+) {
+    let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
+        return;
+    };
     let relay = relay.clone();
     let client = client.clone();
     tokio::spawn(async move {
-        let Ok(_permit) = relay.query_slots.clone().acquire_owned().await else { return };
+        let Ok(_permit) = relay.query_slots.clone().acquire_owned().await else {
+            return;
+        };
         let query_relay = relay.clone();
         let query_client = client.clone();
-        let result = tokio::task::spawn_blocking(move || count(&query_relay, &query_client, &filters)).await;
+        let result =
+            tokio::task::spawn_blocking(move || count(&query_relay, &query_client, &filters)).await;
         let reply = match result {
             Ok(Ok(n)) => messages::count(&sub_id, n),
             _ => messages::closed(&sub_id, "error: count failed"),
@@ -370,21 +444,30 @@ fn handle_count(relay: &Arc<Relay>, client: &Arc<Client>, sub_id: String, filter
     });
 }
 
-fn count(relay: &Relay, client: &Client, filters: &[Filter]) -> Result<u64, crate::store::StoreError> {
+fn count(
+    relay: &Relay,
+    client: &Client,
+    filters: &[Filter],
+) -> Result<u64, crate::store::StoreError> {
     let txn = relay.store.read_txn()?;
     let now = now();
     let mut seen = (filters.len() > 1).then(HashSet::new);
     let mut total = 0;
     for filter in filters {
-        total += relay.store.query(&txn, filter, u64::MAX, now, &mut |found| {
-            if client.outbox.is_overflowed() {
-                return Err(Stop);
-            }
-            if !relay.read_policy.can_see_stored(client, &found.header, found.json) {
-                return Ok(false);
-            }
-            Ok(seen.as_mut().is_none_or(|s| s.insert(found.seq)))
-        })?;
+        total += relay
+            .store
+            .query(&txn, filter, u64::MAX, now, &mut |found| {
+                if client.outbox.is_overflowed() {
+                    return Err(Stop);
+                }
+                if !relay
+                    .read_policy
+                    .can_see_stored(client, &found.header, found.json)
+                {
+                    return Ok(false);
+                }
+                Ok(seen.as_mut().is_none_or(|s| s.insert(found.seq)))
+            })?;
     }
     Ok(total)
 }

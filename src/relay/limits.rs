@@ -49,7 +49,10 @@ pub struct ConnectionSlot {
 
 impl ConnectionCounter {
     pub fn new(max: usize) -> ConnectionCounter {
-        ConnectionCounter { counts: Mutex::new(HashMap::new()), max }
+        ConnectionCounter {
+            counts: Mutex::new(HashMap::new()),
+            max,
+        }
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
@@ -59,7 +62,10 @@ impl ConnectionCounter {
             return None;
         }
         *n += 1;
-        Some(ConnectionSlot { counter: self.clone(), ip })
+        Some(ConnectionSlot {
+            counter: self.clone(),
+            ip,
+        })
     }
 }
 

@@ -11,13 +11,28 @@ use crate::filter::{Filter, FilterError};
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
     Event(&'a RawValue),
-    Req { sub_id: String, filters: Result<Vec<Filter>, FilterError> },
-    Count { sub_id: String, filters: Result<Vec<Filter>, FilterError> },
+    Req {
+        sub_id: String,
+        filters: Result<Vec<Filter>, FilterError>,
+    },
+    Count {
+        sub_id: String,
+        filters: Result<Vec<Filter>, FilterError>,
+    },
     Close(String),
     Auth(&'a RawValue),
-    NegOpen { sub_id: String, filter: &'a RawValue, message: String },
-    NegMsg { sub_id: String, message: String },
-    NegClose { sub_id: String },
+    NegOpen {
+        sub_id: String,
+        filter: &'a RawValue,
+        message: String,
+    },
+    NegMsg {
+        sub_id: String,
+        message: String,
+    },
+    NegClose {
+        sub_id: String,
+    },
 }
 
 /// A message that could not be understood, with the reason for the NOTICE or
@@ -29,7 +44,10 @@ pub struct ParseError {
 }
 
 fn notice(reason: impl Into<String>) -> ParseError {
-    ParseError { reason: format!("invalid: {}", reason.into()), sub_id: None }
+    ParseError {
+        reason: format!("invalid: {}", reason.into()),
+        sub_id: None,
+    }
 }
 
 /// Limits applied while parsing, before any work is spent on the content.
@@ -59,27 +77,42 @@ fn sub_id(raw: Option<&&RawValue>, limits: &ParseLimits) -> Result<String, Parse
     Ok(id)
 }
 
-fn filters(sub_id: &str, raws: &[&RawValue], limits: &ParseLimits) -> Result<Result<Vec<Filter>, FilterError>, ParseError> {
+fn filters(
+    sub_id: &str,
+    raws: &[&RawValue],
+    limits: &ParseLimits,
+) -> Result<Result<Vec<Filter>, FilterError>, ParseError> {
     if raws.is_empty() {
-        return Err(ParseError { reason: "invalid: at least one filter is required".into(), sub_id: Some(sub_id.into()) });
+        return Err(ParseError {
+            reason: "invalid: at least one filter is required".into(),
+            sub_id: Some(sub_id.into()),
+        });
     }
     if raws.len() > limits.max_filters {
         return Err(ParseError {
-            reason: format!("invalid: too many filters ({} > {})", raws.len(), limits.max_filters),
+            reason: format!(
+                "invalid: too many filters ({} > {})",
+                raws.len(),
+                limits.max_filters
+            ),
             sub_id: Some(sub_id.into()),
         });
     }
     Ok(raws
         .iter()
         .map(|raw| {
-            let value: Value = serde_json::from_str(raw.get()).map_err(|_| FilterError("filter is not valid JSON".into()))?;
+            let value: Value = serde_json::from_str(raw.get())
+                .map_err(|_| FilterError("filter is not valid JSON".into()))?;
             Filter::from_value(&value)
         })
         .collect())
 }
 
 /// Parses one text frame from a client.
-pub fn parse_client_message<'a>(text: &'a str, limits: &ParseLimits) -> Result<ClientMessage<'a>, ParseError> {
+pub fn parse_client_message<'a>(
+    text: &'a str,
+    limits: &ParseLimits,
+) -> Result<ClientMessage<'a>, ParseError> {
     let parts: Vec<&'a RawValue> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
             notice("message must be a JSON array")
@@ -107,9 +140,15 @@ pub fn parse_client_message<'a>(text: &'a str, limits: &ParseLimits) -> Result<C
             let id = sub_id(parts.get(1), limits)?;
             let filters = filters(&id, &parts[2..], limits)?;
             Ok(if kind == "REQ" {
-                ClientMessage::Req { sub_id: id, filters }
+                ClientMessage::Req {
+                    sub_id: id,
+                    filters,
+                }
             } else {
-                ClientMessage::Count { sub_id: id, filters }
+                ClientMessage::Count {
+                    sub_id: id,
+                    filters,
+                }
             })
         }
         "CLOSE" => {
@@ -129,7 +168,11 @@ pub fn parse_client_message<'a>(text: &'a str, limits: &ParseLimits) -> Result<C
                 reason: "invalid: NEG-OPEN message must be a hex string".into(),
                 sub_id: Some(id.clone()),
             })?;
-            Ok(ClientMessage::NegOpen { sub_id: id, filter: parts[2], message })
+            Ok(ClientMessage::NegOpen {
+                sub_id: id,
+                filter: parts[2],
+                message,
+            })
         }
         "NEG-MSG" => {
             arity(3)?;
@@ -138,13 +181,21 @@ pub fn parse_client_message<'a>(text: &'a str, limits: &ParseLimits) -> Result<C
                 reason: "invalid: NEG-MSG message must be a hex string".into(),
                 sub_id: Some(id.clone()),
             })?;
-            Ok(ClientMessage::NegMsg { sub_id: id, message })
+            Ok(ClientMessage::NegMsg {
+                sub_id: id,
+                message,
+            })
         }
         "NEG-CLOSE" => {
             arity(2)?;
-            Ok(ClientMessage::NegClose { sub_id: sub_id(parts.get(1), limits)? })
+            Ok(ClientMessage::NegClose {
+                sub_id: sub_id(parts.get(1), limits)?,
+            })
         }
-        other => Err(notice(format!("unknown message type {}", json_string(truncate(other, 32))))),
+        other => Err(notice(format!(
+            "unknown message type {}",
+            json_string(truncate(other, 32))
+        ))),
     }
 }
 
@@ -184,7 +235,11 @@ pub fn eose(sub_id: &str) -> String {
 }
 
 pub fn closed(sub_id: &str, reason: &str) -> String {
-    format!("[\"CLOSED\",{},{}]", json_string(sub_id), json_string(reason))
+    format!(
+        "[\"CLOSED\",{},{}]",
+        json_string(sub_id),
+        json_string(reason)
+    )
 }
 
 pub fn notice_msg(reason: &str) -> String {
@@ -203,32 +258,61 @@ pub fn auth_challenge(challenge: &str) -> String {
 mod tests {
     use super::*;
 
-    const LIMITS: ParseLimits = ParseLimits { max_filters: 10, max_subid_length: 64 };
+    const LIMITS: ParseLimits = ParseLimits {
+        max_filters: 10,
+        max_subid_length: 64,
+    };
 
     #[test]
     fn parses_each_type() {
-        assert!(matches!(parse_client_message(r#"["EVENT",{}]"#, &LIMITS), Ok(ClientMessage::Event(_))));
+        assert!(matches!(
+            parse_client_message(r#"["EVENT",{}]"#, &LIMITS),
+            Ok(ClientMessage::Event(_))
+        ));
         assert!(matches!(
             parse_client_message(r#"["REQ","s",{"kinds":[1]},{}]"#, &LIMITS),
             Ok(ClientMessage::Req { filters: Ok(f), .. }) if f.len() == 2
         ));
-        assert!(matches!(parse_client_message(r#"["CLOSE","s"]"#, &LIMITS), Ok(ClientMessage::Close(s)) if s == "s"));
+        assert!(
+            matches!(parse_client_message(r#"["CLOSE","s"]"#, &LIMITS), Ok(ClientMessage::Close(s)) if s == "s")
+        );
         assert!(matches!(
             parse_client_message(r#"["REQ","s",{"kinds":"x"}]"#, &LIMITS),
-            Ok(ClientMessage::Req { filters: Err(_), .. })
+            Ok(ClientMessage::Req {
+                filters: Err(_),
+                ..
+            })
         ));
     }
 
     #[test]
     fn refuses_bad_messages() {
-        for text in ["nope", "{}", "[]", "[1]", r#"["WHAT"]"#, r#"["EVENT"]"#, r#"["CLOSE"]"#, r#"["REQ",5,{}]"#] {
+        for text in [
+            "nope",
+            "{}",
+            "[]",
+            "[1]",
+            r#"["WHAT"]"#,
+            r#"["EVENT"]"#,
+            r#"["CLOSE"]"#,
+            r#"["REQ",5,{}]"#,
+        ] {
             let e = parse_client_message(text, &LIMITS).unwrap_err();
             assert!(e.reason.starts_with("invalid: "), "{text}: {}", e.reason);
         }
         let long = format!(r#"["REQ","{}",{{}}]"#, "x".repeat(65));
-        assert!(parse_client_message(&long, &LIMITS).unwrap_err().sub_id.is_some());
+        assert!(parse_client_message(&long, &LIMITS)
+            .unwrap_err()
+            .sub_id
+            .is_some());
         let many = format!(r#"["REQ","s"{}]"#, ",{}".repeat(11));
-        assert_eq!(parse_client_message(&many, &LIMITS).unwrap_err().sub_id.as_deref(), Some("s"));
+        assert_eq!(
+            parse_client_message(&many, &LIMITS)
+                .unwrap_err()
+                .sub_id
+                .as_deref(),
+            Some("s")
+        );
     }
 
     #[test]

@@ -7,11 +7,11 @@
 mod auth;
 mod client;
 mod connection;
+mod limits;
 pub mod messages;
 mod nip11;
 mod outbox;
 pub mod policy;
-mod limits;
 mod server;
 pub mod subscriptions;
 
@@ -69,7 +69,11 @@ impl Relay {
     pub fn new(config: Config, parts: RelayParts) -> Relay {
         let limits = &config.limits;
         let query_threads = match config.server.query_threads {
-            0 => 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => {
+                2 * std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }
             n => n,
         };
         Relay {
@@ -80,7 +84,10 @@ impl Relay {
             connections: Arc::new(ConnectionCounter::new(limits.max_connections_per_ip)),
             query_slots: Arc::new(Semaphore::new(query_threads)),
             next_client_id: AtomicU64::new(1),
-            parse_limits: ParseLimits { max_filters: limits.max_filters, max_subid_length: limits.max_subid_length },
+            parse_limits: ParseLimits {
+                max_filters: limits.max_filters,
+                max_subid_length: limits.max_subid_length,
+            },
             store: parts.store,
             writer: parts.writer,
             verify: parts.verify,

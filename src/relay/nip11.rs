@@ -37,7 +37,11 @@ pub fn document(config: &Config) -> Value {
             "created_at_upper_limit": policy.max_future_seconds,
         },
     });
-    for (key, value) in [("pubkey", &info.pubkey), ("contact", &info.contact), ("icon", &info.icon)] {
+    for (key, value) in [
+        ("pubkey", &info.pubkey),
+        ("contact", &info.contact),
+        ("icon", &info.icon),
+    ] {
         if !value.is_empty() {
             doc[key] = json!(value);
         }

@@ -44,10 +44,17 @@ impl WritePolicy {
     /// NIP-01 prefixed reason on refusal.
     pub fn check(&self, event: &Event, json_len: usize, now: u64) -> Result<(), String> {
         if json_len > self.max_event_size {
-            return Err(format!("invalid: event is too large ({json_len} > {} bytes)", self.max_event_size));
+            return Err(format!(
+                "invalid: event is too large ({json_len} > {} bytes)",
+                self.max_event_size
+            ));
         }
         if event.tags.len() > self.max_tags {
-            return Err(format!("invalid: too many tags ({} > {})", event.tags.len(), self.max_tags));
+            return Err(format!(
+                "invalid: too many tags ({} > {})",
+                event.tags.len(),
+                self.max_tags
+            ));
         }
         if event.created_at > now.saturating_add(self.max_future) {
             return Err("invalid: created_at is too far in the future".into());
@@ -60,7 +67,9 @@ impl WritePolicy {
         {
             return Err("blocked: this pubkey may not publish here".into());
         }
-        if self.kind_deny.contains(&event.kind) || (!self.kind_allow.is_empty() && !self.kind_allow.contains(&event.kind)) {
+        if self.kind_deny.contains(&event.kind)
+            || (!self.kind_allow.is_empty() && !self.kind_allow.contains(&event.kind))
+        {
             return Err(format!("blocked: kind {} is not accepted here", event.kind));
         }
         if event.expiration().is_some_and(|exp| exp <= now) {
@@ -78,7 +87,10 @@ pub struct ReadPolicy {
 
 impl ReadPolicy {
     pub fn new(cfg: &AuthConfig) -> ReadPolicy {
-        ReadPolicy { restricted: cfg.restricted_kinds.iter().copied().collect(), require_auth: cfg.require_for_read }
+        ReadPolicy {
+            restricted: cfg.restricted_kinds.iter().copied().collect(),
+            require_auth: cfg.require_for_read,
+        }
     }
 
     pub fn is_restricted(&self, kind: u16) -> bool {
@@ -87,7 +99,10 @@ impl ReadPolicy {
 
     /// A filter that names a restricted kind needs an authenticated client.
     pub fn needs_auth(&self, filter: &Filter) -> bool {
-        filter.kinds.as_ref().is_some_and(|kinds| kinds.iter().any(|k| self.is_restricted(*k)))
+        filter
+            .kinds
+            .as_ref()
+            .is_some_and(|kinds| kinds.iter().any(|k| self.is_restricted(*k)))
     }
 
     /// May `client` see this stored event? Parses the JSON only for
@@ -107,7 +122,10 @@ impl ReadPolicy {
             return true;
         }
         client.auth.any(|pk| {
-            *pk == event.pubkey || event.tag_values("p").any(|p| decode_hex::<32>(p).as_ref() == Some(pk))
+            *pk == event.pubkey
+                || event
+                    .tag_values("p")
+                    .any(|p| decode_hex::<32>(p).as_ref() == Some(pk))
         })
     }
 }

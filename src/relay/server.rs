@@ -29,9 +29,12 @@ pub async fn serve(
         .route("/", get(root).options(preflight))
         .route("/metrics", get(metrics))
         .with_state(relay);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 fn client_ip(relay: &Relay, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
@@ -49,7 +52,11 @@ fn client_ip(relay: &Relay, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
     peer.ip()
 }
 
-async fn root(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+async fn root(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     let (mut parts, _body) = request.into_parts();
     let wants_ws = parts
         .headers
@@ -58,13 +65,21 @@ async fn root(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo<So
     if wants_ws {
         let ip = client_ip(&relay, &parts.headers, peer);
         let Some(slot) = relay.connections.try_acquire(ip) else {
-            return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address\n").into_response();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address\n",
+            )
+                .into_response();
         };
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
-        let hard_limit = relay.config.limits.max_message_size.saturating_mul(HARD_LIMIT_FACTOR);
+        let hard_limit = relay
+            .config
+            .limits
+            .max_message_size
+            .saturating_mul(HARD_LIMIT_FACTOR);
         return upgrade
             .max_message_size(hard_limit)
             .max_frame_size(hard_limit)
@@ -79,17 +94,33 @@ async fn root(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo<So
         let body = nip11::document(&relay.config).to_string();
         let mut response = body.into_response();
         let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/nostr+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/nostr+json"),
+        );
         cors(h);
         return response;
     }
-    format!("{} — a Nostr relay. Connect with a Nostr client over WebSocket.\n", relay.config.info.name).into_response()
+    format!(
+        "{} — a Nostr relay. Connect with a Nostr client over WebSocket.\n",
+        relay.config.info.name
+    )
+    .into_response()
 }
 
 fn cors(h: &mut HeaderMap) {
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
 }
 
 async fn preflight(method: Method) -> Response {
@@ -102,7 +133,9 @@ async fn preflight(method: Method) -> Response {
 
 async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
     let store = relay.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.count().unwrap_or(0)).await.unwrap_or(0);
+    let stored = tokio::task::spawn_blocking(move || store.count().unwrap_or(0))
+        .await
+        .unwrap_or(0);
     let mut body = relay.metrics.render(stored);
     body.push_str(&format!(
         "# HELP echorelay_subscriptions Open REQ subscriptions.\n# TYPE echorelay_subscriptions gauge\nechorelay_subscriptions {}\n",

@@ -39,7 +39,13 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn new(client: Arc<Client>, id: String, filters: Vec<Filter>) -> Subscription {
-        Subscription { client, id, filters, state: Mutex::new(State::Pending(Vec::new())), cancelled: AtomicBool::new(false) }
+        Subscription {
+            client,
+            id,
+            filters,
+            state: Mutex::new(State::Pending(Vec::new())),
+            cancelled: AtomicBool::new(false),
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -54,7 +60,12 @@ impl Subscription {
             return;
         }
         self.client.outbox.send(messages::eose(&self.id));
-        if let State::Pending(buffer) = std::mem::replace(&mut *state, State::Live { after_seq: snapshot_seq }) {
+        if let State::Pending(buffer) = std::mem::replace(
+            &mut *state,
+            State::Live {
+                after_seq: snapshot_seq,
+            },
+        ) {
             for c in buffer {
                 if c.seq.is_none_or(|s| s > snapshot_seq) {
                     self.client.outbox.send(messages::event(&self.id, &c.json));
@@ -71,12 +82,17 @@ impl Subscription {
                     buffer.push(committed.clone());
                 } else {
                     self.cancelled.store(true, Ordering::Relaxed);
-                    self.client.outbox.send(messages::closed(&self.id, "error: too many live events while the query ran"));
+                    self.client.outbox.send(messages::closed(
+                        &self.id,
+                        "error: too many live events while the query ran",
+                    ));
                 }
             }
             State::Live { after_seq } => {
                 if committed.seq.is_none_or(|s| s > *after_seq) {
-                    self.client.outbox.send(messages::event(&self.id, &committed.json));
+                    self.client
+                        .outbox
+                        .send(messages::event(&self.id, &committed.json));
                 }
             }
         }
@@ -92,7 +108,10 @@ pub struct Registry {
 impl Registry {
     /// Adds (or replaces, cancelling the old one) a subscription.
     pub fn insert(&self, sub: Arc<Subscription>) {
-        let old = self.subs.write().insert((sub.client.id, sub.id.clone()), sub);
+        let old = self
+            .subs
+            .write()
+            .insert((sub.client.id, sub.id.clone()), sub);
         if let Some(old) = old {
             old.cancelled.store(true, Ordering::Relaxed);
         }
@@ -147,12 +166,17 @@ impl Registry {
 }
 
 /// Starts the fan-out thread; it ends when every sender is dropped.
-pub fn spawn_fanout(registry: Arc<Registry>, read: Arc<ReadPolicy>) -> std::io::Result<FanoutSender> {
+pub fn spawn_fanout(
+    registry: Arc<Registry>,
+    read: Arc<ReadPolicy>,
+) -> std::io::Result<FanoutSender> {
     let (tx, rx) = flume::unbounded::<Vec<Arc<Committed>>>();
-    std::thread::Builder::new().name("fanout".into()).spawn(move || {
-        while let Ok(batch) = rx.recv() {
-            registry.deliver(&batch, &read);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("fanout".into())
+        .spawn(move || {
+            while let Ok(batch) = rx.recv() {
+                registry.deliver(&batch, &read);
+            }
+        })?;
     Ok(tx)
 }

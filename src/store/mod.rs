@@ -14,8 +14,8 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
-pub use schema::Header;
 pub use query::{Found, IndexName, QueryPlan, Stop};
+pub use schema::Header;
 pub use write::{BatchItem, WriteOutcome};
 
 type Db = Database<Bytes, Bytes>;
@@ -137,7 +137,10 @@ impl Store {
     /// Highest sequence number committed as seen by `txn` (0 when empty).
     pub fn last_seq(&self, txn: &RoTxn) -> Result<u64, StoreError> {
         match self.dbs.meta.get(txn, write::NEXT_SEQ)? {
-            Some(v) => Ok(u64::from_be_bytes(v.try_into().map_err(|_| StoreError::Corrupt("next_seq"))?).saturating_sub(1)),
+            Some(v) => Ok(u64::from_be_bytes(
+                v.try_into().map_err(|_| StoreError::Corrupt("next_seq"))?,
+            )
+            .saturating_sub(1)),
             None => Ok(0),
         }
     }

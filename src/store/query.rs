@@ -28,7 +28,10 @@ pub struct Found<'t> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryPlan {
     Ids(Vec<[u8; 32]>),
-    Scan { index: IndexName, prefixes: Vec<Vec<u8>> },
+    Scan {
+        index: IndexName,
+        prefixes: Vec<Vec<u8>>,
+    },
 }
 
 /// Index names, public for `explain`-style logging and tests.
@@ -53,22 +56,40 @@ impl QueryPlan {
                     .iter()
                     .flat_map(|a| kinds.iter().map(move |k| schema::pubkey_kind_prefix(a, *k)))
                     .collect();
-                return QueryPlan::Scan { index: IndexName::PubkeyKind, prefixes };
+                return QueryPlan::Scan {
+                    index: IndexName::PubkeyKind,
+                    prefixes,
+                };
             }
         }
         if let Some((letter, values)) = filter.tags.iter().min_by_key(|(_, v)| v.len()) {
-            let prefixes = values.iter().map(|v| schema::tag_prefix(*letter, v)).collect();
-            return QueryPlan::Scan { index: IndexName::Tag, prefixes };
+            let prefixes = values
+                .iter()
+                .map(|v| schema::tag_prefix(*letter, v))
+                .collect();
+            return QueryPlan::Scan {
+                index: IndexName::Tag,
+                prefixes,
+            };
         }
         if let Some(authors) = &filter.authors {
             let prefixes = authors.iter().map(|a| a.to_vec()).collect();
-            return QueryPlan::Scan { index: IndexName::Pubkey, prefixes };
+            return QueryPlan::Scan {
+                index: IndexName::Pubkey,
+                prefixes,
+            };
         }
         if let Some(kinds) = &filter.kinds {
             let prefixes = kinds.iter().map(|k| schema::kind_prefix(*k)).collect();
-            return QueryPlan::Scan { index: IndexName::Kind, prefixes };
+            return QueryPlan::Scan {
+                index: IndexName::Kind,
+                prefixes,
+            };
         }
-        QueryPlan::Scan { index: IndexName::Time, prefixes: vec![Vec::new()] }
+        QueryPlan::Scan {
+            index: IndexName::Time,
+            prefixes: vec![Vec::new()],
+        }
     }
 }
 
@@ -102,15 +123,22 @@ impl Store {
         }
         let mut accepted = 0u64;
         let mut offer = |seq: u64, value: &[u8]| -> Result<bool, StoreError> {
-            let (header, json) = Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+            let (header, json) =
+                Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
             if header.is_expired(now)
-                || !filter.matches_header(&header.id, &header.pubkey, header.kind, header.created_at)
+                || !filter.matches_header(
+                    &header.id,
+                    &header.pubkey,
+                    header.kind,
+                    header.created_at,
+                )
             {
                 return Ok(true);
             }
             let json = std::str::from_utf8(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
             if !filter.tags.is_empty() {
-                let event = Event::from_json(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
+                let event =
+                    Event::from_json(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
                 if !filter.matches_tags(&event.tags) {
                     return Ok(true);
                 }
@@ -127,14 +155,18 @@ impl Store {
                 let mut hits = Vec::with_capacity(ids.len());
                 for id in &ids {
                     if let Some(seq) = self.dbs.ids.get(txn, id)? {
-                        let seq_num = u64::from_be_bytes(seq.try_into().map_err(|_| StoreError::Corrupt("seq"))?);
+                        let seq_num = u64::from_be_bytes(
+                            seq.try_into().map_err(|_| StoreError::Corrupt("seq"))?,
+                        );
                         if let Some(value) = self.dbs.events.get(txn, seq)? {
-                            let created_at = Header::decode(value).map(|(h, _)| h.created_at).unwrap_or(0);
+                            let created_at = Header::decode(value)
+                                .map(|(h, _)| h.created_at)
+                                .unwrap_or(0);
                             hits.push((created_at, seq_num, value));
                         }
                     }
                 }
-                hits.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                hits.sort_unstable_by_key(|h| std::cmp::Reverse((h.0, h.1)));
                 for (_, seq, value) in hits {
                     if !offer(seq, value)? {
                         break;
@@ -200,7 +232,11 @@ impl<'t> Merge<'t> {
         until: u64,
     ) -> Result<Merge<'t>, StoreError> {
         let db = store.index(index);
-        let mut merge = Merge { cursors: Vec::with_capacity(prefixes.len()), heap: BinaryHeap::new(), last: None };
+        let mut merge = Merge {
+            cursors: Vec::with_capacity(prefixes.len()),
+            heap: BinaryHeap::new(),
+            last: None,
+        };
         for prefix in prefixes {
             let low = schema::index_key(prefix, since, 0);
             let high = schema::index_key(prefix, until, u64::MAX);

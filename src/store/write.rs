@@ -24,11 +24,15 @@ pub enum BatchItem<'a> {
 /// What happened to one batch item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
-    Stored { seq: u64 },
+    Stored {
+        seq: u64,
+    },
     Duplicate,
     /// Refused with a NIP-01 prefixed reason.
     Refused(String),
-    Purged { count: usize },
+    Purged {
+        count: usize,
+    },
 }
 
 impl Store {
@@ -46,18 +50,24 @@ impl Store {
     fn try_apply(&self, items: &[BatchItem]) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut txn = self.env().write_txn()?;
         let mut next_seq = match self.dbs.meta.get(&txn, NEXT_SEQ)? {
-            Some(v) => u64::from_be_bytes(v.try_into().map_err(|_| StoreError::Corrupt("next_seq"))?),
+            Some(v) => {
+                u64::from_be_bytes(v.try_into().map_err(|_| StoreError::Corrupt("next_seq"))?)
+            }
             None => 1,
         };
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
             let outcome = match item {
-                BatchItem::Insert { event, json } => self.insert(&mut txn, event, json, &mut next_seq)?,
+                BatchItem::Insert { event, json } => {
+                    self.insert(&mut txn, event, json, &mut next_seq)?
+                }
                 BatchItem::PurgeExpired { now } => self.purge_expired(&mut txn, *now)?,
             };
             outcomes.push(outcome);
         }
-        self.dbs.meta.put(&mut txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
+        self.dbs
+            .meta
+            .put(&mut txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
         txn.commit()?;
         Ok(outcomes)
     }
@@ -74,21 +84,29 @@ impl Store {
             return Ok(WriteOutcome::Duplicate);
         }
         if d.deleted_ids.get(txn, &event.id)? == Some(&event.pubkey[..]) {
-            return Ok(WriteOutcome::Refused("blocked: this event was deleted by its author".into()));
+            return Ok(WriteOutcome::Refused(
+                "blocked: this event was deleted by its author".into(),
+            ));
         }
         if let Some(coord) = event.coordinate() {
             let key = schema::coord_key(coord.kind, &coord.pubkey, &coord.d);
             if let Some(cutoff) = d.deleted_coords.get(txn, &key)? {
                 if event.created_at <= be_u64(cutoff)? {
-                    return Ok(WriteOutcome::Refused("blocked: this address was deleted by its author".into()));
+                    return Ok(WriteOutcome::Refused(
+                        "blocked: this address was deleted by its author".into(),
+                    ));
                 }
             }
             if let Some(old_seq) = d.by_coord.get(txn, &key)? {
                 let old_seq = be_u64(old_seq)?;
                 let old = self.header_of(txn, old_seq)?;
                 // NIP-01: the newest wins; on a tie, the lowest id.
-                if (old.created_at, std::cmp::Reverse(old.id)) > (event.created_at, std::cmp::Reverse(event.id)) {
-                    return Ok(WriteOutcome::Refused("duplicate: have a newer event for this address".into()));
+                if (old.created_at, std::cmp::Reverse(old.id))
+                    > (event.created_at, std::cmp::Reverse(event.id))
+                {
+                    return Ok(WriteOutcome::Refused(
+                        "duplicate: have a newer event for this address".into(),
+                    ));
                 }
                 self.remove(txn, old_seq)?;
             }
@@ -102,7 +120,13 @@ impl Store {
         Ok(WriteOutcome::Stored { seq })
     }
 
-    fn put_event(&self, txn: &mut RwTxn, seq: u64, event: &Event, json: &str) -> Result<(), StoreError> {
+    fn put_event(
+        &self,
+        txn: &mut RwTxn,
+        seq: u64,
+        event: &Event,
+        json: &str,
+    ) -> Result<(), StoreError> {
         let d = &self.dbs;
         let header = Header {
             id: event.id,
@@ -112,13 +136,18 @@ impl Store {
             expiration: event.expiration().unwrap_or(0),
         };
         let seq_bytes = schema::seq_key(seq);
-        d.events.put(txn, &seq_bytes, &header.encode(json.as_bytes()))?;
+        d.events
+            .put(txn, &seq_bytes, &header.encode(json.as_bytes()))?;
         d.ids.put(txn, &event.id, &seq_bytes)?;
         for (db, key) in index_keys(&header, &event.tags, seq) {
             self.index(db).put(txn, &key, &[])?;
         }
         if let Some(coord) = event.coordinate() {
-            d.by_coord.put(txn, &schema::coord_key(coord.kind, &coord.pubkey, &coord.d), &seq_bytes)?;
+            d.by_coord.put(
+                txn,
+                &schema::coord_key(coord.kind, &coord.pubkey, &coord.d),
+                &seq_bytes,
+            )?;
         }
         Ok(())
     }
@@ -154,7 +183,9 @@ impl Store {
     fn apply_deletion(&self, txn: &mut RwTxn, deletion: &Event) -> Result<(), StoreError> {
         let d = &self.dbs;
         for value in deletion.tag_values("e") {
-            let Some(id) = crate::event::decode_hex::<32>(value) else { continue };
+            let Some(id) = crate::event::decode_hex::<32>(value) else {
+                continue;
+            };
             if let Some(seq) = d.ids.get(txn, &id)? {
                 let seq = be_u64(seq)?;
                 let target = self.header_of(txn, seq)?;
@@ -165,7 +196,9 @@ impl Store {
             d.deleted_ids.put(txn, &id, &deletion.pubkey)?;
         }
         for value in deletion.tag_values("a") {
-            let Some(coord) = Coordinate::parse(value) else { continue };
+            let Some(coord) = Coordinate::parse(value) else {
+                continue;
+            };
             if coord.pubkey != deletion.pubkey || KindClass::of(coord.kind) == KindClass::Regular {
                 continue;
             }
@@ -190,7 +223,8 @@ impl Store {
         let mut doomed = Vec::new();
         for entry in self.dbs.by_expiry.iter(txn)? {
             let (key, _) = entry?;
-            let (expiration, seq) = schema::time_seq_suffix(key).ok_or(StoreError::Corrupt("expiry key"))?;
+            let (expiration, seq) =
+                schema::time_seq_suffix(key).ok_or(StoreError::Corrupt("expiry key"))?;
             if expiration > now || doomed.len() >= PURGE_CHUNK {
                 break;
             }
@@ -199,7 +233,9 @@ impl Store {
         for seq in &doomed {
             self.remove(txn, *seq)?;
         }
-        Ok(WriteOutcome::Purged { count: doomed.len() })
+        Ok(WriteOutcome::Purged {
+            count: doomed.len(),
+        })
     }
 
     fn header_of(&self, txn: &RwTxn, seq: u64) -> Result<Header, StoreError> {
@@ -208,7 +244,9 @@ impl Store {
             .events
             .get(txn, &schema::seq_key(seq))?
             .ok_or(StoreError::Corrupt("index points at a missing event"))?;
-        Ok(Header::decode(value).ok_or(StoreError::Corrupt("event header"))?.0)
+        Ok(Header::decode(value)
+            .ok_or(StoreError::Corrupt("event header"))?
+            .0)
     }
 }
 
@@ -218,11 +256,18 @@ fn index_keys(header: &Header, tags: &[Vec<String>], seq: u64) -> Vec<(IndexDb, 
     let ts = header.created_at;
     let mut keys = vec![
         (IndexDb::Time, schema::index_key(&[], ts, seq)),
-        (IndexDb::Kind, schema::index_key(&schema::kind_prefix(header.kind), ts, seq)),
+        (
+            IndexDb::Kind,
+            schema::index_key(&schema::kind_prefix(header.kind), ts, seq),
+        ),
         (IndexDb::Pubkey, schema::index_key(&header.pubkey, ts, seq)),
         (
             IndexDb::PubkeyKind,
-            schema::index_key(&schema::pubkey_kind_prefix(&header.pubkey, header.kind), ts, seq),
+            schema::index_key(
+                &schema::pubkey_kind_prefix(&header.pubkey, header.kind),
+                ts,
+                seq,
+            ),
         ),
     ];
     let mut tag_prefixes: Vec<Vec<u8>> = schema::indexed_tags(tags)
@@ -230,13 +275,24 @@ fn index_keys(header: &Header, tags: &[Vec<String>], seq: u64) -> Vec<(IndexDb, 
         .collect();
     tag_prefixes.sort_unstable();
     tag_prefixes.dedup();
-    keys.extend(tag_prefixes.into_iter().map(|p| (IndexDb::Tag, schema::index_key(&p, ts, seq))));
+    keys.extend(
+        tag_prefixes
+            .into_iter()
+            .map(|p| (IndexDb::Tag, schema::index_key(&p, ts, seq))),
+    );
     if header.expiration != 0 {
-        keys.push((IndexDb::Expiry, schema::index_key(&[], header.expiration, seq)));
+        keys.push((
+            IndexDb::Expiry,
+            schema::index_key(&[], header.expiration, seq),
+        ));
     }
     keys
 }
 
 fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
-    Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt("u64 value"))?))
+    Ok(u64::from_be_bytes(
+        bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("u64 value"))?,
+    ))
 }

@@ -43,7 +43,9 @@ impl TestRelay {
         let mut config = test_config();
         config.store.data_dir = dir.path().to_path_buf();
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -53,7 +55,13 @@ impl TestRelay {
             .await
             .expect("relay run");
         });
-        TestRelay { addr, url: format!("ws://{addr}"), dir, stop: Some(stop), task: Some(task) }
+        TestRelay {
+            addr,
+            url: format!("ws://{addr}"),
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn http(&self, path: &str) -> String {
@@ -84,16 +92,27 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(url: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        let mut raw = Raw { ws, challenge: None };
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut raw = Raw {
+            ws,
+            challenge: None,
+        };
         let first = raw.recv().await;
-        assert_eq!(first[0], "AUTH", "first message is the NIP-42 challenge: {first}");
+        assert_eq!(
+            first[0], "AUTH",
+            "first message is the NIP-42 challenge: {first}"
+        );
         raw.challenge = first[1].as_str().map(str::to_string);
         raw
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::Text(text.into().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send(&mut self, value: Value) {
@@ -102,14 +121,21 @@ impl Raw {
 
     /// Next text message as JSON; panics after [`WAIT`].
     pub async fn recv(&mut self) -> Value {
-        self.try_recv(WAIT).await.expect("timed out waiting for a relay message")
+        self.try_recv(WAIT)
+            .await
+            .expect("timed out waiting for a relay message")
     }
 
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
         loop {
-            let msg = tokio::time::timeout(wait, self.ws.next()).await.ok()??.ok()?;
+            let msg = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
             match msg {
-                Message::Text(text) => return Some(serde_json::from_str(text.as_str()).expect("relay sent JSON")),
+                Message::Text(text) => {
+                    return Some(serde_json::from_str(text.as_str()).expect("relay sent JSON"))
+                }
                 Message::Close(_) => return None,
                 _ => continue,
             }
@@ -129,7 +155,8 @@ impl Raw {
 
     /// Publishes and returns the OK message.
     pub async fn publish(&mut self, event: &Event) -> Value {
-        self.send_text(format!("[\"EVENT\",{}]", event.to_json())).await;
+        self.send_text(format!("[\"EVENT\",{}]", event.to_json()))
+            .await;
         loop {
             let msg = self.recv().await;
             if msg[0] == "OK" && msg[1] == event.id_hex() {
@@ -162,7 +189,11 @@ impl Raw {
 
     /// Ids (hex) of a REQ's stored events, in the order received.
     pub async fn req_ids(&mut self, filters: &[Value]) -> Vec<String> {
-        self.req("ids", filters).await.iter().map(|e| e["id"].as_str().unwrap_or_default().to_string()).collect()
+        self.req("ids", filters)
+            .await
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Sends a message and returns the next reply.
@@ -182,10 +213,17 @@ impl Raw {
         let event = keys.sign(
             echorelay::event::now(),
             22242,
-            vec![vec!["relay".into(), "ws://localhost".into()], vec!["challenge".into(), challenge]],
+            vec![
+                vec!["relay".into(), "ws://localhost".into()],
+                vec!["challenge".into(), challenge],
+            ],
             String::new(),
         );
-        self.send(json!(["AUTH", serde_json::from_str::<Value>(&event.to_json()).expect("json")])).await;
+        self.send(json!([
+            "AUTH",
+            serde_json::from_str::<Value>(&event.to_json()).expect("json")
+        ]))
+        .await;
         self.recv().await
     }
 }
@@ -194,8 +232,17 @@ pub fn note(keys: &Keys, content: &str) -> Event {
     keys.sign(echorelay::event::now(), 1, vec![], content.into())
 }
 
-pub fn event_at(keys: &Keys, kind: u16, created_at: u64, tags: Vec<Vec<&str>>, content: &str) -> Event {
-    let tags = tags.into_iter().map(|t| t.into_iter().map(str::to_string).collect()).collect();
+pub fn event_at(
+    keys: &Keys,
+    kind: u16,
+    created_at: u64,
+    tags: Vec<Vec<&str>>,
+    content: &str,
+) -> Event {
+    let tags = tags
+        .into_iter()
+        .map(|t| t.into_iter().map(str::to_string).collect())
+        .collect();
     keys.sign(created_at, kind, tags, content.into())
 }
 
@@ -204,7 +251,11 @@ pub fn id_of(event: &Event) -> String {
 }
 
 /// Minimal HTTP/1.1 GET over a fresh TCP connection: (status, headers, body).
-pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -214,9 +265,16 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.expect("http timeout").expect("read");
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("http timeout")
+        .expect("read");
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_string())
 }
