@@ -1,1 +1,159 @@
-fn main() {}
+//! Ingest benchmark: pre-signed events published over N WebSocket
+//! connections (pipelined, every OK awaited), next to the raw Schnorr
+//! verification rate of this machine on all cores, measured in the same run.
+//!
+//! `cargo bench --bench ingest` (full size) — `cargo test` runs a small smoke
+//! pass of the same code. Env: EVENTS (default 100000), CONNS (default 8).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use echorelay::config::Config;
+use echorelay::event::{now, Event, Keys};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn sign_all(n: usize) -> Vec<Event> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let per = n.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let keys = Keys::generate();
+                (0..per)
+                    .map(|i| {
+                        keys.sign(
+                            now(),
+                            1,
+                            vec![vec!["t".into(), "bench".into()]],
+                            format!("bench {t} {i}"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<Event> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("signer"))
+        .collect();
+    all.truncate(n);
+    all
+}
+
+/// Raw verify rate on all cores (events/s): the physical limit for ingest.
+fn verify_rate(events: &Arc<Vec<Event>>) -> f64 {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let events = events.clone();
+            std::thread::spawn(move || {
+                for e in events.iter().skip(t).step_by(threads) {
+                    e.verify().expect("valid");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("verifier");
+    }
+    events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn publish_all(url: &str, events: Arc<Vec<Event>>, conns: usize) -> f64 {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let url = url.to_string();
+        let events = events.clone();
+        tasks.push(tokio::spawn(async move {
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+                .await
+                .expect("connect");
+            let (mut sink, mut stream) = ws.split();
+            let mine: Vec<String> = events
+                .iter()
+                .skip(c)
+                .step_by(conns)
+                .map(|e| format!("[\"EVENT\",{}]", e.to_json()))
+                .collect();
+            let total = mine.len();
+            let writer = tokio::spawn(async move {
+                for text in mine {
+                    sink.send(Message::Text(text.into())).await.expect("send");
+                }
+                sink
+            });
+            let mut oks = 0;
+            while oks < total {
+                match stream.next().await {
+                    Some(Ok(Message::Text(t))) if t.as_str().starts_with("[\"OK\"") => {
+                        assert!(t.as_str().contains(",true,"), "refused: {}", t.as_str());
+                        oks += 1;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("connection ended early: {other:?}"),
+                }
+            }
+            let _ = writer.await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+    events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full {
+        env_or("EVENTS", 100_000)
+    } else {
+        2_000
+    };
+    let conns = env_or("CONNS", 8);
+    let events = Arc::new(sign_all(n));
+    let verify = verify_rate(&events);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ingest = runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.store.data_dir = dir.path().to_path_buf();
+        config.limits.events_per_second = 0;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("ws://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let node = tokio::spawn(echorelay::node::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let rate = publish_all(&url, events.clone(), conns).await;
+        let _ = stop.send(());
+        node.await.expect("node").expect("node run");
+        rate
+    });
+    println!("events: {n}, connections: {conns}");
+    println!("raw signature verify (all cores): {verify:>10.0} events/s");
+    println!("ingest over WebSocket:            {ingest:>10.0} events/s");
+    println!(
+        "ratio ingest / verify:            {:>10.1} %",
+        100.0 * ingest / verify
+    );
+}

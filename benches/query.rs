@@ -1,1 +1,222 @@
-fn main() {}
+//! REQ latency and import speed.
+//!
+//! Loads STORED events (default 1 000 000; unsigned ids, written straight
+//! through the store's batch path since queries never check signatures),
+//! then measures REQ round trips over a WebSocket (p50 / p99) for by-id,
+//! by-author+kind, by-tag and kind+limit filters, and a full `limit` scan
+//! baseline. Import speed is measured on IMPORT (default 100 000) signed
+//! events through `Store::apply_batch` after verification on all cores, the
+//! same path `echorelay import` takes.
+//!
+//! `cargo bench --bench query`; `cargo test` runs a small smoke pass.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use echorelay::config::Config;
+use echorelay::event::{Event, Keys};
+use echorelay::store::{BatchItem, Store};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const AUTHORS: usize = 1000;
+const TAGS: usize = 5000;
+
+/// A deterministic synthetic event (not signed: queries never verify).
+fn synthetic(i: usize) -> Event {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    id[8..16].copy_from_slice(&(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    let mut pubkey = [0u8; 32];
+    pubkey[..8].copy_from_slice(&((i % AUTHORS) as u64).to_be_bytes());
+    Event {
+        id,
+        pubkey,
+        created_at: 1_600_000_000 + i as u64,
+        kind: [1u16, 7, 6, 30023][i % 4],
+        tags: vec![
+            vec!["t".into(), format!("topic{}", i % TAGS)],
+            vec!["d".into(), format!("d{i}")],
+        ],
+        content: format!("synthetic event {i}"),
+        sig: [7; 64],
+    }
+}
+
+fn load(store: &Store, n: usize) {
+    let mut i = 0;
+    while i < n {
+        let end = (i + 10_000).min(n);
+        let events: Vec<(Event, String)> = (i..end)
+            .map(|k| {
+                let e = synthetic(k);
+                let j = e.to_json();
+                (e, j)
+            })
+            .collect();
+        let items: Vec<BatchItem> = events
+            .iter()
+            .map(|(event, json)| BatchItem::Insert { event, json })
+            .collect();
+        store.apply_batch(&items).expect("load batch");
+        i = end;
+    }
+}
+
+async fn round_trips(url: &str, filters: &[Value], rounds: usize) -> (Duration, Duration, usize) {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .expect("connect");
+    let _challenge = ws.next().await;
+    let mut times = Vec::with_capacity(rounds);
+    let mut returned = 0;
+    for r in 0..rounds {
+        let filter = &filters[r % filters.len()];
+        let started = Instant::now();
+        ws.send(Message::Text(
+            json!(["REQ", "q", filter]).to_string().into(),
+        ))
+        .await
+        .expect("send");
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                panic!("socket ended")
+            };
+            let t = t.as_str();
+            if t.starts_with("[\"EOSE\"") {
+                break;
+            }
+            if t.starts_with("[\"EVENT\"") {
+                returned += 1;
+            } else {
+                panic!("unexpected reply {t}");
+            }
+        }
+        times.push(started.elapsed());
+        ws.send(Message::Text(json!(["CLOSE", "q"]).to_string().into()))
+            .await
+            .expect("close");
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    (p(0.50), p(0.99), returned / rounds.max(1))
+}
+
+fn import_rate(n: usize) -> f64 {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let keys = Keys::generate();
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            keys.sign(1_700_000_000 + i as u64, 1, vec![], format!("import {i}"))
+                .to_json()
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 1024, 1 << 20).expect("store");
+    let started = Instant::now();
+    // Parse + verify on all cores, then one writer commits in batches.
+    let lines = Arc::new(lines);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                lines
+                    .iter()
+                    .skip(t)
+                    .step_by(threads)
+                    .map(|l| {
+                        let e = Event::from_json(l).expect("parse");
+                        e.verify().expect("verify");
+                        let j = e.to_json();
+                        (e, j)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let verified: Vec<(Event, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("verify thread"))
+        .collect();
+    for chunk in verified.chunks(10_000) {
+        let items: Vec<BatchItem> = chunk
+            .iter()
+            .map(|(event, json)| BatchItem::Insert { event, json })
+            .collect();
+        store.apply_batch(&items).expect("import batch");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full {
+        env_or("STORED", 1_000_000)
+    } else {
+        5_000
+    };
+    let rounds = if full { 2000 } else { 20 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loaded = Instant::now();
+    {
+        let store = Store::open(dir.path(), 1024, 1 << 20).expect("store");
+        load(&store, n);
+    }
+    let load_secs = loaded.elapsed().as_secs_f64();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut config = Config::default();
+        config.store.data_dir = dir.path().to_path_buf();
+        config.limits.reqs_per_second = 0;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("ws://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let node = tokio::spawn(echorelay::node::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let ids: Vec<Value> = (0..200).map(|k| json!({"ids": [hex::encode(synthetic(k * (n / 200).max(1)).id)]})).collect();
+        let author_kind: Vec<Value> = (0..200)
+            .map(|k| json!({"authors": [hex::encode(synthetic(k).pubkey)], "kinds": [1], "limit": 20}))
+            .collect();
+        let by_tag: Vec<Value> = (0..200).map(|k| json!({"#t": [format!("topic{}", k * 7 % TAGS)], "limit": 20})).collect();
+        let kind_limit = vec![json!({"kinds": [7], "limit": 100})];
+        let scan = vec![json!({"limit": 500})];
+        println!("stored events: {n} (loaded in {load_secs:.1} s, {:.0} events/s)", n as f64 / load_secs);
+        println!("{:<28} {:>10} {:>10} {:>8}", "REQ", "p50", "p99", "events");
+        for (name, filters) in [
+            ("by id", &ids),
+            ("by author+kind, limit 20", &author_kind),
+            ("by tag, limit 20", &by_tag),
+            ("kind, limit 100", &kind_limit),
+            ("everything, limit 500", &scan),
+        ] {
+            let (p50, p99, per) = round_trips(&url, filters, rounds).await;
+            println!("{name:<28} {:>8.3}ms {:>8.3}ms {per:>8}", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+        }
+        let _ = stop.send(());
+        node.await.expect("node").expect("node run");
+    });
+    let import_n = if full {
+        env_or("IMPORT", 100_000)
+    } else {
+        1_000
+    };
+    println!(
+        "import (verify on all cores + batched commits): {:.0} events/s over {import_n} events",
+        import_rate(import_n)
+    );
+}

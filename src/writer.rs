@@ -87,9 +87,11 @@ impl WriterHandle {
     /// Queues a verified event; blocks while the inbox is full. `reply` is
     /// called after commit (or with an error outcome if the writer is gone).
     pub fn submit(&self, event: Event, json: String, reply: Reply) {
-        if let Err(flume::SendError(Request::Event { reply, .. })) =
-            self.tx.send(Request::Event { event: Box::new(event), json, reply })
-        {
+        if let Err(flume::SendError(Request::Event { reply, .. })) = self.tx.send(Request::Event {
+            event: Box::new(event),
+            json,
+            reply,
+        }) {
             reply(&WriteOutcome::Refused(
                 "error: relay is shutting down".into(),
             ));

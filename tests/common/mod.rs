@@ -92,7 +92,7 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(url: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("connect");
         let mut raw = Raw {

@@ -1,0 +1,63 @@
+//! The fuzz targets' properties as proptest cases, so every `cargo test`
+//! throws random and mutated input at the network parsers.
+
+use echorelay::event::{Event, Keys};
+use echorelay::filter::Filter;
+use echorelay::relay::messages::{parse_client_message, ClientMessage, ParseLimits};
+use proptest::prelude::*;
+
+const LIMITS: ParseLimits = ParseLimits {
+    max_filters: 32,
+    max_subid_length: 64,
+};
+
+fn valid_event_json() -> String {
+    Keys::generate()
+        .sign(
+            1_700_000_000,
+            1,
+            vec![vec!["t".into(), "x".into()]],
+            "hello".into(),
+        )
+        .to_json()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_text_never_panics(text in ".{0,300}") {
+        let _ = parse_client_message(&text, &LIMITS);
+        let _ = Filter::from_json(&text);
+        let _ = Event::from_json(&text);
+    }
+
+    #[test]
+    fn mutated_event_messages_never_panic(pos in 0usize..400, byte in any::<u8>(), cut in 0usize..400) {
+        let mut bytes = format!("[\"EVENT\",{}]", valid_event_json()).into_bytes();
+        let pos = pos % bytes.len();
+        bytes[pos] = byte;
+        bytes.truncate(cut.max(1).min(bytes.len()));
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if let Ok(ClientMessage::Event(raw)) = parse_client_message(text, &LIMITS) {
+                if let Ok(event) = Event::from_raw(raw) {
+                    let _ = event.verify();
+                    prop_assert_eq!(Event::from_json(&event.to_json()).unwrap(), event);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn filters_round_trip(kinds in proptest::collection::vec(0u16..=u16::MAX, 0..5),
+                          since in proptest::option::of(0u64..u64::MAX / 2),
+                          limit in proptest::option::of(0u64..10_000),
+                          tag in "[a-zA-Z]", values in proptest::collection::vec(".{0,20}", 0..4)) {
+        let mut obj = serde_json::json!({"kinds": kinds});
+        if let Some(s) = since { obj["since"] = s.into(); }
+        if let Some(l) = limit { obj["limit"] = l.into(); }
+        obj[format!("#{tag}")] = values.into();
+        let filter = Filter::from_value(&obj).unwrap();
+        prop_assert_eq!(Filter::from_value(&filter.to_value()).unwrap(), filter);
+    }
+}
