@@ -242,3 +242,36 @@ async fn nip11_and_metrics() {
     assert!(body.contains("echorelay_write_batch_size_count"), "{body}");
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_map_gives_error_to_writers_and_reads_keep_working() {
+    // 1 MiB map that may grow once to 2 MiB, then is full.
+    let relay = TestRelay::start_with(|c| {
+        c.store.map_size_mb = 1;
+        c.store.max_map_size_mb = 2;
+        c.policy.max_event_size = 200_000;
+    })
+    .await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let payload = "z".repeat(60_000);
+    let mut stored = Vec::new();
+    let mut full = None;
+    for i in 0..200 {
+        let ev = keys.sign(now(), 1, vec![], format!("{i}{payload}"));
+        let reply = c.publish(&ev).await;
+        if reply[2] == true {
+            stored.push(id_of(&ev));
+        } else {
+            full = Some(reply);
+            break;
+        }
+    }
+    let full = full.expect("the map never filled");
+    assert_eq!(full[3], "error: database is full", "{full}");
+    assert!(stored.len() > 16, "the map should have grown past 1 MiB first: {} stored", stored.len());
+    // Everything acknowledged is still served.
+    let got = c.req_ids(&[json!({"kinds": [1], "limit": 500})]).await;
+    assert_eq!(got.len(), stored.len());
+    relay.stop().await;
+}
