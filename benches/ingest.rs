@@ -116,6 +116,24 @@ async fn publish_all(url: &str, events: Arc<Vec<Event>>, conns: usize) -> f64 {
     events.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user + system) this process used so far, from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full {
@@ -144,7 +162,15 @@ fn main() {
         let node = tokio::spawn(echorelay::node::run(config, listener, async move {
             let _ = stopped.await;
         }));
+        let (cpu_before, wall) = (cpu_seconds(), Instant::now());
         let rate = publish_all(&url, events.clone(), conns).await;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2) as f64;
+        println!(
+            "CPU busy during ingest (relay + load generator): {:.0} % of {cores} cores",
+            100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64() / cores
+        );
         let _ = stop.send(());
         node.await.expect("node").expect("node run");
         rate

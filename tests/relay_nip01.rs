@@ -269,7 +269,11 @@ async fn full_map_gives_error_to_writers_and_reads_keep_working() {
     }
     let full = full.expect("the map never filled");
     assert_eq!(full[3], "error: database is full", "{full}");
-    assert!(stored.len() > 16, "the map should have grown past 1 MiB first: {} stored", stored.len());
+    assert!(
+        stored.len() > 16,
+        "the map should have grown past 1 MiB first: {} stored",
+        stored.len()
+    );
     // Everything acknowledged is still served.
     let got = c.req_ids(&[json!({"kinds": [1], "limit": 500})]).await;
     assert_eq!(got.len(), stored.len());

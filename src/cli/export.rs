@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::NodeArgs;
 use crate::filter::Filter;
-use crate::store::{Stop, Store};
+use crate::store::Stop;
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -23,17 +23,7 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> anyhow::Result<i32> {
     let config = args.node.load()?;
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
-    let store = Store::open(
-        &config.store.data_dir,
-        config.store.map_size_mb,
-        config.store.max_map_size_mb,
-    )
-    .with_context(|| {
-        format!(
-            "cannot open the store in {}",
-            config.store.data_dir.display()
-        )
-    })?;
+    let store = super::open_store(&config)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut write_error = None;

@@ -16,7 +16,7 @@ use clap::Args;
 use super::NodeArgs;
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::store::{Store, WriteOutcome};
+use crate::store::WriteOutcome;
 use crate::verify::VerifyPool;
 use crate::writer::Writer;
 
@@ -52,19 +52,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
         )),
         None => Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
     };
-    let store = Arc::new(
-        Store::open(
-            &config.store.data_dir,
-            config.store.map_size_mb,
-            config.store.max_map_size_mb,
-        )
-        .with_context(|| {
-            format!(
-                "cannot open the store in {}",
-                config.store.data_dir.display()
-            )
-        })?,
-    );
+    let store = Arc::new(super::open_store(&config)?);
     let metrics = Arc::new(Metrics::default());
     let writer = Writer::spawn(store.clone(), config.store.max_batch, metrics, None);
     let verify = VerifyPool::new(config.server.verify_threads);

@@ -46,6 +46,14 @@ pub struct NodeArgs {
     data: Option<PathBuf>,
 }
 
+/// Opens the configured store for a command that works on the data dir.
+fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
+    use anyhow::Context;
+    let store = &config.store;
+    crate::store::Store::open(&store.data_dir, store.map_size_mb, store.max_map_size_mb)
+        .with_context(|| format!("cannot open the store in {}", store.data_dir.display()))
+}
+
 impl NodeArgs {
     fn load(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;

@@ -369,19 +369,26 @@ fn handle_req(
     relay.registry.insert(sub.clone());
     let relay = relay.clone();
     tokio::spawn(async move {
-        let Ok(_permit) = relay.query_slots.clone().acquire_owned().await else {
-            return;
-        };
-        let query_relay = relay.clone();
         let query_sub = sub.clone();
-        let result = tokio::task::spawn_blocking(move || run_req(&query_relay, &query_sub)).await;
-        if !matches!(result, Ok(Ok(()))) {
+        let done = on_query_pool(&relay, move |relay| run_req(relay, &query_sub)).await;
+        if !matches!(done, Some(Ok(()))) {
             relay.registry.remove(sub.client.id, &sub.id);
             sub.client
                 .outbox
                 .send(messages::closed(&sub.id, "error: query failed"));
         }
     });
+}
+
+/// Runs `work` on the blocking pool once a query slot is free; `None` when
+/// the relay is shutting down or the work panicked.
+async fn on_query_pool<T: Send + 'static>(
+    relay: &Arc<Relay>,
+    work: impl FnOnce(&Relay) -> T + Send + 'static,
+) -> Option<T> {
+    let _permit = relay.query_slots.clone().acquire_owned().await.ok()?;
+    let relay = relay.clone();
+    tokio::task::spawn_blocking(move || work(&relay)).await.ok()
 }
 
 /// The stored-events phase of a REQ, on the blocking pool.
@@ -429,15 +436,11 @@ fn handle_count(
     let relay = relay.clone();
     let client = client.clone();
     tokio::spawn(async move {
-        let Ok(_permit) = relay.query_slots.clone().acquire_owned().await else {
-            return;
-        };
-        let query_relay = relay.clone();
         let query_client = client.clone();
         let result =
-            tokio::task::spawn_blocking(move || count(&query_relay, &query_client, &filters)).await;
+            on_query_pool(&relay, move |relay| count(relay, &query_client, &filters)).await;
         let reply = match result {
-            Ok(Ok(n)) => messages::count(&sub_id, n),
+            Some(Ok(n)) => messages::count(&sub_id, n),
             _ => messages::closed(&sub_id, "error: count failed"),
         };
         client.outbox.send(reply);
