@@ -47,6 +47,18 @@ async fn restricted_kinds_only_reach_their_parties() {
     // The stranger's broad live subscription never saw them.
     assert!(stranger.req_ids(&[json!({"kinds": [4]})]).await.is_empty());
 
+    // An auth event published as EVENT is refused, never relayed.
+    let challenge = b.challenge.clone().unwrap();
+    let leaked = bob.sign(
+        now(),
+        22242,
+        vec![vec!["challenge".into(), challenge]],
+        String::new(),
+    );
+    let reply = writer.publish(&leaked).await;
+    assert_eq!(reply[2], false, "{reply}");
+    assert!(reply[3].as_str().unwrap().starts_with("invalid:"));
+
     // A bad AUTH (wrong challenge) is refused.
     let mut c = relay.client().await;
     c.challenge = Some("wrong".into());

@@ -213,6 +213,16 @@ async fn handle_event(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) 
         }
     };
     let id_hex = event.id_hex();
+    if event.kind == super::auth::AUTH_KIND {
+        // NIP-42: auth events are never published or relayed.
+        refuse_event(
+            relay,
+            client,
+            Some(&id_hex),
+            "invalid: kind 22242 is only accepted in an AUTH message",
+        );
+        return;
+    }
     if relay.config.auth.require_for_write && !client.auth.is_authenticated() {
         refuse_event(
             relay,
