@@ -180,8 +180,7 @@ impl Event {
         if self.compute_id() != self.id {
             return Err(EventError::BadId);
         }
-        let key =
-            XOnlyPublicKey::from_byte_array(&self.pubkey).map_err(|_| EventError::BadSignature)?;
+        let key = parsed_pubkey(&self.pubkey).ok_or(EventError::BadSignature)?;
         let sig = schnorr::Signature::from_byte_array(self.sig);
         SECP.verify_schnorr(&sig, &self.id, &key)
             .map_err(|_| EventError::BadSignature)
@@ -278,6 +277,31 @@ fn short_serde(e: &serde_json::Error) -> String {
         Some(pos) => text[..pos].to_string(),
         None => text,
     }
+}
+
+/// Most pubkeys remembered per verify thread.
+const PUBKEY_CACHE: usize = 4096;
+
+thread_local! {
+    static PUBKEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], XOnlyPublicKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Parsing an x-only key costs a field square root (~6 % of a verify); busy
+/// authors publish many events, so each verify thread keeps recent keys.
+fn parsed_pubkey(bytes: &[u8; 32]) -> Option<XOnlyPublicKey> {
+    PUBKEYS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(key) = cache.get(bytes) {
+            return Some(*key);
+        }
+        let key = XOnlyPublicKey::from_byte_array(bytes).ok()?;
+        if cache.len() >= PUBKEY_CACHE {
+            cache.clear();
+        }
+        cache.insert(*bytes, key);
+        Some(key)
+    })
 }
 
 /// A secp256k1 key that signs events: the node key, and test clients.
