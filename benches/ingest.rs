@@ -73,22 +73,26 @@ fn verify_rate(events: &Arc<Vec<Event>>) -> f64 {
 }
 
 async fn publish_all(url: &str, events: Arc<Vec<Event>>, conns: usize) -> f64 {
+    // The load generator renders its messages before the clock starts.
+    let per_conn: Vec<Vec<String>> = (0..conns)
+        .map(|c| {
+            events
+                .iter()
+                .skip(c)
+                .step_by(conns)
+                .map(|e| format!("[\"EVENT\",{}]", e.to_json()))
+                .collect()
+        })
+        .collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..conns {
+    for mine in per_conn {
         let url = url.to_string();
-        let events = events.clone();
         tasks.push(tokio::spawn(async move {
             let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
                 .await
                 .expect("connect");
             let (mut sink, mut stream) = ws.split();
-            let mine: Vec<String> = events
-                .iter()
-                .skip(c)
-                .step_by(conns)
-                .map(|e| format!("[\"EVENT\",{}]", e.to_json()))
-                .collect();
             let total = mine.len();
             let writer = tokio::spawn(async move {
                 for text in mine {
@@ -114,6 +118,26 @@ async fn publish_all(url: &str, events: Arc<Vec<Event>>, conns: usize) -> f64 {
         t.await.expect("publisher");
     }
     events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Prints the writer's batch-size histogram from the relay's /metrics.
+async fn print_batch_sizes(ws_url: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = ws_url.trim_start_matches("ws://");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return;
+    };
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body).await;
+    let lines: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("echorelay_write_batch_size"))
+        .collect();
+    println!("writer batches: {}", lines.join("; "));
 }
 
 /// CPU seconds (user + system) this process used so far, from /proc.
@@ -171,6 +195,7 @@ fn main() {
             "CPU busy during ingest (relay + load generator): {:.0} % of {cores} cores",
             100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64() / cores
         );
+        print_batch_sizes(&url).await;
         let _ = stop.send(());
         node.await.expect("node").expect("node run");
         rate
