@@ -18,6 +18,8 @@ pub mod event;
 pub mod filter;
 /// Process-wide counters for `/metrics`.
 pub mod metrics;
+/// Negentropy v1 set reconciliation (NIP-77): codec, reconciler, storages.
+pub mod negentropy;
 /// Wiring and orderly shutdown of a running node.
 pub mod node;
 /// Nostr over WebSocket: server, connections, subscriptions, policy.
