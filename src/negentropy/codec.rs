@@ -107,9 +107,9 @@ pub struct Accumulator {
 impl Accumulator {
     pub fn add(&mut self, id: &[u8; 32]) {
         let mut carry = 0u16;
-        for i in 0..32 {
-            let v = self.sum[i] as u16 + id[i] as u16 + carry;
-            self.sum[i] = v as u8;
+        for (s, b) in self.sum.iter_mut().zip(id.iter()) {
+            let v = *s as u16 + *b as u16 + carry;
+            *s = v as u8;
             carry = v >> 8;
         }
     }
