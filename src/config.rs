@@ -33,6 +33,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub policy: PolicyConfig,
     pub auth: AuthConfig,
+    pub negentropy: NegentropyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +210,35 @@ impl Default for AuthConfig {
     }
 }
 
+/// NIP-77 negentropy on the relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NegentropyConfig {
+    /// Serve NEG-OPEN / NEG-MSG / NEG-CLOSE (and list NIP-77 in NIP-11).
+    pub enabled: bool,
+    /// Largest reply frame in bytes (0: none, else at least 4096). Every cut
+    /// costs a pass over the rest of the set, so keep it well above 60 kB.
+    pub frame_size_limit: usize,
+    /// Most events a session built from a query may hold; above it the
+    /// client gets `blocked: too many query results`.
+    pub max_sync_events: usize,
+    pub max_sessions_per_connection: usize,
+    /// Sessions without a message for this long are closed (`closed:`).
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for NegentropyConfig {
+    fn default() -> Self {
+        NegentropyConfig {
+            enabled: true,
+            frame_size_limit: 250_000,
+            max_sync_events: 1_000_000,
+            max_sessions_per_connection: 8,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
 impl Config {
     /// Loads `path` over the embedded defaults, or just the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -246,6 +276,12 @@ impl Config {
         if self.store.map_size_mb == 0 || self.store.max_map_size_mb < self.store.map_size_mb {
             return Err(ConfigError::Invalid(
                 "store.map_size_mb must be > 0 and <= store.max_map_size_mb".into(),
+            ));
+        }
+        let frame = self.negentropy.frame_size_limit;
+        if frame != 0 && frame < 4096 {
+            return Err(ConfigError::Invalid(
+                "negentropy.frame_size_limit must be 0 or at least 4096".into(),
             ));
         }
         if self.limits.max_message_size < 1024 {

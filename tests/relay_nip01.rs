@@ -221,7 +221,7 @@ async fn nip11_and_metrics() {
     assert_eq!(status, 200);
     assert!(headers.contains("access-control-allow-origin: *"));
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(doc["supported_nips"], json!([1, 9, 11, 40, 42, 45]));
+    assert_eq!(doc["supported_nips"], json!([1, 9, 11, 40, 42, 45, 77]));
     assert_eq!(doc["limitation"]["max_limit"], 500);
 
     let keys = Keys::generate();

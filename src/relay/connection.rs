@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -17,6 +18,7 @@ use super::auth::AuthState;
 use super::client::Client;
 use super::limits::ConnectionSlot;
 use super::messages::{self, ClientMessage};
+use super::neg_sessions::{self, NegSessions};
 use super::outbox::{Frame, Outbox};
 use super::subscriptions::Subscription;
 use super::Relay;
@@ -33,6 +35,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// Per-connection state only the reader loop touches.
 struct Local {
     subs: HashSet<String>,
+    neg: Arc<NegSessions>,
 }
 
 pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: ConnectionSlot) {
@@ -53,7 +56,10 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
 
     let mut local = Local {
         subs: HashSet::new(),
+        neg: Arc::new(NegSessions::default()),
     };
+    let idle = Duration::from_secs(relay.config.negentropy.idle_timeout_secs.max(1));
+    let mut idle_check = tokio::time::interval(idle.min(Duration::from_secs(30)));
     let mut shutdown = relay.shutdown.clone();
     let mut slow = false;
     loop {
@@ -73,6 +79,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
                     break;
                 }
             },
+            _ = idle_check.tick() => local.neg.expire_idle(&client, idle),
             _ = client.outbox.overflowed() => {
                 slow = true;
                 break;
@@ -174,6 +181,7 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
     match messages::parse_client_message(text, &relay.parse_limits) {
         Err(e) => {
             let reply = match &e.sub_id {
+                Some(id) if e.negentropy => neg_sessions::neg_err(id, &e.reason),
                 Some(id) => messages::closed(id, &e.reason),
                 None => messages::notice_msg(&e.reason),
             };
@@ -194,12 +202,22 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
         Ok(ClientMessage::Auth(raw)) => handle_auth(relay, client, raw).await,
         Ok(ClientMessage::NegOpen { sub_id, .. })
         | Ok(ClientMessage::NegMsg { sub_id, .. })
-        | Ok(ClientMessage::NegClose { sub_id }) => {
-            let reply = format!(
-                "[\"NEG-ERR\",{},\"blocked: NIP-77 negentropy is not enabled on this relay\"]",
-                messages::json_string(&sub_id)
-            );
-            client.outbox.send(reply);
+        | Ok(ClientMessage::NegClose { sub_id })
+            if !relay.config.negentropy.enabled =>
+        {
+            let reason = "blocked: NIP-77 negentropy is not enabled on this relay";
+            client.outbox.send(neg_sessions::neg_err(&sub_id, reason));
+        }
+        Ok(ClientMessage::NegOpen {
+            sub_id,
+            filter,
+            message,
+        }) => neg_sessions::handle_open(relay, client, &local.neg, sub_id, filter, message),
+        Ok(ClientMessage::NegMsg { sub_id, message }) => {
+            neg_sessions::handle_msg(relay, client, &local.neg, sub_id, message)
+        }
+        Ok(ClientMessage::NegClose { sub_id }) => {
+            local.neg.close(&sub_id);
         }
     }
 }
@@ -413,7 +431,7 @@ fn handle_req(
 
 /// Runs `work` on the blocking pool once a query slot is free; `None` when
 /// the relay is shutting down or the work panicked.
-async fn on_query_pool<T: Send + 'static>(
+pub(super) async fn on_query_pool<T: Send + 'static>(
     relay: &Arc<Relay>,
     work: impl FnOnce(&Relay) -> T + Send + 'static,
 ) -> Option<T> {

@@ -41,12 +41,24 @@ pub enum ClientMessage<'a> {
 pub struct ParseError {
     pub reason: String,
     pub sub_id: Option<String>,
+    /// The reply for `sub_id` is a NEG-ERR (NIP-77) rather than a CLOSED.
+    pub negentropy: bool,
 }
 
 fn notice(reason: impl Into<String>) -> ParseError {
     ParseError {
         reason: format!("invalid: {}", reason.into()),
         sub_id: None,
+        negentropy: false,
+    }
+}
+
+/// An error answered on a subscription (CLOSED) or session (NEG-ERR).
+fn sub_error(sub_id: &str, reason: impl Into<String>, negentropy: bool) -> ParseError {
+    ParseError {
+        reason: format!("invalid: {}", reason.into()),
+        sub_id: Some(sub_id.to_string()),
+        negentropy,
     }
 }
 
@@ -61,18 +73,20 @@ fn as_string(raw: &RawValue) -> Option<String> {
     serde_json::from_str::<String>(raw.get()).ok()
 }
 
-fn sub_id(raw: Option<&&RawValue>, limits: &ParseLimits) -> Result<String, ParseError> {
+fn sub_id(
+    raw: Option<&&RawValue>,
+    limits: &ParseLimits,
+    negentropy: bool,
+) -> Result<String, ParseError> {
     let id = raw
         .and_then(|r| as_string(r))
         .ok_or_else(|| notice("subscription id must be a string"))?;
     if id.is_empty() || id.chars().count() > limits.max_subid_length {
-        return Err(ParseError {
-            reason: format!(
-                "invalid: subscription id must be 1 to {} characters",
-                limits.max_subid_length
-            ),
-            sub_id: Some(id),
-        });
+        let reason = format!(
+            "subscription id must be 1 to {} characters",
+            limits.max_subid_length
+        );
+        return Err(sub_error(&id, reason, negentropy));
     }
     Ok(id)
 }
@@ -83,20 +97,11 @@ fn filters(
     limits: &ParseLimits,
 ) -> Result<Result<Vec<Filter>, FilterError>, ParseError> {
     if raws.is_empty() {
-        return Err(ParseError {
-            reason: "invalid: at least one filter is required".into(),
-            sub_id: Some(sub_id.into()),
-        });
+        return Err(sub_error(sub_id, "at least one filter is required", false));
     }
     if raws.len() > limits.max_filters {
-        return Err(ParseError {
-            reason: format!(
-                "invalid: too many filters ({} > {})",
-                raws.len(),
-                limits.max_filters
-            ),
-            sub_id: Some(sub_id.into()),
-        });
+        let reason = format!("too many filters ({} > {})", raws.len(), limits.max_filters);
+        return Err(sub_error(sub_id, reason, false));
     }
     Ok(raws
         .iter()
@@ -137,7 +142,7 @@ pub fn parse_client_message<'a>(
             Ok(ClientMessage::Event(parts[1]))
         }
         "REQ" | "COUNT" => {
-            let id = sub_id(parts.get(1), limits)?;
+            let id = sub_id(parts.get(1), limits, false)?;
             let filters = filters(&id, &parts[2..], limits)?;
             Ok(if kind == "REQ" {
                 ClientMessage::Req {
@@ -153,7 +158,7 @@ pub fn parse_client_message<'a>(
         }
         "CLOSE" => {
             arity(2)?;
-            Ok(ClientMessage::Close(sub_id(parts.get(1), limits)?))
+            Ok(ClientMessage::Close(sub_id(parts.get(1), limits, false)?))
         }
         "AUTH" => {
             arity(2)?;
@@ -163,11 +168,9 @@ pub fn parse_client_message<'a>(
             if parts.len() != 4 {
                 return Err(notice("NEG-OPEN takes 3 elements"));
             }
-            let id = sub_id(parts.get(1), limits)?;
-            let message = as_string(parts[3]).ok_or_else(|| ParseError {
-                reason: "invalid: NEG-OPEN message must be a hex string".into(),
-                sub_id: Some(id.clone()),
-            })?;
+            let id = sub_id(parts.get(1), limits, true)?;
+            let message = as_string(parts[3])
+                .ok_or_else(|| sub_error(&id, "NEG-OPEN message must be a hex string", true))?;
             Ok(ClientMessage::NegOpen {
                 sub_id: id,
                 filter: parts[2],
@@ -176,11 +179,9 @@ pub fn parse_client_message<'a>(
         }
         "NEG-MSG" => {
             arity(3)?;
-            let id = sub_id(parts.get(1), limits)?;
-            let message = as_string(parts[2]).ok_or_else(|| ParseError {
-                reason: "invalid: NEG-MSG message must be a hex string".into(),
-                sub_id: Some(id.clone()),
-            })?;
+            let id = sub_id(parts.get(1), limits, true)?;
+            let message = as_string(parts[2])
+                .ok_or_else(|| sub_error(&id, "NEG-MSG message must be a hex string", true))?;
             Ok(ClientMessage::NegMsg {
                 sub_id: id,
                 message,
@@ -189,7 +190,7 @@ pub fn parse_client_message<'a>(
         "NEG-CLOSE" => {
             arity(2)?;
             Ok(ClientMessage::NegClose {
-                sub_id: sub_id(parts.get(1), limits)?,
+                sub_id: sub_id(parts.get(1), limits, true)?,
             })
         }
         other => Err(notice(format!(

@@ -9,6 +9,7 @@ mod client;
 mod connection;
 mod limits;
 pub mod messages;
+mod neg_sessions;
 mod nip11;
 mod outbox;
 pub mod policy;

@@ -5,19 +5,23 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 
-/// NIPs implemented by the relay core.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45];
+/// NIPs implemented by the relay core; 77 is added when negentropy is on.
+const CORE_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45];
 
 pub fn document(config: &Config) -> Value {
     let info = &config.info;
     let limits = &config.limits;
     let policy = &config.policy;
+    let mut nips = CORE_NIPS.to_vec();
+    if config.negentropy.enabled {
+        nips.push(77);
+    }
     let mut doc = json!({
         "name": info.name,
         "description": info.description,
         "software": "https://github.com/echorelay/echorelay",
         "version": env!("CARGO_PKG_VERSION"),
-        "supported_nips": SUPPORTED_NIPS,
+        "supported_nips": nips,
         "limitation": {
             "max_message_length": limits.max_message_size,
             "max_subscriptions": limits.max_subscriptions,

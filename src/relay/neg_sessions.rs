@@ -1,0 +1,299 @@
+//! NIP-77 on the relay: NEG-OPEN / NEG-MSG / NEG-CLOSE sessions of one
+//! connection. A session holds the sorted item set it reconciles against;
+//! the v1 responder keeps no other state between messages, so each message
+//! is answered from that set on the query pool.
+//!
+//! Sessions are capped per connection, closed with `closed:` when idle, and
+//! never include events the client could not read (NIP-42 rules).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+
+use super::client::Client;
+use super::messages::json_string;
+use super::Relay;
+use crate::event::now;
+use crate::filter::Filter;
+use crate::negentropy::{Item, Negentropy, VectorStorage};
+use crate::store::Stop;
+
+struct Session {
+    generation: u64,
+    /// `None` while the NEG-OPEN query is still running.
+    storage: Option<Arc<VectorStorage>>,
+    last_activity: Instant,
+}
+
+/// The negentropy sessions of one connection.
+#[derive(Default)]
+pub struct NegSessions {
+    sessions: Mutex<HashMap<String, Session>>,
+    generations: AtomicU64,
+}
+
+pub fn neg_err(sub_id: &str, reason: &str) -> String {
+    format!(
+        "[\"NEG-ERR\",{},{}]",
+        json_string(sub_id),
+        json_string(reason)
+    )
+}
+
+fn neg_msg(sub_id: &str, message: &[u8]) -> String {
+    format!(
+        "[\"NEG-MSG\",{},\"{}\"]",
+        json_string(sub_id),
+        hex::encode(message)
+    )
+}
+
+/// Why a NEG-OPEN produced no session.
+enum OpenError {
+    TooMany(usize),
+    Other(String),
+}
+
+impl NegSessions {
+    /// Removes a session; true if it existed.
+    pub fn close(&self, sub_id: &str) -> bool {
+        self.sessions.lock().remove(sub_id).is_some()
+    }
+
+    /// Closes sessions idle for longer than `idle`, telling the client.
+    pub fn expire_idle(&self, client: &Client, idle: Duration) {
+        let mut sessions = self.sessions.lock();
+        let expired: Vec<String> = sessions
+            .iter()
+            .filter(|(_, s)| s.last_activity.elapsed() > idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            sessions.remove(&id);
+            client
+                .outbox
+                .send(neg_err(&id, "closed: session was idle for too long"));
+        }
+    }
+
+    /// Stores the result of a finished step if the session is still the same
+    /// one (not closed or replaced meanwhile).
+    fn is_current(&self, sub_id: &str, generation: u64) -> bool {
+        self.sessions
+            .lock()
+            .get(sub_id)
+            .is_some_and(|s| s.generation == generation)
+    }
+}
+
+pub fn handle_open(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    sessions: &Arc<NegSessions>,
+    sub_id: String,
+    filter: &RawValue,
+    message: String,
+) {
+    let cfg = &relay.config.negentropy;
+    let filter = match serde_json::from_str::<serde_json::Value>(filter.get()) {
+        Ok(value) if value.is_object() => Filter::from_value(&value).map_err(|e| e.to_string()),
+        _ => Err("invalid: NEG-OPEN takes one filter object".to_string()),
+    };
+    let filter = match filter {
+        Ok(f) => f,
+        Err(reason) => {
+            client.outbox.send(neg_err(&sub_id, &reason));
+            return;
+        }
+    };
+    if relay.read_policy.require_auth && !client.auth.is_authenticated() {
+        client.outbox.send(neg_err(
+            &sub_id,
+            "auth-required: this relay only serves authenticated users",
+        ));
+        return;
+    }
+    let Ok(initial) = hex::decode(&message) else {
+        client.outbox.send(neg_err(
+            &sub_id,
+            "invalid: NEG-OPEN message is not valid hex",
+        ));
+        return;
+    };
+    let generation = sessions.generations.fetch_add(1, Relaxed);
+    {
+        let mut map = sessions.sessions.lock();
+        if !map.contains_key(&sub_id) && map.len() >= cfg.max_sessions_per_connection {
+            drop(map);
+            let reason = format!(
+                "blocked: too many negentropy sessions (max {})",
+                cfg.max_sessions_per_connection
+            );
+            client.outbox.send(neg_err(&sub_id, &reason));
+            return;
+        }
+        map.insert(
+            sub_id.clone(),
+            Session {
+                generation,
+                storage: None,
+                last_activity: Instant::now(),
+            },
+        );
+    }
+    let (relay, client, sessions) = (relay.clone(), client.clone(), sessions.clone());
+    tokio::spawn(async move {
+        let cap = relay.config.negentropy.max_sync_events;
+        let frame_limit = relay.config.negentropy.frame_size_limit;
+        let job_client = client.clone();
+        let result = super::connection::on_query_pool(&relay, move |relay| {
+            let storage = build_storage(relay, &job_client, &filter, cap)?;
+            let reply = Negentropy::new(&storage, frame_limit)
+                .and_then(|mut n| n.reconcile(&initial))
+                .map_err(|e| OpenError::Other(format!("invalid: {e}")))?;
+            Ok::<_, OpenError>((Arc::new(storage), reply))
+        })
+        .await
+        .unwrap_or_else(|| Err(OpenError::Other("error: relay is shutting down".into())));
+        let mut map = sessions.sessions.lock();
+        if map.get(&sub_id).is_none_or(|s| s.generation != generation) {
+            return;
+        }
+        match result {
+            Ok((storage, reply)) => {
+                if let Some(session) = map.get_mut(&sub_id) {
+                    session.storage = Some(storage);
+                    session.last_activity = Instant::now();
+                }
+                client.outbox.send(neg_msg(&sub_id, &reply));
+            }
+            Err(error) => {
+                map.remove(&sub_id);
+                let message = match error {
+                    OpenError::TooMany(cap) => format!(
+                        "[\"NEG-ERR\",{},\"blocked: too many query results\",{cap}]",
+                        json_string(&sub_id)
+                    ),
+                    OpenError::Other(reason) => neg_err(&sub_id, &reason),
+                };
+                client.outbox.send(message);
+            }
+        }
+    });
+}
+
+/// The sorted set a session reconciles against: the filter's events the
+/// client may read, refused above `cap`.
+fn build_storage(
+    relay: &Relay,
+    client: &Client,
+    filter: &Filter,
+    cap: usize,
+) -> Result<VectorStorage, OpenError> {
+    let txn = relay
+        .store
+        .read_txn()
+        .map_err(|e| OpenError::Other(format!("error: {e}")))?;
+    let mut items = Vec::new();
+    let limit = filter.limit.unwrap_or(u64::MAX).min(cap as u64 + 1);
+    let mut over = false;
+    relay
+        .store
+        .query(&txn, filter, limit, now(), &mut |found| {
+            if !relay
+                .read_policy
+                .can_see_stored(client, &found.header, found.json)
+            {
+                return Ok(false);
+            }
+            if items.len() >= cap {
+                over = true;
+                return Err(Stop);
+            }
+            items.push(Item::new(found.header.created_at, found.header.id));
+            Ok(true)
+        })
+        .map_err(|e| OpenError::Other(format!("error: {e}")))?;
+    if over {
+        return Err(OpenError::TooMany(cap));
+    }
+    Ok(VectorStorage::new(items))
+}
+
+pub fn handle_msg(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    sessions: &Arc<NegSessions>,
+    sub_id: String,
+    message: String,
+) {
+    let (storage, generation) = {
+        let mut map = sessions.sessions.lock();
+        match map.get_mut(&sub_id) {
+            Some(Session {
+                storage: Some(storage),
+                generation,
+                last_activity,
+            }) => {
+                *last_activity = Instant::now();
+                (storage.clone(), *generation)
+            }
+            Some(_) => {
+                drop(map);
+                client.outbox.send(neg_err(
+                    &sub_id,
+                    "invalid: NEG-MSG before the NEG-OPEN reply",
+                ));
+                return;
+            }
+            None => {
+                drop(map);
+                client.outbox.send(neg_err(
+                    &sub_id,
+                    "closed: no open negentropy session with this id",
+                ));
+                return;
+            }
+        }
+    };
+    let Ok(query) = hex::decode(&message) else {
+        sessions.close(&sub_id);
+        client.outbox.send(neg_err(
+            &sub_id,
+            "invalid: NEG-MSG message is not valid hex",
+        ));
+        return;
+    };
+    let (relay, client, sessions) = (relay.clone(), client.clone(), sessions.clone());
+    tokio::spawn(async move {
+        let frame_limit = relay.config.negentropy.frame_size_limit;
+        let result = super::connection::on_query_pool(&relay, move |_| {
+            Negentropy::new(&*storage, frame_limit).and_then(|mut n| n.reconcile(&query))
+        })
+        .await;
+        if !sessions.is_current(&sub_id, generation) {
+            return;
+        }
+        match result {
+            Some(Ok(reply)) => {
+                client.outbox.send(neg_msg(&sub_id, &reply));
+            }
+            Some(Err(e)) => {
+                sessions.close(&sub_id);
+                client
+                    .outbox
+                    .send(neg_err(&sub_id, &format!("invalid: {e}")));
+            }
+            None => {
+                sessions.close(&sub_id);
+                client
+                    .outbox
+                    .send(neg_err(&sub_id, "error: relay is shutting down"));
+            }
+        }
+    });
+}

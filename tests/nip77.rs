@@ -1,0 +1,234 @@
+//! NIP-77 through the socket: our reconciler and nostr-sdk as clients, and
+//! every bad input the negentropy issue names.
+
+mod common;
+
+use common::*;
+use echorelay::event::{now, Keys};
+use echorelay::negentropy::{Diff, Item, Negentropy, VectorStorage};
+use serde_json::{json, Value};
+
+fn item_of(e: &echorelay::event::Event) -> Item {
+    Item::new(e.created_at, e.id)
+}
+
+/// Runs a full reconciliation as initiator over the socket.
+async fn reconcile(
+    c: &mut Raw,
+    sub: &str,
+    filter: Value,
+    mine: &VectorStorage,
+    frame: usize,
+) -> (Diff, usize) {
+    let mut neg = Negentropy::new(mine, frame).unwrap();
+    let first = neg.initiate().unwrap();
+    c.send(json!(["NEG-OPEN", sub, filter, hex::encode(first)]))
+        .await;
+    let mut diff = Diff::default();
+    let mut rounds = 0;
+    loop {
+        let reply = c.recv().await;
+        assert_eq!(reply[0], "NEG-MSG", "{reply}");
+        assert_eq!(reply[1], sub);
+        rounds += 1;
+        let msg = hex::decode(reply[2].as_str().unwrap()).unwrap();
+        match neg.reconcile_initiator(&msg, &mut diff).unwrap() {
+            Some(next) => c.send(json!(["NEG-MSG", sub, hex::encode(next)])).await,
+            None => break,
+        }
+    }
+    c.send(json!(["NEG-CLOSE", sub])).await;
+    diff.have.sort();
+    diff.have.dedup();
+    diff.need.sort();
+    diff.need.dedup();
+    (diff, rounds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_to_the_right_set() {
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let base = now() - 10_000;
+    let events: Vec<_> = (0..300)
+        .map(|i| event_at(&keys, 1, base + (i / 3), vec![], &format!("n{i}")))
+        .collect();
+    // The relay gets 0..200, we hold 100..300: they need 200..300, we need 0..100.
+    for e in &events[..200] {
+        c.publish_ok(e).await;
+    }
+    let mine = VectorStorage::new(events[100..].iter().map(item_of).collect());
+    for frame in [0usize, 4096] {
+        let (diff, rounds) = reconcile(&mut c, "sync", json!({"kinds": [1]}), &mine, frame).await;
+        let mut want_need: Vec<[u8; 32]> = events[..100].iter().map(|e| e.id).collect();
+        want_need.sort();
+        let mut want_have: Vec<[u8; 32]> = events[200..].iter().map(|e| e.id).collect();
+        want_have.sort();
+        assert_eq!(diff.need, want_need, "frame {frame}");
+        assert_eq!(diff.have, want_have, "frame {frame}");
+        assert!(rounds >= 1);
+    }
+    // Equal sets finish in one round.
+    let same = VectorStorage::new(events[..200].iter().map(item_of).collect());
+    let (diff, rounds) = reconcile(&mut c, "eq", json!({}), &same, 0).await;
+    assert!(diff.have.is_empty() && diff.need.is_empty());
+    assert_eq!(rounds, 1);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_events_never_appear_for_strangers() {
+    let relay = TestRelay::start().await;
+    let alice = Keys::generate();
+    let bob = Keys::generate();
+    let mut c = relay.client().await;
+    let dm = event_at(
+        &alice,
+        4,
+        now(),
+        vec![vec!["p", &hex::encode(bob.public_key())]],
+        "secret",
+    );
+    let public = note(&alice, "public");
+    c.publish_ok(&dm).await;
+    c.publish_ok(&public).await;
+    let empty = VectorStorage::new(vec![]);
+    let (diff, _) = reconcile(&mut c, "s", json!({}), &empty, 0).await;
+    assert_eq!(diff.need, vec![public.id]);
+    let mut b = relay.client().await;
+    b.auth(&bob).await;
+    let (diff, _) = reconcile(&mut b, "s", json!({}), &empty, 0).await;
+    assert_eq!(diff.need.len(), 2);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_negentropy_input() {
+    let relay = TestRelay::start_with(|c| {
+        c.negentropy.max_sync_events = 5;
+        c.negentropy.max_sessions_per_connection = 4;
+    })
+    .await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    for i in 0..3 {
+        c.publish_ok(&note(&keys, &format!("e{i}"))).await;
+    }
+    let reason = |m: &Value| m[2].as_str().unwrap_or("").to_string();
+
+    // Wrong version byte: the single byte 0x61 back, session still usable.
+    let reply = c.ask(json!(["NEG-OPEN", "v", {}, "62aabbccddeeff"])).await;
+    assert_eq!(reply, json!(["NEG-MSG", "v", "61"]));
+    let reply = c.ask(json!(["NEG-MSG", "v", "6100000200"])).await;
+    assert_eq!(reply[0], "NEG-MSG", "{reply}");
+    // A byte outside 0x60..0x6f is invalid.
+    let reply = c.ask(json!(["NEG-OPEN", "x", {}, "10"])).await;
+    assert_eq!(reply[0], "NEG-ERR");
+    assert!(reason(&reply).starts_with("invalid:"), "{reply}");
+
+    for (sub, msg) in [
+        ("trunc", "61000002"),              // truncated IdList
+        ("fp", "6100010102"),               // truncated fingerprint
+        ("huge", "61000002a08080808000aa"), // IdList claiming 2^40 ids
+        ("mode", "61000009"),               // unknown mode
+        ("hex", "zz"),                      // bad hex
+        ("empty", ""),                      // no version byte
+    ] {
+        let reply = c.ask(json!(["NEG-OPEN", sub, {}, msg])).await;
+        assert_eq!(reply[0], "NEG-ERR", "{sub}: {reply}");
+        assert_eq!(reply[1], sub);
+        assert!(reason(&reply).starts_with("invalid:"), "{sub}: {reply}");
+    }
+    // Bounds out of order (same timestamp, then a smaller id prefix): harmless.
+    let reply = c
+        .ask(json!(["NEG-OPEN", "order", {}, "610a01ff000a0100020000"]))
+        .await;
+    assert!(reply[0] == "NEG-MSG" || reply[0] == "NEG-ERR", "{reply}");
+
+    // Unknown / closed ids.
+    let reply = c.ask(json!(["NEG-MSG", "nope", "6100000200"])).await;
+    assert_eq!(reply[0], "NEG-ERR");
+    assert!(reason(&reply).starts_with("closed:"));
+    c.send(json!(["NEG-CLOSE", "v"])).await;
+    let reply = c.ask(json!(["NEG-MSG", "v", "6100000200"])).await;
+    assert!(reason(&reply).starts_with("closed:"), "{reply}");
+
+    // A filter array, or wrong arity.
+    let reply = c.ask(json!(["NEG-OPEN", "arr", [{}], "6100000200"])).await;
+    assert_eq!(reply[0], "NEG-ERR");
+    assert!(reason(&reply).starts_with("invalid:"));
+    let reply = c.ask(json!(["NEG-OPEN", "short", {}])).await;
+    assert_eq!(reply[0], "NOTICE");
+
+    // Over max_sync_events: blocked, with the cap as 4th element.
+    for i in 0..3 {
+        c.publish_ok(&note(&keys, &format!("more{i}"))).await;
+    }
+    let reply = c.ask(json!(["NEG-OPEN", "cap", {}, "6100000200"])).await;
+    assert_eq!(
+        reply,
+        json!(["NEG-ERR", "cap", "blocked: too many query results", 5])
+    );
+
+    // Many sessions on one connection: the cap answers, the rest keep working.
+    let mut blocked = 0;
+    for i in 0..1000 {
+        let reply = c
+            .ask(json!(["NEG-OPEN", format!("s{i}"), {"kinds": [1], "limit": 1}, "6100000200"]))
+            .await;
+        if reply[0] == "NEG-ERR" {
+            assert!(reason(&reply).starts_with("blocked:"), "{reply}");
+            blocked += 1;
+        }
+    }
+    assert!(blocked >= 996, "sessions were not capped: {blocked}");
+    let reply = c.ask(json!(["COUNT", "alive", {}])).await;
+    assert_eq!(reply[0], "COUNT");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_closed() {
+    let relay = TestRelay::start_with(|c| c.negentropy.idle_timeout_secs = 1).await;
+    let mut c = relay.client().await;
+    let reply = c.ask(json!(["NEG-OPEN", "idle", {}, "6100000200"])).await;
+    assert_eq!(reply[0], "NEG-MSG");
+    // Awaited, not slept: the relay sends NEG-ERR closed: on its own.
+    let reply = c.recv().await;
+    assert_eq!(reply[0], "NEG-ERR");
+    assert_eq!(reply[1], "idle");
+    assert!(reply[2].as_str().unwrap().starts_with("closed:"), "{reply}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_sync_down() {
+    use nostr_sdk::prelude::*;
+    let relay = TestRelay::start().await;
+    let keys = echorelay::event::Keys::generate();
+    let mut c = relay.client().await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let e = note(&keys, &format!("sync {i}"));
+        c.publish_ok(&e).await;
+        ids.push(e.id_hex());
+    }
+    let client = Client::default();
+    client.add_relay(relay.url.as_str()).await.unwrap();
+    client
+        .connect()
+        .and_wait(std::time::Duration::from_secs(5))
+        .await;
+    let output = client
+        .sync(Filter::new().kind(Kind::TextNote))
+        .await
+        .unwrap();
+    let received: Vec<String> = output.value.received.keys().map(|id| id.to_hex()).collect();
+    assert_eq!(received.len(), 50, "{:?}", output.failed);
+    for id in &ids {
+        assert!(received.contains(id));
+    }
+    client.shutdown().await;
+    relay.stop().await;
+}
