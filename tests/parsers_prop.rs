@@ -49,6 +49,20 @@ proptest! {
     }
 
     #[test]
+    fn negentropy_messages_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600), frame in prop_oneof![Just(0usize), Just(4096usize)]) {
+        use echorelay::negentropy::{Diff, Item, Negentropy, VectorStorage};
+        let storage = VectorStorage::new((0u8..40).map(|i| Item::new(1_000 + (i / 3) as u64, [i; 32])).collect());
+        let mut responder = Negentropy::new(&storage, frame).unwrap();
+        let _ = responder.reconcile(&data);
+        let mut with_version = vec![0x61];
+        with_version.extend_from_slice(&data);
+        let _ = responder.reconcile(&with_version);
+        let mut initiator = Negentropy::new(&storage, frame).unwrap();
+        initiator.initiate().unwrap();
+        let _ = initiator.reconcile_initiator(&with_version, &mut Diff::default());
+    }
+
+    #[test]
     fn filters_round_trip(kinds in proptest::collection::vec(0u16..=u16::MAX, 0..5),
                           since in proptest::option::of(0u64..u64::MAX / 2),
                           limit in proptest::option::of(0u64..10_000),

@@ -74,6 +74,13 @@ impl<'s, S: Storage + ?Sized> Negentropy<'s, S> {
         Ok(out)
     }
 
+    /// Takes the initiator role without producing a first message: the v1
+    /// initiator keeps no state between rounds, so a stateless driver (the
+    /// line harness, a resumed sync) can answer later rounds this way.
+    pub fn set_initiator(&mut self) {
+        self.is_initiator = true;
+    }
+
     /// Responder: the reply to `query`. A query with another 0x6X version gets
     /// the single byte 0x61 (version negotiation).
     pub fn reconcile(&mut self, query: &[u8]) -> Result<Vec<u8>, NegError> {
