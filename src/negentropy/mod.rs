@@ -6,8 +6,12 @@
 
 pub mod codec;
 mod reconcile;
+mod subrange;
+mod tree;
 mod vector;
 
 pub use codec::{Bound, Item, NegError, PROTOCOL_VERSION};
 pub use reconcile::{Diff, Negentropy, Storage};
+pub use subrange::SubRange;
+pub use tree::{TreeReader, TreeWriter};
 pub use vector::VectorStorage;
