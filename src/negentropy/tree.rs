@@ -484,8 +484,7 @@ impl TreeWriter {
         };
         let (removed, _) = self.remove_rec(txn, root, item)?;
         // Collapse: an empty root goes away, a root with one child is replaced by it.
-        loop {
-            let Some(root) = self.root else { break };
+        while let Some(root) = self.root {
             match self.node(txn, root)? {
                 Node::Leaf(items) if items.is_empty() => {
                     self.free(root);
