@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 
 use echorelay::config::Config;
 use echorelay::event::{Event, Keys};
-use echorelay::store::{BatchItem, Store};
+use echorelay::store::{BatchItem, Store, StoreOptions};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
+
+fn bench_options() -> StoreOptions {
+    StoreOptions { map_size_mb: 1024, max_map_size_mb: 1 << 20, tree_excluded_kinds: vec![4, 1059] }
+}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -122,7 +126,7 @@ fn import_rate(n: usize) -> f64 {
         })
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 1024, 1 << 20).expect("store");
+    let store = Store::open(dir.path(), &bench_options()).expect("store");
     let started = Instant::now();
     // Parse + verify on all cores, then one writer commits in batches.
     let lines = Arc::new(lines);
@@ -176,7 +180,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let loaded = Instant::now();
     {
-        let store = Store::open(dir.path(), 1024, 1 << 20).expect("store");
+        let store = Store::open(dir.path(), &bench_options()).expect("store");
         load(&store, n);
     }
     let load_secs = loaded.elapsed().as_secs_f64();

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::relay::policy::ReadPolicy;
 use crate::relay::subscriptions::{spawn_fanout, Registry};
 use crate::relay::{Relay, RelayParts};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreOptions};
 use crate::verify::VerifyPool;
 use crate::writer::Writer;
 
@@ -39,11 +39,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let store = Arc::new(Store::open(
-        &config.store.data_dir,
-        config.store.map_size_mb,
-        config.store.max_map_size_mb,
-    )?);
+    let store = Arc::new(Store::open(&config.store.data_dir, &StoreOptions::from_config(&config))?);
+    store.ensure_default_tree()?;
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(Registry::default());
     let read_policy = Arc::new(ReadPolicy::new(&config.auth));

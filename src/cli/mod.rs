@@ -50,8 +50,11 @@ pub struct NodeArgs {
 fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
     use anyhow::Context;
     let store = &config.store;
-    crate::store::Store::open(&store.data_dir, store.map_size_mb, store.max_map_size_mb)
-        .with_context(|| format!("cannot open the store in {}", store.data_dir.display()))
+    let options = crate::store::StoreOptions::from_config(config);
+    let opened = crate::store::Store::open(&store.data_dir, &options)
+        .with_context(|| format!("cannot open the store in {}", store.data_dir.display()))?;
+    opened.ensure_default_tree()?;
+    Ok(opened)
 }
 
 impl NodeArgs {

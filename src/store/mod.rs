@@ -5,6 +5,7 @@
 
 mod query;
 pub mod schema;
+mod scopes;
 mod write;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
 pub use query::{Found, IndexName, QueryPlan, Stop};
+pub use scopes::{scope_filter, Scope, ScopeStatus};
 pub use schema::Header;
 pub use write::{BatchItem, WriteOutcome};
 
@@ -31,6 +33,27 @@ pub enum StoreError {
     Full,
     #[error("database is corrupt: {0}")]
     Corrupt(&'static str),
+    #[error("fingerprint tree: {0}")]
+    Scope(String),
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub map_size_mb: u64,
+    pub max_map_size_mb: u64,
+    /// Kinds kept out of every fingerprint tree (the restricted kinds).
+    pub tree_excluded_kinds: Vec<u16>,
+}
+
+impl StoreOptions {
+    pub fn from_config(config: &crate::config::Config) -> StoreOptions {
+        StoreOptions {
+            map_size_mb: config.store.map_size_mb,
+            max_map_size_mb: config.store.max_map_size_mb,
+            tree_excluded_kinds: config.auth.restricted_kinds.clone(),
+        }
+    }
 }
 
 pub(crate) struct Dbs {
@@ -46,6 +69,8 @@ pub(crate) struct Dbs {
     pub deleted_ids: Db,
     pub deleted_coords: Db,
     pub meta: Db,
+    pub neg_nodes: Db,
+    pub neg_scopes: Db,
 }
 
 /// An open event store.
@@ -57,6 +82,7 @@ pub struct Store {
     gate: RwLock<()>,
     map_size: AtomicU64,
     max_map_size: u64,
+    tree_excluded: std::collections::HashSet<u16>,
 }
 
 /// A read snapshot. Short-lived: hold one per query, never across an await
@@ -77,7 +103,8 @@ const MIB: u64 = 1024 * 1024;
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path, map_size_mb: u64, max_map_size_mb: u64) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let (map_size_mb, max_map_size_mb) = (options.map_size_mb, options.max_map_size_mb);
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
         let page = 4096u64;
@@ -108,6 +135,8 @@ impl Store {
             deleted_ids: create("deleted_ids")?,
             deleted_coords: create("deleted_coords")?,
             meta: create("meta")?,
+            neg_nodes: create("neg_nodes")?,
+            neg_scopes: create("neg_scopes")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;
@@ -117,6 +146,7 @@ impl Store {
             gate: RwLock::new(()),
             map_size: AtomicU64::new(current.max(map_size)),
             max_map_size: (max_map_size_mb * MIB).max(map_size),
+            tree_excluded: options.tree_excluded_kinds.iter().copied().collect(),
         })
     }
 

@@ -5,6 +5,7 @@
 use heed::RwTxn;
 
 use super::schema::{self, Header};
+use super::scopes::Trees;
 use super::{is_map_full, IndexDb, Store, StoreError};
 use crate::event::{Coordinate, Event, KindClass};
 
@@ -55,16 +56,20 @@ impl Store {
             }
             None => 1,
         };
+        let mut trees = self.trees_for_batch(&txn)?;
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
             let outcome = match item {
                 BatchItem::Insert { event, json } => {
-                    self.insert(&mut txn, event, json, &mut next_seq)?
+                    self.insert(&mut txn, &mut trees, event, json, &mut next_seq)?
                 }
-                BatchItem::PurgeExpired { now } => self.purge_expired(&mut txn, *now)?,
+                BatchItem::PurgeExpired { now } => {
+                    self.purge_expired(&mut txn, &mut trees, *now)?
+                }
             };
             outcomes.push(outcome);
         }
+        trees.flush(&mut txn)?;
         self.dbs
             .meta
             .put(&mut txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
@@ -75,6 +80,7 @@ impl Store {
     fn insert(
         &self,
         txn: &mut RwTxn,
+        trees: &mut Trees,
         event: &Event,
         json: &str,
         next_seq: &mut u64,
@@ -108,15 +114,16 @@ impl Store {
                         "duplicate: have a newer event for this address".into(),
                     ));
                 }
-                self.remove(txn, old_seq)?;
+                self.remove(txn, trees, old_seq)?;
             }
         }
         if event.kind == 5 {
-            self.apply_deletion(txn, event)?;
+            self.apply_deletion(txn, trees, event)?;
         }
         let seq = *next_seq;
         *next_seq += 1;
         self.put_event(txn, seq, event, json)?;
+        trees.insert(self, txn, event)?;
         Ok(WriteOutcome::Stored { seq })
     }
 
@@ -153,7 +160,7 @@ impl Store {
     }
 
     /// Removes one stored event and every index entry pointing at it.
-    fn remove(&self, txn: &mut RwTxn, seq: u64) -> Result<(), StoreError> {
+    fn remove(&self, txn: &mut RwTxn, trees: &mut Trees, seq: u64) -> Result<(), StoreError> {
         let d = &self.dbs;
         let seq_bytes = schema::seq_key(seq);
         let Some(value) = d.events.get(txn, &seq_bytes)? else {
@@ -166,6 +173,7 @@ impl Store {
             .ok_or(StoreError::Corrupt("stored event JSON"))?;
         d.events.delete(txn, &seq_bytes)?;
         d.ids.delete(txn, &header.id)?;
+        trees.remove(self, txn, &event)?;
         for (db, key) in index_keys(&header, &event.tags, seq) {
             self.index(db).delete(txn, &key)?;
         }
@@ -180,7 +188,7 @@ impl Store {
 
     /// NIP-09: removes the author's own events named by `e` and `a` tags and
     /// remembers the deletion so the events cannot come back.
-    fn apply_deletion(&self, txn: &mut RwTxn, deletion: &Event) -> Result<(), StoreError> {
+    fn apply_deletion(&self, txn: &mut RwTxn, trees: &mut Trees, deletion: &Event) -> Result<(), StoreError> {
         let d = &self.dbs;
         for value in deletion.tag_values("e") {
             let Some(id) = crate::event::decode_hex::<32>(value) else {
@@ -190,7 +198,7 @@ impl Store {
                 let seq = be_u64(seq)?;
                 let target = self.header_of(txn, seq)?;
                 if target.pubkey == deletion.pubkey && target.kind != 5 {
-                    self.remove(txn, seq)?;
+                    self.remove(txn, trees, seq)?;
                 }
             }
             d.deleted_ids.put(txn, &id, &deletion.pubkey)?;
@@ -206,7 +214,7 @@ impl Store {
             if let Some(seq) = d.by_coord.get(txn, &key)? {
                 let seq = be_u64(seq)?;
                 if self.header_of(txn, seq)?.created_at <= deletion.created_at {
-                    self.remove(txn, seq)?;
+                    self.remove(txn, trees, seq)?;
                 }
             }
             let previous = match d.deleted_coords.get(txn, &key)? {
@@ -219,7 +227,7 @@ impl Store {
         Ok(())
     }
 
-    fn purge_expired(&self, txn: &mut RwTxn, now: u64) -> Result<WriteOutcome, StoreError> {
+    fn purge_expired(&self, txn: &mut RwTxn, trees: &mut Trees, now: u64) -> Result<WriteOutcome, StoreError> {
         let mut doomed = Vec::new();
         for entry in self.dbs.by_expiry.iter(txn)? {
             let (key, _) = entry?;
@@ -231,7 +239,7 @@ impl Store {
             doomed.push(seq);
         }
         for seq in &doomed {
-            self.remove(txn, *seq)?;
+            self.remove(txn, trees, *seq)?;
         }
         Ok(WriteOutcome::Purged {
             count: doomed.len(),

@@ -1,0 +1,245 @@
+//! Fingerprint-tree scopes: which trees exist, which events each covers, and
+//! keeping them in step with the events in the same write transaction.
+//!
+//! A scope is a NIP-01 filter without since/until/limit. Scope 0 is `{}`
+//! (everything) and always exists. Kinds the relay restricts (NIP-42) are in
+//! no tree, so a tree can be served to any client without leaking them.
+//! Records live in the `neg_scopes` database (`id → status ‖ filter JSON`)
+//! and are re-read by every write batch, so a scope added by
+//! `echorelay negentropy add` in another process is maintained at once.
+
+use heed::{RoTxn, RwTxn};
+
+use super::schema::Header;
+use super::{Store, StoreError};
+use crate::event::Event;
+use crate::filter::Filter;
+use crate::negentropy::{Item, NegError, TreeReader, TreeWriter};
+
+/// Events per write transaction while building a tree.
+const BUILD_CHUNK: usize = 10_000;
+
+/// Scope status: still being filled, or complete and servable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeStatus {
+    Building,
+    Ready,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub id: u32,
+    pub status: ScopeStatus,
+    pub filter: Filter,
+}
+
+/// Why a scope operation was refused.
+fn invalid(msg: impl Into<String>) -> StoreError {
+    StoreError::Scope(msg.into())
+}
+
+impl From<NegError> for StoreError {
+    fn from(e: NegError) -> StoreError {
+        StoreError::Scope(e.to_string())
+    }
+}
+
+/// The tree writers of one write batch.
+pub(crate) struct Trees {
+    writers: Vec<(Scope, TreeWriter)>,
+}
+
+impl Trees {
+    fn covers(store: &Store, scope: &Scope, event: &Event) -> bool {
+        !store.tree_excluded.contains(&event.kind) && scope.filter.matches(event)
+    }
+
+    pub(crate) fn insert(&mut self, store: &Store, txn: &RwTxn, event: &Event) -> Result<(), StoreError> {
+        for (scope, writer) in &mut self.writers {
+            if Self::covers(store, scope, event) {
+                writer.insert(txn, Item::new(event.created_at, event.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, store: &Store, txn: &RwTxn, event: &Event) -> Result<(), StoreError> {
+        for (scope, writer) in &mut self.writers {
+            if Self::covers(store, scope, event) {
+                writer.remove(txn, Item::new(event.created_at, event.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self, txn: &mut RwTxn) -> Result<(), StoreError> {
+        for (_, writer) in &mut self.writers {
+            writer.flush(txn)?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_scope(status: ScopeStatus, filter: &Filter) -> Vec<u8> {
+    let mut out = vec![if status == ScopeStatus::Ready { 1 } else { 0 }];
+    out.extend_from_slice(filter.to_value().to_string().as_bytes());
+    out
+}
+
+fn decode_scope(key: &[u8], value: &[u8]) -> Option<Scope> {
+    let id = u32::from_be_bytes(key.try_into().ok()?);
+    let status = match value.first()? {
+        1 => ScopeStatus::Ready,
+        _ => ScopeStatus::Building,
+    };
+    let filter = Filter::from_json(std::str::from_utf8(value.get(1..)?).ok()?).ok()?;
+    Some(Scope { id, status, filter })
+}
+
+/// A scope's filter: a tree covers a filter's events regardless of time.
+pub fn scope_filter(filter: &Filter) -> Filter {
+    Filter { since: None, until: None, limit: None, ..filter.clone() }
+}
+
+impl Store {
+    pub fn scopes(&self, txn: &RoTxn) -> Result<Vec<Scope>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.dbs.neg_scopes.iter(txn)? {
+            let (key, value) = entry?;
+            out.push(decode_scope(key, value).ok_or(StoreError::Corrupt("scope record"))?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn trees_for_batch(&self, txn: &RoTxn) -> Result<Trees, StoreError> {
+        let writers = self
+            .scopes(txn)?
+            .into_iter()
+            .map(|scope| {
+                let writer = TreeWriter::new(self.dbs.neg_nodes, scope.id);
+                (scope, writer)
+            })
+            .collect();
+        Ok(Trees { writers })
+    }
+
+    /// The ready tree that serves `filter` (since/until become a sub-range),
+    /// if any. A filter with a `limit` is never served from a tree.
+    pub fn tree_for(&self, txn: &RoTxn, filter: &Filter) -> Result<Option<u32>, StoreError> {
+        if filter.limit.is_some() {
+            return Ok(None);
+        }
+        let wanted = scope_filter(filter);
+        Ok(self
+            .scopes(txn)?
+            .into_iter()
+            .find(|s| s.status == ScopeStatus::Ready && s.filter == wanted)
+            .map(|s| s.id))
+    }
+
+    /// Read access to a tree inside `txn`.
+    pub fn tree_reader<'t>(&self, txn: &'t RoTxn<'t>, id: u32) -> Result<TreeReader<'t>, StoreError> {
+        Ok(TreeReader::open(self.dbs.neg_nodes, txn, id)?)
+    }
+
+    /// Registers a scope (status building) and returns its id; an existing
+    /// scope with the same filter is returned as is.
+    pub fn add_scope(&self, filter: &Filter) -> Result<u32, StoreError> {
+        if filter.since.is_some() || filter.until.is_some() || filter.limit.is_some() {
+            return Err(invalid("a tree filter cannot have since, until or limit"));
+        }
+        let mut txn = self.env().write_txn()?;
+        let scopes = self.scopes(&txn)?;
+        if let Some(existing) = scopes.iter().find(|s| &s.filter == filter) {
+            return Ok(existing.id);
+        }
+        let id = if filter == &Filter::default() { 0 } else { scopes.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1) };
+        self.dbs.neg_scopes.put(&mut txn, &id.to_be_bytes(), &encode_scope(ScopeStatus::Building, filter))?;
+        txn.commit()?;
+        Ok(id)
+    }
+
+    /// (Re)fills a tree from the stored events in chunks, so the relay keeps
+    /// writing meanwhile (its batches maintain the tree too; inserts are
+    /// idempotent), then marks it ready.
+    pub fn build_scope(&self, id: u32) -> Result<u64, StoreError> {
+        let scope = {
+            let mut txn = self.env().write_txn()?;
+            let scope = self
+                .scopes(&txn)?
+                .into_iter()
+                .find(|s| s.id == id)
+                .ok_or_else(|| invalid(format!("no tree with id {id}")))?;
+            TreeWriter::clear(&self.dbs.neg_nodes, &mut txn, id)?;
+            self.dbs.neg_scopes.put(&mut txn, &id.to_be_bytes(), &encode_scope(ScopeStatus::Building, &scope.filter))?;
+            txn.commit()?;
+            scope
+        };
+        let mut after = 0u64;
+        let mut added = 0u64;
+        loop {
+            let mut txn = self.env().write_txn()?;
+            let mut writer = TreeWriter::new(self.dbs.neg_nodes, id);
+            let mut seen = 0;
+            let mut last = None;
+            let start = super::schema::seq_key(after);
+            let range = (std::ops::Bound::Excluded(&start[..]), std::ops::Bound::Unbounded);
+            for entry in self.dbs.events.range(&txn, &range)? {
+                let (key, value) = entry?;
+                let (header, json) = Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+                last = Some(u64::from_be_bytes(key.try_into().map_err(|_| StoreError::Corrupt("seq"))?));
+                seen += 1;
+                if !self.tree_excluded.contains(&header.kind) {
+                    let event = std::str::from_utf8(json)
+                        .ok()
+                        .and_then(|j| Event::from_json(j).ok())
+                        .ok_or(StoreError::Corrupt("stored event JSON"))?;
+                    if scope.filter.matches(&event) && writer.insert(&txn, Item::new(header.created_at, header.id))? {
+                        added += 1;
+                    }
+                }
+                if seen >= BUILD_CHUNK {
+                    break;
+                }
+            }
+            writer.flush(&mut txn)?;
+            let done = seen < BUILD_CHUNK;
+            if done {
+                self.dbs.neg_scopes.put(&mut txn, &id.to_be_bytes(), &encode_scope(ScopeStatus::Ready, &scope.filter))?;
+            }
+            txn.commit()?;
+            match last {
+                Some(seq) if !done => after = seq,
+                _ => return Ok(added),
+            }
+        }
+    }
+
+    /// Deletes a tree. The `{}` tree cannot be removed.
+    pub fn remove_scope(&self, id: u32) -> Result<(), StoreError> {
+        if id == 0 {
+            return Err(invalid("the {} tree always exists"));
+        }
+        let mut txn = self.env().write_txn()?;
+        if !self.dbs.neg_scopes.delete(&mut txn, &id.to_be_bytes())? {
+            return Err(invalid(format!("no tree with id {id}")));
+        }
+        TreeWriter::clear(&self.dbs.neg_nodes, &mut txn, id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes sure the `{}` tree exists and is built (first start, upgrade).
+    pub fn ensure_default_tree(&self) -> Result<(), StoreError> {
+        let ready = {
+            let txn = self.read_txn()?;
+            self.scopes(&txn)?.iter().any(|s| s.id == 0 && s.status == ScopeStatus::Ready)
+        };
+        if !ready {
+            self.add_scope(&Filter::default())?;
+            let added = self.build_scope(0)?;
+            tracing::info!(events = added, "built the {{}} fingerprint tree");
+        }
+        Ok(())
+    }
+}
