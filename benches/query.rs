@@ -21,7 +21,11 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 fn bench_options() -> StoreOptions {
-    StoreOptions { map_size_mb: 1024, max_map_size_mb: 1 << 20, tree_excluded_kinds: vec![4, 1059] }
+    StoreOptions {
+        map_size_mb: 1024,
+        max_map_size_mb: 1 << 20,
+        tree_excluded_kinds: vec![4, 1059],
+    }
 }
 
 fn env_or(name: &str, default: usize) -> usize {

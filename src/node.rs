@@ -39,7 +39,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let store = Arc::new(Store::open(&config.store.data_dir, &StoreOptions::from_config(&config))?);
+    let store = Arc::new(Store::open(
+        &config.store.data_dir,
+        &StoreOptions::from_config(&config),
+    )?);
     store.ensure_default_tree()?;
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(Registry::default());

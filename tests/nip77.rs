@@ -165,7 +165,12 @@ async fn bad_negentropy_input() {
     for i in 0..3 {
         c.publish_ok(&note(&keys, &format!("more{i}"))).await;
     }
-    let reply = c.ask(json!(["NEG-OPEN", "cap", {}, "6100000200"])).await;
+    // (`{}` is served from its tree and has no cap; `kinds` needs a query.)
+    let reply = c.ask(json!(["NEG-OPEN", "tree", {}, "6100000200"])).await;
+    assert_eq!(reply[0], "NEG-MSG", "{reply}");
+    let reply = c
+        .ask(json!(["NEG-OPEN", "cap", {"kinds": [1]}, "6100000200"]))
+        .await;
     assert_eq!(
         reply,
         json!(["NEG-ERR", "cap", "blocked: too many query results", 5])
@@ -230,5 +235,77 @@ async fn nostr_sdk_sync_down() {
         assert!(received.contains(id));
     }
     client.shutdown().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tree_sessions_follow_writes_and_time_windows() {
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let base = now() - 100_000;
+    let mut live: Vec<echorelay::event::Event> = Vec::new();
+    for i in 0..400u64 {
+        let e = event_at(&keys, 1, base + i * 10, vec![], &format!("t{i}"));
+        c.publish_ok(&e).await;
+        live.push(e);
+    }
+    // Replace and delete some: the {} tree must follow.
+    let p1 = event_at(&keys, 0, base, vec![], "{}");
+    let p2 = event_at(&keys, 0, base + 5, vec![], "{\"name\":\"x\"}");
+    c.publish_ok(&p1).await;
+    c.publish_ok(&p2).await;
+    let doomed: Vec<String> = live.iter().step_by(7).map(|e| e.id_hex()).collect();
+    let tags: Vec<Vec<&str>> = doomed.iter().map(|id| vec!["e", id.as_str()]).collect();
+    let deletion = event_at(&keys, 5, base + 5000, tags, "");
+    c.publish_ok(&deletion).await;
+    live.retain(|e| !doomed.contains(&e.id_hex()));
+    let mut expected: Vec<Item> = live.iter().map(item_of).collect();
+    expected.push(item_of(&p2));
+    expected.push(item_of(&deletion));
+
+    // An empty client needs exactly the live set, served from the tree.
+    let empty = VectorStorage::new(vec![]);
+    for frame in [0usize, 4096] {
+        let (diff, _) = reconcile(&mut c, "all", json!({}), &empty, frame).await;
+        let mut want: Vec<[u8; 32]> = expected.iter().map(|i| i.id).collect();
+        want.sort();
+        assert_eq!(diff.need, want, "frame {frame}");
+    }
+    // A client holding the same set is done in one round.
+    let same = VectorStorage::new(expected.clone());
+    let (diff, rounds) = reconcile(&mut c, "same", json!({}), &same, 0).await;
+    assert!(diff.need.is_empty() && diff.have.is_empty());
+    assert_eq!(rounds, 1);
+
+    // since/until select a sub-range of the tree.
+    let (since, until) = (base + 1000, base + 2000);
+    let window: Vec<Item> = expected
+        .iter()
+        .filter(|i| i.timestamp >= since && i.timestamp <= until)
+        .copied()
+        .collect();
+    let (diff, _) = reconcile(
+        &mut c,
+        "win",
+        json!({"since": since, "until": until}),
+        &empty,
+        0,
+    )
+    .await;
+    let mut want: Vec<[u8; 32]> = window.iter().map(|i| i.id).collect();
+    want.sort();
+    assert_eq!(diff.need, want);
+    let mine = VectorStorage::new(window);
+    let (diff, rounds) = reconcile(
+        &mut c,
+        "win2",
+        json!({"since": since, "until": until}),
+        &mine,
+        0,
+    )
+    .await;
+    assert!(diff.need.is_empty() && diff.have.is_empty());
+    assert_eq!(rounds, 1);
     relay.stop().await;
 }

@@ -19,13 +19,28 @@ use super::messages::json_string;
 use super::Relay;
 use crate::event::now;
 use crate::filter::Filter;
-use crate::negentropy::{Item, Negentropy, VectorStorage};
+use crate::negentropy::{Item, Negentropy, SubRange, VectorStorage};
 use crate::store::Stop;
+
+/// What a session reconciles against.
+#[derive(Clone)]
+enum SessionSet {
+    /// A sorted copy built from a query (no tree matches the filter, or the
+    /// client may read restricted events, which trees leave out).
+    Vector(Arc<VectorStorage>),
+    /// A persistent tree, read in a fresh snapshot per message; since/until
+    /// select a sub-range. No per-session copy.
+    Tree {
+        id: u32,
+        since: Option<u64>,
+        until: Option<u64>,
+    },
+}
 
 struct Session {
     generation: u64,
     /// `None` while the NEG-OPEN query is still running.
-    storage: Option<Arc<VectorStorage>>,
+    storage: Option<SessionSet>,
     last_activity: Instant,
 }
 
@@ -151,11 +166,9 @@ pub fn handle_open(
         let frame_limit = relay.config.negentropy.frame_size_limit;
         let job_client = client.clone();
         let result = super::connection::on_query_pool(&relay, move |relay| {
-            let storage = build_storage(relay, &job_client, &filter, cap)?;
-            let reply = Negentropy::new(&storage, frame_limit)
-                .and_then(|mut n| n.reconcile(&initial))
-                .map_err(|e| OpenError::Other(format!("invalid: {e}")))?;
-            Ok::<_, OpenError>((Arc::new(storage), reply))
+            let set = choose_set(relay, &job_client, &filter, cap)?;
+            let reply = respond(relay, &set, &initial, frame_limit).map_err(OpenError::Other)?;
+            Ok::<_, OpenError>((set, reply))
         })
         .await
         .unwrap_or_else(|| Err(OpenError::Other("error: relay is shutting down".into())));
@@ -186,24 +199,79 @@ pub fn handle_open(
     });
 }
 
-/// The sorted set a session reconciles against: the filter's events the
-/// client may read, refused above `cap`.
-fn build_storage(
+/// A tree when one serves the filter and the client may read exactly what
+/// trees hold (no restricted kinds visible to it); else a vector.
+fn choose_set(
     relay: &Relay,
     client: &Client,
     filter: &Filter,
     cap: usize,
+) -> Result<SessionSet, OpenError> {
+    let store_error = |e: crate::store::StoreError| OpenError::Other(format!("error: {e}"));
+    let txn = relay.store.read_txn().map_err(store_error)?;
+    if relay.read_policy.trees_fit(client) {
+        if let Some(id) = relay.store.tree_for(&txn, filter).map_err(store_error)? {
+            return Ok(SessionSet::Tree {
+                id,
+                since: filter.since,
+                until: filter.until,
+            });
+        }
+    }
+    Ok(SessionSet::Vector(Arc::new(build_storage(
+        relay, &txn, client, filter, cap,
+    )?)))
+}
+
+/// Answers one negentropy message from a session's set.
+fn respond(
+    relay: &Relay,
+    set: &SessionSet,
+    query: &[u8],
+    frame_limit: usize,
+) -> Result<Vec<u8>, String> {
+    let invalid = |e: crate::negentropy::NegError| match e {
+        crate::negentropy::NegError::Storage(s) => format!("error: {s}"),
+        other => format!("invalid: {other}"),
+    };
+    match set {
+        SessionSet::Vector(storage) => Negentropy::new(&**storage, frame_limit)
+            .and_then(|mut n| n.reconcile(query))
+            .map_err(invalid),
+        SessionSet::Tree { id, since, until } => {
+            let txn = relay.store.read_txn().map_err(|e| format!("error: {e}"))?;
+            let reader = relay
+                .store
+                .tree_reader(&txn, *id)
+                .map_err(|e| format!("error: {e}"))?;
+            if since.is_none() && until.is_none() {
+                return Negentropy::new(&reader, frame_limit)
+                    .and_then(|mut n| n.reconcile(query))
+                    .map_err(invalid);
+            }
+            let window = SubRange::new(&reader, *since, *until).map_err(invalid)?;
+            Negentropy::new(&window, frame_limit)
+                .and_then(|mut n| n.reconcile(query))
+                .map_err(invalid)
+        }
+    }
+}
+
+/// The sorted set a session reconciles against: the filter's events the
+/// client may read, refused above `cap`.
+fn build_storage(
+    relay: &Relay,
+    txn: &heed::RoTxn,
+    client: &Client,
+    filter: &Filter,
+    cap: usize,
 ) -> Result<VectorStorage, OpenError> {
-    let txn = relay
-        .store
-        .read_txn()
-        .map_err(|e| OpenError::Other(format!("error: {e}")))?;
     let mut items = Vec::new();
     let limit = filter.limit.unwrap_or(u64::MAX).min(cap as u64 + 1);
     let mut over = false;
     relay
         .store
-        .query(&txn, filter, limit, now(), &mut |found| {
+        .query(txn, filter, limit, now(), &mut |found| {
             if !relay
                 .read_policy
                 .can_see_stored(client, &found.header, found.json)
@@ -271,8 +339,8 @@ pub fn handle_msg(
     let (relay, client, sessions) = (relay.clone(), client.clone(), sessions.clone());
     tokio::spawn(async move {
         let frame_limit = relay.config.negentropy.frame_size_limit;
-        let result = super::connection::on_query_pool(&relay, move |_| {
-            Negentropy::new(&*storage, frame_limit).and_then(|mut n| n.reconcile(&query))
+        let result = super::connection::on_query_pool(&relay, move |relay| {
+            respond(relay, &storage, &query, frame_limit)
         })
         .await;
         if !sessions.is_current(&sub_id, generation) {

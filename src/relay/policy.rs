@@ -97,6 +97,12 @@ impl ReadPolicy {
         self.restricted.contains(&kind)
     }
 
+    /// Fingerprint trees leave restricted kinds out; they give `client`
+    /// exactly its view unless it could read some restricted events.
+    pub fn trees_fit(&self, client: &Client) -> bool {
+        self.restricted.is_empty() || !client.auth.is_authenticated()
+    }
+
     /// A filter that names a restricted kind needs an authenticated client.
     pub fn needs_auth(&self, filter: &Filter) -> bool {
         filter

@@ -16,8 +16,8 @@ use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
 pub use query::{Found, IndexName, QueryPlan, Stop};
-pub use scopes::{scope_filter, Scope, ScopeStatus};
 pub use schema::Header;
+pub use scopes::{scope_filter, Scope, ScopeStatus};
 pub use write::{BatchItem, WriteOutcome};
 
 type Db = Database<Bytes, Bytes>;

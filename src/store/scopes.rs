@@ -54,7 +54,12 @@ impl Trees {
         !store.tree_excluded.contains(&event.kind) && scope.filter.matches(event)
     }
 
-    pub(crate) fn insert(&mut self, store: &Store, txn: &RwTxn, event: &Event) -> Result<(), StoreError> {
+    pub(crate) fn insert(
+        &mut self,
+        store: &Store,
+        txn: &RwTxn,
+        event: &Event,
+    ) -> Result<(), StoreError> {
         for (scope, writer) in &mut self.writers {
             if Self::covers(store, scope, event) {
                 writer.insert(txn, Item::new(event.created_at, event.id))?;
@@ -63,7 +68,12 @@ impl Trees {
         Ok(())
     }
 
-    pub(crate) fn remove(&mut self, store: &Store, txn: &RwTxn, event: &Event) -> Result<(), StoreError> {
+    pub(crate) fn remove(
+        &mut self,
+        store: &Store,
+        txn: &RwTxn,
+        event: &Event,
+    ) -> Result<(), StoreError> {
         for (scope, writer) in &mut self.writers {
             if Self::covers(store, scope, event) {
                 writer.remove(txn, Item::new(event.created_at, event.id))?;
@@ -98,7 +108,12 @@ fn decode_scope(key: &[u8], value: &[u8]) -> Option<Scope> {
 
 /// A scope's filter: a tree covers a filter's events regardless of time.
 pub fn scope_filter(filter: &Filter) -> Filter {
-    Filter { since: None, until: None, limit: None, ..filter.clone() }
+    Filter {
+        since: None,
+        until: None,
+        limit: None,
+        ..filter.clone()
+    }
 }
 
 impl Store {
@@ -138,7 +153,11 @@ impl Store {
     }
 
     /// Read access to a tree inside `txn`.
-    pub fn tree_reader<'t>(&self, txn: &'t RoTxn<'t>, id: u32) -> Result<TreeReader<'t>, StoreError> {
+    pub fn tree_reader<'t>(
+        &self,
+        txn: &'t RoTxn<'t>,
+        id: u32,
+    ) -> Result<TreeReader<'t>, StoreError> {
         Ok(TreeReader::open(self.dbs.neg_nodes, txn, id)?)
     }
 
@@ -153,8 +172,16 @@ impl Store {
         if let Some(existing) = scopes.iter().find(|s| &s.filter == filter) {
             return Ok(existing.id);
         }
-        let id = if filter == &Filter::default() { 0 } else { scopes.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1) };
-        self.dbs.neg_scopes.put(&mut txn, &id.to_be_bytes(), &encode_scope(ScopeStatus::Building, filter))?;
+        let id = if filter == &Filter::default() {
+            0
+        } else {
+            scopes.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1)
+        };
+        self.dbs.neg_scopes.put(
+            &mut txn,
+            &id.to_be_bytes(),
+            &encode_scope(ScopeStatus::Building, filter),
+        )?;
         txn.commit()?;
         Ok(id)
     }
@@ -171,7 +198,11 @@ impl Store {
                 .find(|s| s.id == id)
                 .ok_or_else(|| invalid(format!("no tree with id {id}")))?;
             TreeWriter::clear(&self.dbs.neg_nodes, &mut txn, id)?;
-            self.dbs.neg_scopes.put(&mut txn, &id.to_be_bytes(), &encode_scope(ScopeStatus::Building, &scope.filter))?;
+            self.dbs.neg_scopes.put(
+                &mut txn,
+                &id.to_be_bytes(),
+                &encode_scope(ScopeStatus::Building, &scope.filter),
+            )?;
             txn.commit()?;
             scope
         };
@@ -183,18 +214,26 @@ impl Store {
             let mut seen = 0;
             let mut last = None;
             let start = super::schema::seq_key(after);
-            let range = (std::ops::Bound::Excluded(&start[..]), std::ops::Bound::Unbounded);
+            let range = (
+                std::ops::Bound::Excluded(&start[..]),
+                std::ops::Bound::Unbounded,
+            );
             for entry in self.dbs.events.range(&txn, &range)? {
                 let (key, value) = entry?;
-                let (header, json) = Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
-                last = Some(u64::from_be_bytes(key.try_into().map_err(|_| StoreError::Corrupt("seq"))?));
+                let (header, json) =
+                    Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+                last = Some(u64::from_be_bytes(
+                    key.try_into().map_err(|_| StoreError::Corrupt("seq"))?,
+                ));
                 seen += 1;
                 if !self.tree_excluded.contains(&header.kind) {
                     let event = std::str::from_utf8(json)
                         .ok()
                         .and_then(|j| Event::from_json(j).ok())
                         .ok_or(StoreError::Corrupt("stored event JSON"))?;
-                    if scope.filter.matches(&event) && writer.insert(&txn, Item::new(header.created_at, header.id))? {
+                    if scope.filter.matches(&event)
+                        && writer.insert(&txn, Item::new(header.created_at, header.id))?
+                    {
                         added += 1;
                     }
                 }
@@ -205,7 +244,11 @@ impl Store {
             writer.flush(&mut txn)?;
             let done = seen < BUILD_CHUNK;
             if done {
-                self.dbs.neg_scopes.put(&mut txn, &id.to_be_bytes(), &encode_scope(ScopeStatus::Ready, &scope.filter))?;
+                self.dbs.neg_scopes.put(
+                    &mut txn,
+                    &id.to_be_bytes(),
+                    &encode_scope(ScopeStatus::Ready, &scope.filter),
+                )?;
             }
             txn.commit()?;
             match last {
@@ -233,7 +276,9 @@ impl Store {
     pub fn ensure_default_tree(&self) -> Result<(), StoreError> {
         let ready = {
             let txn = self.read_txn()?;
-            self.scopes(&txn)?.iter().any(|s| s.id == 0 && s.status == ScopeStatus::Ready)
+            self.scopes(&txn)?
+                .iter()
+                .any(|s| s.id == 0 && s.status == ScopeStatus::Ready)
         };
         if !ready {
             self.add_scope(&Filter::default())?;

@@ -188,7 +188,12 @@ impl Store {
 
     /// NIP-09: removes the author's own events named by `e` and `a` tags and
     /// remembers the deletion so the events cannot come back.
-    fn apply_deletion(&self, txn: &mut RwTxn, trees: &mut Trees, deletion: &Event) -> Result<(), StoreError> {
+    fn apply_deletion(
+        &self,
+        txn: &mut RwTxn,
+        trees: &mut Trees,
+        deletion: &Event,
+    ) -> Result<(), StoreError> {
         let d = &self.dbs;
         for value in deletion.tag_values("e") {
             let Some(id) = crate::event::decode_hex::<32>(value) else {
@@ -227,7 +232,12 @@ impl Store {
         Ok(())
     }
 
-    fn purge_expired(&self, txn: &mut RwTxn, trees: &mut Trees, now: u64) -> Result<WriteOutcome, StoreError> {
+    fn purge_expired(
+        &self,
+        txn: &mut RwTxn,
+        trees: &mut Trees,
+        now: u64,
+    ) -> Result<WriteOutcome, StoreError> {
         let mut doomed = Vec::new();
         for entry in self.dbs.by_expiry.iter(txn)? {
             let (key, _) = entry?;
