@@ -12,20 +12,45 @@ use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_echorelay");
 
+/// A `serve` child process, killed if a test panics before it is done.
+struct Serve(Child);
+
+impl std::ops::Deref for Serve {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Serve {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `echorelay serve` and waits for its "listening" log line.
-fn spawn_serve(dir: &std::path::Path) -> (Child, String) {
+fn spawn_serve(dir: &std::path::Path) -> (Serve, String) {
+    spawn_serve_with(dir, "")
+}
+
+fn spawn_serve_with(dir: &std::path::Path, extra_config: &str) -> (Serve, String) {
     let config = dir.join("test.toml");
-    std::fs::write(
-        &config,
-        "[limits]\nevents_per_second = 0\nreqs_per_second = 0\n",
-    )
-    .unwrap();
+    let text = format!("[limits]\nevents_per_second = 0\nreqs_per_second = 0\n{extra_config}");
+    std::fs::write(&config, text).unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("db"))
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn serve");
@@ -43,7 +68,7 @@ fn spawn_serve(dir: &std::path::Path) -> (Child, String) {
     };
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, format!("ws://{addr}"))
+    (Serve(child), format!("ws://{addr}"))
 }
 
 fn export(dir: &std::path::Path, filter: Option<&str>) -> Vec<serde_json::Value> {
@@ -213,4 +238,58 @@ fn import_then_export() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid: kinds"));
+}
+
+fn negentropy_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).arg("negentropy").args(args).arg("--data").arg(dir.join("db")).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negentropy_trees_managed_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = spawn_serve_with(dir.path(), "[negentropy]\nmax_sync_events = 2\n");
+    let keys = Keys::generate();
+    let mut c = Raw::connect(&url).await;
+    for i in 0..4 {
+        c.publish_ok(&note(&keys, &format!("n{i}"))).await;
+    }
+    c.publish_ok(&event_at(&keys, 7, now(), vec![], "+")).await;
+    // No tree for kinds [1] yet: the query-built set is over its cap of 2.
+    let reply = c.ask(json!(["NEG-OPEN", "a", {"kinds": [1]}, "6100000200"])).await;
+    assert_eq!(reply[2], "blocked: too many query results", "{reply}");
+
+    let out = negentropy_cli(dir.path(), &["add", "{\"kinds\":[1]}", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["events"], 4);
+    let id = added["id"].as_u64().unwrap();
+
+    // The running relay maintains the new tree and serves NEG-OPEN from it.
+    let fifth = note(&keys, "after add");
+    c.publish_ok(&fifth).await;
+    let reply = c.ask(json!(["NEG-OPEN", "b", {"kinds": [1]}, "6100000200"])).await;
+    assert_eq!(reply[0], "NEG-MSG", "{reply}");
+    let msg = reply[2].as_str().unwrap();
+    assert!(msg.starts_with("6100000205"), "5 ids expected: {msg}");
+    assert!(msg.contains(&fifth.id_hex()));
+
+    let out = negentropy_cli(dir.path(), &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list[0]["filter"], json!({}));
+    assert_eq!(list[0]["events"], 6);
+    assert_eq!(list[1]["events"], 5);
+    assert_eq!(list[1]["status"], "ready");
+
+    assert!(negentropy_cli(dir.path(), &["build", &id.to_string()]).status.success());
+    let out = negentropy_cli(dir.path(), &["remove", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("always exists"));
+    assert!(negentropy_cli(dir.path(), &["remove", &id.to_string()]).status.success());
+    let out = negentropy_cli(dir.path(), &["add", "{\"kinds\":[1],\"since\":5}"]);
+    assert_eq!(out.status.code(), Some(1));
+    let reply = c.ask(json!(["NEG-OPEN", "c", {"kinds": [1]}, "6100000200"])).await;
+    assert_eq!(reply[2], "blocked: too many query results", "{reply}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -3,6 +3,7 @@
 
 mod export;
 mod import;
+mod negentropy;
 mod serve;
 
 use std::path::PathBuf;
@@ -33,16 +34,18 @@ enum Command {
     Import(import::ImportArgs),
     /// Export stored events as JSON lines on stdout.
     Export(export::ExportArgs),
+    /// Manage NIP-77 fingerprint trees: add FILTER | list | build ID | remove ID.
+    Negentropy(negentropy::NegentropyArgs),
 }
 
 /// Options shared by every subcommand that touches a node's local state.
 #[derive(Args, Clone)]
 pub struct NodeArgs {
     /// Configuration file (TOML); embedded defaults when absent.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Data directory (overrides store.data_dir).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data: Option<PathBuf>,
 }
 
@@ -88,6 +91,7 @@ pub fn main() -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
+        Command::Negentropy(args) => negentropy::run(args),
     };
     match result {
         Ok(code) => code,
