@@ -6,27 +6,66 @@
 //! every `msg` with one `msg,<hex>`; the client prints `have,<id>` /
 //! `need,<id>` lines, then `msg,<hex>`, or `done` when reconciliation is
 //! complete. `FRAMESIZELIMIT` sets the frame limit (unset or 0: none).
+//! With `--tree` the items live in the persistent LMDB fingerprint tree
+//! instead of the in-memory vector.
 //!
-//! `cargo run --example negentropy_harness`
+//! `cargo run --example negentropy_harness [-- --tree]`
 
 use std::io::{BufRead, Write};
 
-use echorelay::negentropy::{Diff, Item, Negentropy, VectorStorage};
+use echorelay::negentropy::{Diff, Item, Negentropy, StandaloneTree, Storage, VectorStorage};
+
+/// The sealed item set, in memory or in an LMDB tree.
+enum Backing {
+    Vector(VectorStorage),
+    /// The directory lives as long as the tree.
+    Tree {
+        tree: StandaloneTree,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Backing {
+    fn seal(items: Vec<Item>, tree: bool) -> Backing {
+        if !tree {
+            return Backing::Vector(VectorStorage::new(items));
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&e.to_string()));
+        let mut items = items;
+        items.sort_unstable();
+        let stored =
+            StandaloneTree::create(dir.path(), items).unwrap_or_else(|e| fail(&e.to_string()));
+        Backing::Tree {
+            tree: stored,
+            _dir: dir,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&dyn Storage) -> T) -> T {
+        match self {
+            Backing::Vector(v) => f(v),
+            Backing::Tree { tree: t, .. } => t
+                .with_reader(|r| f(r))
+                .unwrap_or_else(|e| fail(&e.to_string())),
+        }
+    }
+}
 
 fn main() {
     let frame_limit: usize = std::env::var("FRAMESIZELIMIT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let use_tree = std::env::args().any(|a| a == "--tree");
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     let mut items = Vec::new();
-    let mut storage: Option<VectorStorage> = None;
+    let mut storage: Option<Backing> = None;
     let mut initiator = false;
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let parts: Vec<&str> = line.trim().split(',').collect();
-        match parts.as_slice() {
+        let replies: Vec<String> = match parts.as_slice() {
             ["item", ts, id] => {
                 let (Ok(ts), Ok(bytes)) = (ts.parse::<u64>(), hex::decode(id)) else {
                     fail("bad item line")
@@ -35,18 +74,24 @@ fn main() {
                     fail("id must be 32 bytes")
                 };
                 items.push(Item::new(ts, id));
+                Vec::new()
             }
-            ["seal"] => storage = Some(VectorStorage::new(std::mem::take(&mut items))),
+            ["seal"] => {
+                storage = Some(Backing::seal(std::mem::take(&mut items), use_tree));
+                Vec::new()
+            }
             ["initiate"] => {
                 let Some(store) = storage.as_ref() else {
                     fail("initiate before seal")
                 };
-                let mut neg =
-                    Negentropy::new(store, frame_limit).unwrap_or_else(|e| fail(&e.to_string()));
-                let msg = neg.initiate().unwrap_or_else(|e| fail(&e.to_string()));
-                check_frame(&msg, frame_limit);
                 initiator = true;
-                let _ = writeln!(out, "msg,{}", hex::encode(&msg));
+                store.with(|s| {
+                    let mut neg =
+                        Negentropy::new(s, frame_limit).unwrap_or_else(|e| fail(&e.to_string()));
+                    let msg = neg.initiate().unwrap_or_else(|e| fail(&e.to_string()));
+                    check_frame(&msg, frame_limit);
+                    vec![format!("msg,{}", hex::encode(&msg))]
+                })
             }
             ["msg", hex_msg] => {
                 let Some(store) = storage.as_ref() else {
@@ -55,43 +100,58 @@ fn main() {
                 let Ok(query) = hex::decode(hex_msg) else {
                     fail("bad hex")
                 };
-                let mut neg =
-                    Negentropy::new(store, frame_limit).unwrap_or_else(|e| fail(&e.to_string()));
-                if initiator {
-                    // The v1 initiator keeps no state between rounds either.
-                    neg.set_initiator();
-                    let mut diff = Diff::default();
-                    let next = neg
-                        .reconcile_initiator(&query, &mut diff)
-                        .unwrap_or_else(|e| fail(&e.to_string()));
-                    for id in &diff.have {
-                        let _ = writeln!(out, "have,{}", hex::encode(id));
-                    }
-                    for id in &diff.need {
-                        let _ = writeln!(out, "need,{}", hex::encode(id));
-                    }
-                    match next {
-                        Some(next) => {
-                            check_frame(&next, frame_limit);
-                            let _ = writeln!(out, "msg,{}", hex::encode(&next));
-                        }
-                        None => {
-                            let _ = writeln!(out, "done");
-                        }
-                    }
-                } else {
-                    let reply = neg
-                        .reconcile(&query)
-                        .unwrap_or_else(|e| fail(&e.to_string()));
-                    check_frame(&reply, frame_limit);
-                    let _ = writeln!(out, "msg,{}", hex::encode(&reply));
-                }
+                store.with(|s| respond(s, frame_limit, initiator, &query))
             }
-            [""] => {}
+            [""] => Vec::new(),
             _ => fail(&format!("unknown line: {line}")),
+        };
+        for reply in replies {
+            let _ = writeln!(out, "{reply}");
         }
         let _ = out.flush();
     }
+}
+
+/// One `msg` line: the responder's reply, or the initiator's findings and
+/// next message (or `done`).
+fn respond(
+    storage: &dyn Storage,
+    frame_limit: usize,
+    initiator: bool,
+    query: &[u8],
+) -> Vec<String> {
+    let mut neg = Negentropy::new(storage, frame_limit).unwrap_or_else(|e| fail(&e.to_string()));
+    if !initiator {
+        let reply = neg
+            .reconcile(query)
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        check_frame(&reply, frame_limit);
+        return vec![format!("msg,{}", hex::encode(&reply))];
+    }
+    // The v1 initiator keeps no state between rounds either.
+    neg.set_initiator();
+    let mut diff = Diff::default();
+    let next = neg
+        .reconcile_initiator(query, &mut diff)
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    let mut lines: Vec<String> = diff
+        .have
+        .iter()
+        .map(|id| format!("have,{}", hex::encode(id)))
+        .collect();
+    lines.extend(
+        diff.need
+            .iter()
+            .map(|id| format!("need,{}", hex::encode(id))),
+    );
+    match next {
+        Some(next) => {
+            check_frame(&next, frame_limit);
+            lines.push(format!("msg,{}", hex::encode(&next)));
+        }
+        None => lines.push("done".into()),
+    }
+    lines
 }
 
 fn check_frame(msg: &[u8], limit: usize) {

@@ -241,7 +241,13 @@ fn import_then_export() {
 }
 
 fn negentropy_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN).arg("negentropy").args(args).arg("--data").arg(dir.join("db")).output().unwrap()
+    Command::new(BIN)
+        .arg("negentropy")
+        .args(args)
+        .arg("--data")
+        .arg(dir.join("db"))
+        .output()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,11 +261,17 @@ async fn negentropy_trees_managed_while_serving() {
     }
     c.publish_ok(&event_at(&keys, 7, now(), vec![], "+")).await;
     // No tree for kinds [1] yet: the query-built set is over its cap of 2.
-    let reply = c.ask(json!(["NEG-OPEN", "a", {"kinds": [1]}, "6100000200"])).await;
+    let reply = c
+        .ask(json!(["NEG-OPEN", "a", {"kinds": [1]}, "6100000200"]))
+        .await;
     assert_eq!(reply[2], "blocked: too many query results", "{reply}");
 
     let out = negentropy_cli(dir.path(), &["add", "{\"kinds\":[1]}", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(added["events"], 4);
     let id = added["id"].as_u64().unwrap();
@@ -267,7 +279,9 @@ async fn negentropy_trees_managed_while_serving() {
     // The running relay maintains the new tree and serves NEG-OPEN from it.
     let fifth = note(&keys, "after add");
     c.publish_ok(&fifth).await;
-    let reply = c.ask(json!(["NEG-OPEN", "b", {"kinds": [1]}, "6100000200"])).await;
+    let reply = c
+        .ask(json!(["NEG-OPEN", "b", {"kinds": [1]}, "6100000200"]))
+        .await;
     assert_eq!(reply[0], "NEG-MSG", "{reply}");
     let msg = reply[2].as_str().unwrap();
     assert!(msg.starts_with("6100000205"), "5 ids expected: {msg}");
@@ -281,14 +295,20 @@ async fn negentropy_trees_managed_while_serving() {
     assert_eq!(list[1]["events"], 5);
     assert_eq!(list[1]["status"], "ready");
 
-    assert!(negentropy_cli(dir.path(), &["build", &id.to_string()]).status.success());
+    assert!(negentropy_cli(dir.path(), &["build", &id.to_string()])
+        .status
+        .success());
     let out = negentropy_cli(dir.path(), &["remove", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("always exists"));
-    assert!(negentropy_cli(dir.path(), &["remove", &id.to_string()]).status.success());
+    assert!(negentropy_cli(dir.path(), &["remove", &id.to_string()])
+        .status
+        .success());
     let out = negentropy_cli(dir.path(), &["add", "{\"kinds\":[1],\"since\":5}"]);
     assert_eq!(out.status.code(), Some(1));
-    let reply = c.ask(json!(["NEG-OPEN", "c", {"kinds": [1]}, "6100000200"])).await;
+    let reply = c
+        .ask(json!(["NEG-OPEN", "c", {"kinds": [1]}, "6100000200"]))
+        .await;
     assert_eq!(reply[2], "blocked: too many query results", "{reply}");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use echorelay::negentropy::{Diff, Item, Negentropy, VectorStorage};
+use echorelay::negentropy::{Diff, Item, Negentropy, StandaloneTree, VectorStorage};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -107,6 +107,50 @@ fn check(name: &str) {
         rounds += 1;
     }
     assert_eq!(rounds, v["rounds"].as_u64().unwrap());
+
+    // The persistent LMDB tree answers byte for byte too, in both roles.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = StandaloneTree::create(dir.path(), items(&v["server_items"])).unwrap();
+    tree.with_reader(|reader| {
+        let mut server = Negentropy::new(reader, server_limit).unwrap();
+        for (round, pair) in trace.chunks(2).enumerate() {
+            let reply = server.reconcile(&hex::decode(&pair[0].1).unwrap()).unwrap();
+            assert_eq!(
+                hex::encode(&reply),
+                pair[1].1,
+                "{name}: tree server reply {round}"
+            );
+        }
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = StandaloneTree::create(dir.path(), items(&v["client_items"])).unwrap();
+    tree.with_reader(|reader| {
+        let mut client = Negentropy::new(reader, client_limit).unwrap();
+        let first = client.initiate().unwrap();
+        assert_eq!(
+            hex::encode(first),
+            trace[0].1,
+            "{name}: tree initial message"
+        );
+        let mut diff = Diff::default();
+        let mut i = 1;
+        while let Some(next) = client
+            .reconcile_initiator(&hex::decode(&trace[i].1).unwrap(), &mut diff)
+            .unwrap()
+        {
+            assert_eq!(
+                hex::encode(&next),
+                trace[i + 1].1,
+                "{name}: tree client message {}",
+                i + 1
+            );
+            i += 2;
+        }
+        assert_eq!(sorted_hex(&diff.have), ids(&v["have"]), "{name}: tree have");
+        assert_eq!(sorted_hex(&diff.need), ids(&v["need"]), "{name}: tree need");
+    })
+    .unwrap();
 }
 
 #[test]

@@ -51,7 +51,11 @@ pub fn run(args: NegentropyArgs) -> anyhow::Result<i32> {
             let mut rows = Vec::new();
             for scope in store.scopes(&txn)? {
                 let size = crate::negentropy::Storage::size(&store.tree_reader(&txn, scope.id)?)?;
-                let status = if scope.status == ScopeStatus::Ready { "ready" } else { "building" };
+                let status = if scope.status == ScopeStatus::Ready {
+                    "ready"
+                } else {
+                    "building"
+                };
                 rows.push(serde_json::json!({"id": scope.id, "status": status,
                     "filter": scope.filter.to_value(), "events": size}));
             }
@@ -59,7 +63,13 @@ pub fn run(args: NegentropyArgs) -> anyhow::Result<i32> {
                 println!("{}", serde_json::Value::Array(rows));
             } else {
                 for row in rows {
-                    println!("{}\t{}\t{}\t{}", row["id"], row["status"].as_str().unwrap_or(""), row["events"], row["filter"]);
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        row["id"],
+                        row["status"].as_str().unwrap_or(""),
+                        row["events"],
+                        row["filter"]
+                    );
                 }
             }
         }

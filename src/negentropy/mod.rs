@@ -13,5 +13,5 @@ mod vector;
 pub use codec::{Bound, Item, NegError, PROTOCOL_VERSION};
 pub use reconcile::{Diff, Negentropy, Storage};
 pub use subrange::SubRange;
-pub use tree::{TreeReader, TreeWriter};
+pub use tree::{StandaloneTree, TreeReader, TreeWriter};
 pub use vector::VectorStorage;

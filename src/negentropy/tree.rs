@@ -581,6 +581,53 @@ impl TreeWriter {
     }
 }
 
+/// A tree in an LMDB environment of its own, for the line harness, tests
+/// and benchmarks that need a tree without an event store.
+pub struct StandaloneTree {
+    env: heed::Env,
+    db: Database<Bytes, Bytes>,
+}
+
+impl StandaloneTree {
+    /// Creates the environment in `dir` and inserts `items` in batches.
+    pub fn create(
+        dir: &std::path::Path,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<StandaloneTree, NegError> {
+        // SAFETY: a fresh directory owned by the caller, opened once.
+        let env = unsafe {
+            heed::EnvOpenOptions::new()
+                .map_size(64 << 30)
+                .max_dbs(1)
+                .open(dir)
+        }
+        .map_err(lmdb)?;
+        let mut wtxn = env.write_txn().map_err(lmdb)?;
+        let db: Database<Bytes, Bytes> =
+            env.create_database(&mut wtxn, Some("tree")).map_err(lmdb)?;
+        wtxn.commit().map_err(lmdb)?;
+        let tree = StandaloneTree { env, db };
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut wtxn = tree.env.write_txn().map_err(lmdb)?;
+            let mut writer = TreeWriter::new(tree.db, 0);
+            for item in items.by_ref().take(100_000) {
+                writer.insert(&wtxn, item)?;
+            }
+            writer.flush(&mut wtxn).map_err(lmdb)?;
+            wtxn.commit().map_err(lmdb)?;
+        }
+        Ok(tree)
+    }
+
+    /// Runs `f` with a reader over a fresh snapshot.
+    pub fn with_reader<T>(&self, f: impl FnOnce(&TreeReader) -> T) -> Result<T, NegError> {
+        let rtxn = self.env.read_txn().map_err(lmdb)?;
+        let reader = TreeReader::open(self.db, &rtxn, 0)?;
+        Ok(f(&reader))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
