@@ -188,12 +188,15 @@ fn load(db: &Database<Bytes, Bytes>, txn: &RoTxn, tree: u32, node: u64) -> Resul
     Node::decode(bytes).ok_or_else(|| corrupt("undecodable node"))
 }
 
-/// Read access to one tree inside a read (or write) transaction.
+/// Read access to one tree inside a read (or write) transaction. Decoded
+/// nodes are kept for the reader's life: one reconciliation message walks
+/// the same upper nodes dozens of times.
 pub struct TreeReader<'t> {
     db: Database<Bytes, Bytes>,
     txn: &'t RoTxn<'t>,
     tree: u32,
     root: Option<u64>,
+    cache: std::cell::RefCell<HashMap<u64, std::rc::Rc<Node>>>,
 }
 
 impl<'t> TreeReader<'t> {
@@ -202,17 +205,25 @@ impl<'t> TreeReader<'t> {
         txn: &'t RoTxn<'t>,
         tree: u32,
     ) -> Result<TreeReader<'t>, NegError> {
-        let root = read_header(&db, txn, tree)?.map(|(root, _)| root);
+        let root = read_header(&db, txn, tree)?
+            .map(|(root, _)| root)
+            .filter(|root| *root != HEADER_NODE);
         Ok(TreeReader {
             db,
             txn,
             tree,
             root,
+            cache: Default::default(),
         })
     }
 
-    fn node(&self, id: u64) -> Result<Node, NegError> {
-        load(&self.db, self.txn, self.tree, id)
+    fn node(&self, id: u64) -> Result<std::rc::Rc<Node>, NegError> {
+        if let Some(node) = self.cache.borrow().get(&id) {
+            return Ok(node.clone());
+        }
+        let node = std::rc::Rc::new(load(&self.db, self.txn, self.tree, id)?);
+        self.cache.borrow_mut().insert(id, node.clone());
+        Ok(node)
     }
 
     /// Sum and count of the first `pos` items.
@@ -223,10 +234,10 @@ impl<'t> TreeReader<'t> {
             return Ok((acc, 0));
         };
         loop {
-            match self.node(id)? {
+            match &*self.node(id)? {
                 Node::Internal(children) => {
                     let mut next = None;
-                    for c in &children {
+                    for c in children {
                         if pos >= c.count {
                             acc.add_acc(&c.sum);
                             counted += c.count;
@@ -258,10 +269,10 @@ impl<'t> TreeReader<'t> {
             return Ok(None);
         };
         loop {
-            match self.node(id)? {
+            match &*self.node(id)? {
                 Node::Internal(children) => {
                     let mut next = None;
-                    for c in &children {
+                    for c in children {
                         if pos >= c.count {
                             pos -= c.count;
                         } else {
@@ -275,7 +286,9 @@ impl<'t> TreeReader<'t> {
                     }
                 }
                 Node::Leaf(items) => {
-                    return Ok(((pos as usize) < items.len()).then_some((items, pos as usize)));
+                    return Ok(
+                        ((pos as usize) < items.len()).then(|| (items.clone(), pos as usize))
+                    );
                 }
             }
         }
@@ -297,7 +310,7 @@ impl<'t> TreeReader<'t> {
         };
         let mut pos = 0u64;
         loop {
-            match self.node(id)? {
+            match &*self.node(id)? {
                 Node::Internal(children) => {
                     let i = children
                         .partition_point(|c| c.first < bound.item)
