@@ -173,36 +173,46 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let ingest = runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.store.data_dir = dir.path().to_path_buf();
-        config.limits.events_per_second = 0;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("ws://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let node = tokio::spawn(echorelay::node::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let (cpu_before, wall) = (cpu_seconds(), Instant::now());
-        let rate = publish_all(&url, events.clone(), conns).await;
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2) as f64;
-        println!(
-            "CPU busy during ingest (relay + load generator): {:.0} % of {cores} cores",
-            100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64() / cores
-        );
-        print_batch_sizes(&url).await;
-        let _ = stop.send(());
-        node.await.expect("node").expect("node run");
-        rate
-    });
+    let run = |trees: bool| {
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut config = Config::default();
+            config.store.data_dir = dir.path().to_path_buf();
+            config.limits.events_per_second = 0;
+            config.negentropy.trees = trees;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("ws://{}", listener.local_addr().expect("addr"));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let node = tokio::spawn(echorelay::node::run(config, listener, async move {
+                let _ = stopped.await;
+            }));
+            let (cpu_before, wall) = (cpu_seconds(), Instant::now());
+            let rate = publish_all(&url, events.clone(), conns).await;
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2) as f64;
+            println!(
+                "CPU busy during ingest (relay + load generator): {:.0} % of {cores} cores",
+                100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64() / cores
+            );
+            print_batch_sizes(&url).await;
+            let _ = stop.send(());
+            node.await.expect("node").expect("node run");
+            rate
+        })
+    };
+    // Fingerprint-tree maintenance cost: the same load with trees off, then on.
+    let without_trees = run(false);
+    let ingest = run(true);
     println!("events: {n}, connections: {conns}");
     println!("raw signature verify (all cores): {verify:>10.0} events/s");
-    println!("ingest over WebSocket:            {ingest:>10.0} events/s");
+    println!("ingest, fingerprint trees off:    {without_trees:>10.0} events/s");
+    println!(
+        "ingest over WebSocket (trees on): {ingest:>10.0} events/s ({:+.1} % vs trees off)",
+        100.0 * (ingest / without_trees - 1.0)
+    );
     println!(
         "ratio ingest / verify:            {:>10.1} %",
         100.0 * ingest / verify

@@ -25,6 +25,7 @@ fn bench_options() -> StoreOptions {
         map_size_mb: 1024,
         max_map_size_mb: 1 << 20,
         tree_excluded_kinds: vec![4, 1059],
+        trees: true,
     }
 }
 

@@ -225,6 +225,9 @@ pub struct NegentropyConfig {
     pub max_sessions_per_connection: usize,
     /// Sessions without a message for this long are closed (`closed:`).
     pub idle_timeout_secs: u64,
+    /// Maintain fingerprint trees ({} and added scopes) in every write
+    /// batch. Off: every NEG-OPEN builds a vector from a query.
+    pub trees: bool,
 }
 
 impl Default for NegentropyConfig {
@@ -235,6 +238,7 @@ impl Default for NegentropyConfig {
             max_sync_events: 1_000_000,
             max_sessions_per_connection: 8,
             idle_timeout_secs: 300,
+            trees: true,
         }
     }
 }

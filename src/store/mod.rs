@@ -44,6 +44,8 @@ pub struct StoreOptions {
     pub max_map_size_mb: u64,
     /// Kinds kept out of every fingerprint tree (the restricted kinds).
     pub tree_excluded_kinds: Vec<u16>,
+    /// Maintain and serve fingerprint trees.
+    pub trees: bool,
 }
 
 impl StoreOptions {
@@ -52,6 +54,7 @@ impl StoreOptions {
             map_size_mb: config.store.map_size_mb,
             max_map_size_mb: config.store.max_map_size_mb,
             tree_excluded_kinds: config.auth.restricted_kinds.clone(),
+            trees: config.negentropy.trees,
         }
     }
 }
@@ -83,6 +86,7 @@ pub struct Store {
     map_size: AtomicU64,
     max_map_size: u64,
     tree_excluded: std::collections::HashSet<u16>,
+    trees_enabled: bool,
 }
 
 /// A read snapshot. Short-lived: hold one per query, never across an await
@@ -147,6 +151,7 @@ impl Store {
             map_size: AtomicU64::new(current.max(map_size)),
             max_map_size: (max_map_size_mb * MIB).max(map_size),
             tree_excluded: options.tree_excluded_kinds.iter().copied().collect(),
+            trees_enabled: options.trees,
         })
     }
 

@@ -127,6 +127,11 @@ impl Store {
     }
 
     pub(crate) fn trees_for_batch(&self, txn: &RoTxn) -> Result<Trees, StoreError> {
+        if !self.trees_enabled {
+            return Ok(Trees {
+                writers: Vec::new(),
+            });
+        }
         let writers = self
             .scopes(txn)?
             .into_iter()
@@ -141,7 +146,7 @@ impl Store {
     /// The ready tree that serves `filter` (since/until become a sub-range),
     /// if any. A filter with a `limit` is never served from a tree.
     pub fn tree_for(&self, txn: &RoTxn, filter: &Filter) -> Result<Option<u32>, StoreError> {
-        if filter.limit.is_some() {
+        if filter.limit.is_some() || !self.trees_enabled {
             return Ok(None);
         }
         let wanted = scope_filter(filter);
@@ -274,6 +279,9 @@ impl Store {
 
     /// Makes sure the `{}` tree exists and is built (first start, upgrade).
     pub fn ensure_default_tree(&self) -> Result<(), StoreError> {
+        if !self.trees_enabled {
+            return Ok(());
+        }
         let ready = {
             let txn = self.read_txn()?;
             self.scopes(&txn)?
