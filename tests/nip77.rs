@@ -309,3 +309,30 @@ async fn tree_sessions_follow_writes_and_time_windows() {
     assert_eq!(rounds, 1);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_graph_gets_its_own_tree() {
+    // A cap of 1 makes query-built sets fail: only tree-served scopes answer.
+    let relay = TestRelay::start_with(|c| c.negentropy.max_sync_events = 1).await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let mut alpha = Vec::new();
+    for i in 0..3 {
+        let e = event_at(&keys, 4071, now(), vec![vec!["g", "alpha"]], &format!("tx{i}"));
+        c.publish_ok(&e).await;
+        alpha.push(e.id);
+    }
+    for i in 0..2 {
+        c.publish_ok(&event_at(&keys, 4071, now(), vec![vec!["g", "beta"]], &format!("b{i}"))).await;
+    }
+    let empty = VectorStorage::new(vec![]);
+    let (diff, _) = reconcile(&mut c, "alpha", json!({"kinds": [4071], "#g": ["alpha"]}), &empty, 0).await;
+    alpha.sort();
+    assert_eq!(diff.need, alpha);
+    let (diff, _) = reconcile(&mut c, "beta", json!({"#g": ["beta"], "kinds": [4071]}), &empty, 0).await;
+    assert_eq!(diff.need.len(), 2);
+    // No tree covers all graph txs at once: that set is built from a query.
+    let reply = c.ask(json!(["NEG-OPEN", "all", {"kinds": [4071]}, "6100000200"])).await;
+    assert_eq!(reply[0], "NEG-ERR", "{reply}");
+    relay.stop().await;
+}

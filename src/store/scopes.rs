@@ -44,9 +44,27 @@ impl From<NegError> for StoreError {
     }
 }
 
+/// Kind of a graph transaction (DB-Sync log entry, issue 5): every graph
+/// gets its own tree, scope `{"kinds":[4071],"#g":[graph id]}`.
+pub const GRAPH_TX_KIND: u16 = 4071;
+
+/// The scope of one graph's transaction log.
+pub fn graph_scope(graph: &str) -> Filter {
+    let mut filter = Filter {
+        kinds: Some(vec![GRAPH_TX_KIND]),
+        ..Filter::default()
+    };
+    filter.tags.insert(b'g', vec![graph.to_string()]);
+    filter
+}
+
 /// The tree writers of one write batch.
 pub(crate) struct Trees {
     writers: Vec<(Scope, TreeWriter)>,
+    /// Scopes created by this batch (a graph's first event), recorded at flush.
+    created: Vec<Scope>,
+    next_id: u32,
+    enabled: bool,
 }
 
 impl Trees {
@@ -60,12 +78,38 @@ impl Trees {
         txn: &RwTxn,
         event: &Event,
     ) -> Result<(), StoreError> {
+        if event.kind == GRAPH_TX_KIND && self.enabled {
+            self.ensure_graph_scope(store, event);
+        }
         for (scope, writer) in &mut self.writers {
             if Self::covers(store, scope, event) {
                 writer.insert(txn, Item::new(event.created_at, event.id))?;
             }
         }
         Ok(())
+    }
+
+    /// A graph's first transaction creates its tree (empty until now, so it
+    /// is ready at once).
+    fn ensure_graph_scope(&mut self, store: &Store, event: &Event) {
+        let Some(graph) = event.tag_values("g").next() else {
+            return;
+        };
+        let filter = graph_scope(graph);
+        if self.writers.iter().any(|(s, _)| s.filter == filter) {
+            return;
+        }
+        let scope = Scope {
+            id: self.next_id,
+            status: ScopeStatus::Ready,
+            filter,
+        };
+        self.next_id += 1;
+        self.created.push(scope.clone());
+        self.writers.push((
+            scope.clone(),
+            TreeWriter::new(store.dbs.neg_nodes, scope.id),
+        ));
     }
 
     pub(crate) fn remove(
@@ -82,7 +126,14 @@ impl Trees {
         Ok(())
     }
 
-    pub(crate) fn flush(&mut self, txn: &mut RwTxn) -> Result<(), StoreError> {
+    pub(crate) fn flush(&mut self, store: &Store, txn: &mut RwTxn) -> Result<(), StoreError> {
+        for scope in self.created.drain(..) {
+            let record = encode_scope(scope.status, &scope.filter);
+            store
+                .dbs
+                .neg_scopes
+                .put(txn, &scope.id.to_be_bytes(), &record)?;
+        }
         for (_, writer) in &mut self.writers {
             writer.flush(txn)?;
         }
@@ -130,17 +181,26 @@ impl Store {
         if !self.trees_enabled {
             return Ok(Trees {
                 writers: Vec::new(),
+                created: Vec::new(),
+                next_id: 0,
+                enabled: false,
             });
         }
-        let writers = self
-            .scopes(txn)?
+        let scopes = self.scopes(txn)?;
+        let next_id = scopes.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1);
+        let writers = scopes
             .into_iter()
             .map(|scope| {
                 let writer = TreeWriter::new(self.dbs.neg_nodes, scope.id);
                 (scope, writer)
             })
             .collect();
-        Ok(Trees { writers })
+        Ok(Trees {
+            writers,
+            created: Vec::new(),
+            next_id,
+            enabled: true,
+        })
     }
 
     /// The ready tree that serves `filter` (since/until become a sub-range),

@@ -69,7 +69,7 @@ impl Store {
             };
             outcomes.push(outcome);
         }
-        trees.flush(&mut txn)?;
+        trees.flush(self, &mut txn)?;
         self.dbs
             .meta
             .put(&mut txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
