@@ -318,21 +318,119 @@ async fn each_graph_gets_its_own_tree() {
     let mut c = relay.client().await;
     let mut alpha = Vec::new();
     for i in 0..3 {
-        let e = event_at(&keys, 4071, now(), vec![vec!["g", "alpha"]], &format!("tx{i}"));
+        let e = event_at(
+            &keys,
+            4071,
+            now(),
+            vec![vec!["g", "alpha"]],
+            &format!("tx{i}"),
+        );
         c.publish_ok(&e).await;
         alpha.push(e.id);
     }
     for i in 0..2 {
-        c.publish_ok(&event_at(&keys, 4071, now(), vec![vec!["g", "beta"]], &format!("b{i}"))).await;
+        c.publish_ok(&event_at(
+            &keys,
+            4071,
+            now(),
+            vec![vec!["g", "beta"]],
+            &format!("b{i}"),
+        ))
+        .await;
     }
     let empty = VectorStorage::new(vec![]);
-    let (diff, _) = reconcile(&mut c, "alpha", json!({"kinds": [4071], "#g": ["alpha"]}), &empty, 0).await;
+    let (diff, _) = reconcile(
+        &mut c,
+        "alpha",
+        json!({"kinds": [4071], "#g": ["alpha"]}),
+        &empty,
+        0,
+    )
+    .await;
     alpha.sort();
     assert_eq!(diff.need, alpha);
-    let (diff, _) = reconcile(&mut c, "beta", json!({"#g": ["beta"], "kinds": [4071]}), &empty, 0).await;
+    let (diff, _) = reconcile(
+        &mut c,
+        "beta",
+        json!({"#g": ["beta"], "kinds": [4071]}),
+        &empty,
+        0,
+    )
+    .await;
     assert_eq!(diff.need.len(), 2);
     // No tree covers all graph txs at once: that set is built from a query.
-    let reply = c.ask(json!(["NEG-OPEN", "all", {"kinds": [4071]}, "6100000200"])).await;
+    let reply = c
+        .ask(json!(["NEG-OPEN", "all", {"kinds": [4071]}, "6100000200"]))
+        .await;
     assert_eq!(reply[0], "NEG-ERR", "{reply}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_sync_up_and_both() {
+    use nostr_sdk::prelude::*;
+    let relay = TestRelay::start().await;
+    let ours = echorelay::event::Keys::generate();
+    let mut raw = relay.client().await;
+    let mut relay_only = Vec::new();
+    for i in 0..30 {
+        let e = note(&ours, &format!("relay {i}"));
+        raw.publish_ok(&e).await;
+        relay_only.push(e.id_hex());
+    }
+    let keys = nostr_sdk::prelude::Keys::generate();
+    let client = Client::builder()
+        .database(nostr_memory::MemoryDatabase::unbounded())
+        .build();
+    let mut client_only = Vec::new();
+    for i in 0..20 {
+        let e = EventBuilder::new(Kind::TextNote, format!("client {i}"))
+            .finalize(&keys)
+            .unwrap();
+        client.database().save_event(&e).await.unwrap();
+        client_only.push(e.id.to_hex());
+    }
+    client.add_relay(relay.url.as_str()).await.unwrap();
+    client
+        .connect()
+        .and_wait(std::time::Duration::from_secs(5))
+        .await;
+
+    // Up: the relay receives the client's 20, sends nothing down.
+    let up = SyncOptions::default().direction(SyncDirection::Up);
+    let output = client
+        .sync(Filter::new().kind(Kind::TextNote))
+        .opts(up)
+        .await
+        .unwrap();
+    assert_eq!(output.value.sent.len(), 20, "{:?}", output.failed);
+    assert!(output.value.received.is_empty());
+    let stored = raw.req_ids(&[json!({"kinds": [1], "limit": 500})]).await;
+    assert_eq!(stored.len(), 50);
+    for id in &client_only {
+        assert!(stored.contains(id));
+    }
+
+    // Both: the client gets the relay's 30; nothing left to send.
+    let both = SyncOptions::default().direction(SyncDirection::Both);
+    let output = client
+        .sync(Filter::new().kind(Kind::TextNote))
+        .opts(both)
+        .await
+        .unwrap();
+    let received: Vec<String> = output.value.received.keys().map(|id| id.to_hex()).collect();
+    assert_eq!(received.len(), 30);
+    for id in &relay_only {
+        assert!(received.contains(id));
+    }
+    assert!(output.value.sent.is_empty());
+    // A final reconciliation finds nothing to do.
+    let output = client
+        .sync(Filter::new().kind(Kind::TextNote))
+        .opts(SyncOptions::default().direction(SyncDirection::Both))
+        .await
+        .unwrap();
+    assert!(output.value.received.is_empty() && output.value.sent.is_empty());
+    client.shutdown().await;
     relay.stop().await;
 }
