@@ -1,0 +1,91 @@
+//! Interoperability with a second independent client: nostr-tools' NIP-77
+//! (`tests/js/nip77.mjs`, run with Node). The test installs the npm packages
+//! itself (`npm ci` in tests/js) when they are missing.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+use echorelay::event::{now, Keys};
+use serde_json::{json, Value};
+
+fn js_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+fn ensure_node_modules() {
+    if js_dir().join("node_modules/nostr-tools").exists() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(js_dir())
+        .status()
+        .expect("npm is needed for the nostr-tools tests");
+    assert!(status.success(), "npm ci in tests/js failed");
+}
+
+fn nostr_tools_sync(url: &str, filter: Value, local: &[(u64, String)]) -> Value {
+    let mut child = Command::new("node")
+        .arg(js_dir().join("nip77.mjs"))
+        .arg(url)
+        .arg(filter.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is needed for the nostr-tools tests");
+    let items: Vec<Value> = local.iter().map(|(ts, id)| json!([ts, id])).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(items).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nostr-tools: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("nostr-tools printed JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_tools_nip77_reaches_the_right_set() {
+    ensure_node_modules();
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let events: Vec<_> = (0..120)
+        .map(|i| event_at(&keys, 1, now() - 1000 + i, vec![], &format!("js {i}")))
+        .collect();
+    for e in &events[..80] {
+        c.publish_ok(e).await;
+    }
+    // nostr-tools holds 40..120: it needs 0..40 and has 80..120.
+    let local: Vec<(u64, String)> = events[40..]
+        .iter()
+        .map(|e| (e.created_at, e.id_hex()))
+        .collect();
+    let url = relay.url.clone();
+    for filter in [
+        json!({}),
+        json!({"kinds": [1]}),
+        json!({"kinds": [1], "since": now() - 1000}),
+    ] {
+        let (url, local, filter) = (url.clone(), local.clone(), filter.clone());
+        let result = tokio::task::spawn_blocking(move || nostr_tools_sync(&url, filter, &local))
+            .await
+            .unwrap();
+        let mut need: Vec<String> = events[..40].iter().map(|e| e.id_hex()).collect();
+        need.sort();
+        let mut have: Vec<String> = events[80..].iter().map(|e| e.id_hex()).collect();
+        have.sort();
+        assert_eq!(result["need"], json!(need));
+        assert_eq!(result["have"], json!(have));
+    }
+    relay.stop().await;
+}
