@@ -78,24 +78,17 @@ fn ours_vs_oracle(a: &[Item], b: &[Item], frame: usize) -> (Vec<[u8; 32]>, Vec<[
     panic!("no convergence");
 }
 
-/// The oracle initiator against our responder; also compares our replies
-/// with the oracle responder's when there is no frame limit.
-fn oracle_vs_ours(a: &[Item], b: &[Item], frame: usize) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
-    let theirs = VectorStorage::new(b.to_vec());
-    let mut server = Negentropy::new(&theirs, frame).unwrap();
-    let mut twin = Oracle::owned(oracle_storage(b), frame as u64).unwrap();
+/// The oracle as initiator against `respond`; returns its have/need.
+fn oracle_initiator(
+    a: &[Item],
+    frame: usize,
+    mut respond: impl FnMut(&[u8]) -> Vec<u8>,
+) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
     let mut client = Oracle::owned(oracle_storage(a), frame as u64).unwrap();
     let mut msg = client.initiate().unwrap();
     let (mut have, mut need) = (Vec::new(), Vec::new());
     for _ in 0..10_000 {
-        let reply = server.reconcile(&msg).unwrap();
-        if frame == 0 {
-            assert_eq!(
-                reply,
-                twin.reconcile(&msg).unwrap(),
-                "responder output differs from the oracle"
-            );
-        }
+        let reply = respond(&msg);
         match client
             .reconcile_with_ids(&reply, &mut have, &mut need)
             .unwrap()
@@ -111,30 +104,33 @@ fn oracle_vs_ours(a: &[Item], b: &[Item], frame: usize) -> (Vec<[u8; 32]>, Vec<[
     panic!("no convergence");
 }
 
+/// The oracle initiator against our vector responder; without a frame limit
+/// our replies must equal the oracle responder's.
+fn oracle_vs_ours(a: &[Item], b: &[Item], frame: usize) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
+    let theirs = VectorStorage::new(b.to_vec());
+    let mut server = Negentropy::new(&theirs, frame).unwrap();
+    let mut twin = Oracle::owned(oracle_storage(b), frame as u64).unwrap();
+    oracle_initiator(a, frame, |msg| {
+        let reply = server.reconcile(msg).unwrap();
+        if frame == 0 {
+            assert_eq!(
+                reply,
+                twin.reconcile(msg).unwrap(),
+                "responder output differs from the oracle"
+            );
+        }
+        reply
+    })
+}
+
 /// The oracle initiator against our LMDB-tree responder.
 fn oracle_vs_tree(a: &[Item], b: &[Item], frame: usize) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
     let dir = tempfile::tempdir().unwrap();
     let tree = StandaloneTree::create(dir.path(), b.iter().copied()).unwrap();
-    let mut client = Oracle::owned(oracle_storage(a), frame as u64).unwrap();
-    let mut msg = client.initiate().unwrap();
-    let (mut have, mut need) = (Vec::new(), Vec::new());
-    for _ in 0..10_000 {
-        let reply = tree
-            .with_reader(|r| Negentropy::new(r, frame).unwrap().reconcile(&msg).unwrap())
-            .unwrap();
-        match client
-            .reconcile_with_ids(&reply, &mut have, &mut need)
+    oracle_initiator(a, frame, |msg| {
+        tree.with_reader(|r| Negentropy::new(r, frame).unwrap().reconcile(msg).unwrap())
             .unwrap()
-        {
-            Some(next) => msg = next,
-            None => {
-                let have = have.iter().map(|id| *id.as_bytes()).collect();
-                let need = need.iter().map(|id| *id.as_bytes()).collect();
-                return (sorted(have), sorted(need));
-            }
-        }
-    }
-    panic!("no convergence");
+    })
 }
 
 fn expected(a: &[Item], b: &[Item]) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {

@@ -139,6 +139,14 @@ impl Node {
     }
 }
 
+/// The child whose range holds `item`: the last one starting at or before
+/// it (the first child when `item` sorts before everything).
+fn child_for(children: &[Child], item: &Item) -> usize {
+    children
+        .partition_point(|c| c.first <= *item)
+        .saturating_sub(1)
+}
+
 fn node_key(tree: u32, node: u64) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..4].copy_from_slice(&tree.to_be_bytes());
@@ -457,9 +465,7 @@ impl TreeWriter {
                 Ok((true, self.place_split(split.map(Node::Leaf))))
             }
             Node::Internal(mut children) => {
-                let i = children
-                    .partition_point(|c| c.first <= item)
-                    .saturating_sub(1);
+                let i = child_for(&children, &item);
                 let child = children[i].node;
                 let (inserted, split) = self.insert_rec(txn, child, item)?;
                 if !inserted {
@@ -527,9 +533,7 @@ impl TreeWriter {
                 Ok((true, empty))
             }
             Node::Internal(mut children) => {
-                let i = children
-                    .partition_point(|c| c.first <= item)
-                    .saturating_sub(1);
+                let i = child_for(&children, &item);
                 let child = children[i].node;
                 let (removed, empty) = self.remove_rec(txn, child, item)?;
                 if !removed {
