@@ -26,6 +26,8 @@ pub mod node;
 pub mod relay;
 /// The LMDB event store and its indexes.
 pub mod store;
+/// Relay-to-relay sync: reconcile with a peer, then fetch and send.
+pub mod sync;
 /// The bounded signature-verification pool.
 pub mod verify;
 /// The single writer thread.

@@ -188,9 +188,12 @@ impl Raw {
     }
 
     /// Ids (hex) of a REQ's stored events, in the order received.
+    /// A one-off query: the subscription is closed after EOSE so no live
+    /// event of it can leak into a later query.
     pub async fn req_ids(&mut self, filters: &[Value]) -> Vec<String> {
-        self.req("ids", filters)
-            .await
+        let events = self.req("ids", filters).await;
+        self.send(json!(["CLOSE", "ids"])).await;
+        events
             .iter()
             .map(|e| e["id"].as_str().unwrap_or_default().to_string())
             .collect()

@@ -1,0 +1,474 @@
+//! One sync run with a peer relay: NIP-77 as initiator over a WebSocket, then
+//! the transfer — *need* ids fetched with pipelined `REQ {"ids": [...]}`
+//! batches (several in flight), every event checked against the ids asked
+//! for, verified on the verify pool and stored through the writer; *have*
+//! ids read from LMDB and sent as EVENTs with a bounded window, every OK
+//! read. Every wait has a timeout, so a peer that goes silent or does not
+//! speak NIP-77 ends the run with an error instead of a hang.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::event::{now, Event};
+use crate::filter::Filter;
+use crate::negentropy::{Diff, Item, Negentropy, VectorStorage};
+use crate::store::{Store, WriteOutcome};
+use crate::verify::VerifyHandle;
+use crate::writer::WriterHandle;
+
+/// Which way events flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Fetch what we lack.
+    Down,
+    /// Send what the peer lacks.
+    Up,
+    Both,
+}
+
+impl std::str::FromStr for Direction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Direction, String> {
+        match s {
+            "down" => Ok(Direction::Down),
+            "up" => Ok(Direction::Up),
+            "both" => Ok(Direction::Both),
+            other => Err(format!("direction must be down, up or both, not {other:?}")),
+        }
+    }
+}
+
+/// How one run behaves.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub direction: Direction,
+    pub filter: Filter,
+    /// Our frame limit (0: none, else at least 4096).
+    pub frame_size_limit: usize,
+    /// Longest wait for connecting and for any single reply.
+    pub timeout: Duration,
+    /// Ids per fetch REQ.
+    pub fetch_batch: usize,
+    /// Fetch REQs in flight at once.
+    pub fetch_in_flight: usize,
+    /// EVENTs sent and not yet acknowledged.
+    pub upload_window: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            direction: Direction::Down,
+            filter: Filter::default(),
+            frame_size_limit: 250_000,
+            timeout: Duration::from_secs(30),
+            fetch_batch: 250,
+            fetch_in_flight: 8,
+            upload_window: 500,
+        }
+    }
+}
+
+/// Progress of a run, reported as it goes (the control API streams these).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Progress {
+    pub round: u64,
+    pub have_count: u64,
+    pub need_count: u64,
+    pub fetched_count: u64,
+    pub sent_count: u64,
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub rounds: u64,
+    pub have: u64,
+    pub need: u64,
+    /// Fetched events stored (or already present).
+    pub fetched: u64,
+    /// Fetched events refused locally (bad signature, not asked for, policy).
+    pub fetch_refused: u64,
+    /// Sent events the peer accepted (duplicates included).
+    pub sent: u64,
+    /// Sent events the peer refused, with its reason.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("timed out after {0:?} waiting for the peer")]
+    Timeout(Duration),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("the peer does not support NIP-77: {0}")]
+    NoNegentropy(String),
+    #[error("the peer refused negentropy: {0}")]
+    Refused(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("local store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The local side: where our set comes from and where fetched events go.
+#[derive(Clone)]
+pub struct Local {
+    pub store: Arc<Store>,
+    pub writer: WriterHandle,
+    pub verify: VerifyHandle,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Peer {
+    ws: Socket,
+    timeout: Duration,
+}
+
+impl Peer {
+    async fn send(&mut self, value: Value) -> Result<(), SyncError> {
+        self.ws
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .map_err(|_| SyncError::Closed)
+    }
+
+    /// Next JSON array from the peer, skipping what is not one.
+    async fn recv(&mut self) -> Result<Vec<Value>, SyncError> {
+        loop {
+            let msg = tokio::time::timeout(self.timeout, self.ws.next())
+                .await
+                .map_err(|_| SyncError::Timeout(self.timeout))?;
+            match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(SyncError::Closed),
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(text.as_str()) {
+                        return Ok(parts);
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Runs one sync with the relay at `url`.
+pub async fn sync_with_peer(
+    url: &str,
+    local: &Local,
+    opts: &SyncOptions,
+    mut progress: impl FnMut(&Progress),
+) -> Result<SyncReport, SyncError> {
+    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let (ws, _) = tokio::time::timeout(opts.timeout, connect)
+        .await
+        .map_err(|_| SyncError::Timeout(opts.timeout))?
+        .map_err(|e| SyncError::Connect(url.to_string(), e.to_string()))?;
+    let mut peer = Peer {
+        ws,
+        timeout: opts.timeout,
+    };
+    let mut state = Progress::default();
+
+    let ours = local_set(local, &opts.filter).await?;
+    let diff = reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await?;
+    let mut report = SyncReport {
+        rounds: state.round,
+        have: diff.have.len() as u64,
+        need: diff.need.len() as u64,
+        ..SyncReport::default()
+    };
+    if opts.direction != Direction::Up && !diff.need.is_empty() {
+        fetch(
+            &mut peer,
+            local,
+            &diff.need,
+            opts,
+            &mut report,
+            &mut state,
+            &mut progress,
+        )
+        .await?;
+    }
+    if opts.direction != Direction::Down && !diff.have.is_empty() {
+        upload(
+            &mut peer,
+            local,
+            &diff.have,
+            opts,
+            &mut report,
+            &mut state,
+            &mut progress,
+        )
+        .await?;
+    }
+    let _ = peer.ws.close(None).await;
+    state.complete = true;
+    progress(&state);
+    Ok(report)
+}
+
+/// Our side's sorted set for the filter, read on the blocking pool.
+async fn local_set(local: &Local, filter: &Filter) -> Result<VectorStorage, SyncError> {
+    let store = local.store.clone();
+    let filter = filter.clone();
+    tokio::task::spawn_blocking(move || {
+        let txn = store.read_txn()?;
+        let mut items = Vec::new();
+        store.query(&txn, &filter, u64::MAX, now(), &mut |found| {
+            items.push(Item::new(found.header.created_at, found.header.id));
+            Ok(true)
+        })?;
+        Ok(VectorStorage::new(items))
+    })
+    .await
+    .map_err(|e| SyncError::Protocol(e.to_string()))?
+}
+
+async fn reconcile(
+    peer: &mut Peer,
+    ours: &VectorStorage,
+    opts: &SyncOptions,
+    state: &mut Progress,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<Diff, SyncError> {
+    let sub = format!("sync-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut neg = Negentropy::new(ours, opts.frame_size_limit)
+        .map_err(|e| SyncError::Protocol(e.to_string()))?;
+    let first = neg
+        .initiate()
+        .map_err(|e| SyncError::Protocol(e.to_string()))?;
+    peer.send(json!([
+        "NEG-OPEN",
+        sub,
+        opts.filter.to_value(),
+        hex::encode(first)
+    ]))
+    .await?;
+    let mut diff = Diff::default();
+    loop {
+        let msg = match peer.recv().await {
+            Err(SyncError::Timeout(t)) if state.round == 0 => {
+                return Err(SyncError::NoNegentropy(format!(
+                    "no answer to NEG-OPEN within {t:?}"
+                )))
+            }
+            other => other?,
+        };
+        match msg.first().and_then(Value::as_str) {
+            Some("NEG-MSG") if msg.get(1).and_then(Value::as_str) == Some(&sub) => {
+                state.round += 1;
+                let hex_msg = msg.get(2).and_then(Value::as_str).unwrap_or("");
+                let bytes = hex::decode(hex_msg)
+                    .map_err(|_| SyncError::Protocol("NEG-MSG is not hex".into()))?;
+                let next = neg
+                    .reconcile_initiator(&bytes, &mut diff)
+                    .map_err(|e| SyncError::Protocol(e.to_string()))?;
+                dedup(&mut diff);
+                state.have_count = diff.have.len() as u64;
+                state.need_count = diff.need.len() as u64;
+                progress(state);
+                match next {
+                    Some(next) => {
+                        peer.send(json!(["NEG-MSG", sub, hex::encode(next)]))
+                            .await?
+                    }
+                    None => {
+                        peer.send(json!(["NEG-CLOSE", sub])).await?;
+                        return Ok(diff);
+                    }
+                }
+            }
+            Some("NEG-ERR") => {
+                let reason = msg.get(2).and_then(Value::as_str).unwrap_or("").to_string();
+                return Err(SyncError::Refused(reason));
+            }
+            Some("NOTICE") if state.round == 0 => {
+                let reason = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+                return Err(SyncError::NoNegentropy(reason));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn dedup(diff: &mut Diff) {
+    diff.have.sort_unstable();
+    diff.have.dedup();
+    diff.need.sort_unstable();
+    diff.need.dedup();
+}
+
+/// Fetches `need` in pipelined REQ batches and stores what arrives.
+async fn fetch(
+    peer: &mut Peer,
+    local: &Local,
+    need: &[[u8; 32]],
+    opts: &SyncOptions,
+    report: &mut SyncReport,
+    state: &mut Progress,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(), SyncError> {
+    let mut batches: VecDeque<&[[u8; 32]]> = need.chunks(opts.fetch_batch.max(1)).collect();
+    let mut in_flight: HashMap<String, HashSet<[u8; 32]>> = HashMap::new();
+    let stored = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut pending_writes = Vec::new();
+    let mut next_sub = 0u64;
+    loop {
+        while in_flight.len() < opts.fetch_in_flight.max(1) {
+            let Some(batch) = batches.pop_front() else {
+                break;
+            };
+            next_sub += 1;
+            let sub = format!("fetch-{next_sub}");
+            let ids: Vec<String> = batch.iter().map(hex::encode).collect();
+            peer.send(json!(["REQ", sub, {"ids": ids}])).await?;
+            in_flight.insert(sub, batch.iter().copied().collect());
+        }
+        if in_flight.is_empty() {
+            break;
+        }
+        let msg = peer.recv().await?;
+        let kind = msg.first().and_then(Value::as_str).unwrap_or("");
+        let sub = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+        match kind {
+            "EVENT" => {
+                let Some(asked) = in_flight.get_mut(&sub) else {
+                    continue;
+                };
+                let event = msg.get(2).map(|v| Event::from_json(&v.to_string()));
+                match event {
+                    Some(Ok(event)) if asked.remove(&event.id) => {
+                        let (stored, refused) = (stored.clone(), refused.clone());
+                        let writer = local.writer.clone();
+                        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                        pending_writes.push(done_rx);
+                        local
+                            .verify
+                            .run(move || {
+                                if event.verify().is_err() {
+                                    refused.fetch_add(1, Relaxed);
+                                    let _ = done_tx.send(());
+                                    return;
+                                }
+                                let json = event.to_json();
+                                writer.submit(
+                                    event,
+                                    json,
+                                    Box::new(move |outcome| {
+                                        match outcome {
+                                            WriteOutcome::Stored { .. }
+                                            | WriteOutcome::Duplicate => {
+                                                stored.fetch_add(1, Relaxed)
+                                            }
+                                            _ => refused.fetch_add(1, Relaxed),
+                                        };
+                                        let _ = done_tx.send(());
+                                    }),
+                                );
+                            })
+                            .await;
+                    }
+                    _ => {
+                        refused.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            "EOSE" | "CLOSED" => {
+                if in_flight.remove(&sub).is_some() && kind == "EOSE" {
+                    peer.send(json!(["CLOSE", sub])).await?;
+                }
+                state.fetched_count = stored.load(Relaxed);
+                progress(state);
+            }
+            _ => {}
+        }
+    }
+    for done in pending_writes {
+        let _ = done.await;
+    }
+    report.fetched = stored.load(Relaxed);
+    report.fetch_refused = refused.load(Relaxed);
+    state.fetched_count = report.fetched;
+    progress(state);
+    Ok(())
+}
+
+/// Sends `have` as EVENTs with a bounded window, reading every OK.
+async fn upload(
+    peer: &mut Peer,
+    local: &Local,
+    have: &[[u8; 32]],
+    opts: &SyncOptions,
+    report: &mut SyncReport,
+    state: &mut Progress,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(), SyncError> {
+    let mut queue: VecDeque<[u8; 32]> = have.iter().copied().collect();
+    let mut waiting: HashSet<String> = HashSet::new();
+    loop {
+        let room = opts.upload_window.max(1).saturating_sub(waiting.len());
+        let ids: Vec<[u8; 32]> = (0..room).map_while(|_| queue.pop_front()).collect();
+        if !ids.is_empty() {
+            let store = local.store.clone();
+            let jsons = tokio::task::spawn_blocking(move || {
+                let txn = store.read_txn()?;
+                ids.iter()
+                    .map(|id| Ok((*id, store.get_json(&txn, id)?)))
+                    .collect::<Result<Vec<_>, crate::store::StoreError>>()
+            })
+            .await
+            .map_err(|e| SyncError::Protocol(e.to_string()))??;
+            for (id, json) in jsons {
+                // Gone since reconciliation (deleted, expired): nothing to send.
+                let Some(json) = json else { continue };
+                peer.ws
+                    .feed(Message::Text(format!("[\"EVENT\",{json}]").into()))
+                    .await
+                    .map_err(|_| SyncError::Closed)?;
+                waiting.insert(hex::encode(id));
+            }
+            peer.ws.flush().await.map_err(|_| SyncError::Closed)?;
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        let msg = peer.recv().await?;
+        if msg.first().and_then(Value::as_str) != Some("OK") {
+            continue;
+        }
+        let id = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+        if !waiting.remove(&id) {
+            continue;
+        }
+        let accepted = msg.get(2).and_then(Value::as_bool).unwrap_or(false);
+        let reason = msg.get(3).and_then(Value::as_str).unwrap_or("").to_string();
+        if accepted || reason.starts_with("duplicate:") {
+            report.sent += 1;
+        } else {
+            report.refused.push((id, reason));
+        }
+        state.sent_count = report.sent;
+        if report.sent % 100 == 0 {
+            progress(state);
+        }
+    }
+    state.sent_count = report.sent;
+    progress(state);
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Relay-to-relay sync through real sockets: a local store syncs with a
+//! relay in each direction, then a d = 0 reconciliation proves the sets
+//! equal; faults (no NIP-77, silence) end in clear errors.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use echorelay::event::{now, Keys};
+use echorelay::metrics::Metrics;
+use echorelay::store::{Store, StoreOptions};
+use echorelay::sync::{sync_with_peer, Direction, Local, SyncError, SyncOptions};
+use echorelay::verify::VerifyPool;
+use echorelay::writer::Writer;
+use serde_json::json;
+
+struct LocalNode {
+    local: Local,
+    writer: Writer,
+    verify: VerifyPool,
+    _dir: tempfile::TempDir,
+}
+
+fn local_node() -> LocalNode {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        map_size_mb: 64,
+        max_map_size_mb: 1024,
+        tree_excluded_kinds: vec![4, 1059],
+        trees: true,
+    };
+    let store = Arc::new(Store::open(dir.path(), &options).unwrap());
+    let writer = Writer::spawn(store.clone(), 1000, Arc::new(Metrics::default()), None);
+    let verify = VerifyPool::new(2);
+    let local = Local {
+        store,
+        writer: writer.handle(),
+        verify: verify.handle(),
+    };
+    LocalNode {
+        local,
+        writer,
+        verify,
+        _dir: dir,
+    }
+}
+
+impl LocalNode {
+    fn ids(&self) -> Vec<String> {
+        let txn = self.local.store.read_txn().unwrap();
+        let mut ids = Vec::new();
+        self.local
+            .store
+            .query(&txn, &Default::default(), u64::MAX, now(), &mut |f| {
+                ids.push(hex::encode(f.header.id));
+                Ok(true)
+            })
+            .unwrap();
+        ids.sort();
+        ids
+    }
+
+    fn shutdown(self) {
+        self.verify.shutdown();
+        self.writer.shutdown();
+    }
+}
+
+/// Stores events in the local node through its writer.
+async fn seed(node: &LocalNode, events: &[echorelay::event::Event]) {
+    let mut waits = Vec::new();
+    for e in events {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        node.local.writer.submit(
+            e.clone(),
+            e.to_json(),
+            Box::new(move |_| {
+                let _ = tx.send(());
+            }),
+        );
+        waits.push(rx);
+    }
+    for w in waits {
+        w.await.unwrap();
+    }
+}
+
+fn opts(direction: Direction) -> SyncOptions {
+    SyncOptions {
+        direction,
+        fetch_batch: 7,
+        fetch_in_flight: 3,
+        upload_window: 5,
+        ..SyncOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_up_both_then_equal() {
+    let relay = TestRelay::start().await;
+    let node = local_node();
+    let keys = Keys::generate();
+    let events: Vec<_> = (0..90)
+        .map(|i| event_at(&keys, 1, now() - 500 + i, vec![], &format!("s{i}")))
+        .collect();
+    let mut c = relay.client().await;
+    for e in &events[..60] {
+        c.publish_ok(e).await;
+    }
+    seed(&node, &events[30..]).await;
+
+    // Down: we get 0..30; the relay is untouched.
+    let mut seen = Vec::new();
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Down), |p| {
+        seen.push(p.clone())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.need, report.have, report.fetched, report.sent),
+        (30, 30, 30, 0)
+    );
+    assert!(seen.last().unwrap().complete);
+    assert_eq!(node.ids().len(), 90);
+    assert_eq!(c.req_ids(&[json!({"limit": 500})]).await.len(), 60);
+
+    // Up: the relay gets 60..90.
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Up), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.have, report.need, report.sent), (30, 0, 30));
+    assert!(report.refused.is_empty());
+    assert_eq!(c.req_ids(&[json!({"limit": 500})]).await.len(), 90);
+
+    // Both ways at once after new writes on each side.
+    let more: Vec<_> = (0..20).map(|i| note(&keys, &format!("more {i}"))).collect();
+    for e in &more[..10] {
+        c.publish_ok(e).await;
+    }
+    seed(&node, &more[10..]).await;
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Both), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.need, report.have, report.fetched, report.sent),
+        (10, 10, 10, 10)
+    );
+
+    // d = 0: a final reconciliation finds nothing, in one round.
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Both), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.need, report.have, report.rounds), (0, 0, 1));
+    let mut relay_ids = c.req_ids(&[json!({"limit": 500})]).await;
+    relay_ids.sort();
+    assert_eq!(relay_ids, node.ids());
+    node.shutdown();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_reported_not_fatal() {
+    let keys = Keys::generate();
+    let banned = Keys::generate();
+    let banned_hex = hex::encode(banned.public_key());
+    let relay = TestRelay::start_with(move |c| c.policy.pubkey_deny = vec![banned_hex]).await;
+    let node = local_node();
+    seed(&node, &[note(&keys, "fine"), note(&banned, "refused")]).await;
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Up), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 1);
+    assert_eq!(report.refused.len(), 1);
+    assert!(
+        report.refused[0].1.starts_with("blocked:"),
+        "{:?}",
+        report.refused
+    );
+    node.shutdown();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_without_nip77_or_silent_peer_fails_clearly() {
+    let relay = TestRelay::start_with(|c| c.negentropy.enabled = false).await;
+    let node = local_node();
+    let err = sync_with_peer(&relay.url, &node.local, &opts(Direction::Down), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SyncError::Refused(ref r) if r.starts_with("blocked:")),
+        "{err}"
+    );
+
+    // A WebSocket server that never answers: a timeout, not a hang.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                use futures_util::StreamExt;
+                while ws.next().await.is_some() {}
+            });
+        }
+    });
+    let silent = SyncOptions {
+        timeout: Duration::from_millis(300),
+        ..opts(Direction::Down)
+    };
+    let err = sync_with_peer(&format!("ws://{addr}"), &node.local, &silent, |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::NoNegentropy(_)), "{err}");
+
+    // Nothing listening at all.
+    let err = sync_with_peer("ws://127.0.0.1:1", &node.local, &silent, |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::Connect(..)), "{err}");
+    node.shutdown();
+    relay.stop().await;
+}
