@@ -313,3 +313,84 @@ async fn negentropy_trees_managed_while_serving() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_command_exit_codes_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = spawn_serve(dir.path());
+    let keys = Keys::generate();
+    let mut c = Raw::connect(&url).await;
+    let events: Vec<_> = (0..40)
+        .map(|i| event_at(&keys, 1, now() - 100 + i, vec![], &format!("c{i}")))
+        .collect();
+    for e in &events[..25] {
+        c.publish_ok(e).await;
+    }
+    // The local node holds 15..40 (imported), the relay 0..25.
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("in.jsonl");
+    let lines: String = events[15..]
+        .iter()
+        .map(|e| format!("{}\n", e.to_json()))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let status = Command::new(BIN)
+        .args(["import", "--data"])
+        .arg(local.path().join("db"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+
+    let (sync_url, local_db) = (url.clone(), local.path().join("db"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "sync",
+                &sync_url,
+                "--dir",
+                "both",
+                "--json",
+                "--timeout",
+                "5",
+                "--data",
+            ])
+            .arg(local_db)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["need"], 15);
+    assert_eq!(summary["have"], 15);
+    assert_eq!(summary["fetched"], 15);
+    assert_eq!(summary["sent"], 15);
+    assert_eq!(c.req_ids(&[json!({"limit": 100})]).await.len(), 40);
+    assert_eq!(export(local.path(), None).len(), 40);
+
+    // Nothing listening: exit 1 with one readable line.
+    let local_path = local.path().join("db");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["sync", "ws://127.0.0.1:1", "--timeout", "2", "--data"])
+            .arg(local_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    child.kill().unwrap();
+}

@@ -5,6 +5,7 @@ mod export;
 mod import;
 mod negentropy;
 mod serve;
+mod sync;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Manage NIP-77 fingerprint trees: add FILTER | list | build ID | remove ID.
     Negentropy(negentropy::NegentropyArgs),
+    /// Reconcile with a remote relay and transfer the difference.
+    Sync(sync::SyncArgs),
 }
 
 /// Options shared by every subcommand that touches a node's local state.
@@ -92,6 +95,7 @@ pub fn main() -> i32 {
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Negentropy(args) => negentropy::run(args),
+        Command::Sync(args) => sync::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,139 @@
+//! `echorelay sync <url> [--dir down|up|both] [--filter JSON]
+//! [--frame-size-limit N] [--timeout S]`: one reconciliation with a remote
+//! relay on the local data directory, then the transfer. A status line on a
+//! terminal, plain lines otherwise, a summary at the end.
+//!
+//! Exit codes: 0 everything transferred; 3 completed but some events were
+//! refused (listed); 1 the run failed (connection, timeout, no NIP-77).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::NodeArgs;
+use crate::filter::Filter;
+use crate::metrics::Metrics;
+use crate::sync::{sync_with_peer, Direction, Local, Progress, SyncOptions};
+use crate::verify::VerifyPool;
+use crate::writer::Writer;
+
+#[derive(Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The peer relay (ws:// or wss://).
+    url: String,
+    /// down: fetch what we lack; up: send what the peer lacks; both.
+    #[arg(long, default_value = "down")]
+    dir: Direction,
+    /// Only events matching this NIP-01 filter.
+    #[arg(long, value_name = "JSON")]
+    filter: Option<String>,
+    /// Our negentropy frame limit in bytes (0: none, else at least 4096).
+    #[arg(long, default_value_t = 250_000)]
+    frame_size_limit: usize,
+    /// Seconds to wait for the connection and for each reply.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
+    let config = args.node.load()?;
+    let filter = match &args.filter {
+        Some(text) => Filter::from_json(text)?,
+        None => Filter::default(),
+    };
+    let opts = SyncOptions {
+        direction: args.dir,
+        filter,
+        frame_size_limit: args.frame_size_limit,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        ..SyncOptions::default()
+    };
+    let store = Arc::new(super::open_store(&config)?);
+    let writer = Writer::spawn(
+        store.clone(),
+        config.store.max_batch,
+        Arc::new(Metrics::default()),
+        None,
+    );
+    let verify = VerifyPool::new(config.server.verify_threads);
+    let local = Local {
+        store: store.clone(),
+        writer: writer.handle(),
+        verify: verify.handle(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let terminal = std::io::stderr().is_terminal();
+    let result = runtime.block_on(sync_with_peer(&args.url, &local, &opts, |p| {
+        show(p, terminal)
+    }));
+    drop(local);
+    verify.shutdown();
+    writer.shutdown();
+    store.sync();
+    if terminal {
+        eprintln!();
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("echorelay: sync with {} failed: {e}", args.url);
+            return Ok(1);
+        }
+    };
+    if args.json {
+        let refused: Vec<_> = report
+            .refused
+            .iter()
+            .map(|(id, r)| serde_json::json!({"id": id, "reason": r}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"url": args.url, "rounds": report.rounds, "have": report.have, "need": report.need,
+                "fetched": report.fetched, "fetch_refused": report.fetch_refused, "sent": report.sent, "refused": refused})
+        );
+    } else {
+        for (id, reason) in &report.refused {
+            eprintln!("refused by peer: {id}: {reason}");
+        }
+        eprintln!(
+            "synced with {}: {} rounds, have {}, need {}, fetched {} ({} refused locally), sent {} ({} refused by peer)",
+            args.url,
+            report.rounds,
+            report.have,
+            report.need,
+            report.fetched,
+            report.fetch_refused,
+            report.sent,
+            report.refused.len()
+        );
+    }
+    Ok(if report.refused.is_empty() && report.fetch_refused == 0 {
+        0
+    } else {
+        3
+    })
+}
+
+fn show(p: &Progress, terminal: bool) {
+    let line = format!(
+        "round {} · have {} · need {} · fetched {} · sent {}",
+        p.round, p.have_count, p.need_count, p.fetched_count, p.sent_count
+    );
+    if terminal {
+        eprint!("\r{line}   ");
+        let _ = std::io::stderr().flush();
+    } else {
+        tracing::info!("{line}");
+    }
+}
