@@ -1,0 +1,188 @@
+//! Relay-to-relay download (issue 4): EVENTS signed events (default 100 000)
+//! on a serving relay, synced `--dir down` into an empty local node through
+//! `sync_with_peer` (NIP-77, then pipelined REQ-by-ids, every event verified
+//! and stored). Baseline in the same run: importing the same events from
+//! JSON lines (parse + verify on all cores + batched commits), the local
+//! speed limit of getting them into a store.
+//!
+//! `cargo bench --bench sync`; `cargo test` runs a small smoke pass.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use echorelay::config::Config;
+use echorelay::event::{Event, Keys};
+use echorelay::metrics::Metrics;
+use echorelay::store::{BatchItem, Store, StoreOptions};
+use echorelay::sync::{sync_with_peer, Direction, Local, SyncOptions};
+use echorelay::verify::VerifyPool;
+use echorelay::writer::Writer;
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        map_size_mb: 1024,
+        max_map_size_mb: 1 << 20,
+        tree_excluded_kinds: vec![4, 1059],
+        trees: true,
+    }
+}
+
+fn sign_all(n: usize) -> Vec<Event> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let per = n.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let keys = Keys::generate();
+                (0..per)
+                    .map(|i| {
+                        keys.sign(
+                            1_700_000_000 + i as u64,
+                            1,
+                            vec![],
+                            format!("sync bench {t} {i}"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<Event> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("signer"))
+        .collect();
+    all.truncate(n);
+    all
+}
+
+/// Baseline: parse + verify on all cores, then batched commits.
+fn import_rate(lines: &Arc<Vec<String>>) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), &options()).expect("store");
+    store.ensure_default_tree().expect("tree");
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                lines
+                    .iter()
+                    .skip(t)
+                    .step_by(threads)
+                    .map(|l| {
+                        let e = Event::from_json(l).expect("parse");
+                        e.verify().expect("verify");
+                        let j = e.to_json();
+                        (e, j)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let verified: Vec<(Event, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("verify"))
+        .collect();
+    for chunk in verified.chunks(10_000) {
+        let items: Vec<BatchItem> = chunk
+            .iter()
+            .map(|(event, json)| BatchItem::Insert { event, json })
+            .collect();
+        store.apply_batch(&items).expect("batch");
+    }
+    lines.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 100_000 } else { 2_000 });
+    let events = sign_all(n);
+    let lines: Arc<Vec<String>> = Arc::new(events.iter().map(Event::to_json).collect());
+    let baseline = import_rate(&lines);
+
+    // The peer: a relay serving the n events.
+    let peer_dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(peer_dir.path(), &options()).expect("store");
+        store.ensure_default_tree().expect("tree");
+        for chunk in events.chunks(10_000) {
+            let jsons: Vec<String> = chunk.iter().map(Event::to_json).collect();
+            let items: Vec<BatchItem> = chunk
+                .iter()
+                .zip(&jsons)
+                .map(|(event, json)| BatchItem::Insert { event, json })
+                .collect();
+            store.apply_batch(&items).expect("peer load");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (rate, report) = runtime.block_on(async {
+        let mut config = Config::default();
+        config.store.data_dir = peer_dir.path().to_path_buf();
+        config.limits.reqs_per_second = 0;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("ws://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let node = tokio::spawn(echorelay::node::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+
+        let local_dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(local_dir.path(), &options()).expect("store"));
+        store.ensure_default_tree().expect("tree");
+        let writer = Writer::spawn(store.clone(), 10_000, Arc::new(Metrics::default()), None);
+        let verify = VerifyPool::new(0);
+        let local = Local {
+            store: store.clone(),
+            writer: writer.handle(),
+            verify: verify.handle(),
+        };
+        let opts = SyncOptions {
+            direction: Direction::Down,
+            ..SyncOptions::default()
+        };
+        let started = Instant::now();
+        let report = sync_with_peer(&url, &local, &opts, |_| {})
+            .await
+            .expect("sync");
+        let rate = report.fetched as f64 / started.elapsed().as_secs_f64();
+        drop(local);
+        tokio::task::spawn_blocking(move || {
+            verify.shutdown();
+            writer.shutdown();
+        })
+        .await
+        .expect("shutdown");
+        assert_eq!(
+            store.count().expect("count"),
+            n as u64,
+            "every event arrived"
+        );
+        let _ = stop.send(());
+        node.await.expect("node").expect("node run");
+        (rate, report)
+    });
+    println!(
+        "events: {n}; rounds {}; fetched {}",
+        report.rounds, report.fetched
+    );
+    println!("import of the same events (baseline): {baseline:>10.0} events/s");
+    println!("sync --dir down into an empty node:   {rate:>10.0} events/s");
+    println!(
+        "ratio sync / import:                  {:>10.1} %",
+        100.0 * rate / baseline
+    );
+}
