@@ -217,6 +217,13 @@ async fn peer_without_nip77_or_silent_peer_fails_clearly() {
         .unwrap_err();
     assert!(matches!(err, SyncError::NoNegentropy(_)), "{err}");
 
+    // wss:// is supported: a peer that is not TLS fails the handshake.
+    let err = sync_with_peer(&format!("wss://{addr}"), &node.local, &silent, |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::Connect(..)), "{err}");
+    assert!(!err.to_string().contains("not compiled"), "{err}");
+
     // Nothing listening at all.
     let err = sync_with_peer("ws://127.0.0.1:1", &node.local, &silent, |_| {})
         .await

@@ -166,13 +166,22 @@ impl Peer {
     }
 }
 
-/// Runs one sync with the relay at `url`.
+/// wss:// needs a rustls crypto provider; ring is the one we build with.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Runs one sync with the relay at `url` (ws:// or wss://).
 pub async fn sync_with_peer(
     url: &str,
     local: &Local,
     opts: &SyncOptions,
     mut progress: impl FnMut(&Progress),
 ) -> Result<SyncReport, SyncError> {
+    install_tls_provider();
     let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
     let (ws, _) = tokio::time::timeout(opts.timeout, connect)
         .await
