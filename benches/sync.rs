@@ -149,6 +149,7 @@ fn main() {
             store: store.clone(),
             writer: writer.handle(),
             verify: verify.handle(),
+            policy: None,
         };
         let opts = SyncOptions {
             direction: Direction::Down,

@@ -24,6 +24,10 @@ struct LocalNode {
 }
 
 fn local_node() -> LocalNode {
+    local_node_with(None)
+}
+
+fn local_node_with(policy: Option<echorelay::config::PolicyConfig>) -> LocalNode {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         map_size_mb: 64,
@@ -34,10 +38,12 @@ fn local_node() -> LocalNode {
     let store = Arc::new(Store::open(dir.path(), &options).unwrap());
     let writer = Writer::spawn(store.clone(), 1000, Arc::new(Metrics::default()), None);
     let verify = VerifyPool::new(2);
+    let policy = policy.map(|p| Arc::new(echorelay::relay::policy::WritePolicy::new(&p)));
     let local = Local {
         store,
         writer: writer.handle(),
         verify: verify.handle(),
+        policy,
     };
     LocalNode {
         local,
@@ -229,6 +235,37 @@ async fn peer_without_nip77_or_silent_peer_fails_clearly() {
         .await
         .unwrap_err();
     assert!(matches!(err, SyncError::Connect(..)), "{err}");
+    node.shutdown();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_our_policy_refuses_do_not_come_back() {
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    c.publish_ok(&note(&keys, "wanted")).await;
+    c.publish_ok(&event_at(&keys, 7, now(), vec![], "+")).await;
+    let policy = echorelay::config::PolicyConfig {
+        kind_deny: vec![7],
+        ..Default::default()
+    };
+    let node = local_node_with(Some(policy));
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Down), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.need, report.fetched, report.fetch_refused),
+        (2, 1, 1)
+    );
+    // The refused event is remembered: the next run does not ask for it.
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Down), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.need, report.skipped_refused, report.fetched),
+        (0, 1, 0)
+    );
     node.shutdown();
     relay.stop().await;
 }

@@ -64,10 +64,14 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         None,
     );
     let verify = VerifyPool::new(config.server.verify_threads);
+    let policy = Some(Arc::new(crate::relay::policy::WritePolicy::new(
+        &config.policy,
+    )));
     let local = Local {
         store: store.clone(),
         writer: writer.handle(),
         verify: verify.handle(),
+        policy,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

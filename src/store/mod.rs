@@ -74,6 +74,7 @@ pub(crate) struct Dbs {
     pub meta: Db,
     pub neg_nodes: Db,
     pub neg_scopes: Db,
+    pub sync_refused: Db,
 }
 
 /// An open event store.
@@ -141,6 +142,7 @@ impl Store {
             meta: create("meta")?,
             neg_nodes: create("neg_nodes")?,
             neg_scopes: create("neg_scopes")?,
+            sync_refused: create("sync_refused")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;
@@ -193,6 +195,35 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(String::from_utf8_lossy(json).into_owned()))
+    }
+
+    /// Remembers events a sync fetched and we refused (policy, deletion), so
+    /// later runs do not ask for them again. Bookkeeping only: events,
+    /// indexes and trees are still written by the writer alone.
+    pub fn remember_refused(&self, refused: &[([u8; 32], String)]) -> Result<(), StoreError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.env.write_txn()?;
+        for (id, reason) in refused {
+            self.dbs.sync_refused.put(&mut txn, id, reason.as_bytes())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Drops from `ids` those refused before; returns how many were dropped.
+    pub fn drop_known_refused(&self, ids: &mut Vec<[u8; 32]>) -> Result<usize, StoreError> {
+        let txn = self.read_txn()?;
+        let before = ids.len();
+        let mut keep = Vec::with_capacity(ids.len());
+        for id in ids.drain(..) {
+            if self.dbs.sync_refused.get(&txn, &id)?.is_none() {
+                keep.push(id);
+            }
+        }
+        *ids = keep;
+        Ok(before - ids.len())
     }
 
     /// Doubles the map (up to the configured maximum). Called by the writer

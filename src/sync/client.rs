@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::event::{now, Event};
 use crate::filter::Filter;
 use crate::negentropy::{Diff, Item, Negentropy, VectorStorage};
+use crate::relay::policy::WritePolicy;
 use crate::store::{Store, WriteOutcome};
 use crate::verify::VerifyHandle;
 use crate::writer::WriterHandle;
@@ -98,6 +99,9 @@ pub struct SyncReport {
     pub fetched: u64,
     /// Fetched events refused locally (bad signature, not asked for, policy).
     pub fetch_refused: u64,
+    /// Needed ids skipped because an earlier run's copy was refused by our
+    /// write policy or a deletion.
+    pub skipped_refused: u64,
     /// Sent events the peer accepted (duplicates included).
     pub sent: u64,
     /// Sent events the peer refused, with its reason.
@@ -129,7 +133,12 @@ pub struct Local {
     pub store: Arc<Store>,
     pub writer: WriterHandle,
     pub verify: VerifyHandle,
+    /// Our write policy, applied to fetched events like to client EVENTs.
+    pub policy: Option<Arc<WritePolicy>>,
 }
+
+/// Fetched ids refused locally, with the reason, to remember after the run.
+type RefusedList = Vec<([u8; 32], String)>;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -194,11 +203,19 @@ pub async fn sync_with_peer(
     let mut state = Progress::default();
 
     let ours = local_set(local, &opts.filter).await?;
-    let diff = reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await?;
+    let mut diff = reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await?;
+    let store = local.store.clone();
+    let mut need = std::mem::take(&mut diff.need);
+    let (need, skipped) =
+        tokio::task::spawn_blocking(move || store.drop_known_refused(&mut need).map(|n| (need, n)))
+            .await
+            .map_err(|e| SyncError::Protocol(e.to_string()))??;
+    diff.need = need;
     let mut report = SyncReport {
         rounds: state.round,
         have: diff.have.len() as u64,
         need: diff.need.len() as u64,
+        skipped_refused: skipped as u64,
         ..SyncReport::default()
     };
     if opts.direction != Direction::Up && !diff.need.is_empty() {
@@ -336,6 +353,7 @@ async fn fetch(
     let mut in_flight: HashMap<String, HashSet<[u8; 32]>> = HashMap::new();
     let stored = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let remembered: Arc<parking_lot::Mutex<RefusedList>> = Default::default();
     let mut pending_writes = Vec::new();
     let mut next_sub = 0u64;
     loop {
@@ -363,7 +381,18 @@ async fn fetch(
                 let event = msg.get(2).map(|v| Event::from_json(&v.to_string()));
                 match event {
                     Some(Ok(event)) if asked.remove(&event.id) => {
-                        let (stored, refused) = (stored.clone(), refused.clone());
+                        let json_len = msg.get(2).map(|v| v.to_string().len()).unwrap_or(0);
+                        if let Some(Err(reason)) = local
+                            .policy
+                            .as_ref()
+                            .map(|p| p.check(&event, json_len, now()))
+                        {
+                            refused.fetch_add(1, Relaxed);
+                            remembered.lock().push((event.id, reason));
+                            continue;
+                        }
+                        let (stored, refused, remembered) =
+                            (stored.clone(), refused.clone(), remembered.clone());
                         let writer = local.writer.clone();
                         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
                         pending_writes.push(done_rx);
@@ -376,20 +405,27 @@ async fn fetch(
                                     return;
                                 }
                                 let json = event.to_json();
-                                writer.submit(
-                                    event,
-                                    json,
-                                    Box::new(move |outcome| {
-                                        match outcome {
-                                            WriteOutcome::Stored { .. }
-                                            | WriteOutcome::Duplicate => {
-                                                stored.fetch_add(1, Relaxed)
+                                let id = event.id;
+                                let on_commit = move |outcome: &WriteOutcome| {
+                                    match outcome {
+                                        WriteOutcome::Stored { .. } | WriteOutcome::Duplicate => {
+                                            stored.fetch_add(1, Relaxed);
+                                        }
+                                        WriteOutcome::Refused(reason) => {
+                                            refused.fetch_add(1, Relaxed);
+                                            // Deleted here, or an older version of an address we
+                                            // hold: the peer would offer it on every run.
+                                            if reason.starts_with("blocked:")
+                                                || reason.starts_with("duplicate:")
+                                            {
+                                                remembered.lock().push((id, reason.clone()));
                                             }
-                                            _ => refused.fetch_add(1, Relaxed),
-                                        };
-                                        let _ = done_tx.send(());
-                                    }),
-                                );
+                                        }
+                                        WriteOutcome::Purged { .. } => {}
+                                    }
+                                    let _ = done_tx.send(());
+                                };
+                                writer.submit(event, json, Box::new(on_commit));
                             })
                             .await;
                     }
@@ -411,6 +447,11 @@ async fn fetch(
     for done in pending_writes {
         let _ = done.await;
     }
+    let refused_ids = std::mem::take(&mut *remembered.lock());
+    let store = local.store.clone();
+    tokio::task::spawn_blocking(move || store.remember_refused(&refused_ids))
+        .await
+        .map_err(|e| SyncError::Protocol(e.to_string()))??;
     report.fetched = stored.load(Relaxed);
     report.fetch_refused = refused.load(Relaxed);
     state.fetched_count = report.fetched;
