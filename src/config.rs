@@ -34,6 +34,37 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub auth: AuthConfig,
     pub negentropy: NegentropyConfig,
+    /// Relays this node keeps in sync with (`[[peers]]` tables).
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One peer of the background sync service.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// ws:// or wss:// URL of the peer relay.
+    pub url: String,
+    /// "down", "up" or "both".
+    #[serde(default = "default_peer_dir")]
+    pub dir: String,
+    /// NIP-01 filter (JSON) limiting what is synced; "{}" for everything.
+    #[serde(default = "default_peer_filter")]
+    pub filter: String,
+    /// Seconds between reconciliations (jittered by ±10 %).
+    #[serde(default = "default_peer_interval")]
+    pub interval_secs: u64,
+}
+
+fn default_peer_dir() -> String {
+    "both".into()
+}
+
+fn default_peer_filter() -> String {
+    "{}".into()
+}
+
+fn default_peer_interval() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +295,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for peer in &self.peers {
+            if !(peer.url.starts_with("ws://") || peer.url.starts_with("wss://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "peer url must be ws:// or wss://: {}",
+                    peer.url
+                )));
+            }
+            peer.dir
+                .parse::<crate::sync::Direction>()
+                .map_err(ConfigError::Invalid)?;
+            crate::filter::Filter::from_json(&peer.filter)
+                .map_err(|e| ConfigError::Invalid(format!("peer {} filter: {e}", peer.url)))?;
+        }
         let hex_ok = |k: &String| crate::event::decode_hex::<32>(k).is_some();
         for key in self
             .policy

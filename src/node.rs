@@ -71,6 +71,15 @@ pub async fn run(
         },
     ));
     let maintenance = tokio::spawn(maintenance(relay.clone(), purge_every));
+    let local = crate::sync::Local {
+        store: store.clone(),
+        writer: writer.handle(),
+        verify: verify.handle(),
+        policy: Some(Arc::new(crate::relay::policy::WritePolicy::new(
+            &relay.config.policy,
+        ))),
+    };
+    let _sync = crate::sync::SyncService::start(local, &relay.config.peers, stop_tx.subscribe());
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "relay listening");
 

@@ -269,3 +269,52 @@ async fn events_our_policy_refuses_do_not_come_back() {
     node.shutdown();
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_sync_converges_two_relays_and_keeps_state() {
+    let a = TestRelay::start().await;
+    let a_url = a.url.clone();
+    let b = TestRelay::start_with(move |c| {
+        c.peers = vec![echorelay::config::PeerConfig {
+            url: a_url,
+            dir: "both".into(),
+            filter: "{}".into(),
+            interval_secs: 1,
+        }];
+    })
+    .await;
+    let keys = Keys::generate();
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+
+    // Written on A, delivered to a live subscriber on B by the next sync.
+    let e1 = note(&keys, "from A");
+    on_b.req("watch", &[json!({"ids": [e1.id_hex()]})]).await;
+    on_a.publish_ok(&e1).await;
+    let got = on_b.recv().await;
+    assert_eq!(got[2]["id"], e1.id_hex(), "{got}");
+
+    // Written on B, pushed up to A.
+    let e2 = note(&keys, "from B");
+    on_a.req("watch", &[json!({"ids": [e2.id_hex()]})]).await;
+    on_b.publish_ok(&e2).await;
+    let got = on_a.recv().await;
+    assert_eq!(got[2]["id"], e2.id_hex(), "{got}");
+
+    let b_dir = b.stop().await;
+    a.stop().await;
+    // The peer state survived in B's data directory.
+    let options = StoreOptions {
+        map_size_mb: 64,
+        max_map_size_mb: 1024,
+        tree_excluded_kinds: vec![],
+        trees: true,
+    };
+    let store = Store::open(b_dir.path(), &options).unwrap();
+    let states = store.peer_states().unwrap();
+    assert_eq!(states.len(), 1);
+    let state: echorelay::sync::PeerState = serde_json::from_slice(&states[0].1).unwrap();
+    assert!(state.last_sync > 0, "{state:?}");
+    assert!(state.events_synced >= 1, "{state:?}");
+    assert_eq!(state.consecutive_failures, 0, "{state:?}");
+}

@@ -75,6 +75,7 @@ pub(crate) struct Dbs {
     pub neg_nodes: Db,
     pub neg_scopes: Db,
     pub sync_refused: Db,
+    pub peer_state: Db,
 }
 
 /// An open event store.
@@ -143,6 +144,7 @@ impl Store {
             neg_nodes: create("neg_nodes")?,
             neg_scopes: create("neg_scopes")?,
             sync_refused: create("sync_refused")?,
+            peer_state: create("peer_state")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;
@@ -224,6 +226,25 @@ impl Store {
         }
         *ids = keep;
         Ok(before - ids.len())
+    }
+
+    /// Saves one peer's sync state (opaque JSON owned by `sync/`).
+    pub fn put_peer_state(&self, url: &str, state: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        self.dbs.peer_state.put(&mut txn, url.as_bytes(), state)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every saved peer state, by URL.
+    pub fn peer_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.dbs.peer_state.iter(&txn)? {
+            let (key, value) = entry?;
+            out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Doubles the map (up to the configured maximum). Called by the writer

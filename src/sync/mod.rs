@@ -1,6 +1,9 @@
 //! Relay-to-relay sync: a run reconciles with a peer over NIP-77 and then
-//! transfers the difference in either direction (see `client.rs`).
+//! transfers the difference in either direction (`client.rs`); `serve` runs
+//! runs on a schedule for every configured peer (`scheduler.rs`).
 
 mod client;
+mod scheduler;
 
 pub use client::{sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport};
+pub use scheduler::{PeerState, SyncService};
