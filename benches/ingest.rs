@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+mod common;
+
 use echorelay::config::Config;
-use echorelay::event::{now, Event, Keys};
+use echorelay::event::{now, Event};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,36 +20,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn sign_all(n: usize) -> Vec<Event> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let per = n.div_ceil(threads);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let keys = Keys::generate();
-                (0..per)
-                    .map(|i| {
-                        keys.sign(
-                            now(),
-                            1,
-                            vec![vec!["t".into(), "bench".into()]],
-                            format!("bench {t} {i}"),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut all: Vec<Event> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("signer"))
-        .collect();
-    all.truncate(n);
-    all
 }
 
 /// Raw verify rate on all cores (events/s): the physical limit for ingest.
@@ -166,7 +138,7 @@ fn main() {
         2_000
     };
     let conns = env_or("CONNS", 8);
-    let events = Arc::new(sign_all(n));
+    let events = Arc::new(common::sign_all(n, |_| now()));
     let verify = verify_rate(&events);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

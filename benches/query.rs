@@ -13,21 +13,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use echorelay::config::Config;
 use echorelay::event::{Event, Keys};
-use echorelay::store::{BatchItem, Store, StoreOptions};
+use echorelay::store::{BatchItem, Store};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-
-fn bench_options() -> StoreOptions {
-    StoreOptions {
-        map_size_mb: 1024,
-        max_map_size_mb: 1 << 20,
-        tree_excluded_kinds: vec![4, 1059],
-        trees: true,
-    }
-}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -120,9 +113,6 @@ async fn round_trips(url: &str, filters: &[Value], rounds: usize) -> (Duration, 
 }
 
 fn import_rate(n: usize) -> f64 {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
     let keys = Keys::generate();
     let lines: Vec<String> = (0..n)
         .map(|i| {
@@ -130,48 +120,9 @@ fn import_rate(n: usize) -> f64 {
                 .to_json()
         })
         .collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), &bench_options()).expect("store");
-    let started = Instant::now();
-    // Parse + verify on all cores, then one writer commits in batches.
-    let lines = Arc::new(lines);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                lines
-                    .iter()
-                    .skip(t)
-                    .step_by(threads)
-                    .map(|l| {
-                        let e = Event::from_json(l).expect("parse");
-                        e.verify().expect("verify");
-                        let j = e.to_json();
-                        (e, j)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let verified: Vec<(Event, String)> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("verify thread"))
-        .collect();
-    let verify_secs = started.elapsed().as_secs_f64();
-    for chunk in verified.chunks(10_000) {
-        let items: Vec<BatchItem> = chunk
-            .iter()
-            .map(|(event, json)| BatchItem::Insert { event, json })
-            .collect();
-        store.apply_batch(&items).expect("import batch");
-    }
-    let total = started.elapsed().as_secs_f64();
-    println!(
-        "  of which parse + verify on all cores: {:.0} events/s; commit: {:.0} events/s",
-        n as f64 / verify_secs,
-        n as f64 / (total - verify_secs)
-    );
-    n as f64 / total
+    let (total, verify, commit) = common::import_rate(&Arc::new(lines));
+    println!("  of which parse + verify on all cores: {verify:.0} events/s; commit: {commit:.0} events/s");
+    total
 }
 
 fn main() {
@@ -185,7 +136,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let loaded = Instant::now();
     {
-        let store = Store::open(dir.path(), &bench_options()).expect("store");
+        let store = Store::open(dir.path(), &common::store_options()).expect("store");
         load(&store, n);
     }
     let load_secs = loaded.elapsed().as_secs_f64();

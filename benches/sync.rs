@@ -10,93 +10,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+mod common;
+
 use echorelay::config::Config;
-use echorelay::event::{Event, Keys};
+use echorelay::event::Event;
 use echorelay::metrics::Metrics;
-use echorelay::store::{BatchItem, Store, StoreOptions};
+use echorelay::store::{BatchItem, Store};
 use echorelay::sync::{sync_with_peer, Direction, Local, SyncOptions};
 use echorelay::verify::VerifyPool;
 use echorelay::writer::Writer;
-
-fn options() -> StoreOptions {
-    StoreOptions {
-        map_size_mb: 1024,
-        max_map_size_mb: 1 << 20,
-        tree_excluded_kinds: vec![4, 1059],
-        trees: true,
-    }
-}
-
-fn sign_all(n: usize) -> Vec<Event> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let per = n.div_ceil(threads);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let keys = Keys::generate();
-                (0..per)
-                    .map(|i| {
-                        keys.sign(
-                            1_700_000_000 + i as u64,
-                            1,
-                            vec![],
-                            format!("sync bench {t} {i}"),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut all: Vec<Event> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("signer"))
-        .collect();
-    all.truncate(n);
-    all
-}
-
-/// Baseline: parse + verify on all cores, then batched commits.
-fn import_rate(lines: &Arc<Vec<String>>) -> f64 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), &options()).expect("store");
-    store.ensure_default_tree().expect("tree");
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let started = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                lines
-                    .iter()
-                    .skip(t)
-                    .step_by(threads)
-                    .map(|l| {
-                        let e = Event::from_json(l).expect("parse");
-                        e.verify().expect("verify");
-                        let j = e.to_json();
-                        (e, j)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let verified: Vec<(Event, String)> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("verify"))
-        .collect();
-    for chunk in verified.chunks(10_000) {
-        let items: Vec<BatchItem> = chunk
-            .iter()
-            .map(|(event, json)| BatchItem::Insert { event, json })
-            .collect();
-        store.apply_batch(&items).expect("batch");
-    }
-    lines.len() as f64 / started.elapsed().as_secs_f64()
-}
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -104,14 +26,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 100_000 } else { 2_000 });
-    let events = sign_all(n);
+    let events = common::sign_all(n, |i| 1_700_000_000 + i as u64);
     let lines: Arc<Vec<String>> = Arc::new(events.iter().map(Event::to_json).collect());
-    let baseline = import_rate(&lines);
+    let (baseline, _, _) = common::import_rate(&lines);
 
     // The peer: a relay serving the n events.
     let peer_dir = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(peer_dir.path(), &options()).expect("store");
+        let store = Store::open(peer_dir.path(), &common::store_options()).expect("store");
         store.ensure_default_tree().expect("tree");
         for chunk in events.chunks(10_000) {
             let jsons: Vec<String> = chunk.iter().map(Event::to_json).collect();
@@ -141,7 +63,8 @@ fn main() {
         }));
 
         let local_dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(local_dir.path(), &options()).expect("store"));
+        let store =
+            Arc::new(Store::open(local_dir.path(), &common::store_options()).expect("store"));
         store.ensure_default_tree().expect("tree");
         let writer = Writer::spawn(store.clone(), 10_000, Arc::new(Metrics::default()), None);
         let verify = VerifyPool::new(0);

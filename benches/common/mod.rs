@@ -1,0 +1,98 @@
+//! Shared by the bench binaries: signing test events on all cores, the
+//! import baseline (parse + verify on all cores, then batched commits), and
+//! store options.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use echorelay::event::{Event, Keys};
+use echorelay::store::{BatchItem, Store, StoreOptions};
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+pub fn store_options() -> StoreOptions {
+    StoreOptions {
+        map_size_mb: 1024,
+        max_map_size_mb: 1 << 20,
+        tree_excluded_kinds: vec![4, 1059],
+        trees: true,
+    }
+}
+
+/// `n` kind-1 events signed on all cores by one key per core;
+/// `created_at(i)` gives each event's timestamp.
+pub fn sign_all(n: usize, created_at: fn(usize) -> u64) -> Vec<Event> {
+    let threads = cores();
+    let per = n.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let keys = Keys::generate();
+                (0..per)
+                    .map(|i| {
+                        keys.sign(
+                            created_at(i),
+                            1,
+                            vec![vec!["t".into(), "bench".into()]],
+                            format!("bench {t} {i}"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<Event> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("signer"))
+        .collect();
+    all.truncate(n);
+    all
+}
+
+/// What `import` does with JSON lines: returns (events/s end to end,
+/// events/s of the parse + verify step alone, events/s of the commits alone).
+pub fn import_rate(lines: &Arc<Vec<String>>) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), &store_options()).expect("store");
+    store.ensure_default_tree().expect("tree");
+    let threads = cores();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                lines
+                    .iter()
+                    .skip(t)
+                    .step_by(threads)
+                    .map(|l| {
+                        let e = Event::from_json(l).expect("parse");
+                        e.verify().expect("verify");
+                        let j = e.to_json();
+                        (e, j)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let verified: Vec<(Event, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("verify"))
+        .collect();
+    let verify_secs = started.elapsed().as_secs_f64();
+    for chunk in verified.chunks(10_000) {
+        let items: Vec<BatchItem> = chunk
+            .iter()
+            .map(|(event, json)| BatchItem::Insert { event, json })
+            .collect();
+        store.apply_batch(&items).expect("import batch");
+    }
+    let total = started.elapsed().as_secs_f64();
+    let n = lines.len() as f64;
+    (n / total, n / verify_secs, n / (total - verify_secs))
+}
