@@ -76,9 +76,11 @@ impl Default for SyncOptions {
     }
 }
 
-/// Progress of a run, reported as it goes (the control API streams these).
+/// Progress of a run, reported as it goes (the control API streams these;
+/// field names are those of the seed's `SyncProgress`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Progress {
+    pub peer_url: String,
     pub round: u64,
     pub have_count: u64,
     pub need_count: u64,

@@ -22,10 +22,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// First wait after a failure.
 const BASE_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What the service knows about one peer (persisted as JSON).
+/// What the service knows about one peer (persisted as JSON; field names
+/// are those of the seed's `PeerSyncState`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerState {
-    pub url: String,
+    pub peer_url: String,
     /// Unix seconds of the last successful sync (0: never).
     pub last_sync: u64,
     /// Events fetched plus sent, over all runs.
@@ -75,7 +76,7 @@ impl SyncService {
                 continue;
             };
             let mut state = saved.get(&cfg.url).cloned().unwrap_or_default();
-            state.url = cfg.url.clone();
+            state.peer_url = cfg.url.clone();
             state.status = "idle".into();
             let peer = Arc::new(Peer {
                 options: SyncOptions {
@@ -106,7 +107,7 @@ impl SyncService {
             .values()
             .map(|p| p.state.lock().clone())
             .collect();
-        out.sort_by(|a, b| a.url.cmp(&b.url));
+        out.sort_by(|a, b| a.peer_url.cmp(&b.peer_url));
         out
     }
 
@@ -150,7 +151,7 @@ impl SyncService {
             let store = self.local.store.clone();
             // Small bookkeeping write; a failure only loses the statistic.
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.put_peer_state(&snapshot.url, &json) {
+                if let Err(e) = store.put_peer_state(&snapshot.peer_url, &json) {
                     tracing::warn!(error = %e, "cannot save peer state");
                 }
             });
