@@ -318,3 +318,82 @@ async fn background_sync_converges_two_relays_and_keeps_state() {
     assert!(state.events_synced >= 1, "{state:?}");
     assert_eq!(state.consecutive_failures, 0, "{state:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_added_triggered_and_removed_at_run_time() {
+    use echorelay::sync::SyncService;
+    let relay = TestRelay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        map_size_mb: 64,
+        max_map_size_mb: 1024,
+        tree_excluded_kinds: vec![],
+        trees: true,
+    };
+    let store = Arc::new(Store::open(dir.path(), &options).unwrap());
+    // A fan-out channel on the local writer lets the test await each commit.
+    let (committed_tx, committed) = flume::unbounded();
+    let writer = Writer::spawn(
+        store.clone(),
+        100,
+        Arc::new(Metrics::default()),
+        Some(committed_tx),
+    );
+    let verify = VerifyPool::new(2);
+    let local = Local {
+        store,
+        writer: writer.handle(),
+        verify: verify.handle(),
+        policy: None,
+    };
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let service = SyncService::start(local, &[], stop);
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    let next_commit = || async {
+        let batch = tokio::time::timeout(WAIT, committed.recv_async())
+            .await
+            .expect("no commit")
+            .unwrap();
+        batch[0].event.id_hex()
+    };
+
+    let e1 = note(&keys, "first");
+    c.publish_ok(&e1).await;
+    let peer = echorelay::config::PeerConfig {
+        url: relay.url.clone(),
+        dir: "down".into(),
+        filter: "{}".into(),
+        interval_secs: 3600,
+    };
+    service.add_peer(&peer).unwrap();
+    assert_eq!(next_commit().await, e1.id_hex());
+    assert_eq!(service.peer_urls(), vec![relay.url.clone()]);
+
+    // Only a trigger makes it sync again before the hour is up.
+    let e2 = note(&keys, "second");
+    c.publish_ok(&e2).await;
+    assert!(service.trigger(Some(&relay.url)));
+    assert_eq!(next_commit().await, e2.id_hex());
+
+    // Paused: triggered runs still happen.
+    service.set_active(false);
+    let e3 = note(&keys, "third");
+    c.publish_ok(&e3).await;
+    assert!(service.trigger(None));
+    assert_eq!(next_commit().await, e3.id_hex());
+
+    assert!(service.add_peer(&peer).is_err(), "duplicate peer accepted");
+    let bad = echorelay::config::PeerConfig {
+        url: "http://example.com".into(),
+        ..peer.clone()
+    };
+    assert!(service.add_peer(&bad).is_err());
+    assert!(!service.trigger(Some("ws://127.0.0.1:1")));
+    assert!(service.remove_peer(&relay.url));
+    assert!(!service.remove_peer(&relay.url));
+    assert!(service.peer_urls().is_empty());
+    verify.shutdown();
+    writer.shutdown();
+    relay.stop().await;
+}

@@ -43,12 +43,19 @@ struct Peer {
     state: Mutex<PeerState>,
     /// Held for the duration of a run: one sync per peer at a time.
     running: tokio::sync::Mutex<()>,
+    /// Wakes the peer's task for a sync now (TriggerSync).
+    wake: tokio::sync::Notify,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The running service; cheap to share.
 pub struct SyncService {
     local: Local,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
+    /// Background runs happen only while active (Start / Stop).
+    active: std::sync::atomic::AtomicBool,
+    stop: watch::Receiver<bool>,
+    saved: HashMap<String, PeerState>,
 }
 
 impl SyncService {
@@ -68,35 +75,101 @@ impl SyncService {
         let service = Arc::new(SyncService {
             local,
             peers: Mutex::new(HashMap::new()),
+            active: std::sync::atomic::AtomicBool::new(true),
+            stop,
+            saved,
         });
         for cfg in peers {
-            let (Ok(direction), Ok(filter)) =
-                (cfg.dir.parse::<Direction>(), Filter::from_json(&cfg.filter))
-            else {
-                continue;
-            };
-            let mut state = saved.get(&cfg.url).cloned().unwrap_or_default();
-            state.peer_url = cfg.url.clone();
-            state.status = "idle".into();
-            let peer = Arc::new(Peer {
-                options: SyncOptions {
-                    direction,
-                    filter,
-                    ..SyncOptions::default()
-                },
-                interval: Duration::from_secs(cfg.interval_secs.max(1)),
-                state: Mutex::new(state),
-                running: tokio::sync::Mutex::new(()),
-            });
-            service.peers.lock().insert(cfg.url.clone(), peer.clone());
-            tokio::spawn(run_peer(
-                service.clone(),
-                cfg.url.clone(),
-                peer,
-                stop.clone(),
-            ));
+            if let Err(e) = service.add_peer(cfg) {
+                tracing::warn!(peer = cfg.url, error = e, "peer not added");
+            }
         }
         service
+    }
+
+    /// Adds a peer at run time and starts its task.
+    pub fn add_peer(self: &Arc<Self>, cfg: &PeerConfig) -> Result<(), String> {
+        if !(cfg.url.starts_with("ws://") || cfg.url.starts_with("wss://")) {
+            return Err(format!("peer url must be ws:// or wss://: {}", cfg.url));
+        }
+        let direction = cfg.dir.parse::<Direction>()?;
+        let filter = Filter::from_json(&cfg.filter).map_err(|e| e.to_string())?;
+        let mut peers = self.peers.lock();
+        if peers.contains_key(&cfg.url) {
+            return Err(format!("peer {} is already configured", cfg.url));
+        }
+        let mut state = self.saved.get(&cfg.url).cloned().unwrap_or_default();
+        state.peer_url = cfg.url.clone();
+        state.status = "idle".into();
+        let peer = Arc::new(Peer {
+            options: SyncOptions {
+                direction,
+                filter,
+                ..SyncOptions::default()
+            },
+            interval: Duration::from_secs(cfg.interval_secs.max(1)),
+            state: Mutex::new(state),
+            running: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run_peer(
+            self.clone(),
+            cfg.url.clone(),
+            peer.clone(),
+            self.stop.clone(),
+        ));
+        *peer.task.lock() = Some(task);
+        peers.insert(cfg.url.clone(), peer);
+        Ok(())
+    }
+
+    /// Removes a peer; a sync in progress with it is cancelled. False if unknown.
+    pub fn remove_peer(&self, url: &str) -> bool {
+        let Some(peer) = self.peers.lock().remove(url) else {
+            return false;
+        };
+        if let Some(task) = peer.task.lock().take() {
+            task.abort();
+        }
+        true
+    }
+
+    /// Asks for a sync now with `url`, or with every peer. False if unknown.
+    pub fn trigger(&self, url: Option<&str>) -> bool {
+        let peers = self.peers.lock();
+        match url {
+            Some(url) => match peers.get(url) {
+                Some(peer) => {
+                    peer.wake.notify_one();
+                    true
+                }
+                None => false,
+            },
+            None => {
+                for peer in peers.values() {
+                    peer.wake.notify_one();
+                }
+                true
+            }
+        }
+    }
+
+    /// Pauses or resumes background runs (triggered runs still happen).
+    pub fn set_active(&self, active: bool) {
+        self.active
+            .store(active, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// URLs of the configured peers.
+    pub fn peer_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self.peers.lock().keys().cloned().collect();
+        urls.sort();
+        urls
     }
 
     /// The current state of every peer.
@@ -179,11 +252,15 @@ async fn run_peer(
     peer: Arc<Peer>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut triggered = false;
     loop {
-        service.sync_once(&url, &peer).await;
+        if triggered || service.is_active() {
+            service.sync_once(&url, &peer).await;
+        }
         let failures = peer.state.lock().consecutive_failures;
         tokio::select! {
-            _ = tokio::time::sleep(next_delay(peer.interval, failures)) => {}
+            _ = tokio::time::sleep(next_delay(peer.interval, failures)) => triggered = false,
+            _ = peer.wake.notified() => triggered = true,
             _ = stop.changed() => return,
         }
     }
