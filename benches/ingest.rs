@@ -152,14 +152,8 @@ fn main() {
             config.store.data_dir = dir.path().to_path_buf();
             config.limits.events_per_second = 0;
             config.negentropy.trees = trees;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let url = format!("ws://{}", listener.local_addr().expect("addr"));
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let node = tokio::spawn(echorelay::node::run(config, listener, async move {
-                let _ = stopped.await;
-            }));
+            let relay = common::start_relay(config).await;
+            let url = relay.url.clone();
             let (cpu_before, wall) = (cpu_seconds(), Instant::now());
             let rate = publish_all(&url, events.clone(), conns).await;
             let cores = std::thread::available_parallelism()
@@ -170,8 +164,7 @@ fn main() {
                 100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64() / cores
             );
             print_batch_sizes(&url).await;
-            let _ = stop.send(());
-            node.await.expect("node").expect("node run");
+            relay.stop().await;
             rate
         })
     };

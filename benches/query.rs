@@ -149,12 +149,8 @@ fn main() {
         let mut config = Config::default();
         config.store.data_dir = dir.path().to_path_buf();
         config.limits.reqs_per_second = 0;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("ws://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let node = tokio::spawn(echorelay::node::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let relay = common::start_relay(config).await;
+        let url = relay.url.clone();
         let ids: Vec<Value> = (0..200).map(|k| json!({"ids": [hex::encode(synthetic(k * (n / 200).max(1)).id)]})).collect();
         let author_kind: Vec<Value> = (0..200)
             .map(|k| json!({"authors": [hex::encode(synthetic(k).pubkey)], "kinds": [1], "limit": 20}))
@@ -176,8 +172,7 @@ fn main() {
             let (p50, p99, per) = round_trips(&url, filters, rounds).await;
             println!("{name:<28} {:>8.3}ms {:>8.3}ms {per:>8}", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
         }
-        let _ = stop.send(());
-        node.await.expect("node").expect("node run");
+        relay.stop().await;
     });
     let import_n = if full {
         env_or("IMPORT", 100_000)

@@ -53,14 +53,8 @@ fn main() {
         let mut config = Config::default();
         config.store.data_dir = peer_dir.path().to_path_buf();
         config.limits.reqs_per_second = 0;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("ws://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let node = tokio::spawn(echorelay::node::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let relay = common::start_relay(config).await;
+        let url = relay.url.clone();
 
         let local_dir = tempfile::tempdir().expect("tempdir");
         let store =
@@ -95,8 +89,7 @@ fn main() {
             n as u64,
             "every event arrived"
         );
-        let _ = stop.send(());
-        node.await.expect("node").expect("node run");
+        relay.stop().await;
         (rate, report)
     });
     println!(

@@ -96,3 +96,30 @@ pub fn import_rate(lines: &Arc<Vec<String>>) -> (f64, f64, f64) {
     let n = lines.len() as f64;
     (n / total, n / verify_secs, n / (total - verify_secs))
 }
+
+/// A relay serving on a free 127.0.0.1 port inside the bench's runtime.
+pub struct BenchRelay {
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    node: tokio::task::JoinHandle<Result<(), echorelay::node::NodeError>>,
+}
+
+pub async fn start_relay(config: echorelay::config::Config) -> BenchRelay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node = tokio::spawn(echorelay::node::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    BenchRelay { url, stop, node }
+}
+
+impl BenchRelay {
+    /// Graceful stop: everything acknowledged is committed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.node.await.expect("node").expect("node run");
+    }
+}

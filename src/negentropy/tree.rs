@@ -234,54 +234,25 @@ impl<'t> TreeReader<'t> {
         Ok(node)
     }
 
-    /// Sum and count of the first `pos` items.
-    fn prefix(&self, mut pos: u64) -> Result<(Accumulator, u64), NegError> {
-        let mut acc = Accumulator::default();
-        let mut counted = 0;
-        let Some(mut id) = self.root else {
-            return Ok((acc, 0));
-        };
-        loop {
-            match &*self.node(id)? {
-                Node::Internal(children) => {
-                    let mut next = None;
-                    for c in children {
-                        if pos >= c.count {
-                            acc.add_acc(&c.sum);
-                            counted += c.count;
-                            pos -= c.count;
-                        } else {
-                            next = Some(c.node);
-                            break;
-                        }
-                    }
-                    match next {
-                        Some(n) if pos > 0 => id = n,
-                        _ => return Ok((acc, counted)),
-                    }
-                }
-                Node::Leaf(items) => {
-                    for item in items.iter().take(pos as usize) {
-                        acc.add(&item.id);
-                        counted += 1;
-                    }
-                    return Ok((acc, counted));
-                }
-            }
-        }
-    }
-
-    /// The leaf holding position `pos` and the offset of `pos` in it.
-    fn leaf_at(&self, mut pos: u64) -> Result<Option<(Vec<Item>, usize)>, NegError> {
+    /// Walks down to position `pos`, calling `skipped` for every whole
+    /// subtree left of it; returns the leaf reached and the offset of `pos`
+    /// in it (the offset may equal the leaf's length at the very end).
+    fn descend(
+        &self,
+        mut pos: u64,
+        skipped: &mut dyn FnMut(&Child),
+    ) -> Result<Option<(std::rc::Rc<Node>, usize)>, NegError> {
         let Some(mut id) = self.root else {
             return Ok(None);
         };
         loop {
-            match &*self.node(id)? {
+            let node = self.node(id)?;
+            match &*node {
                 Node::Internal(children) => {
                     let mut next = None;
                     for c in children {
                         if pos >= c.count {
+                            skipped(c);
                             pos -= c.count;
                         } else {
                             next = Some(c.node);
@@ -294,12 +265,30 @@ impl<'t> TreeReader<'t> {
                     }
                 }
                 Node::Leaf(items) => {
-                    return Ok(
-                        ((pos as usize) < items.len()).then(|| (items.clone(), pos as usize))
-                    );
+                    let offset = pos as usize;
+                    return Ok((offset <= items.len()).then_some((node.clone(), offset)));
                 }
             }
         }
+    }
+
+    /// Sum and count of the first `pos` items.
+    fn prefix(&self, pos: u64) -> Result<(Accumulator, u64), NegError> {
+        let mut acc = Accumulator::default();
+        let mut counted = 0;
+        let leaf = self.descend(pos, &mut |c| {
+            acc.add_acc(&c.sum);
+            counted += c.count;
+        })?;
+        if let Some((node, offset)) = leaf {
+            if let Node::Leaf(items) = &*node {
+                for item in &items[..offset] {
+                    acc.add(&item.id);
+                    counted += 1;
+                }
+            }
+        }
+        Ok((acc, counted))
     }
 
     fn total(&self) -> Result<usize, NegError> {
@@ -350,9 +339,15 @@ impl Storage for TreeReader<'_> {
     ) -> Result<(), NegError> {
         let mut pos = begin;
         while pos < end {
-            let Some((items, offset)) = self.leaf_at(pos as u64)? else {
+            let Some((node, offset)) = self.descend(pos as u64, &mut |_| {})? else {
                 return Ok(());
             };
+            let Node::Leaf(items) = &*node else {
+                return Ok(());
+            };
+            if offset >= items.len() {
+                return Ok(());
+            }
             for item in &items[offset..] {
                 if pos >= end || !f(item, pos) {
                     return Ok(());

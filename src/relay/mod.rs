@@ -43,7 +43,7 @@ pub struct Relay {
     pub fanout: FanoutSender,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    write_policy: WritePolicy,
+    write_policy: Arc<WritePolicy>,
     read_policy: Arc<ReadPolicy>,
     event_rate: IpRate,
     req_rate: IpRate,
@@ -78,7 +78,7 @@ impl Relay {
             n => n,
         };
         Relay {
-            write_policy: WritePolicy::new(&config.policy),
+            write_policy: Arc::new(WritePolicy::new(&config.policy)),
             read_policy: parts.read_policy,
             event_rate: IpRate::new(limits.events_per_second, limits.events_burst),
             req_rate: IpRate::new(limits.reqs_per_second, limits.reqs_burst),
@@ -98,6 +98,12 @@ impl Relay {
             registry: parts.registry,
             config,
         }
+    }
+
+    /// The write policy, shared with the sync service so peers' events meet
+    /// the same rules as clients'.
+    pub fn write_policy(&self) -> Arc<WritePolicy> {
+        self.write_policy.clone()
     }
 
     /// Drops idle rate-limiter state; called periodically.

@@ -50,12 +50,7 @@ impl Store {
 
     fn try_apply(&self, items: &[BatchItem]) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut txn = self.env().write_txn()?;
-        let mut next_seq = match self.dbs.meta.get(&txn, NEXT_SEQ)? {
-            Some(v) => {
-                u64::from_be_bytes(v.try_into().map_err(|_| StoreError::Corrupt("next_seq"))?)
-            }
-            None => 1,
-        };
+        let mut next_seq = self.last_seq(&txn)? + 1;
         let mut trees = self.trees_for_batch(&txn)?;
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
