@@ -1,7 +1,10 @@
 //! The single writer: one thread owns every LMDB write. It takes everything
 //! waiting in its inbox (up to `max_batch`), applies it in one write
 //! transaction, commits, and only then answers each request and hands the
-//! newly stored events to the fan-out. Nothing else writes the store.
+//! newly stored events to the fan-out. Nothing else in this process writes
+//! the store; another process on the same data dir (`echorelay sync`,
+//! `import`) may, and the writer notices the sequence numbers it did not
+//! allocate and fans those events out too, so live subscribers see them.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -51,6 +54,12 @@ pub struct Writer {
 
 /// Requests queued before submitters wait: backpressure to the verify pool.
 const INBOX: usize = 32 * 1024;
+
+/// How often an idle writer looks for events written by another process.
+const FOREIGN_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Foreign events read per catch-up step.
+const CATCH_UP_CHUNK: usize = 4096;
 
 impl Writer {
     pub fn spawn(
@@ -113,8 +122,18 @@ fn run(
     fanout: Option<&FanoutSender>,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+    let mut seen = fanout.map(|_| Seen::start(store));
     loop {
-        let Ok(first) = rx.recv() else { return };
+        let first = match rx.recv_timeout(FOREIGN_POLL) {
+            Ok(req) => req,
+            Err(flume::RecvTimeoutError::Timeout) => {
+                if let (Some(seen), Some(fanout)) = (seen.as_mut(), fanout) {
+                    seen.catch_up(store, u64::MAX, fanout);
+                }
+                continue;
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        };
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -123,12 +142,18 @@ fn run(
             }
         }
         let stop = batch.iter().any(|r| matches!(r, Request::Shutdown));
-        commit_batch(store, std::mem::take(&mut batch), metrics, fanout);
+        commit_batch(
+            store,
+            std::mem::take(&mut batch),
+            metrics,
+            fanout,
+            &mut seen,
+        );
         if stop {
             // Commit whatever raced in behind the shutdown request too.
             let rest: Vec<Request> = rx.drain().collect();
             if !rest.is_empty() {
-                commit_batch(store, rest, metrics, fanout);
+                commit_batch(store, rest, metrics, fanout, &mut seen);
             }
             return;
         }
@@ -140,6 +165,7 @@ fn commit_batch(
     batch: Vec<Request>,
     metrics: &Metrics,
     fanout: Option<&FanoutSender>,
+    seen: &mut Option<Seen>,
 ) {
     let now = crate::event::now();
     let items: Vec<BatchItem> = batch
@@ -210,7 +236,80 @@ fn commit_batch(
             Request::Shutdown => {}
         }
     }
-    if let (Some(fanout), false) = (fanout, committed.is_empty()) {
+    let Some(fanout) = fanout else { return };
+    if let (Some(seen), Some(first)) = (seen.as_mut(), committed.first().and_then(|c| c.seq)) {
+        // Anything between what we last saw and our own first seq was
+        // written by another process in the meantime: it goes out first.
+        seen.catch_up(store, first - 1, fanout);
+        seen.last = committed
+            .iter()
+            .filter_map(|c| c.seq)
+            .max()
+            .unwrap_or(seen.last);
+    }
+    if !committed.is_empty() {
         let _ = fanout.send(committed);
+    }
+}
+
+/// The highest sequence number whose event has been handed to the fan-out.
+struct Seen {
+    last: u64,
+}
+
+impl Seen {
+    fn start(store: &Store) -> Seen {
+        let last = store
+            .read_txn()
+            .and_then(|txn| store.last_seq(&txn))
+            .unwrap_or(0);
+        Seen { last }
+    }
+
+    /// Fans out events other processes committed with seqs in
+    /// `(last, upto]`, oldest first.
+    fn catch_up(&mut self, store: &Store, upto: u64, fanout: &FanoutSender) {
+        loop {
+            let found = store.read_txn().and_then(|txn| {
+                let upto = upto.min(store.last_seq(&txn)?);
+                if upto <= self.last {
+                    return Ok((upto, Vec::new()));
+                }
+                Ok((
+                    upto,
+                    store.events_after(&txn, self.last, upto, CATCH_UP_CHUNK)?,
+                ))
+            });
+            let (upto, events) = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read events written by another process");
+                    return;
+                }
+            };
+            let full = events.len() >= CATCH_UP_CHUNK;
+            let reached = match events.last() {
+                Some((seq, _)) if full => *seq,
+                _ => self.last.max(upto),
+            };
+            let committed: Vec<Arc<Committed>> = events
+                .into_iter()
+                .filter_map(|(seq, json)| {
+                    let event = Event::from_json(&json).ok()?;
+                    Some(Arc::new(Committed {
+                        seq: Some(seq),
+                        event,
+                        json,
+                    }))
+                })
+                .collect();
+            self.last = reached;
+            if !committed.is_empty() {
+                let _ = fanout.send(committed);
+            }
+            if !full {
+                return;
+            }
+        }
     }
 }

@@ -394,3 +394,51 @@ async fn sync_command_exit_codes_and_summary() {
     );
     child.kill().unwrap();
 }
+
+/// `echorelay sync` into the data dir of a running `serve`: the events it
+/// fetched reach the live subscribers of that serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_into_a_running_serve_reaches_its_subscribers() {
+    let (source_dir, target_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut source, source_url) = spawn_serve(source_dir.path());
+    let (mut target, target_url) = spawn_serve(target_dir.path());
+    let keys = Keys::generate();
+    let mut publisher = Raw::connect(&source_url).await;
+    let events: Vec<_> = (0..30)
+        .map(|i| event_at(&keys, 1, now() - 100 + i, vec![], &format!("s{i}")))
+        .collect();
+    for e in &events {
+        publisher.publish_ok(e).await;
+    }
+    let mut subscriber = Raw::connect(&target_url).await;
+    subscriber
+        .send(json!(["REQ", "live", {"authors": [hex::encode(keys.public_key())]}]))
+        .await;
+    assert_eq!(subscriber.recv().await, json!(["EOSE", "live"]));
+
+    let data = target_dir.path().join("db");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["sync", &source_url, "--dir", "down", "--json", "--data"])
+            .arg(data)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut delivered = HashSet::new();
+    while delivered.len() < events.len() {
+        let msg = subscriber.recv().await;
+        assert_eq!(msg[0], "EVENT", "{msg}");
+        delivered.insert(msg[2]["id"].as_str().unwrap().to_string());
+    }
+    let expected: HashSet<String> = events.iter().map(id_of).collect();
+    assert_eq!(delivered, expected);
+    source.kill().unwrap();
+    target.kill().unwrap();
+}

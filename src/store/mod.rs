@@ -184,6 +184,37 @@ impl Store {
         }
     }
 
+    /// Events committed with a sequence number in `(after, upto]`, oldest
+    /// first, at most `max` of them. The writer uses it to find what another
+    /// process (`echorelay sync`, `import`) wrote into this data dir.
+    pub fn events_after(
+        &self,
+        txn: &RoTxn,
+        after: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut out = Vec::new();
+        let (low, high) = (
+            schema::seq_key(after.saturating_add(1)),
+            schema::seq_key(upto),
+        );
+        let bounds = (
+            std::ops::Bound::Included(&low[..]),
+            std::ops::Bound::Included(&high[..]),
+        );
+        for item in self.dbs.events.range(txn, &bounds)? {
+            let (key, value) = item?;
+            let seq = u64::from_be_bytes(key.try_into().map_err(|_| StoreError::Corrupt("seq"))?);
+            let (_, json) = Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+            out.push((seq, String::from_utf8_lossy(json).into_owned()));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The stored JSON of one event, if present and not expired.
     pub fn get_json(&self, txn: &RoTxn, id: &[u8; 32]) -> Result<Option<String>, StoreError> {
         let Some(seq) = self.dbs.ids.get(txn, id)? else {
