@@ -67,6 +67,7 @@ fn main() {
             writer: writer.handle(),
             verify: verify.handle(),
             policy: None,
+            node_key: None,
         };
         let opts = SyncOptions {
             direction: Direction::Down,

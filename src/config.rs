@@ -53,6 +53,10 @@ pub struct PeerConfig {
     /// Seconds between reconciliations (jittered by ±10 %).
     #[serde(default = "default_peer_interval")]
     pub interval_secs: u64,
+    /// Keep a standing subscription to the peer (and push our new events to
+    /// it) so writes arrive within about a second between reconciliations.
+    #[serde(default)]
+    pub live: bool,
 }
 
 fn default_peer_dir() -> String {
@@ -81,6 +85,26 @@ pub struct ServerConfig {
     pub verify_threads: usize,
     /// Concurrent REQ/COUNT queries on the blocking pool; 0 means 2 per core.
     pub query_threads: usize,
+    /// Address of the control API (JSON over HTTP); empty disables it.
+    pub admin_listen: String,
+    /// Bearer token of the control API; empty means a random one generated
+    /// into `<data_dir>/admin.token` (mode 0600) at first start.
+    pub admin_token: String,
+}
+
+impl ServerConfig {
+    /// The control API's address, `None` when disabled.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.admin_listen.is_empty() {
+            return Ok(None);
+        }
+        self.admin_listen.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "server.admin_listen must be HOST:PORT or empty, got {:?}",
+                self.admin_listen
+            ))
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -91,6 +115,8 @@ impl Default for ServerConfig {
             real_ip_header: String::new(),
             verify_threads: 0,
             query_threads: 0,
+            admin_listen: "127.0.0.1:7778".into(),
+            admin_token: String::new(),
         }
     }
 }
@@ -295,6 +321,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.server.admin_addr()?;
         for peer in &self.peers {
             if !(peer.url.starts_with("ws://") || peer.url.starts_with("wss://")) {
                 return Err(ConfigError::Invalid(format!(

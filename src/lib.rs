@@ -24,6 +24,8 @@ pub mod negentropy;
 pub mod node;
 /// Nostr over WebSocket: server, connections, subscriptions, policy.
 pub mod relay;
+/// The node key and the generated admin token in the data directory.
+pub mod secrets;
 /// The LMDB event store and its indexes.
 pub mod store;
 /// Relay-to-relay sync: reconcile with a peer, then fetch and send.

@@ -28,6 +28,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
 }
 
 /// How long shutdown waits for connections to close.
@@ -44,6 +46,7 @@ pub async fn run(
         &StoreOptions::from_config(&config),
     )?);
     store.ensure_default_tree()?;
+    let node_key = Arc::new(crate::secrets::node_key(&config.store.data_dir)?);
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(Registry::default());
     let read_policy = Arc::new(ReadPolicy::new(&config.auth));
@@ -78,6 +81,7 @@ pub async fn run(
         policy: Some(Arc::new(crate::relay::policy::WritePolicy::new(
             &relay.config.policy,
         ))),
+        node_key: Some(node_key),
     };
     let _sync = crate::sync::SyncService::start(local, &relay.config.peers, stop_tx.subscribe());
     let addr: Option<SocketAddr> = listener.local_addr().ok();

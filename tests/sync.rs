@@ -44,6 +44,7 @@ fn local_node_with(policy: Option<echorelay::config::PolicyConfig>) -> LocalNode
         writer: writer.handle(),
         verify: verify.handle(),
         policy,
+        node_key: Some(Arc::new(Keys::generate())),
     };
     LocalNode {
         local,
@@ -280,6 +281,7 @@ async fn background_sync_converges_two_relays_and_keeps_state() {
             dir: "both".into(),
             filter: "{}".into(),
             interval_secs: 1,
+            live: false,
         }];
     })
     .await;
@@ -345,6 +347,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
         writer: writer.handle(),
         verify: verify.handle(),
         policy: None,
+        node_key: None,
     };
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let service = SyncService::start(local, &[], stop);
@@ -365,6 +368,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
         dir: "down".into(),
         filter: "{}".into(),
         interval_secs: 3600,
+        live: false,
     };
     service.add_peer(&peer).unwrap();
     assert_eq!(next_commit().await, e1.id_hex());
@@ -395,5 +399,48 @@ async fn peers_added_triggered_and_removed_at_run_time() {
     assert!(service.peer_urls().is_empty());
     verify.shutdown();
     writer.shutdown();
+    relay.stop().await;
+}
+
+/// A relay that requires NIP-42 for reading and writing: the sync client
+/// answers its challenge with the node key and then syncs both ways; a
+/// client without a key gets the peer's `auth-required:` reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_peers_auth_challenge_with_the_node_key() {
+    let relay = TestRelay::start_with(|c| {
+        c.auth.require_for_read = true;
+        c.auth.require_for_write = true;
+    })
+    .await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    c.auth(&keys).await;
+    let events: Vec<_> = (0..20)
+        .map(|i| event_at(&keys, 1, now() - 50 + i, vec![], &format!("a{i}")))
+        .collect();
+    for e in &events[..10] {
+        c.publish_ok(e).await;
+    }
+    let node = local_node();
+    seed(&node, &events[10..]).await;
+    let report = sync_with_peer(&relay.url, &node.local, &opts(Direction::Both), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.fetched, report.sent), (10, 10));
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(node.ids().len(), 20);
+    assert_eq!(c.req_ids(&[json!({"limit": 100})]).await.len(), 20);
+
+    let mut anonymous = local_node();
+    anonymous.local.node_key = None;
+    let err = sync_with_peer(&relay.url, &anonymous.local, &opts(Direction::Down), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Refused(r) if r.starts_with("auth-required:")),
+        "{err}"
+    );
+    anonymous.shutdown();
+    node.shutdown();
     relay.stop().await;
 }

@@ -72,6 +72,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         writer: writer.handle(),
         verify: verify.handle(),
         policy,
+        node_key: Some(Arc::new(crate::secrets::node_key(&config.store.data_dir)?)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

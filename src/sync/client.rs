@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::event::{now, Event};
+use super::peer::PeerSocket;
+use crate::event::{now, Event, Keys};
 use crate::filter::Filter;
 use crate::negentropy::{Diff, Item, Negentropy, VectorStorage};
 use crate::relay::policy::WritePolicy;
@@ -137,53 +136,12 @@ pub struct Local {
     pub verify: VerifyHandle,
     /// Our write policy, applied to fetched events like to client EVENTs.
     pub policy: Option<Arc<WritePolicy>>,
+    /// Answers peers' NIP-42 challenges, so they can tell us from a stranger.
+    pub node_key: Option<Arc<Keys>>,
 }
 
 /// Fetched ids refused locally, with the reason, to remember after the run.
 type RefusedList = Vec<([u8; 32], String)>;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Peer {
-    ws: Socket,
-    timeout: Duration,
-}
-
-impl Peer {
-    async fn send(&mut self, value: Value) -> Result<(), SyncError> {
-        self.ws
-            .send(Message::Text(value.to_string().into()))
-            .await
-            .map_err(|_| SyncError::Closed)
-    }
-
-    /// Next JSON array from the peer, skipping what is not one.
-    async fn recv(&mut self) -> Result<Vec<Value>, SyncError> {
-        loop {
-            let msg = tokio::time::timeout(self.timeout, self.ws.next())
-                .await
-                .map_err(|_| SyncError::Timeout(self.timeout))?;
-            match msg {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(SyncError::Closed),
-                Some(Ok(Message::Text(text))) => {
-                    if let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(text.as_str()) {
-                        return Ok(parts);
-                    }
-                }
-                Some(Ok(_)) => {}
-            }
-        }
-    }
-}
-
-/// wss:// needs a rustls crypto provider; ring is the one we build with.
-fn install_tls_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
 
 /// Runs one sync with the relay at `url` (ws:// or wss://).
 pub async fn sync_with_peer(
@@ -192,20 +150,23 @@ pub async fn sync_with_peer(
     opts: &SyncOptions,
     mut progress: impl FnMut(&Progress),
 ) -> Result<SyncReport, SyncError> {
-    install_tls_provider();
-    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
-    let (ws, _) = tokio::time::timeout(opts.timeout, connect)
-        .await
-        .map_err(|_| SyncError::Timeout(opts.timeout))?
-        .map_err(|e| SyncError::Connect(url.to_string(), e.to_string()))?;
-    let mut peer = Peer {
-        ws,
-        timeout: opts.timeout,
+    let mut peer = PeerSocket::connect(url, opts.timeout, local.node_key.clone()).await?;
+    let mut state = Progress {
+        peer_url: url.to_string(),
+        ..Progress::default()
     };
-    let mut state = Progress::default();
 
     let ours = local_set(local, &opts.filter).await?;
-    let mut diff = reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await?;
+    let mut diff = match reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await {
+        // The peer wants to know who we are first: answer with the node key
+        // (the challenge came with the connection) and ask again.
+        Err(SyncError::Refused(reason))
+            if reason.starts_with("auth-required:") && peer.await_auth().await? =>
+        {
+            reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await?
+        }
+        other => other?,
+    };
     let store = local.store.clone();
     let mut need = std::mem::take(&mut diff.need);
     let (need, skipped) =
@@ -244,7 +205,7 @@ pub async fn sync_with_peer(
         )
         .await?;
     }
-    let _ = peer.ws.close(None).await;
+    peer.close().await;
     state.complete = true;
     progress(&state);
     Ok(report)
@@ -268,7 +229,7 @@ async fn local_set(local: &Local, filter: &Filter) -> Result<VectorStorage, Sync
 }
 
 async fn reconcile(
-    peer: &mut Peer,
+    peer: &mut PeerSocket,
     ours: &VectorStorage,
     opts: &SyncOptions,
     state: &mut Progress,
@@ -343,7 +304,7 @@ fn dedup(diff: &mut Diff) {
 
 /// Fetches `need` in pipelined REQ batches and stores what arrives.
 async fn fetch(
-    peer: &mut Peer,
+    peer: &mut PeerSocket,
     local: &Local,
     need: &[[u8; 32]],
     opts: &SyncOptions,
@@ -463,7 +424,7 @@ async fn fetch(
 
 /// Sends `have` as EVENTs with a bounded window, reading every OK.
 async fn upload(
-    peer: &mut Peer,
+    peer: &mut PeerSocket,
     local: &Local,
     have: &[[u8; 32]],
     opts: &SyncOptions,
@@ -489,13 +450,10 @@ async fn upload(
             for (id, json) in jsons {
                 // Gone since reconciliation (deleted, expired): nothing to send.
                 let Some(json) = json else { continue };
-                peer.ws
-                    .feed(Message::Text(format!("[\"EVENT\",{json}]").into()))
-                    .await
-                    .map_err(|_| SyncError::Closed)?;
+                peer.feed(format!("[\"EVENT\",{json}]")).await?;
                 waiting.insert(hex::encode(id));
             }
-            peer.ws.flush().await.map_err(|_| SyncError::Closed)?;
+            peer.flush().await?;
         }
         if waiting.is_empty() {
             break;

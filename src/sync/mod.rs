@@ -3,6 +3,7 @@
 //! runs on a schedule for every configured peer (`scheduler.rs`).
 
 mod client;
+mod peer;
 mod scheduler;
 
 pub use client::{sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport};

@@ -1,0 +1,120 @@
+//! Secrets kept in the data directory, created at first use with mode 0600:
+//! the node key (`node.key`, the identity this node signs with and answers
+//! NIP-42 challenges with) and the generated control-API token
+//! (`admin.token`, used when the config names none). Each file holds one
+//! line of hex, so an operator can read, back up or replace it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::event::Keys;
+
+/// File name of the node key inside the data directory.
+pub const NODE_KEY_FILE: &str = "node.key";
+/// File name of the generated admin token inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Why a secret could not be read or created.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("cannot create {0}: {1}")]
+    Create(PathBuf, std::io::Error),
+    #[error("{0} does not hold a valid secret key (64 hex characters expected)")]
+    BadKey(PathBuf),
+    #[error("{0} is empty")]
+    Empty(PathBuf),
+}
+
+/// The node key of the data dir `dir`, created on first call.
+pub fn node_key(dir: &Path) -> Result<Keys, SecretError> {
+    let path = dir.join(NODE_KEY_FILE);
+    let text = read_or_create(&path, || hex::encode(Keys::generate().secret_bytes()))?;
+    crate::event::decode_hex::<32>(&text)
+        .and_then(|secret| Keys::from_secret(&secret))
+        .ok_or(SecretError::BadKey(path))
+}
+
+/// The control-API token: `configured` when set, else the one generated
+/// into the data dir.
+pub fn admin_token(configured: &str, dir: &Path) -> Result<String, SecretError> {
+    if !configured.is_empty() {
+        return Ok(configured.to_string());
+    }
+    read_or_create(&dir.join(ADMIN_TOKEN_FILE), || {
+        hex::encode(rand::random::<[u8; 32]>())
+    })
+}
+
+/// The first line of `path`; if the file does not exist, writes `make()`
+/// to it first (mode 0600, never replacing a file created concurrently).
+fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, SecretError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return first_line(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SecretError::Read(path.to_path_buf(), e)),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| SecretError::Create(path.into(), e))?;
+    }
+    let value = make();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(format!("{value}\n").as_bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(|e| SecretError::Create(path.into(), e))?;
+            Ok(value)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SecretError::Read(path.to_path_buf(), e))?;
+            first_line(path, &text)
+        }
+        Err(e) => Err(SecretError::Create(path.to_path_buf(), e)),
+    }
+}
+
+fn first_line(path: &Path, text: &str) -> Result<String, SecretError> {
+    match text.lines().next().map(str::trim) {
+        Some(line) if !line.is_empty() => Ok(line.to_string()),
+        _ => Err(SecretError::Empty(path.to_path_buf())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_key_is_created_once_with_private_rights() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = node_key(dir.path()).unwrap();
+        let again = node_key(dir.path()).unwrap();
+        assert_eq!(first.public_key(), again.public_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(NODE_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join(NODE_KEY_FILE), "not hex\n").unwrap();
+        assert!(matches!(node_key(dir.path()), Err(SecretError::BadKey(_))));
+    }
+
+    #[test]
+    fn admin_token_prefers_config_then_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(admin_token("set", dir.path()).unwrap(), "set");
+        let generated = admin_token("", dir.path()).unwrap();
+        assert_eq!(generated.len(), 64);
+        assert_eq!(admin_token("", dir.path()).unwrap(), generated);
+    }
+}

@@ -1,0 +1,198 @@
+//! The WebSocket to a peer relay, shared by sync runs and live mode:
+//! connect (ws:// or wss:// with rustls) with a timeout, send JSON, and
+//! receive the next message with a timeout. NIP-42 is handled here: an
+//! `["AUTH", challenge]` from the peer is answered with the node key, and
+//! the peer's OK for that answer is consumed, so callers only see their own
+//! traffic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::client::SyncError;
+use crate::event::{now, Keys};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Where our NIP-42 authentication with the peer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthStatus {
+    /// No challenge seen (or no node key to answer with).
+    None,
+    /// Answer sent; waiting for the peer's OK.
+    Sent(String),
+    Accepted,
+    Rejected(String),
+}
+
+/// One open connection to a peer.
+pub struct PeerSocket {
+    ws: Socket,
+    url: String,
+    pub timeout: Duration,
+    key: Option<Arc<Keys>>,
+    pub auth: AuthStatus,
+}
+
+/// wss:// needs a rustls crypto provider; ring is the one we build with.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl PeerSocket {
+    /// Connects to `url`, giving up after `timeout`.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        key: Option<Arc<Keys>>,
+    ) -> Result<PeerSocket, SyncError> {
+        install_tls_provider();
+        let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let (ws, _) = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| SyncError::Timeout(timeout))?
+            .map_err(|e| SyncError::Connect(url.to_string(), e.to_string()))?;
+        Ok(PeerSocket {
+            ws,
+            url: url.to_string(),
+            timeout,
+            key,
+            auth: AuthStatus::None,
+        })
+    }
+
+    pub async fn send(&mut self, value: Value) -> Result<(), SyncError> {
+        self.ws
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .map_err(|_| SyncError::Closed)
+    }
+
+    /// Queues a text frame without flushing (see [`PeerSocket::flush`]).
+    pub async fn feed(&mut self, text: String) -> Result<(), SyncError> {
+        self.ws
+            .feed(Message::Text(text.into()))
+            .await
+            .map_err(|_| SyncError::Closed)
+    }
+
+    pub async fn flush(&mut self) -> Result<(), SyncError> {
+        self.ws.flush().await.map_err(|_| SyncError::Closed)
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Next JSON array from the peer, skipping what is not one and the
+    /// NIP-42 exchange. Times out after `self.timeout`.
+    pub async fn recv(&mut self) -> Result<Vec<Value>, SyncError> {
+        self.recv_within(self.timeout).await
+    }
+
+    /// [`PeerSocket::recv`] with another limit (live mode waits longer).
+    pub async fn recv_within(&mut self, wait: Duration) -> Result<Vec<Value>, SyncError> {
+        loop {
+            let parts = self.next_array(wait).await?;
+            if !self.handle_auth(&parts).await? {
+                return Ok(parts);
+            }
+        }
+    }
+
+    /// The next JSON array, whatever it is.
+    async fn next_array(&mut self, wait: Duration) -> Result<Vec<Value>, SyncError> {
+        loop {
+            let msg = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .map_err(|_| SyncError::Timeout(wait))?;
+            match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(SyncError::Closed),
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(text.as_str()) {
+                        return Ok(parts);
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Answers an AUTH challenge or records the OK to our answer; true when
+    /// the message was part of that exchange.
+    async fn handle_auth(&mut self, parts: &[Value]) -> Result<bool, SyncError> {
+        let kind = parts.first().and_then(Value::as_str);
+        match (kind, &self.auth) {
+            (Some("AUTH"), _) => {
+                let (Some(challenge), Some(key)) =
+                    (parts.get(1).and_then(Value::as_str), &self.key)
+                else {
+                    return Ok(true);
+                };
+                let event = key.sign(
+                    now(),
+                    22242,
+                    vec![
+                        vec!["relay".into(), self.url.clone()],
+                        vec!["challenge".into(), challenge.to_string()],
+                    ],
+                    String::new(),
+                );
+                self.auth = AuthStatus::Sent(event.id_hex());
+                let text = format!("[\"AUTH\",{}]", event.to_json());
+                self.ws
+                    .send(Message::Text(text.into()))
+                    .await
+                    .map_err(|_| SyncError::Closed)?;
+                Ok(true)
+            }
+            (Some("OK"), AuthStatus::Sent(id))
+                if parts.get(1).and_then(Value::as_str) == Some(id.as_str()) =>
+            {
+                self.auth = if parts.get(2).and_then(Value::as_bool) == Some(true) {
+                    AuthStatus::Accepted
+                } else {
+                    let reason = parts.get(3).and_then(Value::as_str).unwrap_or("");
+                    AuthStatus::Rejected(reason.to_string())
+                };
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// After an `auth-required:` refusal: waits for our answer to the
+    /// peer's challenge to be accepted. True when it was, so the refused
+    /// request can be sent again.
+    pub async fn await_auth(&mut self) -> Result<bool, SyncError> {
+        if self.key.is_none() {
+            return Ok(false);
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match &self.auth {
+                AuthStatus::Accepted => return Ok(true),
+                AuthStatus::Rejected(_) => return Ok(false),
+                AuthStatus::None | AuthStatus::Sent(_) => {}
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match self.next_array(left).await {
+                Ok(parts) => {
+                    self.handle_auth(&parts).await?;
+                }
+                Err(SyncError::Timeout(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
