@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// One peer of the background sync service.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// ws:// or wss:// URL of the peer relay.

@@ -8,6 +8,8 @@
 //! REQ    ─▶ store::query (index plan, newest first, limit) on the blocking pool
 //! ```
 
+/// The control API (seed 003) and the client the CLI calls it with.
+pub mod admin;
 /// Command line: one file per subcommand.
 pub mod cli;
 /// Configuration file and embedded defaults.

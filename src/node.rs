@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::relay::policy::ReadPolicy;
@@ -30,15 +31,36 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    #[error("cannot listen on {0} (server.admin_listen): {1}")]
+    AdminListen(SocketAddr, std::io::Error),
 }
 
 /// How long shutdown waits for connections to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs a node on `listener` until `shutdown` resolves.
+/// Runs a node on `listener` (and the control API on
+/// `server.admin_listen`) until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let admin = match config.server.admin_addr().map_err(std::io::Error::other)? {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| NodeError::AdminListen(addr, e))?,
+        ),
+        None => None,
+    };
+    run_with_admin(config, listener, admin, shutdown).await
+}
+
+/// [`run`] with the control API on an already bound listener (or none).
+pub async fn run_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let store = Arc::new(Store::open(
@@ -83,7 +105,27 @@ pub async fn run(
         ))),
         node_key: Some(node_key),
     };
-    let _sync = crate::sync::SyncService::start(local, &relay.config.peers, stop_tx.subscribe());
+    let sync = crate::sync::SyncService::start(local, &relay.config.peers, stop_tx.subscribe());
+    let admin = match admin_listener {
+        Some(admin_listener) => {
+            let token = crate::secrets::admin_token(
+                &relay.config.server.admin_token,
+                &relay.config.store.data_dir,
+            )?;
+            let admin = Arc::new(Admin::new(sync.clone(), relay.clone(), &token));
+            let admin_addr = admin_listener.local_addr().ok();
+            tracing::info!(addr = ?admin_addr, "control API listening");
+            let mut stop = stop_tx.subscribe();
+            Some(tokio::spawn(crate::admin::serve(
+                admin,
+                admin_listener,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "relay listening");
 
@@ -100,6 +142,10 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     maintenance.abort();
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, admin).await;
+    }
+    drop(sync);
     drop(relay);
     tokio::task::spawn_blocking(move || {
         verify.shutdown();

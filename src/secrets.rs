@@ -47,6 +47,17 @@ pub fn admin_token(configured: &str, dir: &Path) -> Result<String, SecretError> 
     })
 }
 
+/// The control-API token a client on this machine should send: `configured`
+/// when set, else the one `serve` generated (never creates it).
+pub fn existing_admin_token(configured: &str, dir: &Path) -> Result<String, SecretError> {
+    if !configured.is_empty() {
+        return Ok(configured.to_string());
+    }
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| SecretError::Read(path.clone(), e))?;
+    first_line(&path, &text)
+}
+
 /// The first line of `path`; if the file does not exist, writes `make()`
 /// to it first (mode 0600, never replacing a file created concurrently).
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, SecretError> {

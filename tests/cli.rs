@@ -13,25 +13,29 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_echorelay");
 
 /// A `serve` child process, killed if a test panics before it is done.
-struct Serve(Child);
+struct Serve {
+    child: Child,
+    /// `http://` address of its control API.
+    admin: String,
+}
 
 impl std::ops::Deref for Serve {
     type Target = Child;
     fn deref(&self) -> &Child {
-        &self.0
+        &self.child
     }
 }
 
 impl std::ops::DerefMut for Serve {
     fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
+        &mut self.child
     }
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -42,7 +46,10 @@ fn spawn_serve(dir: &std::path::Path) -> (Serve, String) {
 
 fn spawn_serve_with(dir: &std::path::Path, extra_config: &str) -> (Serve, String) {
     let config = dir.join("test.toml");
-    let text = format!("[limits]\nevents_per_second = 0\nreqs_per_second = 0\n{extra_config}");
+    let text = format!(
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\n\
+         [limits]\nevents_per_second = 0\nreqs_per_second = 0\n{extra_config}"
+    );
     std::fs::write(&config, text).unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -56,19 +63,32 @@ fn spawn_serve_with(dir: &std::path::Path, extra_config: &str) -> (Serve, String
         .expect("spawn serve");
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let logged_addr = |line: &str| {
+        let pos = line.find("addr=Some(")?;
+        let rest = &line[pos + "addr=Some(".len()..];
+        Some(rest[..rest.find(')')?].to_string())
+    };
+    let mut admin = String::new();
     let addr = loop {
         let line = lines
             .next()
             .expect("serve exited before listening")
             .unwrap();
-        if let Some(pos) = line.find("addr=Some(") {
-            let rest = &line[pos + "addr=Some(".len()..];
-            break rest[..rest.find(')').unwrap()].to_string();
+        match logged_addr(&line) {
+            Some(addr) if line.contains("control API listening") => admin = addr,
+            Some(addr) if line.contains("relay listening") => break addr,
+            _ => {}
         }
     };
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (Serve(child), format!("ws://{addr}"))
+    (
+        Serve {
+            child,
+            admin: format!("http://{admin}"),
+        },
+        format!("ws://{addr}"),
+    )
 }
 
 fn export(dir: &std::path::Path, filter: Option<&str>) -> Vec<serde_json::Value> {
@@ -441,4 +461,116 @@ async fn sync_into_a_running_serve_reaches_its_subscribers() {
     assert_eq!(delivered, expected);
     source.kill().unwrap();
     target.kill().unwrap();
+}
+
+/// Runs a control-API subcommand against `serve`'s admin address, reading
+/// the generated token from its data dir as an operator on the node would.
+fn control(serve: &Serve, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--url", &serve.admin, "--data"])
+        .arg(dir.join("db"))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_peers_and_sessions_commands() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, a_url) = spawn_serve(a_dir.path());
+    let (_b, b_url) = spawn_serve(b_dir.path());
+    let keys = Keys::generate();
+    let mut cb = Raw::connect(&b_url).await;
+    for i in 0..12 {
+        cb.publish_ok(&event_at(
+            &keys,
+            1,
+            now() - 50 + i,
+            vec![],
+            &format!("p{i}"),
+        ))
+        .await;
+    }
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let (a_path, a_ref) = (a_dir.path().to_path_buf(), &a);
+
+    let out = control(a_ref, &a_path, &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("background sync: running; 0 peer(s)"),
+        "{}",
+        text(&out)
+    );
+
+    let out = control(
+        a_ref,
+        &a_path,
+        &[
+            "peers",
+            "add",
+            &b_url,
+            "--dir",
+            "down",
+            "--interval",
+            "3600",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = control(a_ref, &a_path, &["peers", "add", &b_url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("already configured"), "{}", text(&out));
+    let out = control(a_ref, &a_path, &["peers", "list"]);
+    assert!(
+        text(&out).contains(&format!("{b_url}  dir down")),
+        "{}",
+        text(&out)
+    );
+
+    // A foreground sync streams progress and exits 0 with the counts.
+    let out = control(a_ref, &a_path, &["peers", "sync", &b_url, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["complete"], true);
+    let mut ca = Raw::connect(&a_url).await;
+    assert_eq!(ca.req_ids(&[json!({"limit": 100})]).await.len(), 12);
+    let out = control(a_ref, &a_path, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["peer_count"], 1);
+
+    let out = control(a_ref, &a_path, &["peers", "sync", "ws://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("sync failed"), "{}", text(&out));
+
+    let reply = ca
+        .ask(json!(["NEG-OPEN", "cli-neg", {}, "6100000200"]))
+        .await;
+    assert_eq!(reply[0], "NEG-MSG");
+    let out = control(a_ref, &a_path, &["sessions", "list"]);
+    assert!(text(&out).contains("1 open session(s)"), "{}", text(&out));
+    assert!(text(&out).contains("cli-neg"), "{}", text(&out));
+    let out = control(a_ref, &a_path, &["sessions", "close", "cli-neg"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(ca.recv().await[0], "NEG-ERR");
+    let out = control(a_ref, &a_path, &["sessions", "close", "cli-neg"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = control(a_ref, &a_path, &["peers", "remove", &b_url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = control(a_ref, &a_path, &["peers", "remove", &b_url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("unknown peer"), "{}", text(&out));
+
+    let out = Command::new(BIN)
+        .args(["status", "--url", &a.admin, "--token", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("401"), "{}", text(&out));
 }

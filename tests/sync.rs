@@ -313,7 +313,9 @@ async fn background_sync_converges_two_relays_and_keeps_state() {
         trees: true,
     };
     let store = Store::open(b_dir.path(), &options).unwrap();
-    let states = store.peer_states().unwrap();
+    let states = store
+        .peer_records(echorelay::store::PeerRecord::State)
+        .unwrap();
     assert_eq!(states.len(), 1);
     let state: echorelay::sync::PeerState = serde_json::from_slice(&states[0].1).unwrap();
     assert!(state.last_sync > 0, "{state:?}");
@@ -377,14 +379,14 @@ async fn peers_added_triggered_and_removed_at_run_time() {
     // Only a trigger makes it sync again before the hour is up.
     let e2 = note(&keys, "second");
     c.publish_ok(&e2).await;
-    assert!(service.trigger(Some(&relay.url)));
+    assert!(service.trigger(Some(&relay.url), None));
     assert_eq!(next_commit().await, e2.id_hex());
 
     // Paused: triggered runs still happen.
     service.set_active(false);
     let e3 = note(&keys, "third");
     c.publish_ok(&e3).await;
-    assert!(service.trigger(None));
+    assert!(service.trigger(None, None));
     assert_eq!(next_commit().await, e3.id_hex());
 
     assert!(service.add_peer(&peer).is_err(), "duplicate peer accepted");
@@ -393,7 +395,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
         ..peer.clone()
     };
     assert!(service.add_peer(&bad).is_err());
-    assert!(!service.trigger(Some("ws://127.0.0.1:1")));
+    assert!(!service.trigger(Some("ws://127.0.0.1:1"), None));
     assert!(service.remove_peer(&relay.url));
     assert!(!service.remove_peer(&relay.url));
     assert!(service.peer_urls().is_empty());

@@ -104,7 +104,8 @@ pub struct BenchRelay {
     node: tokio::task::JoinHandle<Result<(), echorelay::node::NodeError>>,
 }
 
-pub async fn start_relay(config: echorelay::config::Config) -> BenchRelay {
+pub async fn start_relay(mut config: echorelay::config::Config) -> BenchRelay {
+    config.server.admin_listen = String::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -1,10 +1,14 @@
 //! The `echorelay` command line: one subcommand per file. Errors reach the
 //! user as one readable line on stderr and a non-zero exit code.
 
+mod control;
 mod export;
 mod import;
 mod negentropy;
+mod peers;
 mod serve;
+mod sessions;
+mod status;
 mod sync;
 
 use std::path::PathBuf;
@@ -39,6 +43,12 @@ enum Command {
     Negentropy(negentropy::NegentropyArgs),
     /// Reconcile with a remote relay and transfer the difference.
     Sync(sync::SyncArgs),
+    /// Show the running node's sync status (control API).
+    Status(status::StatusArgs),
+    /// List, add, remove or sync the running node's peers (control API).
+    Peers(peers::PeersArgs),
+    /// List or close the running relay's NIP-77 sessions (control API).
+    Sessions(sessions::SessionsArgs),
 }
 
 /// Options shared by every subcommand that touches a node's local state.
@@ -96,6 +106,9 @@ pub fn main() -> i32 {
         Command::Export(args) => export::run(args),
         Command::Negentropy(args) => negentropy::run(args),
         Command::Sync(args) => sync::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Peers(args) => peers::run(args),
+        Command::Sessions(args) => sessions::run(args),
     };
     match result {
         Ok(code) => code,
@@ -103,5 +116,15 @@ pub fn main() -> i32 {
             eprintln!("echorelay: {e:#}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate ids, bad defaults, ...).
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

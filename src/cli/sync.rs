@@ -130,7 +130,8 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     })
 }
 
-fn show(p: &Progress, terminal: bool) {
+/// One progress line: redrawn in place on a terminal, logged otherwise.
+pub(super) fn show(p: &Progress, terminal: bool) {
     let line = format!(
         "round {} · have {} · need {} · fetched {} · sent {}",
         p.round, p.have_count, p.need_count, p.fetched_count, p.sent_count

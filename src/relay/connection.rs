@@ -58,6 +58,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
         subs: HashSet::new(),
         neg: Arc::new(NegSessions::default()),
     };
+    relay.neg_directory.register(&client, &local.neg);
     let idle = Duration::from_secs(relay.config.negentropy.idle_timeout_secs.max(1));
     let mut idle_check = tokio::time::interval(idle.min(Duration::from_secs(30)));
     let mut shutdown = relay.shutdown.clone();
@@ -92,6 +93,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
     }
 
     relay.registry.remove_client(client.id);
+    relay.neg_directory.unregister(client.id);
     if slow {
         relay.metrics.connections_dropped_slow.fetch_add(1, Relaxed);
         tracing::info!(client = client.id, %ip, "dropped a slow reader over its outbound limit");

@@ -27,6 +27,7 @@ use crate::store::Store;
 use crate::verify::VerifyHandle;
 use crate::writer::{FanoutSender, WriterHandle};
 
+pub use neg_sessions::{NegDirectory, SessionInfo};
 pub use server::serve;
 
 use limits::{ConnectionCounter, IpRate};
@@ -43,6 +44,8 @@ pub struct Relay {
     pub fanout: FanoutSender,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// Every connection's NIP-77 sessions (ListSessions / CloseSession).
+    pub neg_directory: NegDirectory,
     write_policy: Arc<WritePolicy>,
     read_policy: Arc<ReadPolicy>,
     event_rate: IpRate,
@@ -96,6 +99,7 @@ impl Relay {
             shutdown: parts.shutdown,
             fanout: parts.fanout,
             registry: parts.registry,
+            neg_directory: NegDirectory::default(),
             config,
         }
     }

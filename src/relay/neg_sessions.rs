@@ -4,7 +4,9 @@
 //! is answered from that set on the query pool.
 //!
 //! Sessions are capped per connection, closed with `closed:` when idle, and
-//! never include events the client could not read (NIP-42 rules).
+//! never include events the client could not read (NIP-42 rules). The
+//! relay-wide [`NegDirectory`] lists every connection's sessions for the
+//! control API (ListSessions) and closes them on request (CloseSession).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -42,6 +44,87 @@ struct Session {
     /// `None` while the NEG-OPEN query is still running.
     storage: Option<SessionSet>,
     last_activity: Instant,
+    /// Unix seconds of the NEG-OPEN.
+    created_at: u64,
+    /// Messages answered so far (the NEG-OPEN reply is round 1).
+    rounds: u32,
+}
+
+/// One open session as the control API reports it (field names of the
+/// seed's `ClientSession`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    pub subscription_id: String,
+    pub connection_id: String,
+    pub created_at: u64,
+    pub last_activity: u64,
+    pub round_count: u32,
+}
+
+/// A connection and its sessions, as the directory holds them.
+type Connection = (Arc<Client>, Arc<NegSessions>);
+
+/// Every connection's sessions, for listing and closing from outside.
+#[derive(Default)]
+pub struct NegDirectory {
+    connections: Mutex<HashMap<u64, Connection>>,
+}
+
+impl NegDirectory {
+    pub(super) fn register(&self, client: &Arc<Client>, sessions: &Arc<NegSessions>) {
+        self.connections
+            .lock()
+            .insert(client.id, (client.clone(), sessions.clone()));
+    }
+
+    pub(super) fn unregister(&self, client_id: u64) {
+        self.connections.lock().remove(&client_id);
+    }
+
+    /// All open sessions, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let now_unix = now();
+        let mut out = Vec::new();
+        for (client, sessions) in self.connections.lock().values() {
+            for (sub_id, s) in sessions.sessions.lock().iter() {
+                out.push(SessionInfo {
+                    subscription_id: sub_id.clone(),
+                    connection_id: client.id.to_string(),
+                    created_at: s.created_at,
+                    last_activity: now_unix.saturating_sub(s.last_activity.elapsed().as_secs()),
+                    round_count: s.rounds,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.created_at, &a.connection_id, &a.subscription_id).cmp(&(
+                b.created_at,
+                &b.connection_id,
+                &b.subscription_id,
+            ))
+        });
+        out
+    }
+
+    /// Closes the sessions named `sub_id` (on one connection, or on all when
+    /// `connection_id` is `None`), telling each client with NEG-ERR
+    /// `closed:`. Returns how many were closed.
+    pub fn close(&self, sub_id: &str, connection_id: Option<&str>) -> usize {
+        let mut closed = 0;
+        for (client, sessions) in self.connections.lock().values() {
+            if connection_id.is_some_and(|id| id != client.id.to_string()) {
+                continue;
+            }
+            if sessions.close(sub_id) {
+                client.outbox.send(neg_err(
+                    sub_id,
+                    "closed: session closed by the relay operator",
+                ));
+                closed += 1;
+            }
+        }
+        closed
+    }
 }
 
 /// The negentropy sessions of one connection.
@@ -157,6 +240,8 @@ pub fn handle_open(
                 generation,
                 storage: None,
                 last_activity: Instant::now(),
+                created_at: now(),
+                rounds: 0,
             },
         );
     }
@@ -181,6 +266,7 @@ pub fn handle_open(
                 if let Some(session) = map.get_mut(&sub_id) {
                     session.storage = Some(storage);
                     session.last_activity = Instant::now();
+                    session.rounds += 1;
                 }
                 client.outbox.send(neg_msg(&sub_id, &reply));
             }
@@ -306,8 +392,11 @@ pub fn handle_msg(
                 storage: Some(storage),
                 generation,
                 last_activity,
+                rounds,
+                ..
             }) => {
                 *last_activity = Instant::now();
+                *rounds += 1;
                 (storage.clone(), *generation)
             }
             Some(_) => {

@@ -76,6 +76,16 @@ pub(crate) struct Dbs {
     pub neg_scopes: Db,
     pub sync_refused: Db,
     pub peer_state: Db,
+    pub added_peers: Db,
+}
+
+/// What is kept per peer URL outside the event data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRecord {
+    /// Sync state (last_sync, events_synced, ...), survives restarts.
+    State,
+    /// A peer added through the control API, restored at the next start.
+    AddedPeer,
 }
 
 /// An open event store.
@@ -145,6 +155,7 @@ impl Store {
             neg_scopes: create("neg_scopes")?,
             sync_refused: create("sync_refused")?,
             peer_state: create("peer_state")?,
+            added_peers: create("added_peers")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;
@@ -259,23 +270,42 @@ impl Store {
         Ok(before - ids.len())
     }
 
-    /// Saves one peer's sync state (opaque JSON owned by `sync/`).
-    pub fn put_peer_state(&self, url: &str, state: &[u8]) -> Result<(), StoreError> {
+    /// Saves (or with `None` deletes) one record about a peer: opaque JSON
+    /// owned by `sync/`.
+    pub fn put_peer_record(
+        &self,
+        kind: PeerRecord,
+        url: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let db = self.peer_db(kind);
         let mut txn = self.env.write_txn()?;
-        self.dbs.peer_state.put(&mut txn, url.as_bytes(), state)?;
+        match value {
+            Some(value) => db.put(&mut txn, url.as_bytes(), value)?,
+            None => {
+                db.delete(&mut txn, url.as_bytes())?;
+            }
+        }
         txn.commit()?;
         Ok(())
     }
 
-    /// Every saved peer state, by URL.
-    pub fn peer_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// Every saved record of one kind, by peer URL.
+    pub fn peer_records(&self, kind: PeerRecord) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.read_txn()?;
         let mut out = Vec::new();
-        for entry in self.dbs.peer_state.iter(&txn)? {
+        for entry in self.peer_db(kind).iter(&txn)? {
             let (key, value) = entry?;
             out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
         }
         Ok(out)
+    }
+
+    fn peer_db(&self, kind: PeerRecord) -> &Db {
+        match kind {
+            PeerRecord::State => &self.dbs.peer_state,
+            PeerRecord::AddedPeer => &self.dbs.added_peers,
+        }
     }
 
     /// Doubles the map (up to the configured maximum). Called by the writer

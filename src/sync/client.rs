@@ -77,7 +77,8 @@ impl Default for SyncOptions {
 
 /// Progress of a run, reported as it goes (the control API streams these;
 /// field names are those of the seed's `SyncProgress`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Progress {
     pub peer_url: String,
     pub round: u64,

@@ -7,4 +7,4 @@ mod peer;
 mod scheduler;
 
 pub use client::{sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport};
-pub use scheduler::{PeerState, SyncService};
+pub use scheduler::{PeerState, SyncRequest, SyncService};

@@ -2,7 +2,9 @@
 //! reconciles every interval (±10 % jitter), backs off exponentially after
 //! failures, never runs two syncs with the same peer at once, and keeps the
 //! per-peer state (last_sync, events_synced, status, last_error,
-//! consecutive_failures) in LMDB so it survives restarts.
+//! consecutive_failures) in LMDB so it survives restarts. Peers come from the
+//! config and from the control API (those are kept in LMDB too and restored
+//! at the next start).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,10 +14,13 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::client::{sync_with_peer, Direction, Local, SyncOptions};
+use super::client::{
+    sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport,
+};
 use crate::config::PeerConfig;
 use crate::event::now;
 use crate::filter::Filter;
+use crate::store::PeerRecord;
 
 /// Longest wait after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -38,6 +43,7 @@ pub struct PeerState {
 }
 
 struct Peer {
+    config: PeerConfig,
     options: SyncOptions,
     interval: Duration,
     state: Mutex<PeerState>,
@@ -45,6 +51,8 @@ struct Peer {
     running: tokio::sync::Mutex<()>,
     /// Wakes the peer's task for a sync now (TriggerSync).
     wake: tokio::sync::Notify,
+    /// A filter for the next triggered run only.
+    next_filter: Mutex<Option<Filter>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -67,10 +75,17 @@ impl SyncService {
     ) -> Arc<SyncService> {
         let saved: HashMap<String, PeerState> = local
             .store
-            .peer_states()
+            .peer_records(PeerRecord::State)
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(url, json)| Some((url, serde_json::from_slice(&json).ok()?)))
+            .collect();
+        let added: Vec<PeerConfig> = local
+            .store
+            .peer_records(PeerRecord::AddedPeer)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, json)| serde_json::from_slice(&json).ok())
             .collect();
         let service = Arc::new(SyncService {
             local,
@@ -79,16 +94,33 @@ impl SyncService {
             stop,
             saved,
         });
-        for cfg in peers {
-            if let Err(e) = service.add_peer(cfg) {
+        for cfg in peers.iter().chain(added.iter()) {
+            if service.has_peer(&cfg.url) {
+                continue;
+            }
+            if let Err(e) = service.insert_peer(cfg) {
                 tracing::warn!(peer = cfg.url, error = e, "peer not added");
             }
         }
         service
     }
 
-    /// Adds a peer at run time and starts its task.
+    /// Adds a peer at run time, starts its task, and keeps it for the next
+    /// start.
     pub fn add_peer(self: &Arc<Self>, cfg: &PeerConfig) -> Result<(), String> {
+        self.insert_peer(cfg)?;
+        let json = serde_json::to_vec(cfg).map_err(|e| e.to_string())?;
+        self.local
+            .store
+            .put_peer_record(PeerRecord::AddedPeer, &cfg.url, Some(&json))
+            .map_err(|e| e.to_string())
+    }
+
+    fn has_peer(&self, url: &str) -> bool {
+        self.peers.lock().contains_key(url)
+    }
+
+    fn insert_peer(self: &Arc<Self>, cfg: &PeerConfig) -> Result<(), String> {
         if !(cfg.url.starts_with("ws://") || cfg.url.starts_with("wss://")) {
             return Err(format!("peer url must be ws:// or wss://: {}", cfg.url));
         }
@@ -102,6 +134,7 @@ impl SyncService {
         state.peer_url = cfg.url.clone();
         state.status = "idle".into();
         let peer = Arc::new(Peer {
+            config: cfg.clone(),
             options: SyncOptions {
                 direction,
                 filter,
@@ -111,6 +144,7 @@ impl SyncService {
             state: Mutex::new(state),
             running: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            next_filter: Mutex::new(None),
             task: Mutex::new(None),
         });
         let task = tokio::spawn(run_peer(
@@ -124,7 +158,8 @@ impl SyncService {
         Ok(())
     }
 
-    /// Removes a peer; a sync in progress with it is cancelled. False if unknown.
+    /// Removes a peer (until the next start if it comes from the config);
+    /// a sync in progress with it is cancelled. False if unknown.
     pub fn remove_peer(&self, url: &str) -> bool {
         let Some(peer) = self.peers.lock().remove(url) else {
             return false;
@@ -132,27 +167,62 @@ impl SyncService {
         if let Some(task) = peer.task.lock().take() {
             task.abort();
         }
+        if let Err(e) = self
+            .local
+            .store
+            .put_peer_record(PeerRecord::AddedPeer, url, None)
+        {
+            tracing::warn!(peer = url, error = %e, "cannot forget the removed peer");
+        }
+        self.update(&peer, |s| {
+            if s.status == "syncing" {
+                s.status = "idle".into();
+            }
+        });
         true
     }
 
-    /// Asks for a sync now with `url`, or with every peer. False if unknown.
-    pub fn trigger(&self, url: Option<&str>) -> bool {
+    /// Asks for a sync now with `url`, or with every peer, optionally with
+    /// another filter for that run. False if `url` is unknown.
+    pub fn trigger(&self, url: Option<&str>, filter: Option<Filter>) -> bool {
         let peers = self.peers.lock();
+        let wake = |peer: &Peer| {
+            *peer.next_filter.lock() = filter.clone();
+            peer.wake.notify_one();
+        };
         match url {
             Some(url) => match peers.get(url) {
                 Some(peer) => {
-                    peer.wake.notify_one();
+                    wake(peer);
                     true
                 }
                 None => false,
             },
             None => {
-                for peer in peers.values() {
-                    peer.wake.notify_one();
-                }
+                peers.values().for_each(|p| wake(p));
                 true
             }
         }
+    }
+
+    /// Runs one sync with `url` now and reports progress as it goes. A
+    /// configured peer keeps its direction and state, and waits for a run
+    /// already in progress; any other URL is synced both ways once.
+    pub async fn sync_now(
+        &self,
+        url: &str,
+        request: SyncRequest,
+        progress: impl FnMut(&Progress),
+    ) -> Result<SyncReport, SyncError> {
+        let peer = self.peers.lock().get(url).cloned();
+        let Some(peer) = peer else {
+            let options = request.apply(SyncOptions {
+                direction: Direction::Both,
+                ..SyncOptions::default()
+            });
+            return sync_with_peer(url, &self.local, &options, progress).await;
+        };
+        self.sync_once(url, &peer, request, progress).await
     }
 
     /// Pauses or resumes background runs (triggered runs still happen).
@@ -163,6 +233,18 @@ impl SyncService {
 
     pub fn is_active(&self) -> bool {
         self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The configuration of every peer.
+    pub fn peer_configs(&self) -> Vec<PeerConfig> {
+        let mut out: Vec<PeerConfig> = self
+            .peers
+            .lock()
+            .values()
+            .map(|p| p.config.clone())
+            .collect();
+        out.sort_by(|a, b| a.url.cmp(&b.url));
+        out
     }
 
     /// URLs of the configured peers.
@@ -185,10 +267,17 @@ impl SyncService {
     }
 
     /// Runs one sync with `url` now (waiting if one is already running).
-    async fn sync_once(&self, url: &str, peer: &Peer) {
+    async fn sync_once(
+        &self,
+        url: &str,
+        peer: &Peer,
+        request: SyncRequest,
+        progress: impl FnMut(&Progress),
+    ) -> Result<SyncReport, SyncError> {
         let _running = peer.running.lock().await;
         self.update(peer, |s| s.status = "syncing".into());
-        let result = sync_with_peer(url, &self.local, &peer.options, |_| {}).await;
+        let options = request.apply(peer.options.clone());
+        let result = sync_with_peer(url, &self.local, &options, progress).await;
         self.update(peer, |s| match &result {
             Ok(report) => {
                 s.status = "idle".into();
@@ -203,7 +292,7 @@ impl SyncService {
                 s.consecutive_failures += 1;
             }
         });
-        match result {
+        match &result {
             Ok(report) => tracing::info!(
                 peer = url,
                 fetched = report.fetched,
@@ -212,6 +301,7 @@ impl SyncService {
             ),
             Err(e) => tracing::warn!(peer = url, error = %e, "sync failed"),
         }
+        result
     }
 
     fn update(&self, peer: &Peer, change: impl FnOnce(&mut PeerState)) {
@@ -224,11 +314,37 @@ impl SyncService {
             let store = self.local.store.clone();
             // Small bookkeeping write; a failure only loses the statistic.
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.put_peer_state(&snapshot.peer_url, &json) {
+                if let Err(e) =
+                    store.put_peer_record(PeerRecord::State, &snapshot.peer_url, Some(&json))
+                {
                     tracing::warn!(error = %e, "cannot save peer state");
                 }
             });
         }
+    }
+}
+
+/// Overrides for one run (TriggerSync, SyncWithPeer).
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    pub filter: Option<Filter>,
+    /// Only events created at or after this time.
+    pub since: Option<u64>,
+    pub direction: Option<Direction>,
+}
+
+impl SyncRequest {
+    fn apply(self, mut options: SyncOptions) -> SyncOptions {
+        if let Some(filter) = self.filter {
+            options.filter = filter;
+        }
+        if let Some(since) = self.since {
+            options.filter.since = Some(options.filter.since.map_or(since, |s| s.max(since)));
+        }
+        if let Some(direction) = self.direction {
+            options.direction = direction;
+        }
+        options
     }
 }
 
@@ -255,7 +371,11 @@ async fn run_peer(
     let mut triggered = false;
     loop {
         if triggered || service.is_active() {
-            service.sync_once(&url, &peer).await;
+            let request = SyncRequest {
+                filter: peer.next_filter.lock().take(),
+                ..SyncRequest::default()
+            };
+            let _ = service.sync_once(&url, &peer, request, |_| {}).await;
         }
         let failures = peer.state.lock().consecutive_failures;
         tokio::select! {

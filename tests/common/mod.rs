@@ -16,8 +16,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The control API token of every [`TestRelay`].
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub struct TestRelay {
     pub addr: SocketAddr,
+    /// The control API's address.
+    pub admin_addr: SocketAddr,
     pub url: String,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -30,6 +35,7 @@ pub fn test_config() -> Config {
     config.limits.events_per_second = 0;
     config.limits.reqs_per_second = 0;
     config.server.verify_threads = 2;
+    config.server.admin_listen = String::new();
     config
 }
 
@@ -42,14 +48,19 @@ impl TestRelay {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config();
         config.store.data_dir = dir.path().to_path_buf();
+        config.server.admin_token = ADMIN_TOKEN.into();
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let admin_addr = admin.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            echorelay::node::run(config, listener, async move {
+            echorelay::node::run_with_admin(config, listener, Some(admin), async move {
                 let _ = stopped.await;
             })
             .await
@@ -57,11 +68,21 @@ impl TestRelay {
         });
         TestRelay {
             addr,
+            admin_addr,
             url: format!("ws://{addr}"),
             dir,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// A client of this relay's control API.
+    pub fn admin(&self) -> echorelay::admin::client::AdminClient {
+        echorelay::admin::client::AdminClient::new(
+            &format!("http://{}", self.admin_addr),
+            ADMIN_TOKEN,
+        )
+        .expect("admin url")
     }
 
     pub fn http(&self, path: &str) -> String {
@@ -259,13 +280,28 @@ pub async fn http_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
+    http_request(addr, "GET", path, headers, "").await
+}
+
+/// One HTTP/1.1 request with `Connection: close`: (status, lowercased head, body).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))

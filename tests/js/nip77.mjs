@@ -29,6 +29,16 @@ await new Promise((resolve, reject) => {
       err ? reject(new Error(err)) : resolve()
     },
   })
+  // nostr-tools ends a sync on NEG-ERR as if it had succeeded: catch it.
+  const handle = sync.subscription.oncustom
+  sync.subscription.oncustom = (data) => {
+    if (data[0] === 'NEG-ERR') {
+      clearTimeout(timer)
+      reject(new Error(`NEG-ERR: ${data[2]}`))
+      return
+    }
+    handle(data)
+  }
   sync.start()
 })
 console.log(JSON.stringify({ have: [...have].sort(), need: [...need].sort() }))

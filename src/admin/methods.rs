@@ -1,0 +1,298 @@
+//! The methods of the control API, named and shaped as in seed 003's
+//! `NegentropyService` (field names in snake_case as in its messages).
+//! Replies that the seed leaves empty are `{}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{Admin, ApiError};
+use crate::config::PeerConfig;
+use crate::filter::Filter;
+use crate::sync::{Direction, Progress, SyncRequest};
+
+/// One method: its name in the path and whether GET may call it.
+pub(super) struct MethodSpec {
+    pub name: &'static str,
+    pub read_only: bool,
+}
+
+const METHODS: &[MethodSpec] = &[
+    MethodSpec {
+        name: "Ready",
+        read_only: true,
+    },
+    MethodSpec {
+        name: "Start",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "Stop",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "GetSyncStatus",
+        read_only: true,
+    },
+    MethodSpec {
+        name: "GetPeers",
+        read_only: true,
+    },
+    MethodSpec {
+        name: "AddPeer",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "RemovePeer",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "TriggerSync",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "GetPeerSyncState",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "ListSessions",
+        read_only: true,
+    },
+    MethodSpec {
+        name: "CloseSession",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "SyncWithPeer",
+        read_only: false,
+    },
+];
+
+pub(super) fn find(name: &str) -> Option<&'static MethodSpec> {
+    METHODS.iter().find(|m| m.name == name)
+}
+
+pub(super) async fn dispatch(admin: &Arc<Admin>, spec: &MethodSpec, args: Value) -> Response {
+    let result = match spec.name {
+        "Ready" => Ok(json!({ "ready": true })),
+        "Start" => {
+            admin.sync.set_active(true);
+            Ok(json!({}))
+        }
+        "Stop" => {
+            admin.sync.set_active(false);
+            Ok(json!({}))
+        }
+        "GetSyncStatus" => Ok(sync_status(admin)),
+        "GetPeers" => Ok(json!({
+            "peers": admin.sync.peer_urls(),
+            "peer_configs": admin.sync.peer_configs(),
+        })),
+        "AddPeer" => add_peer(admin, &args),
+        "RemovePeer" => remove_peer(admin, &args),
+        "TriggerSync" => trigger_sync(admin, &args),
+        "GetPeerSyncState" => peer_sync_state(admin, &args),
+        "ListSessions" => Ok(json!({ "sessions": admin.relay.neg_directory.list() })),
+        "CloseSession" => close_session(admin, &args),
+        "SyncWithPeer" => return sync_with_peer(admin, &args),
+        _ => Err(ApiError::not_found("unknown endpoint")),
+    };
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn sync_status(admin: &Admin) -> Value {
+    let states = admin.sync.states();
+    json!({
+        "active": admin.sync.is_active(),
+        "last_sync": states.iter().map(|s| s.last_sync).max().unwrap_or(0),
+        "peer_count": states.len(),
+        "peer_states": states,
+    })
+}
+
+fn add_peer(admin: &Arc<Admin>, args: &Value) -> Result<Value, ApiError> {
+    let url = peer_url(args)?;
+    let defaults: PeerConfig = serde_json::from_value(json!({ "url": url }))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let config = PeerConfig {
+        dir: optional_str(args, "dir")?
+            .unwrap_or(&defaults.dir)
+            .to_string(),
+        filter: match optional_filter(args)? {
+            Some(filter) => filter.to_value().to_string(),
+            None => defaults.filter.clone(),
+        },
+        interval_secs: match args.get("interval_secs") {
+            None | Some(Value::Null) => defaults.interval_secs,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::bad_request("interval_secs must be a positive integer"))?,
+        },
+        live: match args.get("live") {
+            None | Some(Value::Null) => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| ApiError::bad_request("live must be true or false"))?,
+        },
+        url: url.to_string(),
+    };
+    if admin.sync.peer_urls().iter().any(|u| u == url) {
+        return Err(ApiError(
+            axum::http::StatusCode::CONFLICT,
+            format!("peer {url} is already configured"),
+        ));
+    }
+    admin
+        .sync
+        .add_peer(&config)
+        .map_err(ApiError::bad_request)?;
+    Ok(json!({}))
+}
+
+fn remove_peer(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
+    let url = peer_url(args)?;
+    if !admin.sync.remove_peer(url) {
+        return Err(ApiError::not_found(format!("unknown peer: {url}")));
+    }
+    Ok(json!({}))
+}
+
+fn trigger_sync(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
+    let url = optional_str(args, "peer_url")?.filter(|u| !u.is_empty());
+    let filter = optional_filter(args)?;
+    if !admin.sync.trigger(url, filter) {
+        return Err(ApiError::not_found(format!(
+            "unknown peer: {}",
+            url.unwrap_or_default()
+        )));
+    }
+    Ok(json!({}))
+}
+
+fn peer_sync_state(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
+    let url = peer_url(args)?;
+    Ok(
+        match admin.sync.states().into_iter().find(|s| s.peer_url == url) {
+            Some(state) => json!({ "state": state, "found": true }),
+            None => json!({ "found": false }),
+        },
+    )
+}
+
+fn close_session(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
+    let sub_id = optional_str(args, "subscription_id")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("subscription_id is required"))?;
+    let connection = optional_str(args, "connection_id")?.filter(|s| !s.is_empty());
+    match admin.relay.neg_directory.close(sub_id, connection) {
+        0 => Err(ApiError::not_found(format!("no open session {sub_id}"))),
+        closed => Ok(json!({ "closed": closed })),
+    }
+}
+
+/// Runs a sync now and streams its progress records, one JSON object per
+/// line; the last one has `complete: true` or an `error`.
+fn sync_with_peer(admin: &Arc<Admin>, args: &Value) -> Response {
+    let request = (|| {
+        let url = peer_url(args)?.to_string();
+        let since = match args.get("since") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => return Err(ApiError::bad_request("since must be a unix timestamp")),
+            },
+        };
+        let direction = optional_str(args, "dir")?
+            .map(str::parse::<Direction>)
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let request = SyncRequest {
+            filter: optional_filter(args)?,
+            since,
+            direction,
+        };
+        Ok((url, request))
+    })();
+    let (url, request) = match request {
+        Ok(parsed) => parsed,
+        Err(e) => return e.into_response(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let sync = admin.sync.clone();
+    tokio::spawn(async move {
+        let mut last = Progress {
+            peer_url: url.clone(),
+            ..Progress::default()
+        };
+        let result = sync
+            .sync_now(&url, request, |p| {
+                last = p.clone();
+                let _ = tx.send(progress_line(p));
+            })
+            .await;
+        if let Err(e) = result {
+            last.complete = false;
+            last.error = Some(e.to_string());
+            let _ = tx.send(progress_line(&last));
+        }
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Bytes::from(line)), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+fn progress_line(progress: &Progress) -> String {
+    let mut line = serde_json::to_string(progress).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+fn peer_url(args: &Value) -> Result<&str, ApiError> {
+    let url = optional_str(args, "peer_url")?
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::bad_request("peer_url is required"))?;
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(ApiError::bad_request(format!(
+            "peer_url must be ws:// or wss://, got {url:?}"
+        )));
+    }
+    Ok(url)
+}
+
+fn optional_str<'a>(args: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+    }
+}
+
+/// `filter` as a NIP-01 filter object, or a string holding one.
+fn optional_filter(args: &Value) -> Result<Option<Filter>, ApiError> {
+    let parsed = match args.get("filter") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => Filter::from_json(s),
+        Some(value @ Value::Object(_)) => Filter::from_value(value),
+        Some(_) => return Err(ApiError::bad_request("filter must be a JSON object")),
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("filter: {e}")))
+}

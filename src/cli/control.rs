@@ -1,0 +1,82 @@
+//! What the client subcommands (`status`, `peers`, `sessions`) share: where
+//! the running node's control API is and which token to send. By default
+//! both come from the same config and data dir `serve` uses, so on the
+//! node's own machine no flag is needed.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+use super::NodeArgs;
+use crate::admin::client::AdminClient;
+
+#[derive(Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Control API address, e.g. http://127.0.0.1:7778 (default: from
+    /// server.admin_listen).
+    #[arg(long, env = "ECHORELAY_ADMIN_URL", global = true)]
+    url: Option<String>,
+    /// Admin token (default: server.admin_token, else <data>/admin.token).
+    #[arg(
+        long,
+        env = "ECHORELAY_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// Print the API's JSON reply instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl ControlArgs {
+    pub fn client(&self) -> anyhow::Result<AdminClient> {
+        let config = self.node.load()?;
+        let url = match &self.url {
+            Some(url) => url.clone(),
+            None => {
+                let mut addr = config
+                    .server
+                    .admin_addr()?
+                    .context("the control API is off (server.admin_listen is empty)")?;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+        };
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => crate::secrets::existing_admin_token(
+                &config.server.admin_token,
+                &config.store.data_dir,
+            )
+            .context("no admin token: pass --token or run on the node's data dir")?,
+        };
+        Ok(AdminClient::new(&url, &token)?)
+    }
+}
+
+/// Runs `call` on a small runtime and returns its result.
+pub fn block_on<T>(call: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(call))
+}
+
+/// Prints a reply as JSON (for `--json`).
+pub fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+/// A unix time as "N s ago" (or "never" for 0).
+pub fn ago(unix: u64) -> String {
+    if unix == 0 {
+        return "never".into();
+    }
+    format!("{} s ago", crate::event::now().saturating_sub(unix))
+}
