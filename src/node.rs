@@ -105,7 +105,12 @@ pub async fn run_with_admin(
         ))),
         node_key: Some(node_key),
     };
-    let sync = crate::sync::SyncService::start(local, &relay.config.peers, stop_tx.subscribe());
+    let sync = crate::sync::SyncService::start(
+        local,
+        &relay.config.peers,
+        stop_tx.subscribe(),
+        Some(relay.registry.stored_feed()),
+    );
     let admin = match admin_listener {
         Some(admin_listener) => {
             let token = crate::secrets::admin_token(

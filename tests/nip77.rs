@@ -5,44 +5,11 @@ mod common;
 
 use common::*;
 use echorelay::event::{now, Keys};
-use echorelay::negentropy::{Diff, Item, Negentropy, VectorStorage};
+use echorelay::negentropy::{Item, VectorStorage};
 use serde_json::{json, Value};
 
 fn item_of(e: &echorelay::event::Event) -> Item {
     Item::new(e.created_at, e.id)
-}
-
-/// Runs a full reconciliation as initiator over the socket.
-async fn reconcile(
-    c: &mut Raw,
-    sub: &str,
-    filter: Value,
-    mine: &VectorStorage,
-    frame: usize,
-) -> (Diff, usize) {
-    let mut neg = Negentropy::new(mine, frame).unwrap();
-    let first = neg.initiate().unwrap();
-    c.send(json!(["NEG-OPEN", sub, filter, hex::encode(first)]))
-        .await;
-    let mut diff = Diff::default();
-    let mut rounds = 0;
-    loop {
-        let reply = c.recv().await;
-        assert_eq!(reply[0], "NEG-MSG", "{reply}");
-        assert_eq!(reply[1], sub);
-        rounds += 1;
-        let msg = hex::decode(reply[2].as_str().unwrap()).unwrap();
-        match neg.reconcile_initiator(&msg, &mut diff).unwrap() {
-            Some(next) => c.send(json!(["NEG-MSG", sub, hex::encode(next)])).await,
-            None => break,
-        }
-    }
-    c.send(json!(["NEG-CLOSE", sub])).await;
-    diff.have.sort();
-    diff.have.dedup();
-    diff.need.sort();
-    diff.need.dedup();
-    (diff, rounds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,7 +352,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
         node_key: None,
     };
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service = SyncService::start(local, &[], stop);
+    let service = SyncService::start(local, &[], stop, None);
     let keys = Keys::generate();
     let mut c = relay.client().await;
     let next_commit = || async {

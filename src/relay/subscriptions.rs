@@ -99,13 +99,33 @@ impl Subscription {
     }
 }
 
-/// Every open subscription, by (client id, subscription id).
-#[derive(Default)]
+/// Every open subscription, by (client id, subscription id), plus the feed
+/// of stored events that live sync pushes to peers.
 pub struct Registry {
     subs: RwLock<HashMap<(u64, String), Arc<Subscription>>>,
+    stored: tokio::sync::broadcast::Sender<Arc<Committed>>,
+}
+
+/// Stored events buffered per slow feed reader before it lags (and the
+/// next reconciliation repairs what it skipped).
+const FEED_CAPACITY: usize = 8192;
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            subs: RwLock::default(),
+            stored: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
 }
 
 impl Registry {
+    /// The feed of stored events in commit order; live sync subscribes to
+    /// it on every (re)connect.
+    pub fn stored_feed(&self) -> tokio::sync::broadcast::Sender<Arc<Committed>> {
+        self.stored.clone()
+    }
+
     /// Adds (or replaces, cancelling the old one) a subscription.
     pub fn insert(&self, sub: Arc<Subscription>) {
         let old = self
@@ -176,6 +196,11 @@ pub fn spawn_fanout(
         .spawn(move || {
             while let Ok(batch) = rx.recv() {
                 registry.deliver(&batch, &read);
+                if registry.stored.receiver_count() > 0 {
+                    for committed in batch.iter().filter(|c| c.seq.is_some()) {
+                        let _ = registry.stored.send(committed.clone());
+                    }
+                }
             }
         })?;
     Ok(tx)

@@ -346,52 +346,25 @@ async fn fetch(
                 match event {
                     Some(Ok(event)) if asked.remove(&event.id) => {
                         let json_len = msg.get(2).map(|v| v.to_string().len()).unwrap_or(0);
-                        if let Some(Err(reason)) = local
-                            .policy
-                            .as_ref()
-                            .map(|p| p.check(&event, json_len, now()))
-                        {
-                            refused.fetch_add(1, Relaxed);
-                            remembered.lock().push((event.id, reason));
-                            continue;
-                        }
                         let (stored, refused, remembered) =
                             (stored.clone(), refused.clone(), remembered.clone());
-                        let writer = local.writer.clone();
                         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
                         pending_writes.push(done_rx);
-                        local
-                            .verify
-                            .run(move || {
-                                if event.verify().is_err() {
-                                    refused.fetch_add(1, Relaxed);
-                                    let _ = done_tx.send(());
-                                    return;
+                        ingest(local, event, json_len, move |id, outcome| {
+                            match outcome {
+                                Ingested::Stored => {
+                                    stored.fetch_add(1, Relaxed);
                                 }
-                                let json = event.to_json();
-                                let id = event.id;
-                                let on_commit = move |outcome: &WriteOutcome| {
-                                    match outcome {
-                                        WriteOutcome::Stored { .. } | WriteOutcome::Duplicate => {
-                                            stored.fetch_add(1, Relaxed);
-                                        }
-                                        WriteOutcome::Refused(reason) => {
-                                            refused.fetch_add(1, Relaxed);
-                                            // Deleted here, or an older version of an address we
-                                            // hold: the peer would offer it on every run.
-                                            if reason.starts_with("blocked:")
-                                                || reason.starts_with("duplicate:")
-                                            {
-                                                remembered.lock().push((id, reason.clone()));
-                                            }
-                                        }
-                                        WriteOutcome::Purged { .. } => {}
+                                Ingested::Refused { reason, remember } => {
+                                    refused.fetch_add(1, Relaxed);
+                                    if remember {
+                                        remembered.lock().push((id, reason));
                                     }
-                                    let _ = done_tx.send(());
-                                };
-                                writer.submit(event, json, Box::new(on_commit));
-                            })
-                            .await;
+                                }
+                            }
+                            let _ = done_tx.send(());
+                        })
+                        .await;
                     }
                     _ => {
                         refused.fetch_add(1, Relaxed);
@@ -421,6 +394,77 @@ async fn fetch(
     state.fetched_count = report.fetched;
     progress(state);
     Ok(())
+}
+
+/// What became of an event a peer sent us.
+pub(super) enum Ingested {
+    /// Stored now or already present.
+    Stored,
+    /// Refused; `remember` when the same event would be refused again (our
+    /// policy, a deletion, a newer version), so later runs skip it.
+    Refused { reason: String, remember: bool },
+}
+
+/// Takes an event from a peer the way the relay takes a client's: write
+/// policy, then id and signature on the verify pool, then the writer.
+/// `done` runs once the outcome is known (after commit when stored).
+pub(super) async fn ingest(
+    local: &Local,
+    event: Event,
+    json_len: usize,
+    done: impl FnOnce([u8; 32], Ingested) + Send + 'static,
+) {
+    let id = event.id;
+    if let Some(Err(reason)) = local
+        .policy
+        .as_ref()
+        .map(|p| p.check(&event, json_len, now()))
+    {
+        done(
+            id,
+            Ingested::Refused {
+                reason,
+                remember: true,
+            },
+        );
+        return;
+    }
+    let writer = local.writer.clone();
+    local
+        .verify
+        .run(move || {
+            if let Err(e) = event.verify() {
+                let reason = e.to_string();
+                done(
+                    id,
+                    Ingested::Refused {
+                        reason,
+                        remember: false,
+                    },
+                );
+                return;
+            }
+            let json = event.to_json();
+            let on_commit = move |outcome: &WriteOutcome| match outcome {
+                WriteOutcome::Stored { .. } | WriteOutcome::Duplicate => done(id, Ingested::Stored),
+                WriteOutcome::Refused(reason) => {
+                    // Deleted here, or an older version of an address we
+                    // hold: the peer would offer it on every run.
+                    let remember =
+                        reason.starts_with("blocked:") || reason.starts_with("duplicate:");
+                    done(
+                        id,
+                        Ingested::Refused {
+                            reason: reason.clone(),
+                            remember,
+                        },
+                    );
+                }
+                WriteOutcome::Purged { .. } => done(id, Ingested::Stored),
+            };
+            writer.submit(event, json, Box::new(on_commit));
+        })
+        .await;
 }
 
 /// Sends `have` as EVENTs with a bounded window, reading every OK.

@@ -69,8 +69,20 @@ impl PeerSocket {
     }
 
     pub async fn send(&mut self, value: Value) -> Result<(), SyncError> {
+        self.send_text(value.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: String) -> Result<(), SyncError> {
         self.ws
-            .send(Message::Text(value.to_string().into()))
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|_| SyncError::Closed)
+    }
+
+    /// A WebSocket ping; the pong (or any message) proves the link alive.
+    pub async fn ping(&mut self) -> Result<(), SyncError> {
+        self.ws
+            .send(Message::Ping(Vec::new().into()))
             .await
             .map_err(|_| SyncError::Closed)
     }

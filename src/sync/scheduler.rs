@@ -12,15 +12,17 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::client::{
     sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport,
 };
+use super::live::{self, LiveLink};
 use crate::config::PeerConfig;
 use crate::event::now;
 use crate::filter::Filter;
 use crate::store::PeerRecord;
+use crate::writer::Committed;
 
 /// Longest wait after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -49,11 +51,13 @@ struct Peer {
     state: Mutex<PeerState>,
     /// Held for the duration of a run: one sync per peer at a time.
     running: tokio::sync::Mutex<()>,
-    /// Wakes the peer's task for a sync now (TriggerSync).
-    wake: tokio::sync::Notify,
+    /// Wakes the peer's task for a sync now (TriggerSync, live reconnects).
+    wake: Arc<tokio::sync::Notify>,
     /// A filter for the next triggered run only.
     next_filter: Mutex<Option<Filter>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The live link, when the peer is configured with `live = true`.
+    live: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The running service; cheap to share.
@@ -64,6 +68,8 @@ pub struct SyncService {
     active: std::sync::atomic::AtomicBool,
     stop: watch::Receiver<bool>,
     saved: HashMap<String, PeerState>,
+    /// Our stored events, pushed to live peers (`None`: no live mode).
+    feed: Option<broadcast::Sender<Arc<Committed>>>,
 }
 
 impl SyncService {
@@ -72,6 +78,7 @@ impl SyncService {
         local: Local,
         peers: &[PeerConfig],
         stop: watch::Receiver<bool>,
+        feed: Option<broadcast::Sender<Arc<Committed>>>,
     ) -> Arc<SyncService> {
         let saved: HashMap<String, PeerState> = local
             .store
@@ -93,6 +100,7 @@ impl SyncService {
             active: std::sync::atomic::AtomicBool::new(true),
             stop,
             saved,
+            feed,
         });
         for cfg in peers.iter().chain(added.iter()) {
             if service.has_peer(&cfg.url) {
@@ -143,10 +151,22 @@ impl SyncService {
             interval: Duration::from_secs(cfg.interval_secs.max(1)),
             state: Mutex::new(state),
             running: tokio::sync::Mutex::new(()),
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
             next_filter: Mutex::new(None),
             task: Mutex::new(None),
+            live: Mutex::new(None),
         });
+        if let (true, Some(feed)) = (cfg.live, &self.feed) {
+            let link = LiveLink {
+                url: cfg.url.clone(),
+                local: self.local.clone(),
+                filter: peer.options.filter.clone(),
+                direction: peer.options.direction,
+                feed: feed.clone(),
+                reconcile: peer.wake.clone(),
+            };
+            *peer.live.lock() = Some(tokio::spawn(live::run(link, self.stop.clone())));
+        }
         let task = tokio::spawn(run_peer(
             self.clone(),
             cfg.url.clone(),
@@ -164,7 +184,10 @@ impl SyncService {
         let Some(peer) = self.peers.lock().remove(url) else {
             return false;
         };
-        if let Some(task) = peer.task.lock().take() {
+        for task in [peer.task.lock().take(), peer.live.lock().take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         if let Err(e) = self

@@ -46,13 +46,21 @@ impl TestRelay {
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestRelay {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, "127.0.0.1:0".parse().expect("addr"), tweak).await
+    }
+
+    /// Starts on `addr` with an existing data dir: a restart after
+    /// [`TestRelay::stop`] at the same URL.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestRelay {
         let mut config = test_config();
         config.store.data_dir = dir.path().to_path_buf();
         config.server.admin_token = ADMIN_TOKEN.into();
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -316,4 +324,37 @@ pub async fn http_request(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Runs a full reconciliation as initiator over the socket.
+pub async fn reconcile(
+    c: &mut Raw,
+    sub: &str,
+    filter: Value,
+    mine: &echorelay::negentropy::VectorStorage,
+    frame: usize,
+) -> (echorelay::negentropy::Diff, usize) {
+    let mut neg = echorelay::negentropy::Negentropy::new(mine, frame).unwrap();
+    let first = neg.initiate().unwrap();
+    c.send(json!(["NEG-OPEN", sub, filter, hex::encode(first)]))
+        .await;
+    let mut diff = echorelay::negentropy::Diff::default();
+    let mut rounds = 0;
+    loop {
+        let reply = c.recv().await;
+        assert_eq!(reply[0], "NEG-MSG", "{reply}");
+        assert_eq!(reply[1], sub);
+        rounds += 1;
+        let msg = hex::decode(reply[2].as_str().unwrap()).unwrap();
+        match neg.reconcile_initiator(&msg, &mut diff).unwrap() {
+            Some(next) => c.send(json!(["NEG-MSG", sub, hex::encode(next)])).await,
+            None => break,
+        }
+    }
+    c.send(json!(["NEG-CLOSE", sub])).await;
+    diff.have.sort();
+    diff.have.dedup();
+    diff.need.sort();
+    diff.need.dedup();
+    (diff, rounds)
 }

@@ -1,0 +1,208 @@
+//! Convergence of a mesh: three relays in one process (separate data dirs,
+//! 127.0.0.1 ports) with random writes on each, peers added through the
+//! control API, one node restarted mid-way, and a partition that heals with
+//! live mode on. Every check ends with d = 0 reconciliations between every
+//! pair: one round, nothing to have or need.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use echorelay::event::{now, Keys};
+use echorelay::negentropy::{Item, VectorStorage};
+use serde_json::json;
+
+fn big_limits(c: &mut echorelay::config::Config) {
+    c.limits.max_limit = 100_000;
+}
+
+async fn start() -> TestRelay {
+    TestRelay::start_with(big_limits).await
+}
+
+/// Every stored event of `relay` as negentropy items.
+async fn items(relay: &TestRelay) -> Vec<Item> {
+    let mut c = relay.client().await;
+    c.req("all", &[json!({"limit": 100_000})])
+        .await
+        .iter()
+        .map(|e| {
+            let id = echorelay::event::decode_hex::<32>(e["id"].as_str().unwrap()).unwrap();
+            Item::new(e["created_at"].as_u64().unwrap(), id)
+        })
+        .collect()
+}
+
+/// Waits (asking again) until every relay holds `expected` events.
+async fn wait_for_count(relays: &[&TestRelay], expected: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut counts = Vec::new();
+        for r in relays {
+            counts.push(items(r).await.len());
+        }
+        if counts.iter().all(|&n| n == expected) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence: {counts:?} of {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// d = 0 between every pair: one round and an empty difference.
+async fn assert_equal_sets(relays: &[&TestRelay]) {
+    for a in relays {
+        let mine = VectorStorage::new(items(a).await);
+        for b in relays {
+            let mut c = b.client().await;
+            let (diff, rounds) = reconcile(&mut c, "d0", json!({}), &mine, 0).await;
+            assert_eq!((diff.have.len(), diff.need.len(), rounds), (0, 0, 1));
+        }
+    }
+}
+
+async fn write_random(relay: &TestRelay, keys: &Keys, tag: &str, n: usize) {
+    let mut c = relay.client().await;
+    for i in 0..n {
+        let at = now() - rand::random_range(0..100_000);
+        c.publish_ok(&event_at(keys, 1, at, vec![], &format!("{tag} {i}")))
+            .await;
+    }
+}
+
+async fn add_peer(from: &TestRelay, to_url: &str, extra: serde_json::Value) {
+    let mut body = json!({"peer_url": to_url, "dir": "both", "interval_secs": 1});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    from.admin().call("AddPeer", &body).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_converge_through_a_restart() {
+    let (a, b, c) = (start().await, start().await, start().await);
+    let keys = Keys::generate();
+    for (relay, tag) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        write_random(relay, &keys, tag, 40).await;
+    }
+    // A line A — B — C: C's writes reach A only through B.
+    add_peer(&a, &b.url, json!({})).await;
+    add_peer(&c, &b.url, json!({})).await;
+    wait_for_count(&[&a, &b, &c], 120).await;
+    assert_equal_sets(&[&a, &b, &c]).await;
+
+    // B stops; both sides keep writing; B comes back on the same address
+    // with its data and peers (added at run time, so kept in LMDB).
+    let b_addr = b.addr;
+    let b_dir = b.stop().await;
+    write_random(&a, &keys, "a2", 15).await;
+    write_random(&c, &keys, "c2", 15).await;
+    let b = TestRelay::start_in(b_dir, b_addr, big_limits).await;
+    write_random(&b, &keys, "b2", 15).await;
+    wait_for_count(&[&a, &b, &c], 165).await;
+    assert_equal_sets(&[&a, &b, &c]).await;
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+/// A TCP forwarder that can cut every connection through it and refuse new
+/// ones until healed: a network partition between two relays.
+struct Partition {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Partition {
+    async fn start(target: SocketAddr) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (cut2, changed2) = (cut.clone(), changed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let changed = changed2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let cut = changed.notified();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        Partition { addr, cut, changed }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_propagates_at_once_and_heals_a_partition() {
+    let (a, b) = (start().await, start().await);
+    let keys = Keys::generate();
+    write_random(&a, &keys, "a", 20).await;
+    write_random(&b, &keys, "b", 20).await;
+    let link = Partition::start(b.addr).await;
+    // Reconciliation only hourly: what arrives between runs comes live.
+    add_peer(
+        &a,
+        &format!("ws://{}", link.addr),
+        json!({"live": true, "interval_secs": 3600}),
+    )
+    .await;
+    wait_for_count(&[&a, &b], 40).await;
+
+    // A write on either side reaches the other's live subscribers.
+    let mut on_a = a.client().await;
+    on_a.send(json!(["REQ", "new", {"kinds": [1], "since": now() - 5}]))
+        .await;
+    assert_eq!(on_a.recv().await, json!(["EOSE", "new"]));
+    let mut on_b = b.client().await;
+    on_b.send(json!(["REQ", "new", {"kinds": [1], "since": now() - 5}]))
+        .await;
+    assert_eq!(on_b.recv().await, json!(["EOSE", "new"]));
+    let from_b = note(&keys, "written on b");
+    b.client().await.publish_ok(&from_b).await;
+    let seen = on_a.recv().await;
+    assert_eq!(seen[2]["id"], from_b.id_hex(), "{seen}");
+    assert_eq!(on_b.recv().await[2]["id"], from_b.id_hex());
+    let from_a = note(&keys, "written on a");
+    a.client().await.publish_ok(&from_a).await;
+    assert_eq!(on_b.recv().await[2]["id"], from_a.id_hex());
+
+    // Partition: writes on both sides stay apart ...
+    link.cut();
+    write_random(&a, &keys, "a2", 10).await;
+    write_random(&b, &keys, "b2", 10).await;
+    assert_eq!(items(&a).await.len(), 52);
+    assert_eq!(items(&b).await.len(), 52);
+    // ... and once it heals, the live link reconnects and reconciles.
+    link.heal();
+    wait_for_count(&[&a, &b], 62).await;
+    assert_equal_sets(&[&a, &b]).await;
+    a.stop().await;
+    b.stop().await;
+}
