@@ -77,30 +77,90 @@ pub(super) fn find(name: &str) -> Option<&'static MethodSpec> {
     METHODS.iter().find(|m| m.name == name)
 }
 
-pub(super) async fn dispatch(admin: &Arc<Admin>, spec: &MethodSpec, args: Value) -> Response {
-    let result = match spec.name {
-        "Ready" => Ok(json!({ "ready": true })),
-        "Start" => {
+/// A request, checked and typed before anything acts on it.
+#[derive(Debug)]
+pub enum Call {
+    Ready,
+    Start,
+    Stop,
+    GetSyncStatus,
+    GetPeers,
+    AddPeer(PeerConfig),
+    RemovePeer(String),
+    TriggerSync {
+        peer_url: Option<String>,
+        filter: Option<Filter>,
+    },
+    GetPeerSyncState(String),
+    ListSessions,
+    CloseSession {
+        subscription_id: String,
+        connection_id: Option<String>,
+    },
+    SyncWithPeer(String, SyncRequest),
+}
+
+impl Call {
+    /// Parses a request body (a JSON object; empty means `{}`) for `method`.
+    pub fn parse(method: &str, body: &[u8]) -> Result<Call, ApiError> {
+        let args = &super::parse_body(body)?;
+        Ok(match method {
+            "Ready" => Call::Ready,
+            "Start" => Call::Start,
+            "Stop" => Call::Stop,
+            "GetSyncStatus" => Call::GetSyncStatus,
+            "GetPeers" => Call::GetPeers,
+            "AddPeer" => Call::AddPeer(peer_config(args)?),
+            "RemovePeer" => Call::RemovePeer(peer_url(args)?.to_string()),
+            "TriggerSync" => Call::TriggerSync {
+                peer_url: optional_str(args, "peer_url")?
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string),
+                filter: optional_filter(args)?,
+            },
+            "GetPeerSyncState" => Call::GetPeerSyncState(peer_url(args)?.to_string()),
+            "ListSessions" => Call::ListSessions,
+            "CloseSession" => Call::CloseSession {
+                subscription_id: optional_str(args, "subscription_id")?
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| ApiError::bad_request("subscription_id is required"))?
+                    .to_string(),
+                connection_id: optional_str(args, "connection_id")?
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            },
+            "SyncWithPeer" => Call::SyncWithPeer(peer_url(args)?.to_string(), sync_request(args)?),
+            other => return Err(ApiError::not_found(format!("unknown endpoint: {other}"))),
+        })
+    }
+}
+
+pub(super) async fn dispatch(admin: &Arc<Admin>, call: Call) -> Response {
+    let result = match call {
+        Call::Ready => Ok(json!({ "ready": true })),
+        Call::Start => {
             admin.sync.set_active(true);
             Ok(json!({}))
         }
-        "Stop" => {
+        Call::Stop => {
             admin.sync.set_active(false);
             Ok(json!({}))
         }
-        "GetSyncStatus" => Ok(sync_status(admin)),
-        "GetPeers" => Ok(json!({
+        Call::GetSyncStatus => Ok(sync_status(admin)),
+        Call::GetPeers => Ok(json!({
             "peers": admin.sync.peer_urls(),
             "peer_configs": admin.sync.peer_configs(),
         })),
-        "AddPeer" => add_peer(admin, &args),
-        "RemovePeer" => remove_peer(admin, &args),
-        "TriggerSync" => trigger_sync(admin, &args),
-        "GetPeerSyncState" => peer_sync_state(admin, &args),
-        "ListSessions" => Ok(json!({ "sessions": admin.relay.neg_directory.list() })),
-        "CloseSession" => close_session(admin, &args),
-        "SyncWithPeer" => return sync_with_peer(admin, &args),
-        _ => Err(ApiError::not_found("unknown endpoint")),
+        Call::AddPeer(config) => add_peer(admin, &config),
+        Call::RemovePeer(url) => remove_peer(admin, &url),
+        Call::TriggerSync { peer_url, filter } => trigger_sync(admin, peer_url.as_deref(), filter),
+        Call::GetPeerSyncState(url) => Ok(peer_sync_state(admin, &url)),
+        Call::ListSessions => Ok(json!({ "sessions": admin.relay.neg_directory.list() })),
+        Call::CloseSession {
+            subscription_id,
+            connection_id,
+        } => close_session(admin, &subscription_id, connection_id.as_deref()),
+        Call::SyncWithPeer(url, request) => return sync_with_peer(admin, url, request),
     };
     match result {
         Ok(value) => Json(value).into_response(),
@@ -118,14 +178,14 @@ fn sync_status(admin: &Admin) -> Value {
     })
 }
 
-fn add_peer(admin: &Arc<Admin>, args: &Value) -> Result<Value, ApiError> {
+fn peer_config(args: &Value) -> Result<PeerConfig, ApiError> {
     let url = peer_url(args)?;
     let defaults: PeerConfig = serde_json::from_value(json!({ "url": url }))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let config = PeerConfig {
-        dir: optional_str(args, "dir")?
-            .unwrap_or(&defaults.dir)
-            .to_string(),
+    let dir = optional_str(args, "dir")?.unwrap_or(&defaults.dir);
+    dir.parse::<Direction>().map_err(ApiError::bad_request)?;
+    Ok(PeerConfig {
+        dir: dir.to_string(),
         filter: match optional_filter(args)? {
             Some(filter) => filter.to_value().to_string(),
             None => defaults.filter.clone(),
@@ -144,31 +204,32 @@ fn add_peer(admin: &Arc<Admin>, args: &Value) -> Result<Value, ApiError> {
                 .ok_or_else(|| ApiError::bad_request("live must be true or false"))?,
         },
         url: url.to_string(),
-    };
-    if admin.sync.peer_urls().iter().any(|u| u == url) {
+    })
+}
+
+fn add_peer(admin: &Arc<Admin>, config: &PeerConfig) -> Result<Value, ApiError> {
+    if admin.sync.peer_urls().contains(&config.url) {
         return Err(ApiError(
             axum::http::StatusCode::CONFLICT,
-            format!("peer {url} is already configured"),
+            format!("peer {} is already configured", config.url),
         ));
     }
-    admin
-        .sync
-        .add_peer(&config)
-        .map_err(ApiError::bad_request)?;
+    admin.sync.add_peer(config).map_err(ApiError::bad_request)?;
     Ok(json!({}))
 }
 
-fn remove_peer(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
-    let url = peer_url(args)?;
+fn remove_peer(admin: &Admin, url: &str) -> Result<Value, ApiError> {
     if !admin.sync.remove_peer(url) {
         return Err(ApiError::not_found(format!("unknown peer: {url}")));
     }
     Ok(json!({}))
 }
 
-fn trigger_sync(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
-    let url = optional_str(args, "peer_url")?.filter(|u| !u.is_empty());
-    let filter = optional_filter(args)?;
+fn trigger_sync(
+    admin: &Admin,
+    url: Option<&str>,
+    filter: Option<Filter>,
+) -> Result<Value, ApiError> {
     if !admin.sync.trigger(url, filter) {
         return Err(ApiError::not_found(format!(
             "unknown peer: {}",
@@ -178,55 +239,43 @@ fn trigger_sync(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
     Ok(json!({}))
 }
 
-fn peer_sync_state(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
-    let url = peer_url(args)?;
-    Ok(
-        match admin.sync.states().into_iter().find(|s| s.peer_url == url) {
-            Some(state) => json!({ "state": state, "found": true }),
-            None => json!({ "found": false }),
-        },
-    )
+fn peer_sync_state(admin: &Admin, url: &str) -> Value {
+    match admin.sync.states().into_iter().find(|s| s.peer_url == url) {
+        Some(state) => json!({ "state": state, "found": true }),
+        None => json!({ "found": false }),
+    }
 }
 
-fn close_session(admin: &Admin, args: &Value) -> Result<Value, ApiError> {
-    let sub_id = optional_str(args, "subscription_id")?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_request("subscription_id is required"))?;
-    let connection = optional_str(args, "connection_id")?.filter(|s| !s.is_empty());
+fn close_session(admin: &Admin, sub_id: &str, connection: Option<&str>) -> Result<Value, ApiError> {
     match admin.relay.neg_directory.close(sub_id, connection) {
         0 => Err(ApiError::not_found(format!("no open session {sub_id}"))),
         closed => Ok(json!({ "closed": closed })),
     }
 }
 
+fn sync_request(args: &Value) -> Result<SyncRequest, ApiError> {
+    let since = match args.get("since") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => return Err(ApiError::bad_request("since must be a unix timestamp")),
+        },
+    };
+    let direction = optional_str(args, "dir")?
+        .map(str::parse::<Direction>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    Ok(SyncRequest {
+        filter: optional_filter(args)?,
+        since,
+        direction,
+    })
+}
+
 /// Runs a sync now and streams its progress records, one JSON object per
 /// line; the last one has `complete: true` or an `error`.
-fn sync_with_peer(admin: &Arc<Admin>, args: &Value) -> Response {
-    let request = (|| {
-        let url = peer_url(args)?.to_string();
-        let since = match args.get("since") {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_u64() {
-                Some(0) => None,
-                Some(n) => Some(n),
-                None => return Err(ApiError::bad_request("since must be a unix timestamp")),
-            },
-        };
-        let direction = optional_str(args, "dir")?
-            .map(str::parse::<Direction>)
-            .transpose()
-            .map_err(ApiError::bad_request)?;
-        let request = SyncRequest {
-            filter: optional_filter(args)?,
-            since,
-            direction,
-        };
-        Ok((url, request))
-    })();
-    let (url, request) = match request {
-        Ok(parsed) => parsed,
-        Err(e) => return e.into_response(),
-    };
+fn sync_with_peer(admin: &Arc<Admin>, url: String, request: SyncRequest) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let sync = admin.sync.clone();
     tokio::spawn(async move {

@@ -8,6 +8,8 @@
 pub mod client;
 mod methods;
 
+pub use methods::Call;
+
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -61,7 +63,8 @@ impl Admin {
 }
 
 /// An error answered as `{"error": "..."}` with a status code.
-pub(crate) struct ApiError(StatusCode, String);
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
 
 impl ApiError {
     pub(crate) fn bad_request(reason: impl Into<String>) -> ApiError {
@@ -115,11 +118,10 @@ async fn call(
         )
         .into_response();
     }
-    let args = match parse_body(&body) {
-        Ok(args) => args,
-        Err(e) => return e.into_response(),
-    };
-    methods::dispatch(&admin, spec, args).await
+    match methods::Call::parse(spec.name, &body) {
+        Ok(call) => methods::dispatch(&admin, call).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The request body as a JSON object; an empty body is `{}`.
