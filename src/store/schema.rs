@@ -19,6 +19,9 @@
 //! | `deleted_ids`   | id                                          | deleter pubkey |
 //! | `deleted_coords`| kind ‖ pubkey ‖ tagvalue(d)                 | created_at     |
 //! | `meta`          | name                                        | bytes          |
+//! | `sync_refused`  | id                                          | reason         |
+//! | `peer_state`    | peer URL                                    | state JSON     |
+//! | `added_peers`   | peer URL                                    | peer JSON      |
 //!
 //! `tagvalue` is a length byte and the raw value for values up to
 //! [`INLINE_TAG_MAX`] bytes, else `0xFF ‖ sha256(value)`: keys stay under
