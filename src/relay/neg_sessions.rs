@@ -21,8 +21,8 @@ use super::messages::json_string;
 use super::Relay;
 use crate::event::now;
 use crate::filter::Filter;
-use crate::negentropy::{Item, Negentropy, SubRange, VectorStorage};
-use crate::store::Stop;
+use crate::negentropy::{Item, Negentropy, Storage, VectorStorage};
+use crate::store::{Stop, TreeWindow};
 
 /// What a session reconciles against.
 #[derive(Clone)]
@@ -32,11 +32,7 @@ enum SessionSet {
     Vector(Arc<VectorStorage>),
     /// A persistent tree, read in a fresh snapshot per message; since/until
     /// select a sub-range. No per-session copy.
-    Tree {
-        id: u32,
-        since: Option<u64>,
-        until: Option<u64>,
-    },
+    Tree(TreeWindow),
 }
 
 struct Session {
@@ -297,11 +293,7 @@ fn choose_set(
     let txn = relay.store.read_txn().map_err(store_error)?;
     if relay.read_policy.trees_fit(client) {
         if let Some(id) = relay.store.tree_for(&txn, filter).map_err(store_error)? {
-            return Ok(SessionSet::Tree {
-                id,
-                since: filter.since,
-                until: filter.until,
-            });
+            return Ok(SessionSet::Tree(TreeWindow::new(id, filter)));
         }
     }
     Ok(SessionSet::Vector(Arc::new(build_storage(
@@ -320,27 +312,12 @@ fn respond(
         crate::negentropy::NegError::Storage(s) => format!("error: {s}"),
         other => format!("invalid: {other}"),
     };
+    let answer = |storage: &dyn Storage| Negentropy::new(storage, frame_limit)?.reconcile(query);
     match set {
-        SessionSet::Vector(storage) => Negentropy::new(&**storage, frame_limit)
-            .and_then(|mut n| n.reconcile(query))
-            .map_err(invalid),
-        SessionSet::Tree { id, since, until } => {
-            let txn = relay.store.read_txn().map_err(|e| format!("error: {e}"))?;
-            let reader = relay
-                .store
-                .tree_reader(&txn, *id)
-                .map_err(|e| format!("error: {e}"))?;
-            if since.is_none() && until.is_none() {
-                return Negentropy::new(&reader, frame_limit)
-                    .and_then(|mut n| n.reconcile(query))
-                    .map_err(invalid);
-            }
-            let window = SubRange::new(&reader, *since, *until).map_err(invalid)?;
-            Negentropy::new(&window, frame_limit)
-                .and_then(|mut n| n.reconcile(query))
-                .map_err(invalid)
-        }
+        SessionSet::Vector(storage) => answer(&**storage),
+        SessionSet::Tree(window) => relay.store.with_tree(*window, answer),
     }
+    .map_err(invalid)
 }
 
 /// The sorted set a session reconciles against: the filter's events the

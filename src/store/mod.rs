@@ -17,7 +17,7 @@ use parking_lot::{RwLock, RwLockReadGuard};
 
 pub use query::{Found, IndexName, QueryPlan, Stop};
 pub use schema::Header;
-pub use scopes::{graph_scope, scope_filter, Scope, ScopeStatus, GRAPH_TX_KIND};
+pub use scopes::{graph_scope, scope_filter, Scope, ScopeStatus, TreeWindow, GRAPH_TX_KIND};
 pub use write::{BatchItem, WriteOutcome};
 
 type Db = Database<Bytes, Bytes>;

@@ -14,7 +14,7 @@ use super::schema::Header;
 use super::{Store, StoreError};
 use crate::event::Event;
 use crate::filter::Filter;
-use crate::negentropy::{Item, NegError, TreeReader, TreeWriter};
+use crate::negentropy::{Item, NegError, Storage, SubRange, TreeReader, TreeWriter};
 
 /// Events per write transaction while building a tree.
 const BUILD_CHUNK: usize = 10_000;
@@ -31,6 +31,24 @@ pub struct Scope {
     pub id: u32,
     pub status: ScopeStatus,
     pub filter: Filter,
+}
+
+/// A tree and the since/until window of a filter it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeWindow {
+    pub id: u32,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+}
+
+impl TreeWindow {
+    pub fn new(id: u32, filter: &Filter) -> TreeWindow {
+        TreeWindow {
+            id,
+            since: filter.since,
+            until: filter.until,
+        }
+    }
 }
 
 /// Why a scope operation was refused.
@@ -218,6 +236,24 @@ impl Store {
     }
 
     /// Read access to a tree inside `txn`.
+    /// Runs `f` over a tree (or its since/until window) in a fresh read
+    /// snapshot: how the relay's responder and the sync client's initiator
+    /// reconcile against a tree without holding a snapshot across the
+    /// network round trip.
+    pub fn with_tree<T>(
+        &self,
+        window: TreeWindow,
+        f: impl FnOnce(&dyn Storage) -> Result<T, NegError>,
+    ) -> Result<T, NegError> {
+        let store_error = |e: StoreError| NegError::Storage(e.to_string());
+        let txn = self.read_txn().map_err(store_error)?;
+        let reader = self.tree_reader(&txn, window.id).map_err(store_error)?;
+        if window.since.is_none() && window.until.is_none() {
+            return f(&reader);
+        }
+        f(&SubRange::new(&reader, window.since, window.until)?)
+    }
+
     pub fn tree_reader<'t>(
         &self,
         txn: &'t RoTxn<'t>,

@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 use super::peer::PeerSocket;
 use crate::event::{now, Event, Keys};
 use crate::filter::Filter;
-use crate::negentropy::{Diff, Item, Negentropy, VectorStorage};
+use crate::negentropy::{Diff, Item, NegError, Negentropy, Storage, VectorStorage};
 use crate::relay::policy::WritePolicy;
-use crate::store::{Store, WriteOutcome};
+use crate::store::{Store, TreeWindow, WriteOutcome};
 use crate::verify::VerifyHandle;
 use crate::writer::WriterHandle;
 
@@ -157,14 +157,14 @@ pub async fn sync_with_peer(
         ..Progress::default()
     };
 
-    let ours = local_set(local, &opts.filter).await?;
-    let mut diff = match reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await {
+    let ours = our_set(local, &opts.filter).await?;
+    let mut diff = match reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await {
         // The peer wants to know who we are first: answer with the node key
         // (the challenge came with the connection) and ask again.
         Err(SyncError::Refused(reason))
             if reason.starts_with("auth-required:") && peer.await_auth().await? =>
         {
-            reconcile(&mut peer, &ours, opts, &mut state, &mut progress).await?
+            reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await?
         }
         other => other?,
     };
@@ -212,36 +212,69 @@ pub async fn sync_with_peer(
     Ok(report)
 }
 
-/// Our side's sorted set for the filter, read on the blocking pool.
-async fn local_set(local: &Local, filter: &Filter) -> Result<VectorStorage, SyncError> {
+/// Our side of the reconciliation.
+enum OurSet {
+    /// The tree serving exactly the filter: no copy, a fresh snapshot per
+    /// round (restricted kinds are in no tree, as they are in no stranger's
+    /// view of the peer).
+    Tree(TreeWindow),
+    /// A sorted set from a query, for filters no tree serves.
+    Vector(VectorStorage),
+}
+
+/// Picks our set for the filter, on the blocking pool.
+async fn our_set(local: &Local, filter: &Filter) -> Result<Arc<OurSet>, SyncError> {
     let store = local.store.clone();
     let filter = filter.clone();
     tokio::task::spawn_blocking(move || {
         let txn = store.read_txn()?;
+        if let Some(id) = store.tree_for(&txn, &filter)? {
+            return Ok(Arc::new(OurSet::Tree(TreeWindow::new(id, &filter))));
+        }
         let mut items = Vec::new();
         store.query(&txn, &filter, u64::MAX, now(), &mut |found| {
             items.push(Item::new(found.header.created_at, found.header.id));
             Ok(true)
         })?;
-        Ok(VectorStorage::new(items))
+        Ok(Arc::new(OurSet::Vector(VectorStorage::new(items))))
     })
     .await
     .map_err(|e| SyncError::Protocol(e.to_string()))?
 }
 
+/// Runs one reconciler step over our set on the blocking pool.
+async fn neg_step<T: Send + 'static>(
+    local: &Local,
+    ours: &Arc<OurSet>,
+    frame_size_limit: usize,
+    step: impl for<'a> FnOnce(&mut Negentropy<'a, dyn Storage + 'a>) -> Result<T, NegError>
+        + Send
+        + 'static,
+) -> Result<T, SyncError> {
+    let (store, ours) = (local.store.clone(), ours.clone());
+    tokio::task::spawn_blocking(move || {
+        let run = |storage: &dyn Storage| step(&mut Negentropy::new(storage, frame_size_limit)?);
+        match &*ours {
+            OurSet::Vector(vector) => run(vector),
+            OurSet::Tree(window) => store.with_tree(*window, run),
+        }
+    })
+    .await
+    .map_err(|e| SyncError::Protocol(e.to_string()))?
+    .map_err(|e| SyncError::Protocol(e.to_string()))
+}
+
 async fn reconcile(
     peer: &mut PeerSocket,
-    ours: &VectorStorage,
+    local: &Local,
+    ours: &Arc<OurSet>,
     opts: &SyncOptions,
     state: &mut Progress,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<Diff, SyncError> {
     let sub = format!("sync-{}", hex::encode(rand::random::<[u8; 6]>()));
-    let mut neg = Negentropy::new(ours, opts.frame_size_limit)
-        .map_err(|e| SyncError::Protocol(e.to_string()))?;
-    let first = neg
-        .initiate()
-        .map_err(|e| SyncError::Protocol(e.to_string()))?;
+    let frame = opts.frame_size_limit;
+    let first = neg_step(local, ours, frame, |neg| neg.initiate()).await?;
     peer.send(json!([
         "NEG-OPEN",
         sub,
@@ -265,9 +298,15 @@ async fn reconcile(
                 let hex_msg = msg.get(2).and_then(Value::as_str).unwrap_or("");
                 let bytes = hex::decode(hex_msg)
                     .map_err(|_| SyncError::Protocol("NEG-MSG is not hex".into()))?;
-                let next = neg
-                    .reconcile_initiator(&bytes, &mut diff)
-                    .map_err(|e| SyncError::Protocol(e.to_string()))?;
+                let (next, found) = neg_step(local, ours, frame, move |neg| {
+                    neg.set_initiator();
+                    let mut found = Diff::default();
+                    let next = neg.reconcile_initiator(&bytes, &mut found)?;
+                    Ok((next, found))
+                })
+                .await?;
+                diff.have.extend(found.have);
+                diff.need.extend(found.need);
                 dedup(&mut diff);
                 state.have_count = diff.have.len() as u64;
                 state.need_count = diff.need.len() as u64;
