@@ -59,6 +59,9 @@ pub struct PeerConfig {
     pub live: bool,
 }
 
+/// Longest sync interval accepted (a week).
+pub const MAX_PEER_INTERVAL_SECS: u64 = 7 * 24 * 3600;
+
 fn default_peer_dir() -> String {
     "both".into()
 }
@@ -334,6 +337,12 @@ impl Config {
                 .map_err(ConfigError::Invalid)?;
             crate::filter::Filter::from_json(&peer.filter)
                 .map_err(|e| ConfigError::Invalid(format!("peer {} filter: {e}", peer.url)))?;
+            if !(1..=MAX_PEER_INTERVAL_SECS).contains(&peer.interval_secs) {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {} interval_secs must be 1..={MAX_PEER_INTERVAL_SECS}",
+                    peer.url
+                )));
+            }
         }
         let hex_ok = |k: &String| crate::event::decode_hex::<32>(k).is_some();
         for key in self

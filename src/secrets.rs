@@ -70,17 +70,26 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
         std::fs::create_dir_all(parent).map_err(|e| SecretError::Create(path.into(), e))?;
     }
     let value = make();
+    // Written under a temporary name and linked into place, so a reader in
+    // another process never sees a half-written file and a crash leaves none.
+    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(format!("{value}\n").as_bytes())
-                .and_then(|_| file.sync_all())
-                .map_err(|e| SecretError::Create(path.into(), e))?;
-            Ok(value)
-        }
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(format!("{value}\n").as_bytes())?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(SecretError::Create(path.to_path_buf(), e));
+    }
+    let linked = std::fs::hard_link(&temp, path);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(value),
+        // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| SecretError::Read(path.to_path_buf(), e))?;

@@ -149,6 +149,13 @@ fn run(
             fanout,
             &mut seen,
         );
+        // A busy writer whose batches store nothing new (duplicates,
+        // refusals) still looks for foreign events on the same clock.
+        if let (Some(seen), Some(fanout)) = (seen.as_mut(), fanout) {
+            if seen.checked.elapsed() >= FOREIGN_POLL {
+                seen.catch_up(store, u64::MAX, fanout);
+            }
+        }
         if stop {
             // Commit whatever raced in behind the shutdown request too.
             let rest: Vec<Request> = rx.drain().collect();
@@ -255,6 +262,8 @@ fn commit_batch(
 /// The highest sequence number whose event has been handed to the fan-out.
 struct Seen {
     last: u64,
+    /// When foreign events were last looked for.
+    checked: std::time::Instant,
 }
 
 impl Seen {
@@ -263,12 +272,16 @@ impl Seen {
             .read_txn()
             .and_then(|txn| store.last_seq(&txn))
             .unwrap_or(0);
-        Seen { last }
+        Seen {
+            last,
+            checked: std::time::Instant::now(),
+        }
     }
 
     /// Fans out events other processes committed with seqs in
     /// `(last, upto]`, oldest first.
     fn catch_up(&mut self, store: &Store, upto: u64, fanout: &FanoutSender) {
+        self.checked = std::time::Instant::now();
         loop {
             let found = store.read_txn().and_then(|txn| {
                 let upto = upto.min(store.last_seq(&txn)?);

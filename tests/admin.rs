@@ -100,6 +100,8 @@ async fn auth_and_bad_requests_are_refused_clearly() {
         assert_eq!(status, 400, "{bad} -> {reply}");
         assert!(reply["error"].is_string(), "{reply}");
     }
+    let huge = r#"{"peer_url":"ws://x:1","interval_secs":18446744073709551615}"#;
+    assert_eq!(post(&relay, "AddPeer", huge).await.0, 400);
     let (status, reply) = post(
         &relay,
         "AddPeer",

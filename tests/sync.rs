@@ -446,3 +446,36 @@ async fn answers_the_peers_auth_challenge_with_the_node_key() {
     node.shutdown();
     relay.stop().await;
 }
+
+/// Restricted kinds (DMs) are in neither side's sync set: a peer never
+/// shows them to us, so they are neither offered nor fetched, run after run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_kinds_are_not_offered_again_and_again() {
+    let relay = TestRelay::start().await;
+    let node = local_node();
+    let keys = Keys::generate();
+    let me = hex::encode(keys.public_key());
+    let dm = event_at(&keys, 4, now() - 10, vec![vec!["p", &me]], "x");
+    let public = note(&keys, "public");
+    seed(&node, &[dm, public.clone()]).await;
+    let first = sync_with_peer(&relay.url, &node.local, &opts(Direction::Both), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((first.have, first.sent), (1, 1), "{first:?}");
+    let again = sync_with_peer(&relay.url, &node.local, &opts(Direction::Both), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.have, again.need, again.rounds),
+        (0, 0, 1),
+        "{again:?}"
+    );
+    let mut c = relay.client().await;
+    c.auth(&keys).await;
+    assert_eq!(
+        c.req_ids(&[json!({"kinds": [1, 4]})]).await,
+        vec![public.id_hex()]
+    );
+    node.shutdown();
+    relay.stop().await;
+}

@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{Admin, ApiError};
-use crate::config::PeerConfig;
+use crate::config::{PeerConfig, MAX_PEER_INTERVAL_SECS};
 use crate::filter::Filter;
 use crate::sync::{Direction, Progress, SyncRequest};
 
@@ -194,8 +194,12 @@ fn peer_config(args: &Value) -> Result<PeerConfig, ApiError> {
             None | Some(Value::Null) => defaults.interval_secs,
             Some(v) => v
                 .as_u64()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::bad_request("interval_secs must be a positive integer"))?,
+                .filter(|n| (1..=MAX_PEER_INTERVAL_SECS).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "interval_secs must be an integer in 1..={MAX_PEER_INTERVAL_SECS}"
+                    ))
+                })?,
         },
         live: match args.get("live") {
             None | Some(Value::Null) => false,

@@ -416,11 +416,9 @@ pub fn handle_msg(
             Some(Ok(reply)) => {
                 client.outbox.send(neg_msg(&sub_id, &reply));
             }
-            Some(Err(e)) => {
+            Some(Err(reason)) => {
                 sessions.close(&sub_id);
-                client
-                    .outbox
-                    .send(neg_err(&sub_id, &format!("invalid: {e}")));
+                client.outbox.send(neg_err(&sub_id, &reason));
             }
             None => {
                 sessions.close(&sub_id);

@@ -256,18 +256,27 @@ impl Store {
         Ok(())
     }
 
-    /// Drops from `ids` those refused before; returns how many were dropped.
+    /// Drops from `ids` (a peer's offer) those we hold already or refused
+    /// before; returns how many of them had been refused.
     pub fn drop_known_refused(&self, ids: &mut Vec<[u8; 32]>) -> Result<usize, StoreError> {
         let txn = self.read_txn()?;
-        let before = ids.len();
+        let mut refused = 0;
         let mut keep = Vec::with_capacity(ids.len());
         for id in ids.drain(..) {
-            if self.dbs.sync_refused.get(&txn, &id)?.is_none() {
+            if self.dbs.sync_refused.get(&txn, &id)?.is_some() {
+                refused += 1;
+            } else if self.dbs.ids.get(&txn, &id)?.is_none() {
                 keep.push(id);
             }
         }
         *ids = keep;
-        Ok(before - ids.len())
+        Ok(refused)
+    }
+
+    /// Restricted kinds (NIP-42) stay out of fingerprint trees and out of
+    /// relay-to-relay sync: a peer would not show them to us either.
+    pub fn is_tree_excluded(&self, kind: u16) -> bool {
+        self.tree_excluded.contains(&kind)
     }
 
     /// Saves (or with `None` deletes) one record about a peer: opaque JSON

@@ -215,8 +215,8 @@ pub async fn sync_with_peer(
 /// Our side of the reconciliation.
 enum OurSet {
     /// The tree serving exactly the filter: no copy, a fresh snapshot per
-    /// round (restricted kinds are in no tree, as they are in no stranger's
-    /// view of the peer).
+    /// round. Restricted kinds are in neither set: a peer does not show them
+    /// to us, so offering them would resend them on every run.
     Tree(TreeWindow),
     /// A sorted set from a query, for filters no tree serves.
     Vector(VectorStorage),
@@ -233,7 +233,9 @@ async fn our_set(local: &Local, filter: &Filter) -> Result<Arc<OurSet>, SyncErro
         }
         let mut items = Vec::new();
         store.query(&txn, &filter, u64::MAX, now(), &mut |found| {
-            items.push(Item::new(found.header.created_at, found.header.id));
+            if !store.is_tree_excluded(found.header.kind) {
+                items.push(Item::new(found.header.created_at, found.header.id));
+            }
             Ok(true)
         })?;
         Ok(Arc::new(OurSet::Vector(VectorStorage::new(items))))

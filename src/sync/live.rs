@@ -21,7 +21,10 @@ use crate::writer::Committed;
 const IDLE: Duration = Duration::from_secs(90);
 const PING_EVERY: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// A session that lasted this long resets the reconnect backoff.
+const HEALTHY: Duration = Duration::from_secs(60);
 /// Ids received from the peer that we do not push back to it.
 const ECHO_MEMORY: usize = 4096;
 
@@ -39,11 +42,16 @@ pub struct LiveLink {
 
 /// Keeps the link up until `stop` flips.
 pub async fn run(link: LiveLink, mut stop: watch::Receiver<bool>) {
-    let mut retry = Duration::from_secs(1);
+    let mut retry = FIRST_RETRY;
     loop {
+        let started = tokio::time::Instant::now();
         match session(&link, &mut stop).await {
             Ok(()) => return,
             Err(e) => tracing::info!(peer = link.url, error = %e, "live link down; reconnecting"),
+        }
+        // A link that was up for a while starts its backoff afresh.
+        if started.elapsed() > HEALTHY {
+            retry = FIRST_RETRY;
         }
         let wait = retry.mul_f64(0.8 + rand::random::<f64>() * 0.4);
         tokio::select! {
@@ -69,6 +77,7 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
     tracing::info!(peer = link.url, "live link up");
     let mut from_peer = RecentIds::default();
     let mut ping = tokio::time::interval(PING_EVERY);
+    let mut resubscribed = false;
     loop {
         let mut push: Option<Arc<Committed>> = None;
         let mut send_ping = false;
@@ -79,8 +88,13 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
                     Some("EVENT") => receive(link, &msg, &mut from_peer).await,
                     Some("CLOSED") => {
                         let reason = msg.get(2).and_then(Value::as_str).unwrap_or("");
-                        // Refused until we authenticate: answer and ask again.
-                        if reason.starts_with("auth-required:") && peer.await_auth().await? {
+                        // Refused until we authenticate: answer and ask again
+                        // (once; a second refusal ends the session).
+                        if reason.starts_with("auth-required:")
+                            && !resubscribed
+                            && peer.await_auth().await?
+                        {
+                            resubscribed = true;
                             subscribe(&mut peer, &link.filter).await?;
                         } else {
                             return Err(SyncError::Refused(reason.to_string()));
@@ -105,12 +119,20 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
             _ = stop.changed() => return Ok(()),
         }
         if let Some(committed) = push {
-            if link.filter.matches(&committed.event) && !from_peer.contains(&committed.event.id) {
+            let event = &committed.event;
+            if link.filter.matches(event)
+                && !from_peer.contains(&event.id)
+                && !link.local.store.is_tree_excluded(event.kind)
+            {
                 peer.send_text(format!("[\"EVENT\",{}]", committed.json))
                     .await?;
             }
         }
         if send_ping {
+            // Pongs and messages both count; silence past IDLE is a dead link.
+            if peer.silent_for() > IDLE {
+                return Err(SyncError::Timeout(IDLE));
+            }
             peer.ping().await?;
         }
     }

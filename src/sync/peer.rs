@@ -36,6 +36,8 @@ pub struct PeerSocket {
     pub timeout: Duration,
     key: Option<Arc<Keys>>,
     pub auth: AuthStatus,
+    /// When the peer last sent anything (pongs included).
+    last_heard: tokio::time::Instant,
 }
 
 /// wss:// needs a rustls crypto provider; ring is the one we build with.
@@ -65,6 +67,7 @@ impl PeerSocket {
             timeout,
             key,
             auth: AuthStatus::None,
+            last_heard: tokio::time::Instant::now(),
         })
     }
 
@@ -73,34 +76,30 @@ impl PeerSocket {
     }
 
     pub async fn send_text(&mut self, text: String) -> Result<(), SyncError> {
-        self.ws
-            .send(Message::Text(text.into()))
-            .await
-            .map_err(|_| SyncError::Closed)
+        let timeout = self.timeout;
+        bounded(timeout, self.ws.send(Message::Text(text.into()))).await
     }
 
     /// A WebSocket ping; the pong (or any message) proves the link alive.
     pub async fn ping(&mut self) -> Result<(), SyncError> {
-        self.ws
-            .send(Message::Ping(Vec::new().into()))
-            .await
-            .map_err(|_| SyncError::Closed)
+        let timeout = self.timeout;
+        bounded(timeout, self.ws.send(Message::Ping(Vec::new().into()))).await
     }
 
     /// Queues a text frame without flushing (see [`PeerSocket::flush`]).
     pub async fn feed(&mut self, text: String) -> Result<(), SyncError> {
-        self.ws
-            .feed(Message::Text(text.into()))
-            .await
-            .map_err(|_| SyncError::Closed)
+        let timeout = self.timeout;
+        bounded(timeout, self.ws.feed(Message::Text(text.into()))).await
     }
 
     pub async fn flush(&mut self) -> Result<(), SyncError> {
-        self.ws.flush().await.map_err(|_| SyncError::Closed)
+        let timeout = self.timeout;
+        bounded(timeout, self.ws.flush()).await
     }
 
     pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+        let timeout = self.timeout;
+        let _ = bounded(timeout, self.ws.close(None)).await;
     }
 
     /// Next JSON array from the peer, skipping what is not one and the
@@ -125,6 +124,7 @@ impl PeerSocket {
             let msg = tokio::time::timeout(wait, self.ws.next())
                 .await
                 .map_err(|_| SyncError::Timeout(wait))?;
+            self.last_heard = tokio::time::Instant::now();
             match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(SyncError::Closed),
                 Some(Ok(Message::Text(text))) => {
@@ -135,6 +135,11 @@ impl PeerSocket {
                 Some(Ok(_)) => {}
             }
         }
+    }
+
+    /// How long the peer has been silent (no frame at all, pongs included).
+    pub fn silent_for(&self) -> Duration {
+        self.last_heard.elapsed()
     }
 
     /// Answers an AUTH challenge or records the OK to our answer; true when
@@ -158,11 +163,8 @@ impl PeerSocket {
                     String::new(),
                 );
                 self.auth = AuthStatus::Sent(event.id_hex());
-                let text = format!("[\"AUTH\",{}]", event.to_json());
-                self.ws
-                    .send(Message::Text(text.into()))
-                    .await
-                    .map_err(|_| SyncError::Closed)?;
+                self.send_text(format!("[\"AUTH\",{}]", event.to_json()))
+                    .await?;
                 Ok(true)
             }
             (Some("OK"), AuthStatus::Sent(id))
@@ -206,5 +208,18 @@ impl PeerSocket {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// A write to the peer that gives up after `timeout`: a peer that stops
+/// reading must not hold a sync (and its peer's run lock) forever.
+async fn bounded<E>(
+    timeout: Duration,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), SyncError> {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SyncError::Closed),
+        Err(_) => Err(SyncError::Timeout(timeout)),
     }
 }

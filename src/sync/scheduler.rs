@@ -70,6 +70,8 @@ pub struct SyncService {
     saved: HashMap<String, PeerState>,
     /// Our stored events, pushed to live peers (`None`: no live mode).
     feed: Option<broadcast::Sender<Arc<Committed>>>,
+    /// Serialises peer-state saves (read the state, then write it).
+    state_writes: Arc<Mutex<()>>,
 }
 
 impl SyncService {
@@ -101,6 +103,7 @@ impl SyncService {
             stop,
             saved,
             feed,
+            state_writes: Arc::default(),
         });
         for cfg in peers.iter().chain(added.iter()) {
             if service.has_peer(&cfg.url) {
@@ -148,7 +151,10 @@ impl SyncService {
                 filter,
                 ..SyncOptions::default()
             },
-            interval: Duration::from_secs(cfg.interval_secs.max(1)),
+            interval: Duration::from_secs(
+                cfg.interval_secs
+                    .clamp(1, crate::config::MAX_PEER_INTERVAL_SECS),
+            ),
             state: Mutex::new(state),
             running: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -293,7 +299,7 @@ impl SyncService {
     async fn sync_once(
         &self,
         url: &str,
-        peer: &Peer,
+        peer: &Arc<Peer>,
         request: SyncRequest,
         progress: impl FnMut(&Progress),
     ) -> Result<SyncReport, SyncError> {
@@ -327,23 +333,25 @@ impl SyncService {
         result
     }
 
-    fn update(&self, peer: &Peer, change: impl FnOnce(&mut PeerState)) {
-        let snapshot = {
-            let mut state = peer.state.lock();
-            change(&mut state);
-            state.clone()
-        };
-        if let Ok(json) = serde_json::to_vec(&snapshot) {
-            let store = self.local.store.clone();
-            // Small bookkeeping write; a failure only loses the statistic.
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) =
-                    store.put_peer_record(PeerRecord::State, &snapshot.peer_url, Some(&json))
-                {
-                    tracing::warn!(error = %e, "cannot save peer state");
-                }
-            });
-        }
+    fn update(&self, peer: &Arc<Peer>, change: impl FnOnce(&mut PeerState)) {
+        change(&mut peer.state.lock());
+        let (store, peer) = (self.local.store.clone(), peer.clone());
+        let writes = self.state_writes.clone();
+        // Small bookkeeping write; a failure only loses the statistic. Each
+        // write saves the state as it is when the write runs, so writes that
+        // run out of order still leave the newest state on disk.
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = writes.lock();
+            let snapshot = peer.state.lock().clone();
+            let Ok(json) = serde_json::to_vec(&snapshot) else {
+                return;
+            };
+            if let Err(e) =
+                store.put_peer_record(PeerRecord::State, &snapshot.peer_url, Some(&json))
+            {
+                tracing::warn!(error = %e, "cannot save peer state");
+            }
+        });
     }
 }
 
