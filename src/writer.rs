@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::store::{BatchItem, Store, StoreError, WriteOutcome};
+use crate::store::{BatchItem, GraphBatchOutcome, Store, StoreError, WriteOutcome};
 
 /// Called with the outcome of a write, after commit.
 pub type Reply = Box<dyn FnOnce(&WriteOutcome) + Send>;
@@ -35,6 +35,12 @@ enum Request {
         reply: Reply,
     },
     Purge {
+        reply: Reply,
+    },
+    GraphBatch {
+        graph: String,
+        t_before: u64,
+        events: Vec<(Event, String)>,
         reply: Reply,
     },
     Shutdown,
@@ -101,6 +107,29 @@ impl WriterHandle {
             json,
             reply,
         }) {
+            reply(&WriteOutcome::Refused(
+                "error: relay is shutting down".into(),
+            ));
+        }
+    }
+
+    /// Queues a DB-Sync tx/batch: `events` (signed tx events with their
+    /// JSON) are appended to `graph` only if its log is at `t_before`.
+    /// `reply` gets a [`WriteOutcome::Graph`] after commit.
+    pub fn submit_graph_batch(
+        &self,
+        graph: String,
+        t_before: u64,
+        events: Vec<(Event, String)>,
+        reply: Reply,
+    ) {
+        let request = Request::GraphBatch {
+            graph,
+            t_before,
+            events,
+            reply,
+        };
+        if let Err(flume::SendError(Request::GraphBatch { reply, .. })) = self.tx.send(request) {
             reply(&WriteOutcome::Refused(
                 "error: relay is shutting down".into(),
             ));
@@ -180,6 +209,16 @@ fn commit_batch(
         .filter_map(|r| match r {
             Request::Event { event, json, .. } => Some(BatchItem::Insert { event, json }),
             Request::Purge { .. } => Some(BatchItem::PurgeExpired { now }),
+            Request::GraphBatch {
+                graph,
+                t_before,
+                events,
+                ..
+            } => Some(BatchItem::GraphBatch {
+                graph,
+                t_before: *t_before,
+                events,
+            }),
             Request::Shutdown => None,
         })
         .collect();
@@ -201,7 +240,9 @@ fn commit_batch(
             let failed = WriteOutcome::Refused(reason);
             for req in batch {
                 match req {
-                    Request::Event { reply, .. } | Request::Purge { reply } => reply(&failed),
+                    Request::Event { reply, .. }
+                    | Request::Purge { reply }
+                    | Request::GraphBatch { reply, .. } => reply(&failed),
                     Request::Shutdown => {}
                 }
             }
@@ -239,6 +280,24 @@ fn commit_batch(
                         .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 reply(&outcome);
+            }
+            Request::GraphBatch { events, reply, .. } => {
+                let Some(outcome) = outcomes.next() else {
+                    break;
+                };
+                reply(&outcome);
+                if let WriteOutcome::Graph(GraphBatchOutcome::Appended { seqs, .. }) = outcome {
+                    metrics
+                        .events_stored
+                        .fetch_add(seqs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    for ((event, json), seq) in events.into_iter().zip(seqs) {
+                        committed.push(Arc::new(Committed {
+                            seq: Some(seq),
+                            event,
+                            json,
+                        }));
+                    }
+                }
             }
             Request::Shutdown => {}
         }

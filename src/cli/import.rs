@@ -94,7 +94,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
                         tally.duplicate.fetch_add(1, Relaxed);
                     }
                     WriteOutcome::Refused(reason) => report(&tally.refused, line_no, reason),
-                    WriteOutcome::Purged { .. } => {}
+                    WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => {}
                 }),
             );
         });

@@ -323,7 +323,7 @@ fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, event: Event, id_he
                     metrics.reject(reason);
                     messages::ok(&id_hex, false, reason)
                 }
-                WriteOutcome::Purged { .. } => return,
+                WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => return,
             };
             client.outbox.send(reply);
         }),

@@ -3,6 +3,7 @@
 //! [`Store::apply_batch`] (see `writer.rs`), so there is a single place where
 //! events, indexes and deletion records change.
 
+mod graphs;
 mod query;
 pub mod schema;
 mod scopes;
@@ -15,6 +16,7 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
+pub use graphs::{graph_of, GraphBatchOutcome, GraphTx};
 pub use query::{Found, IndexName, QueryPlan, Stop};
 pub use schema::Header;
 pub use scopes::{graph_scope, scope_filter, Scope, ScopeStatus, TreeWindow, GRAPH_TX_KIND};
@@ -77,6 +79,8 @@ pub(crate) struct Dbs {
     pub sync_refused: Db,
     pub peer_state: Db,
     pub added_peers: Db,
+    pub graph_log: Db,
+    pub graph_t: Db,
 }
 
 /// What is kept per peer URL outside the event data.
@@ -156,6 +160,8 @@ impl Store {
             sync_refused: create("sync_refused")?,
             peer_state: create("peer_state")?,
             added_peers: create("added_peers")?,
+            graph_log: create("graph_log")?,
+            graph_t: create("graph_t")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;

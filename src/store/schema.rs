@@ -22,6 +22,8 @@
 //! | `sync_refused`  | id                                          | reason         |
 //! | `peer_state`    | peer URL                                    | state JSON     |
 //! | `added_peers`   | peer URL                                    | peer JSON      |
+//! | `graph_log`     | tagvalue(graph) ‖ t                         | seq            |
+//! | `graph_t`       | tagvalue(graph)                             | t              |
 //!
 //! `tagvalue` is a length byte and the raw value for values up to
 //! [`INLINE_TAG_MAX`] bytes, else `0xFF ‖ sha256(value)`: keys stay under

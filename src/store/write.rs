@@ -4,6 +4,7 @@
 
 use heed::RwTxn;
 
+use super::graphs::GraphBatchOutcome;
 use super::schema::{self, Header};
 use super::scopes::Trees;
 use super::{is_map_full, IndexDb, Store, StoreError};
@@ -20,6 +21,13 @@ pub enum BatchItem<'a> {
     Insert { event: &'a Event, json: &'a str },
     /// Remove events whose NIP-40 expiration is at or before `now`.
     PurgeExpired { now: u64 },
+    /// A client's DB-Sync tx/batch: signed kind-4071 events appended to
+    /// `graph` only if its log is still at `t_before`.
+    GraphBatch {
+        graph: &'a str,
+        t_before: u64,
+        events: &'a [(Event, String)],
+    },
 }
 
 /// What happened to one batch item.
@@ -34,6 +42,7 @@ pub enum WriteOutcome {
     Purged {
         count: usize,
     },
+    Graph(GraphBatchOutcome),
 }
 
 impl Store {
@@ -61,6 +70,18 @@ impl Store {
                 BatchItem::PurgeExpired { now } => {
                     self.purge_expired(&mut txn, &mut trees, *now)?
                 }
+                BatchItem::GraphBatch {
+                    graph,
+                    t_before,
+                    events,
+                } => self.apply_graph_batch(
+                    &mut txn,
+                    &mut trees,
+                    graph,
+                    *t_before,
+                    events,
+                    &mut next_seq,
+                )?,
             };
             outcomes.push(outcome);
         }
@@ -72,7 +93,7 @@ impl Store {
         Ok(outcomes)
     }
 
-    fn insert(
+    pub(super) fn insert(
         &self,
         txn: &mut RwTxn,
         trees: &mut Trees,
@@ -119,6 +140,7 @@ impl Store {
         *next_seq += 1;
         self.put_event(txn, seq, event, json)?;
         trees.insert(self, txn, event)?;
+        self.append_to_graph_log(txn, event, seq)?;
         Ok(WriteOutcome::Stored { seq })
     }
 

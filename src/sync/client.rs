@@ -501,7 +501,7 @@ pub(super) async fn ingest(
                         },
                     );
                 }
-                WriteOutcome::Purged { .. } => done(id, Ingested::Stored),
+                WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => done(id, Ingested::Stored),
             };
             writer.submit(event, json, Box::new(on_commit));
         })

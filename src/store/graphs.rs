@@ -1,0 +1,211 @@
+//! The graph transaction logs of the DB-Sync protocol. Every stored
+//! kind-4071 event with a `g` tag gets its graph's next log position `t` in
+//! the same write transaction that stores it, whether a client's tx/batch
+//! or a peer's reconciliation brought it, so `t` only advances and a pull
+//! never misses a committed tx. A client batch is accepted only when its
+//! `t-before` equals the graph's current `t`, checked inside that
+//! transaction: of two racing batches, exactly one wins.
+
+use heed::{RoTxn, RwTxn};
+
+use super::schema;
+use super::scopes::{Trees, GRAPH_TX_KIND};
+use super::{Store, StoreError, WriteOutcome};
+use crate::event::Event;
+
+/// One entry of a graph's log, as pull returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphTx {
+    pub t: u64,
+    /// The tx string exactly as the client sent it.
+    pub tx: String,
+}
+
+/// What became of a client's tx/batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphBatchOutcome {
+    /// Appended; `t` is the graph's position after the batch.
+    Appended { t: u64, seqs: Vec<u64> },
+    /// `t-before` was not the current `t` (given here); nothing written.
+    Stale { t: u64 },
+}
+
+/// The graph a tx event belongs to: its first `g` tag.
+pub fn graph_of(event: &Event) -> Option<&str> {
+    if event.kind != GRAPH_TX_KIND {
+        return None;
+    }
+    event.tag_values("g").next()
+}
+
+/// Key prefix of one graph in `graph_log` (and its key in `graph_t`).
+fn graph_key(graph: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(graph.len() + 1);
+    schema::push_tag_value(&mut key, graph);
+    key
+}
+
+impl Store {
+    /// The graph's current log position (0: empty).
+    pub fn graph_t(&self, txn: &RoTxn, graph: &str) -> Result<u64, StoreError> {
+        match self.dbs.graph_t.get(txn, &graph_key(graph))? {
+            Some(v) => Ok(u64::from_be_bytes(
+                v.try_into().map_err(|_| StoreError::Corrupt("graph t"))?,
+            )),
+            None => Ok(0),
+        }
+    }
+
+    /// Log entries after `since`, oldest first, at most `max`. Entries whose
+    /// event is gone (reset, deletion) are skipped.
+    pub fn graph_pull(
+        &self,
+        txn: &RoTxn,
+        graph: &str,
+        since: u64,
+        max: usize,
+    ) -> Result<Vec<GraphTx>, StoreError> {
+        let prefix = graph_key(graph);
+        let mut low = prefix.clone();
+        low.extend_from_slice(&since.saturating_add(1).to_be_bytes());
+        let mut high = prefix.clone();
+        high.extend_from_slice(&u64::MAX.to_be_bytes());
+        let bounds = (
+            std::ops::Bound::Included(&low[..]),
+            std::ops::Bound::Included(&high[..]),
+        );
+        let mut out = Vec::new();
+        for entry in self.dbs.graph_log.range(txn, &bounds)? {
+            let (key, seq) = entry?;
+            let t = u64::from_be_bytes(
+                key[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("graph log key"))?,
+            );
+            let Some(value) = self.dbs.events.get(txn, seq)? else {
+                continue;
+            };
+            let (_, json) =
+                schema::Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+            let event = std::str::from_utf8(json)
+                .ok()
+                .and_then(|j| Event::from_json(j).ok())
+                .ok_or(StoreError::Corrupt("stored event JSON"))?;
+            out.push(GraphTx {
+                t,
+                tx: event.content,
+            });
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives a just-stored tx event the next position of its graph.
+    pub(super) fn append_to_graph_log(
+        &self,
+        txn: &mut RwTxn,
+        event: &Event,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let Some(graph) = graph_of(event) else {
+            return Ok(());
+        };
+        let t = self.graph_t(txn, graph)? + 1;
+        let prefix = graph_key(graph);
+        let mut key = prefix.clone();
+        key.extend_from_slice(&t.to_be_bytes());
+        self.dbs.graph_log.put(txn, &key, &schema::seq_key(seq))?;
+        self.dbs.graph_t.put(txn, &prefix, &t.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Applies a client's batch if `t_before` is current.
+    pub(super) fn apply_graph_batch(
+        &self,
+        txn: &mut RwTxn,
+        trees: &mut Trees,
+        graph: &str,
+        t_before: u64,
+        events: &[(Event, String)],
+        next_seq: &mut u64,
+    ) -> Result<WriteOutcome, StoreError> {
+        let t = self.graph_t(txn, graph)?;
+        if t != t_before {
+            return Ok(WriteOutcome::Graph(GraphBatchOutcome::Stale { t }));
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        for (event, json) in events {
+            if let WriteOutcome::Stored { seq } = self.insert(txn, trees, event, json, next_seq)? {
+                seqs.push(seq);
+            }
+        }
+        let t = self.graph_t(txn, graph)?;
+        Ok(WriteOutcome::Graph(GraphBatchOutcome::Appended { t, seqs }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Keys;
+    use crate::store::{BatchItem, StoreOptions};
+
+    fn tx(keys: &Keys, graph: &str, body: &str) -> (Event, String) {
+        let event = keys.sign(
+            crate::event::now(),
+            GRAPH_TX_KIND,
+            vec![vec!["g".into(), graph.into()]],
+            body.into(),
+        );
+        let json = event.to_json();
+        (event, json)
+    }
+
+    #[test]
+    fn batches_append_in_order_and_stale_ones_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::from_config(&crate::config::Config::default());
+        let store = Store::open(dir.path(), &options).unwrap();
+        let keys = Keys::generate();
+        let first = vec![tx(&keys, "g1", "a"), tx(&keys, "g1", "b")];
+        let outcome = store
+            .apply_batch(&[BatchItem::GraphBatch {
+                graph: "g1",
+                t_before: 0,
+                events: &first,
+            }])
+            .unwrap();
+        assert!(matches!(
+            &outcome[0],
+            WriteOutcome::Graph(GraphBatchOutcome::Appended { t: 2, seqs }) if seqs.len() == 2
+        ));
+        let stale = vec![tx(&keys, "g1", "c")];
+        let outcome = store
+            .apply_batch(&[BatchItem::GraphBatch {
+                graph: "g1",
+                t_before: 1,
+                events: &stale,
+            }])
+            .unwrap();
+        assert_eq!(
+            outcome[0],
+            WriteOutcome::Graph(GraphBatchOutcome::Stale { t: 2 })
+        );
+        // A tx arriving as a plain event (from a peer) takes the next t.
+        let (event, json) = tx(&keys, "g1", "from a peer");
+        store
+            .apply_batch(&[BatchItem::Insert {
+                event: &event,
+                json: &json,
+            }])
+            .unwrap();
+        let txn = store.read_txn().unwrap();
+        assert_eq!(store.graph_t(&txn, "g1").unwrap(), 3);
+        assert_eq!(store.graph_t(&txn, "other").unwrap(), 0);
+        let pulled = store.graph_pull(&txn, "g1", 1, 100).unwrap();
+        let got: Vec<(u64, &str)> = pulled.iter().map(|p| (p.t, p.tx.as_str())).collect();
+        assert_eq!(got, vec![(2, "b"), (3, "from a peer")]);
+    }
+}
