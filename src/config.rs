@@ -258,6 +258,21 @@ pub struct AuthConfig {
     pub require_for_read: bool,
     /// Kinds served only to their author or a `p`-tagged recipient.
     pub restricted_kinds: Vec<u16>,
+    /// Node keys (hex pubkeys) of the mesh: connections authenticated as one
+    /// of them, or as this node, may read and write graph and echo events.
+    pub trusted_nodes: Vec<String>,
+    /// Bearer tokens of the HTTP APIs, as `{ user = "...", sha256 = "..." }`
+    /// (`echorelay token add` keeps tokens in the data dir instead).
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One configured bearer token: only its sha256 is written down.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub user: String,
+    /// sha256 of the token, 64 hex characters.
+    pub sha256: String,
 }
 
 impl Default for AuthConfig {
@@ -266,6 +281,8 @@ impl Default for AuthConfig {
             require_for_write: false,
             require_for_read: false,
             restricted_kinds: vec![4, 1059],
+            trusted_nodes: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -345,15 +362,24 @@ impl Config {
             }
         }
         let hex_ok = |k: &String| crate::event::decode_hex::<32>(k).is_some();
+        for token in &self.auth.tokens {
+            if !hex_ok(&token.sha256) || token.user.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.tokens: each needs a user and a 64-character hex sha256 (user {:?})",
+                    token.user
+                )));
+            }
+        }
         for key in self
             .policy
             .pubkey_allow
             .iter()
             .chain(&self.policy.pubkey_deny)
+            .chain(&self.auth.trusted_nodes)
         {
             if !hex_ok(key) {
                 return Err(ConfigError::Invalid(format!(
-                    "policy pubkey lists need 64-character lowercase hex keys, got {key:?}"
+                    "policy pubkey lists and auth.trusted_nodes need 64-character lowercase hex keys, got {key:?}"
                 )));
             }
         }

@@ -10,6 +10,8 @@
 
 /// The control API (seed 003) and the client the CLI calls it with.
 pub mod admin;
+/// Who calls the HTTP APIs: bearer tokens and NIP-98.
+pub mod auth;
 /// Command line: one file per subcommand.
 pub mod cli;
 /// Configuration file and embedded defaults.

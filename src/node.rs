@@ -103,7 +103,7 @@ pub async fn run_with_admin(
         policy: Some(Arc::new(crate::relay::policy::WritePolicy::new(
             &relay.config.policy,
         ))),
-        node_key: Some(node_key),
+        node_key: Some(node_key.clone()),
     };
     let sync = crate::sync::SyncService::start(
         local,
@@ -117,7 +117,12 @@ pub async fn run_with_admin(
                 &relay.config.server.admin_token,
                 &relay.config.store.data_dir,
             )?;
-            let admin = Arc::new(Admin::new(sync.clone(), relay.clone(), &token));
+            let admin = Arc::new(Admin::new(
+                sync.clone(),
+                relay.clone(),
+                hex::encode(node_key.public_key()),
+                &token,
+            ));
             let admin_addr = admin_listener.local_addr().ok();
             tracing::info!(addr = ?admin_addr, "control API listening");
             let mut stop = stop_tx.subscribe();

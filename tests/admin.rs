@@ -146,10 +146,12 @@ async fn peers_status_trigger_and_sync_with_peer() {
     }
     let admin = a.admin();
 
-    let status = admin.call("GetSyncStatus", &json!({})).await.unwrap();
+    let mut status = admin.call("GetSyncStatus", &json!({})).await.unwrap();
+    let node_pubkey = status["node_pubkey"].take();
+    assert_eq!(node_pubkey.as_str().map(str::len), Some(64), "{status}");
     assert_eq!(
         status,
-        json!({"active": true, "last_sync": 0, "peer_count": 0, "peer_states": []})
+        json!({"active": true, "last_sync": 0, "peer_count": 0, "peer_states": [], "node_pubkey": null})
     );
     admin
         .call(

@@ -175,6 +175,7 @@ fn sync_status(admin: &Admin) -> Value {
         "last_sync": states.iter().map(|s| s.last_sync).max().unwrap_or(0),
         "peer_count": states.len(),
         "peer_states": states,
+        "node_pubkey": admin.node_pubkey,
     })
 }
 

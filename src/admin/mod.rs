@@ -32,15 +32,23 @@ pub const API_PREFIX: &str = "/api/v1/";
 pub struct Admin {
     pub sync: Arc<SyncService>,
     pub relay: Arc<Relay>,
+    /// This node's key (hex), reported by GetSyncStatus.
+    pub node_pubkey: String,
     /// sha256 of the token: compared in constant time, never kept in clear.
     token_hash: [u8; 32],
 }
 
 impl Admin {
-    pub fn new(sync: Arc<SyncService>, relay: Arc<Relay>, token: &str) -> Admin {
+    pub fn new(
+        sync: Arc<SyncService>,
+        relay: Arc<Relay>,
+        node_pubkey: String,
+        token: &str,
+    ) -> Admin {
         Admin {
             sync,
             relay,
+            node_pubkey,
             token_hash: Sha256::digest(token.as_bytes()).into(),
         }
     }

@@ -10,6 +10,7 @@ mod serve;
 mod sessions;
 mod status;
 mod sync;
+mod token;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,8 @@ enum Command {
     Peers(peers::PeersArgs),
     /// List or close the running relay's NIP-77 sessions (control API).
     Sessions(sessions::SessionsArgs),
+    /// Manage bearer tokens of the graph and echo HTTP APIs.
+    Token(token::TokenArgs),
 }
 
 /// Options shared by every subcommand that touches a node's local state.
@@ -109,6 +112,7 @@ pub fn main() -> i32 {
         Command::Status(args) => status::run(args),
         Command::Peers(args) => peers::run(args),
         Command::Sessions(args) => sessions::run(args),
+        Command::Token(args) => token::run(args),
     };
     match result {
         Ok(code) => code,

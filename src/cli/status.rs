@@ -20,6 +20,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
     }
     let field = |v: &Value, name: &str| v.get(name).cloned().unwrap_or(Value::Null);
     println!(
+        "node key: {}",
+        status["node_pubkey"].as_str().unwrap_or("?")
+    );
+    println!(
         "background sync: {}; {} peer(s); last sync {}",
         if status["active"] == json!(true) {
             "running"

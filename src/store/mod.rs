@@ -81,6 +81,7 @@ pub(crate) struct Dbs {
     pub added_peers: Db,
     pub graph_log: Db,
     pub graph_t: Db,
+    pub tokens: Db,
 }
 
 /// What is kept per peer URL outside the event data.
@@ -162,6 +163,7 @@ impl Store {
             added_peers: create("added_peers")?,
             graph_log: create("graph_log")?,
             graph_t: create("graph_t")?,
+            tokens: create("tokens")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;
@@ -321,6 +323,54 @@ impl Store {
             PeerRecord::State => &self.dbs.peer_state,
             PeerRecord::AddedPeer => &self.dbs.added_peers,
         }
+    }
+
+    /// Keeps a bearer token's hash for `user` (`echorelay token add`).
+    pub fn put_token(&self, hash: &[u8; 32], user: &str) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        self.dbs.tokens.put(&mut txn, hash, user.as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The user a token hash belongs to.
+    pub fn token_user(&self, hash: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        let txn = self.read_txn()?;
+        Ok(self
+            .dbs
+            .tokens
+            .get(&txn, hash)?
+            .map(|u| String::from_utf8_lossy(u).into_owned()))
+    }
+
+    /// Every stored token as (hash, user).
+    pub fn token_users(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+        let txn = self.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.dbs.tokens.iter(&txn)? {
+            let (hash, user) = entry?;
+            let hash = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("token hash"))?;
+            out.push((hash, String::from_utf8_lossy(user).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Forgets every token of `user`; returns how many.
+    pub fn remove_tokens_of(&self, user: &str) -> Result<usize, StoreError> {
+        let doomed: Vec<[u8; 32]> = self
+            .token_users()?
+            .into_iter()
+            .filter(|(_, u)| u == user)
+            .map(|(hash, _)| hash)
+            .collect();
+        let mut txn = self.env.write_txn()?;
+        for hash in &doomed {
+            self.dbs.tokens.delete(&mut txn, hash)?;
+        }
+        txn.commit()?;
+        Ok(doomed.len())
     }
 
     /// Doubles the map (up to the configured maximum). Called by the writer

@@ -1,0 +1,87 @@
+//! Who is calling the HTTP APIs (graph sync, echo sync): a bearer token
+//! (`Authorization: Bearer <token>` or `?token=`; tokens are kept as sha256
+//! hashes with a user id, from `echorelay token add` or `[[auth.tokens]]`)
+//! or NIP-98 HTTP auth (a signed kind-27235 event; the user id is its
+//! pubkey). No valid credential is a 401.
+
+mod nip98;
+mod tokens;
+
+use axum::http::{HeaderMap, Method};
+
+use crate::store::Store;
+
+pub use nip98::check as check_nip98;
+pub use tokens::{hash_token, new_token, TokenUsers};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The token's user id, or the NIP-98 signer's hex pubkey.
+    pub id: String,
+}
+
+/// Why a request is not authenticated (always answered 401).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing credentials")]
+    Missing,
+    #[error("invalid token")]
+    BadToken,
+    #[error("invalid NIP-98 authorization: {0}")]
+    BadNip98(String),
+    #[error("cannot check credentials: {0}")]
+    Store(String),
+}
+
+/// The request facts credentials are checked against.
+pub struct RequestInfo<'a> {
+    pub method: &'a Method,
+    /// Path and query as received, e.g. `/graphs?x=1`.
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    /// `?token=` from the query string, if any.
+    pub query_token: Option<&'a str>,
+}
+
+/// Checks the request's credentials.
+pub fn authenticate(
+    store: &Store,
+    configured: &TokenUsers,
+    request: &RequestInfo,
+) -> Result<User, AuthError> {
+    let header = request
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if let Some(encoded) = header.and_then(|h| h.strip_prefix("Nostr ")) {
+        let pubkey = nip98::check(encoded.trim(), request.method, request.path_and_query)
+            .map_err(AuthError::BadNip98)?;
+        return Ok(User { id: pubkey });
+    }
+    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(token) => token.trim(),
+        None => request.query_token.ok_or(AuthError::Missing)?,
+    };
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    let hash = hash_token(token);
+    if let Some(user) = configured.user_of(&hash) {
+        return Ok(User { id: user });
+    }
+    match store.token_user(&hash) {
+        Ok(Some(user)) => Ok(User { id: user }),
+        Ok(None) => Err(AuthError::BadToken),
+        Err(e) => Err(AuthError::Store(e.to_string())),
+    }
+}
+
+/// `token=...` from a query string.
+pub fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,40 @@
+//! Bearer tokens: random 32-byte hex strings given out once; only their
+//! sha256 is kept (LMDB `tokens`, or `[[auth.tokens]]` in the config).
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+/// sha256 of a token, as stored.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random token (64 hex characters).
+pub fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Tokens from the config file, by hash.
+#[derive(Debug, Default, Clone)]
+pub struct TokenUsers {
+    by_hash: HashMap<[u8; 32], String>,
+}
+
+impl TokenUsers {
+    /// From `(user, sha256 hex)` pairs; pairs with a bad hash are skipped
+    /// (config validation reports them).
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> TokenUsers {
+        let by_hash = pairs
+            .into_iter()
+            .filter_map(|(user, hash)| {
+                Some((crate::event::decode_hex::<32>(hash)?, user.to_string()))
+            })
+            .collect();
+        TokenUsers { by_hash }
+    }
+
+    pub fn user_of(&self, hash: &[u8; 32]) -> Option<String> {
+        self.by_hash.get(hash).cloned()
+    }
+}

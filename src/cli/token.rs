@@ -1,0 +1,58 @@
+//! `echorelay token add USER | list | remove USER`: bearer tokens of the
+//! graph and echo HTTP APIs, kept in the data directory as sha256 hashes.
+//! Works whether or not `serve` runs (the relay reads them per request).
+
+use clap::{Args, Subcommand};
+
+use super::NodeArgs;
+use crate::auth::{hash_token, new_token};
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(subcommand)]
+    action: TokenAction,
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token for USER and print it (it is shown only this once).
+    Add { user: String },
+    /// List users with tokens (hash prefixes only).
+    List,
+    /// Remove every token of USER.
+    Remove { user: String },
+}
+
+pub fn run(args: TokenArgs) -> anyhow::Result<i32> {
+    let config = args.node.load()?;
+    let store = super::open_store(&config)?;
+    match args.action {
+        TokenAction::Add { user } => {
+            if user.trim().is_empty() || user.len() > 256 {
+                anyhow::bail!("the user id must be 1 to 256 characters");
+            }
+            let token = new_token();
+            store.put_token(&hash_token(&token), &user)?;
+            println!("{token}");
+            eprintln!(
+                "token for {user} created; it is not stored in clear and will not be shown again"
+            );
+        }
+        TokenAction::List => {
+            for (hash, user) in store.token_users()? {
+                println!("{user}  sha256 {}…", &hex::encode(hash)[..16]);
+            }
+        }
+        TokenAction::Remove { user } => {
+            let removed = store.remove_tokens_of(&user)?;
+            if removed == 0 {
+                eprintln!("echorelay: {user} has no tokens");
+                return Ok(1);
+            }
+            eprintln!("removed {removed} token(s) of {user}");
+        }
+    }
+    Ok(0)
+}
