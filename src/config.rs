@@ -57,6 +57,10 @@ pub struct PeerConfig {
     /// it) so writes arrive within about a second between reconciliations.
     #[serde(default)]
     pub live: bool,
+    /// The peer's node key (hex). Set, the peer is part of the mesh: graph
+    /// and echo events replicate with it, and it may read and write them here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubkey: Option<String>,
 }
 
 /// Longest sync interval accepted (a week).
@@ -354,6 +358,16 @@ impl Config {
                 .map_err(ConfigError::Invalid)?;
             crate::filter::Filter::from_json(&peer.filter)
                 .map_err(|e| ConfigError::Invalid(format!("peer {} filter: {e}", peer.url)))?;
+            if peer
+                .pubkey
+                .as_ref()
+                .is_some_and(|k| crate::event::decode_hex::<32>(k).is_none())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {} pubkey must be 64 hex characters",
+                    peer.url
+                )));
+            }
             if !(1..=MAX_PEER_INTERVAL_SECS).contains(&peer.interval_secs) {
                 return Err(ConfigError::Invalid(format!(
                     "peer {} interval_secs must be 1..={MAX_PEER_INTERVAL_SECS}",

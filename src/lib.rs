@@ -20,6 +20,8 @@ pub mod config;
 pub mod event;
 /// NIP-01 filters: parsing and matching.
 pub mod filter;
+/// The mesh: trusted node keys and the kinds private to them.
+pub mod mesh;
 /// Process-wide counters for `/metrics`.
 pub mod metrics;
 /// Negentropy v1 set reconciliation (NIP-77): codec, reconciler, storages.

@@ -71,7 +71,8 @@ pub async fn run_with_admin(
     let node_key = Arc::new(crate::secrets::node_key(&config.store.data_dir)?);
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(Registry::default());
-    let read_policy = Arc::new(ReadPolicy::new(&config.auth));
+    let mesh = Arc::new(crate::mesh::Mesh::new(node_key.public_key(), &config));
+    let read_policy = Arc::new(ReadPolicy::new(&config.auth, mesh.clone()));
     let fanout = spawn_fanout(registry.clone(), read_policy.clone())?;
     let writer = Writer::spawn(
         store.clone(),
@@ -110,6 +111,7 @@ pub async fn run_with_admin(
         &relay.config.peers,
         stop_tx.subscribe(),
         Some(relay.registry.stored_feed()),
+        Some(mesh),
     );
     let admin = match admin_listener {
         Some(admin_listener) => {

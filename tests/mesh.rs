@@ -206,3 +206,77 @@ async fn live_mode_propagates_at_once_and_heals_a_partition() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Graph transactions replicate only between mesh nodes: two nodes that
+/// know each other's node key exchange them (each graph's own tree); a
+/// third relay that is not in the mesh gets none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_events_replicate_between_mesh_nodes_only() {
+    // The outsider trusts only an inspector key of ours, so we can look
+    // inside it; it does not trust A or B.
+    let inspector = Keys::generate();
+    let inspector_hex = hex::encode(inspector.public_key());
+    let outsider = TestRelay::start_with(|c| {
+        big_limits(c);
+        c.auth.trusted_nodes = vec![inspector_hex];
+    })
+    .await;
+    let (a, b) = (start().await, start().await);
+    let key_of = |r: &TestRelay| echorelay::secrets::node_key(r.dir.path()).unwrap();
+    let (ka, kb) = (key_of(&a), key_of(&b));
+    let hex_of = |k: &Keys| hex::encode(k.public_key());
+    // Each side knows the other's URL and key (B learns A's key by adding
+    // A as a peer that it never syncs with on its own).
+    add_peer(
+        &b,
+        &a.url,
+        json!({"pubkey": hex_of(&ka), "interval_secs": 3600, "dir": "up"}),
+    )
+    .await;
+    add_peer(&a, &outsider.url, json!({})).await;
+    let mut on_a = a.client().await;
+    on_a.auth(&ka).await;
+    let mut on_b = b.client().await;
+    on_b.auth(&kb).await;
+    for i in 0..5 {
+        let tx = event_at(&ka, 4071, now(), vec![vec!["g", "g1"]], &format!("a{i}"));
+        on_a.publish_ok(&tx).await;
+        let tx = event_at(&kb, 4071, now(), vec![vec!["g", "g1"]], &format!("b{i}"));
+        on_b.publish_ok(&tx).await;
+    }
+    on_a.publish_ok(&note(&ka, "public")).await;
+    add_peer(&a, &b.url, json!({"pubkey": hex_of(&kb)})).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (on_a_count, on_b_count) = (
+            on_a.req_ids(&[json!({"kinds": [4071]})]).await.len(),
+            on_b.req_ids(&[json!({"kinds": [4071]})]).await.len(),
+        );
+        if (on_a_count, on_b_count) == (10, 10) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{on_a_count} / {on_b_count}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The outsider got the public note from A's {} sync, and no graph tx.
+    wait_for_count(&[&outsider], 1).await;
+    let mut inspect = outsider.client().await;
+    inspect.auth(&inspector).await;
+    assert!(inspect
+        .req_ids(&[json!({"kinds": [4071]})])
+        .await
+        .is_empty());
+    let mut outsider_as_a = outsider.client().await;
+    outsider_as_a.auth(&ka).await;
+    let reply = outsider_as_a
+        .ask(json!(["REQ", "g", {"kinds": [4071]}]))
+        .await;
+    assert_eq!(reply[0], "CLOSED", "{reply}");
+    for r in [a, b, outsider] {
+        r.stop().await;
+    }
+}

@@ -280,9 +280,15 @@ async fn tree_sessions_follow_writes_and_time_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_graph_gets_its_own_tree() {
     // A cap of 1 makes query-built sets fail: only tree-served scopes answer.
-    let relay = TestRelay::start_with(|c| c.negentropy.max_sync_events = 1).await;
     let keys = Keys::generate();
+    let node = hex::encode(keys.public_key());
+    let relay = TestRelay::start_with(|c| {
+        c.negentropy.max_sync_events = 1;
+        c.auth.trusted_nodes = vec![node];
+    })
+    .await;
     let mut c = relay.client().await;
+    c.auth(&keys).await;
     let mut alpha = Vec::new();
     for i in 0..3 {
         let e = event_at(
@@ -399,5 +405,74 @@ async fn nostr_sdk_sync_up_and_both() {
         .unwrap();
     assert!(output.value.received.is_empty() && output.value.sent.is_empty());
     client.shutdown().await;
+    relay.stop().await;
+}
+
+/// Graph events are private to the mesh: a stranger can neither publish nor
+/// read them, and their ids never appear in a reconciliation it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_events_stay_inside_the_mesh() {
+    let node = Keys::generate();
+    let node_hex = hex::encode(node.public_key());
+    let relay = TestRelay::start_with(|c| c.auth.trusted_nodes = vec![node_hex]).await;
+    let mut member = relay.client().await;
+    member.auth(&node).await;
+    let tx = event_at(&node, 4071, now(), vec![vec!["g", "secret"]], "tx");
+    member.publish_ok(&tx).await;
+    let public = note(&node, "public");
+    member.publish_ok(&public).await;
+
+    let stranger_keys = Keys::generate();
+    let mut stranger = relay.client().await;
+    let forged = event_at(&stranger_keys, 4071, now(), vec![vec!["g", "secret"]], "x");
+    let reply = stranger.publish(&forged).await;
+    assert!(
+        reply[3].as_str().unwrap().starts_with("auth-required:"),
+        "{reply}"
+    );
+    let reply = stranger.ask(json!(["REQ", "r", {"kinds": [4071]}])).await;
+    assert_eq!(reply[0], "CLOSED", "{reply}");
+    assert!(stranger.req_ids(&[json!({"limit": 100})]).await == vec![public.id_hex()]);
+    let reply = stranger
+        .ask(json!(["NEG-OPEN", "g", {"kinds": [4071], "#g": ["secret"]}, "6100000200"]))
+        .await;
+    assert!(
+        reply[2].as_str().unwrap().starts_with("auth-required:"),
+        "{reply}"
+    );
+    let empty = VectorStorage::new(vec![]);
+    let (diff, _) = reconcile(&mut stranger, "all", json!({}), &empty, 0).await;
+    assert_eq!(diff.need, vec![public.id]);
+
+    // Authenticated but not a mesh node: refused with restricted:, still
+    // nothing to see.
+    stranger.auth(&stranger_keys).await;
+    let reply = stranger.publish(&forged).await;
+    assert!(
+        reply[3].as_str().unwrap().starts_with("restricted:"),
+        "{reply}"
+    );
+    let reply = stranger
+        .ask(json!(["NEG-OPEN", "g2", {"kinds": [4071], "#g": ["secret"]}, "6100000200"]))
+        .await;
+    assert!(
+        reply[2].as_str().unwrap().starts_with("restricted:"),
+        "{reply}"
+    );
+    let reply = stranger.ask(json!(["REQ", "r2", {"kinds": [4071]}])).await;
+    assert!(
+        reply[2].as_str().unwrap().starts_with("restricted:"),
+        "{reply}"
+    );
+    // The mesh node sees it all.
+    let (diff, _) = reconcile(
+        &mut member,
+        "g3",
+        json!({"kinds": [4071], "#g": ["secret"]}),
+        &empty,
+        0,
+    )
+    .await;
+    assert_eq!(diff.need, vec![tx.id]);
     relay.stop().await;
 }

@@ -282,6 +282,7 @@ async fn background_sync_converges_two_relays_and_keeps_state() {
             filter: "{}".into(),
             interval_secs: 1,
             live: false,
+            pubkey: None,
         }];
     })
     .await;
@@ -352,7 +353,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
         node_key: None,
     };
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-    let service = SyncService::start(local, &[], stop, None);
+    let service = SyncService::start(local, &[], stop, None, None);
     let keys = Keys::generate();
     let mut c = relay.client().await;
     let next_commit = || async {
@@ -371,6 +372,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
         filter: "{}".into(),
         interval_secs: 3600,
         live: false,
+        pubkey: None,
     };
     service.add_peer(&peer).unwrap();
     assert_eq!(next_commit().await, e1.id_hex());

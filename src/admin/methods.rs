@@ -208,6 +208,11 @@ fn peer_config(args: &Value) -> Result<PeerConfig, ApiError> {
                 .as_bool()
                 .ok_or_else(|| ApiError::bad_request("live must be true or false"))?,
         },
+        pubkey: match optional_str(args, "pubkey")? {
+            None | Some("") => None,
+            Some(key) if crate::event::decode_hex::<32>(key).is_some() => Some(key.to_string()),
+            Some(_) => return Err(ApiError::bad_request("pubkey must be 64 hex characters")),
+        },
         url: url.to_string(),
     })
 }

@@ -273,6 +273,15 @@ async fn handle_event(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) 
         );
         return;
     }
+    if crate::mesh::is_mesh_kind(event.kind) && !relay.read_policy.is_mesh_node(client) {
+        let reason = if client.auth.is_authenticated() {
+            "restricted: graph and echo events are accepted only from mesh nodes"
+        } else {
+            "auth-required: graph and echo events are accepted only from mesh nodes"
+        };
+        refuse_event(relay, client, Some(&id_hex), reason);
+        return;
+    }
     if let Err(reason) = relay.write_policy.check(&event, raw.get().len(), now()) {
         refuse_event(relay, client, Some(&id_hex), &reason);
         return;
@@ -377,6 +386,15 @@ fn admit_query(
             Err(e) => Some(e.to_string()),
             Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
                 Some("auth-required: this relay only serves authenticated users".into())
+            }
+            Ok(list)
+                if list
+                    .iter()
+                    .any(|f| relay.read_policy.mesh_refusal(client, f).is_some()) =>
+            {
+                list.iter()
+                    .find_map(|f| relay.read_policy.mesh_refusal(client, f))
+                    .map(str::to_string)
             }
             Ok(list)
                 if !client.auth.is_authenticated()

@@ -204,6 +204,10 @@ pub fn handle_open(
             return;
         }
     };
+    if let Some(reason) = relay.read_policy.mesh_refusal(client, &filter) {
+        client.outbox.send(neg_err(&sub_id, reason));
+        return;
+    }
     if relay.read_policy.require_auth && !client.auth.is_authenticated() {
         client.outbox.send(neg_err(
             &sub_id,
@@ -291,8 +295,9 @@ fn choose_set(
 ) -> Result<SessionSet, OpenError> {
     let store_error = |e: crate::store::StoreError| OpenError::Other(format!("error: {e}"));
     let txn = relay.store.read_txn().map_err(store_error)?;
-    if relay.read_policy.trees_fit(client) {
-        if let Some(id) = relay.store.tree_for(&txn, filter).map_err(store_error)? {
+    if let Some(id) = relay.store.tree_for(&txn, filter).map_err(store_error)? {
+        let scope = crate::store::scope_filter(filter);
+        if relay.read_policy.trees_fit(client, &scope) {
             return Ok(SessionSet::Tree(TreeWindow::new(id, filter)));
         }
     }

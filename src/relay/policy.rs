@@ -1,12 +1,15 @@
 //! Who may write what, and who may read what: the configured write policy
 //! (size, created_at window, tag count, pubkey and kind lists, NIP-40) and the
-//! read rule for restricted kinds (served only to their parties).
+//! read rules for restricted kinds (served only to their parties) and mesh
+//! kinds (served only to mesh nodes, see `mesh.rs`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::config::{AuthConfig, PolicyConfig};
 use crate::event::{decode_hex, Event};
 use crate::filter::Filter;
+use crate::mesh::Mesh;
 use crate::store::Header;
 
 use super::client::Client;
@@ -79,17 +82,20 @@ impl WritePolicy {
     }
 }
 
-/// Kinds only their author and `p`-tagged recipients may read (NIP-42).
+/// Kinds only their author and `p`-tagged recipients may read (NIP-42),
+/// and kinds only mesh nodes may read.
 pub struct ReadPolicy {
     restricted: HashSet<u16>,
     pub require_auth: bool,
+    pub mesh: Arc<Mesh>,
 }
 
 impl ReadPolicy {
-    pub fn new(cfg: &AuthConfig) -> ReadPolicy {
+    pub fn new(cfg: &AuthConfig, mesh: Arc<Mesh>) -> ReadPolicy {
         ReadPolicy {
             restricted: cfg.restricted_kinds.iter().copied().collect(),
             require_auth: cfg.require_for_read,
+            mesh,
         }
     }
 
@@ -97,23 +103,55 @@ impl ReadPolicy {
         self.restricted.contains(&kind)
     }
 
-    /// Fingerprint trees leave restricted kinds out; they give `client`
-    /// exactly its view unless it could read some restricted events.
-    pub fn trees_fit(&self, client: &Client) -> bool {
-        self.restricted.is_empty() || !client.auth.is_authenticated()
+    /// Is the client authenticated as a node of the mesh?
+    pub fn is_mesh_node(&self, client: &Client) -> bool {
+        client.auth.any(|pk| self.mesh.is_member(pk))
     }
 
-    /// A filter that names a restricted kind needs an authenticated client.
-    pub fn needs_auth(&self, filter: &Filter) -> bool {
-        filter
+    /// Does a tree with `scope` give `client` exactly its view? Mesh trees
+    /// only to mesh nodes; other trees leave restricted kinds out, which is
+    /// the view of anyone who is not a party to them (mesh nodes are taken
+    /// to be none).
+    pub fn trees_fit(&self, client: &Client, scope: &Filter) -> bool {
+        if crate::mesh::is_mesh_scope(scope) {
+            return self.is_mesh_node(client);
+        }
+        self.restricted.is_empty() || !client.auth.is_authenticated() || self.is_mesh_node(client)
+    }
+
+    /// The refusal for a filter that names a mesh kind, asked by a client
+    /// that is not a mesh node.
+    pub fn mesh_refusal(&self, client: &Client, filter: &Filter) -> Option<&'static str> {
+        let names_mesh_kind = filter
             .kinds
             .as_ref()
-            .is_some_and(|kinds| kinds.iter().any(|k| self.is_restricted(*k)))
+            .is_some_and(|kinds| kinds.iter().any(|k| crate::mesh::is_mesh_kind(*k)));
+        if !names_mesh_kind || self.is_mesh_node(client) {
+            return None;
+        }
+        Some(if client.auth.is_authenticated() {
+            "restricted: graph and echo events are served only to mesh nodes"
+        } else {
+            "auth-required: graph and echo events are served only to mesh nodes"
+        })
+    }
+
+    /// A filter that names a restricted or mesh kind needs an
+    /// authenticated client.
+    pub fn needs_auth(&self, filter: &Filter) -> bool {
+        filter.kinds.as_ref().is_some_and(|kinds| {
+            kinds
+                .iter()
+                .any(|k| self.is_restricted(*k) || crate::mesh::is_mesh_kind(*k))
+        })
     }
 
     /// May `client` see this stored event? Parses the JSON only for
     /// restricted kinds.
     pub fn can_see_stored(&self, client: &Client, header: &Header, json: &str) -> bool {
+        if crate::mesh::is_mesh_kind(header.kind) {
+            return self.is_mesh_node(client);
+        }
         if !self.is_restricted(header.kind) {
             return true;
         }
@@ -124,6 +162,9 @@ impl ReadPolicy {
     }
 
     pub fn can_see(&self, client: &Client, event: &Event) -> bool {
+        if crate::mesh::is_mesh_kind(event.kind) {
+            return self.is_mesh_node(client);
+        }
         if !self.is_restricted(event.kind) {
             return true;
         }

@@ -287,6 +287,12 @@ impl Store {
         self.tree_excluded.contains(&kind)
     }
 
+    /// May a tree with this scope hold events of `kind`? Never restricted
+    /// kinds; mesh kinds only in mesh scopes (see `mesh.rs`).
+    pub fn tree_may_hold(&self, scope: &crate::filter::Filter, kind: u16) -> bool {
+        !self.tree_excluded.contains(&kind) && crate::mesh::scope_may_hold(scope, kind)
+    }
+
     /// Saves (or with `None` deletes) one record about a peer: opaque JSON
     /// owned by `sync/`.
     pub fn put_peer_record(

@@ -62,9 +62,9 @@ impl From<NegError> for StoreError {
     }
 }
 
-/// Kind of a graph transaction (DB-Sync log entry, issue 5): every graph
-/// gets its own tree, scope `{"kinds":[4071],"#g":[graph id]}`.
-pub const GRAPH_TX_KIND: u16 = 4071;
+/// Kind of a graph transaction (DB-Sync log entry): every graph gets its
+/// own tree, scope `{"kinds":[4071],"#g":[graph id]}`.
+pub use crate::mesh::GRAPH_TX_KIND;
 
 /// The scope of one graph's transaction log.
 pub fn graph_scope(graph: &str) -> Filter {
@@ -87,7 +87,7 @@ pub(crate) struct Trees {
 
 impl Trees {
     fn covers(store: &Store, scope: &Scope, event: &Event) -> bool {
-        !store.tree_excluded.contains(&event.kind) && scope.filter.matches(event)
+        store.tree_may_hold(&scope.filter, event.kind) && scope.filter.matches(event)
     }
 
     pub(crate) fn insert(
@@ -327,7 +327,7 @@ impl Store {
                     key.try_into().map_err(|_| StoreError::Corrupt("seq"))?,
                 ));
                 seen += 1;
-                if !self.tree_excluded.contains(&header.kind) {
+                if self.tree_may_hold(&scope.filter, header.kind) {
                     let event = std::str::from_utf8(json)
                         .ok()
                         .and_then(|j| Event::from_json(j).ok())

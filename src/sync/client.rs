@@ -59,6 +59,8 @@ pub struct SyncOptions {
     pub fetch_in_flight: usize,
     /// EVENTs sent and not yet acknowledged.
     pub upload_window: usize,
+    /// The peer is a mesh node: graph and echo events are part of the sets.
+    pub private: bool,
 }
 
 impl Default for SyncOptions {
@@ -71,6 +73,7 @@ impl Default for SyncOptions {
             fetch_batch: 250,
             fetch_in_flight: 8,
             upload_window: 500,
+            private: false,
         }
     }
 }
@@ -157,7 +160,7 @@ pub async fn sync_with_peer(
         ..Progress::default()
     };
 
-    let ours = our_set(local, &opts.filter).await?;
+    let ours = our_set(local, &opts.filter, opts.private).await?;
     let mut diff = match reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await {
         // The peer wants to know who we are first: answer with the node key
         // (the challenge came with the connection) and ask again.
@@ -223,7 +226,7 @@ enum OurSet {
 }
 
 /// Picks our set for the filter, on the blocking pool.
-async fn our_set(local: &Local, filter: &Filter) -> Result<Arc<OurSet>, SyncError> {
+async fn our_set(local: &Local, filter: &Filter, private: bool) -> Result<Arc<OurSet>, SyncError> {
     let store = local.store.clone();
     let filter = filter.clone();
     tokio::task::spawn_blocking(move || {
@@ -233,7 +236,8 @@ async fn our_set(local: &Local, filter: &Filter) -> Result<Arc<OurSet>, SyncErro
         }
         let mut items = Vec::new();
         store.query(&txn, &filter, u64::MAX, now(), &mut |found| {
-            if !store.is_tree_excluded(found.header.kind) {
+            let kind = found.header.kind;
+            if !store.is_tree_excluded(kind) && (private || !crate::mesh::is_mesh_kind(kind)) {
                 items.push(Item::new(found.header.created_at, found.header.id));
             }
             Ok(true)

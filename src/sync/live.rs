@@ -38,6 +38,8 @@ pub struct LiveLink {
     pub feed: broadcast::Sender<Arc<Committed>>,
     /// Wakes the peer's reconciliation task.
     pub reconcile: Arc<Notify>,
+    /// The peer is a mesh node: graph and echo events are pushed too.
+    pub private: bool,
 }
 
 /// Keeps the link up until `stop` flips.
@@ -123,6 +125,7 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
             if link.filter.matches(event)
                 && !from_peer.contains(&event.id)
                 && !link.local.store.is_tree_excluded(event.kind)
+                && (link.private || !crate::mesh::is_mesh_kind(event.kind))
             {
                 peer.send_text(format!("[\"EVENT\",{}]", committed.json))
                     .await?;

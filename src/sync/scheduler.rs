@@ -21,7 +21,8 @@ use super::live::{self, LiveLink};
 use crate::config::PeerConfig;
 use crate::event::now;
 use crate::filter::Filter;
-use crate::store::PeerRecord;
+use crate::mesh::Mesh;
+use crate::store::{PeerRecord, ScopeStatus};
 use crate::writer::Committed;
 
 /// Longest wait after repeated failures.
@@ -72,6 +73,8 @@ pub struct SyncService {
     feed: Option<broadcast::Sender<Arc<Committed>>>,
     /// Serialises peer-state saves (read the state, then write it).
     state_writes: Arc<Mutex<()>>,
+    /// Peers configured with a node key join the relay's mesh.
+    mesh: Option<Arc<Mesh>>,
 }
 
 impl SyncService {
@@ -81,6 +84,7 @@ impl SyncService {
         peers: &[PeerConfig],
         stop: watch::Receiver<bool>,
         feed: Option<broadcast::Sender<Arc<Committed>>>,
+        mesh: Option<Arc<Mesh>>,
     ) -> Arc<SyncService> {
         let saved: HashMap<String, PeerState> = local
             .store
@@ -104,6 +108,7 @@ impl SyncService {
             saved,
             feed,
             state_writes: Arc::default(),
+            mesh,
         });
         for cfg in peers.iter().chain(added.iter()) {
             if service.has_peer(&cfg.url) {
@@ -137,6 +142,13 @@ impl SyncService {
         }
         let direction = cfg.dir.parse::<Direction>()?;
         let filter = Filter::from_json(&cfg.filter).map_err(|e| e.to_string())?;
+        let pubkey = match &cfg.pubkey {
+            Some(key) => Some(
+                crate::event::decode_hex::<32>(key)
+                    .ok_or_else(|| format!("peer {} pubkey must be 64 hex characters", cfg.url))?,
+            ),
+            None => None,
+        };
         let mut peers = self.peers.lock();
         if peers.contains_key(&cfg.url) {
             return Err(format!("peer {} is already configured", cfg.url));
@@ -149,6 +161,7 @@ impl SyncService {
             options: SyncOptions {
                 direction,
                 filter,
+                private: cfg.pubkey.is_some(),
                 ..SyncOptions::default()
             },
             interval: Duration::from_secs(
@@ -170,6 +183,7 @@ impl SyncService {
                 direction: peer.options.direction,
                 feed: feed.clone(),
                 reconcile: peer.wake.clone(),
+                private: peer.options.private,
             };
             *peer.live.lock() = Some(tokio::spawn(live::run(link, self.stop.clone())));
         }
@@ -181,6 +195,9 @@ impl SyncService {
         ));
         *peer.task.lock() = Some(task);
         peers.insert(cfg.url.clone(), peer);
+        if let (Some(pubkey), Some(mesh)) = (pubkey, &self.mesh) {
+            mesh.add(pubkey);
+        }
         Ok(())
     }
 
@@ -306,7 +323,12 @@ impl SyncService {
         let _running = peer.running.lock().await;
         self.update(peer, |s| s.status = "syncing".into());
         let options = request.apply(peer.options.clone());
-        let result = sync_with_peer(url, &self.local, &options, progress).await;
+        let mut result = sync_with_peer(url, &self.local, &options, progress).await;
+        if let (Ok(report), true) = (&mut result, options.private) {
+            if let Err(e) = self.sync_mesh_scopes(url, &options, report).await {
+                result = Err(e);
+            }
+        }
         self.update(peer, |s| match &result {
             Ok(report) => {
                 s.status = "idle".into();
@@ -331,6 +353,38 @@ impl SyncService {
             Err(e) => tracing::warn!(peer = url, error = %e, "sync failed"),
         }
         result
+    }
+
+    /// With a mesh peer, each graph's (and any other mesh scope's) tree is
+    /// reconciled too: the `{}` tree leaves mesh events out.
+    async fn sync_mesh_scopes(
+        &self,
+        url: &str,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        let store = self.local.store.clone();
+        let scopes = tokio::task::spawn_blocking(move || {
+            let txn = store.read_txn()?;
+            store.scopes(&txn)
+        })
+        .await
+        .map_err(|e| SyncError::Protocol(e.to_string()))??;
+        for scope in scopes {
+            if scope.status != ScopeStatus::Ready || !crate::mesh::is_mesh_scope(&scope.filter) {
+                continue;
+            }
+            let scoped = SyncOptions {
+                filter: scope.filter,
+                ..options.clone()
+            };
+            let part = sync_with_peer(url, &self.local, &scoped, |_| {}).await?;
+            report.fetched += part.fetched;
+            report.sent += part.sent;
+            report.have += part.have;
+            report.need += part.need;
+        }
+        Ok(())
     }
 
     fn update(&self, peer: &Arc<Peer>, change: impl FnOnce(&mut PeerState)) {
