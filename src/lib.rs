@@ -20,6 +20,8 @@ pub mod config;
 pub mod event;
 /// NIP-01 filters: parsing and matching.
 pub mod filter;
+/// Graph sync: the DB-Sync protocol on top of events.
+pub mod graph;
 /// The mesh: trusted node keys and the kinds private to them.
 pub mod mesh;
 /// Process-wide counters for `/metrics`.

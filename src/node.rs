@@ -141,11 +141,33 @@ pub async fn run_with_admin(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "relay listening");
 
+    let hub = Arc::new(crate::graph::Hub::default());
+    hub.spawn_feed_listener(store.clone(), relay.registry.stored_feed().subscribe());
+    let graphs = Arc::new(crate::graph::Graphs {
+        store: store.clone(),
+        writer: writer.handle(),
+        node_key: node_key.clone(),
+        tokens: crate::auth::TokenUsers::new(
+            relay
+                .config
+                .auth
+                .tokens
+                .iter()
+                .map(|t| (t.user.as_str(), t.sha256.as_str())),
+        ),
+        hub,
+        max_tx_size: relay.config.policy.max_event_size,
+    });
     let signal_tx = stop_tx.clone();
-    let served = crate::relay::serve(relay.clone(), listener, async move {
-        shutdown.await;
-        let _ = signal_tx.send(true);
-    })
+    let served = crate::relay::serve(
+        relay.clone(),
+        listener,
+        crate::graph::routes(graphs),
+        async move {
+            shutdown.await;
+            let _ = signal_tx.send(true);
+        },
+    )
     .await;
     let _ = stop_tx.send(true);
 

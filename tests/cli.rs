@@ -309,11 +309,13 @@ async fn negentropy_trees_managed_while_serving() {
 
     let out = negentropy_cli(dir.path(), &["list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    // {}, the mesh index tree, and ours.
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
     assert_eq!(list[0]["filter"], json!({}));
     assert_eq!(list[0]["events"], 6);
-    assert_eq!(list[1]["events"], 5);
-    assert_eq!(list[1]["status"], "ready");
+    assert_eq!(list[1]["filter"], json!({"kinds": [34071, 34072]}));
+    assert_eq!(list[2]["events"], 5);
+    assert_eq!(list[2]["status"], "ready");
 
     assert!(negentropy_cli(dir.path(), &["build", &id.to_string()])
         .status

@@ -1,5 +1,6 @@
-//! The HTTP side: one listener serving the WebSocket relay and NIP-11 on `/`
-//! and Prometheus metrics on `/metrics`.
+//! The HTTP side: one listener serving the WebSocket relay and NIP-11 on `/`,
+//! Prometheus metrics on `/metrics`, and the other APIs' routes (graph
+//! sync) merged in.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,12 +25,14 @@ const HARD_LIMIT_FACTOR: usize = 4;
 pub async fn serve(
     relay: Arc<Relay>,
     listener: TcpListener,
+    other_apis: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/", get(root).options(preflight))
         .route("/metrics", get(metrics))
-        .with_state(relay);
+        .with_state(relay)
+        .merge(other_apis);
     // Small frames (OK, EOSE) must not wait for Nagle's algorithm.
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);

@@ -373,21 +373,31 @@ impl Store {
         Ok(())
     }
 
-    /// Makes sure the `{}` tree exists and is built (first start, upgrade).
+    /// Makes sure the `{}` tree and the mesh index tree (graph metadata and
+    /// echo states, `{"kinds":[34071,34072]}`) exist and are built.
     pub fn ensure_default_tree(&self) -> Result<(), StoreError> {
         if !self.trees_enabled {
             return Ok(());
         }
-        let ready = {
-            let txn = self.read_txn()?;
-            self.scopes(&txn)?
-                .iter()
-                .any(|s| s.id == 0 && s.status == ScopeStatus::Ready)
+        let mesh_index = Filter {
+            kinds: Some(vec![
+                crate::mesh::GRAPH_INDEX_KIND,
+                crate::mesh::ECHO_STATE_KIND,
+            ]),
+            ..Filter::default()
         };
-        if !ready {
-            self.add_scope(&Filter::default())?;
-            let added = self.build_scope(0)?;
-            tracing::info!(events = added, "built the {{}} fingerprint tree");
+        for filter in [Filter::default(), mesh_index] {
+            let ready = {
+                let txn = self.read_txn()?;
+                self.scopes(&txn)?
+                    .iter()
+                    .any(|s| s.filter == filter && s.status == ScopeStatus::Ready)
+            };
+            if !ready {
+                let id = self.add_scope(&filter)?;
+                let added = self.build_scope(id)?;
+                tracing::info!(events = added, scope = %filter.to_value(), "built a fingerprint tree");
+            }
         }
         Ok(())
     }

@@ -1,0 +1,187 @@
+//! The sockets of every graph: who is online (presence, online-users) and
+//! who must hear `changed` when a graph's `t` advances. A batch from one of
+//! our sockets is announced by its handler to the graph's *other* sockets;
+//! txs that arrive any other way (HTTP, a peer's sync or live push) are
+//! seen on the store's event feed and announced to every socket.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::store::{graph_of, Store};
+use crate::writer::Committed;
+
+/// Messages queued to one socket before it counts as too slow and is shut.
+const SOCKET_QUEUE: usize = 1024;
+
+struct Socket {
+    user_id: String,
+    editing: Option<String>,
+    tx: mpsc::Sender<String>,
+}
+
+/// Every graph socket, by graph.
+#[derive(Default)]
+pub struct Hub {
+    graphs: Mutex<HashMap<String, HashMap<u64, Socket>>>,
+    next_id: AtomicU64,
+    /// Ids of txs committed by a socket's own batch (announced by it).
+    local: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl Hub {
+    /// Registers a socket; returns its id and the queue of its messages.
+    pub fn join(&self, graph: &str, user_id: &str) -> (u64, mpsc::Receiver<String>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        self.graphs
+            .lock()
+            .entry(graph.to_string())
+            .or_default()
+            .insert(
+                id,
+                Socket {
+                    user_id: user_id.to_string(),
+                    editing: None,
+                    tx,
+                },
+            );
+        self.broadcast_online(graph);
+        (id, rx)
+    }
+
+    pub fn leave(&self, graph: &str, id: u64) {
+        {
+            let mut graphs = self.graphs.lock();
+            if let Some(sockets) = graphs.get_mut(graph) {
+                sockets.remove(&id);
+                if sockets.is_empty() {
+                    graphs.remove(graph);
+                }
+            }
+        }
+        self.broadcast_online(graph);
+    }
+
+    /// Records which block a socket's user is editing (None clears it).
+    pub fn set_presence(&self, graph: &str, id: u64, editing: Option<String>) {
+        if let Some(socket) = self
+            .graphs
+            .lock()
+            .get_mut(graph)
+            .and_then(|s| s.get_mut(&id))
+        {
+            socket.editing = editing;
+        }
+        self.broadcast_online(graph);
+    }
+
+    /// Tells the graph's sockets (but `except`) that `t` advanced.
+    pub fn changed(&self, graph: &str, t: u64, except: Option<u64>) {
+        let message = json!({"type": "changed", "t": t}).to_string();
+        self.send_all(graph, &message, except);
+    }
+
+    /// Marks txs a socket is about to commit, so the feed does not announce
+    /// them a second time.
+    pub fn mark_local(&self, ids: impl IntoIterator<Item = [u8; 32]>) {
+        self.local.lock().extend(ids);
+    }
+
+    /// Forgets marks of a batch that was not committed.
+    pub fn unmark_local(&self, ids: impl IntoIterator<Item = [u8; 32]>) {
+        let mut local = self.local.lock();
+        for id in ids {
+            local.remove(&id);
+        }
+    }
+
+    fn broadcast_online(&self, graph: &str) {
+        let users: Vec<serde_json::Value> = match self.graphs.lock().get(graph) {
+            Some(sockets) => sockets
+                .values()
+                .map(|s| match &s.editing {
+                    Some(block) => json!({"user-id": s.user_id, "editing-block-uuid": block}),
+                    None => json!({"user-id": s.user_id}),
+                })
+                .collect(),
+            None => return,
+        };
+        let message = json!({"type": "online-users", "online-users": users}).to_string();
+        self.send_all(graph, &message, None);
+    }
+
+    fn send_all(&self, graph: &str, message: &str, except: Option<u64>) {
+        let mut graphs = self.graphs.lock();
+        let Some(sockets) = graphs.get_mut(graph) else {
+            return;
+        };
+        // A socket whose queue is full is dropped from the hub; its handler
+        // sees the closed queue and ends the connection.
+        sockets.retain(|id, socket| {
+            Some(*id) == except || socket.tx.try_send(message.to_string()).is_ok()
+        });
+    }
+
+    /// Announces txs committed by anyone but our sockets (HTTP batches,
+    /// peers) to the graph's sockets, with the graph's current `t`.
+    pub fn spawn_feed_listener(
+        self: &Arc<Self>,
+        store: Arc<Store>,
+        mut feed: broadcast::Receiver<Arc<Committed>>,
+    ) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut touched: HashSet<String> = HashSet::new();
+                match feed.recv().await {
+                    Ok(first) => {
+                        hub.note(&first, &mut touched);
+                        while let Ok(more) = feed.try_recv() {
+                            hub.note(&more, &mut touched);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        touched.extend(hub.graphs.lock().keys().cloned());
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+                if touched.is_empty() {
+                    continue;
+                }
+                let store = store.clone();
+                let ts = tokio::task::spawn_blocking(move || {
+                    let txn = store.read_txn().ok()?;
+                    let ts: Vec<(String, u64)> = touched
+                        .into_iter()
+                        .filter_map(|g| Some((g.clone(), store.graph_t(&txn, &g).ok()?)))
+                        .collect();
+                    Some(ts)
+                })
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+                for (graph, t) in ts {
+                    hub.changed(&graph, t, None);
+                }
+            }
+        });
+    }
+
+    fn note(&self, committed: &Committed, touched: &mut HashSet<String>) {
+        let Some(graph) = graph_of(&committed.event) else {
+            return;
+        };
+        if self.local.lock().remove(&committed.event.id) {
+            return;
+        }
+        if self.graphs.lock().contains_key(graph) {
+            touched.insert(graph.to_string());
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The graph index as events: one addressable kind-34071 event per graph
+//! (`d` = graph id), signed by the node that last changed it, its content
+//! the graph's metadata. Every mesh node may write one for the same graph,
+//! so a graph's metadata is the newest such event by `updated-at`, whoever
+//! signed it; the events replicate like any other mesh event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Keys};
+use crate::filter::Filter;
+use crate::mesh::GRAPH_INDEX_KIND;
+use crate::store::{Store, StoreError};
+
+/// A member of a graph and their role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Member {
+    pub user_id: String,
+    /// manager | member
+    pub role: String,
+    #[serde(default)]
+    pub invited_by: String,
+    #[serde(default)]
+    pub created_at: u64,
+}
+
+/// A graph's metadata (times in milliseconds, as the seed's clients expect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GraphMeta {
+    pub graph_id: String,
+    pub graph_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<String>,
+    pub owner: String,
+    #[serde(default)]
+    pub members: Vec<Member>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// A deleted graph keeps its index event (so the deletion replicates).
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// What a user may do with a graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Owner,
+    Manager,
+    Member,
+    None,
+}
+
+impl GraphMeta {
+    pub fn access(&self, user: &str) -> Access {
+        if self.owner == user {
+            return Access::Owner;
+        }
+        match self.members.iter().find(|m| m.user_id == user) {
+            Some(m) if m.role == "manager" => Access::Manager,
+            Some(_) => Access::Member,
+            None => Access::None,
+        }
+    }
+
+    /// The signed index event for this metadata.
+    pub fn to_event(&self, key: &Keys) -> Event {
+        let content = serde_json::to_string(self).unwrap_or_default();
+        key.sign(
+            crate::event::now().max(self.updated_at / 1000),
+            GRAPH_INDEX_KIND,
+            vec![vec!["d".into(), self.graph_id.clone()]],
+            content,
+        )
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new graph id (a random UUID v4).
+pub fn new_graph_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Every graph's newest metadata, or one graph's when `graph` is given.
+pub fn read(store: &Store, graph: Option<&str>) -> Result<Vec<GraphMeta>, StoreError> {
+    let mut filter = Filter {
+        kinds: Some(vec![GRAPH_INDEX_KIND]),
+        ..Filter::default()
+    };
+    if let Some(graph) = graph {
+        filter.tags.insert(b'd', vec![graph.to_string()]);
+    }
+    let txn = store.read_txn()?;
+    let mut newest: std::collections::HashMap<String, GraphMeta> = Default::default();
+    store.query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
+        let Ok(event) = Event::from_json(found.json) else {
+            return Ok(true);
+        };
+        let Ok(meta) = serde_json::from_str::<GraphMeta>(&event.content) else {
+            return Ok(true);
+        };
+        if event.d_tag() != meta.graph_id {
+            return Ok(true);
+        }
+        let better = newest
+            .get(&meta.graph_id)
+            .is_none_or(|old| (meta.updated_at, meta.deleted) > (old.updated_at, old.deleted));
+        if better {
+            newest.insert(meta.graph_id.clone(), meta);
+        }
+        Ok(true)
+    })?;
+    let mut out: Vec<GraphMeta> = newest.into_values().collect();
+    out.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then(a.graph_id.cmp(&b.graph_id))
+    });
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! A graph's log as the protocol sees it: `pull` and `tx/batch`, shared by
+//! the WebSocket and the HTTP mirror. A batch is checked in the seed's
+//! order — invalid t-before, stale, empty tx data, invalid tx — then each tx
+//! becomes a kind-4071 event signed by the node key, and the writer appends
+//! them in one transaction only if the log is still at `t-before`.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::Graphs;
+use crate::event::Event;
+use crate::mesh::GRAPH_TX_KIND;
+use crate::store::{GraphBatchOutcome, WriteOutcome};
+
+/// Most txs in one pull reply; the reply's `t` then says where it stopped.
+const PULL_MAX: usize = 10_000;
+/// Most txs in one batch.
+const BATCH_MAX: usize = 10_000;
+
+/// Why a pull was refused (answered as the seed's `invalid since`).
+#[derive(Debug)]
+pub struct InvalidSince;
+
+/// Parses `since` (absent means 0).
+pub fn parse_since(value: Option<&Value>) -> Result<u64, InvalidSince> {
+    match value {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or(InvalidSince),
+    }
+}
+
+/// The `pull/ok` reply for txs after `since`.
+pub async fn pull(graphs: &Arc<Graphs>, graph: &str, since: u64) -> Result<Value, String> {
+    let (store, graph) = (graphs.store.clone(), graph.to_string());
+    tokio::task::spawn_blocking(move || {
+        let txn = store.read_txn()?;
+        let current = store.graph_t(&txn, &graph)?;
+        let txs = store.graph_pull(&txn, &graph, since, PULL_MAX)?;
+        let t = if txs.len() >= PULL_MAX {
+            txs.last().map_or(current, |tx| tx.t)
+        } else {
+            current
+        };
+        let txs: Vec<Value> = txs
+            .into_iter()
+            .map(|tx| json!({"t": tx.t, "tx": tx.tx}))
+            .collect();
+        Ok::<_, crate::store::StoreError>(json!({"type": "pull/ok", "t": t, "txs": txs}))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// The graph's current `t`.
+pub async fn current_t(graphs: &Arc<Graphs>, graph: &str) -> Result<u64, String> {
+    let (store, graph) = (graphs.store.clone(), graph.to_string());
+    tokio::task::spawn_blocking(move || {
+        let txn = store.read_txn()?;
+        store.graph_t(&txn, &graph)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// Who sends a batch.
+pub struct Origin<'a> {
+    pub user_id: &'a str,
+    pub client_id: &'a str,
+    /// The hub id of the sending socket (None over HTTP).
+    pub socket: Option<u64>,
+}
+
+fn reject(reason: &str) -> Value {
+    json!({"type": "tx/reject", "reason": reason})
+}
+
+/// Applies a `tx/batch` message (or HTTP body) and returns the reply.
+pub async fn tx_batch(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    body: &Value,
+    origin: Origin<'_>,
+) -> Value {
+    let t_before = match body.get("t-before").or_else(|| body.get("t_before")) {
+        Some(v) => match v.as_u64() {
+            Some(t) => t,
+            None => return reject("invalid t-before"),
+        },
+        None => return reject("invalid t-before"),
+    };
+    let Ok(current) = current_t(graphs, graph).await else {
+        return json!({"type": "error", "message": "server error"});
+    };
+    if t_before != current {
+        return json!({"type": "tx/reject", "reason": "stale", "t": current});
+    }
+    let txs = match body.get("txs") {
+        Some(Value::Array(txs)) if !txs.is_empty() => txs,
+        Some(Value::Array(_)) | None | Some(Value::Null) => return reject("empty tx data"),
+        Some(_) => return reject("invalid tx"),
+    };
+    let limit = graphs.max_tx_size;
+    let valid = txs.len() <= BATCH_MAX
+        && txs.iter().all(|tx| {
+            tx.as_str()
+                .is_some_and(|s| !s.is_empty() && s.len() <= limit)
+        });
+    if !valid {
+        return reject("invalid tx");
+    }
+    let txs: Vec<String> = txs
+        .iter()
+        .filter_map(|tx| tx.as_str().map(str::to_string))
+        .collect();
+    let events = sign_txs(graphs, graph, txs, &origin).await;
+    let ids: Vec<[u8; 32]> = events.iter().map(|(e, _)| e.id).collect();
+    if origin.socket.is_some() {
+        graphs.hub.mark_local(ids.iter().copied());
+    }
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    graphs.writer.submit_graph_batch(
+        graph.to_string(),
+        t_before,
+        events,
+        Box::new(move |outcome: &WriteOutcome| {
+            let _ = done.send(outcome.clone());
+        }),
+    );
+    match outcome.await {
+        Ok(WriteOutcome::Graph(GraphBatchOutcome::Appended { t, .. })) => {
+            if let Some(socket) = origin.socket {
+                graphs.hub.changed(graph, t, Some(socket));
+            }
+            json!({"type": "tx/batch/ok", "t": t})
+        }
+        Ok(WriteOutcome::Graph(GraphBatchOutcome::Stale { t })) => {
+            graphs.hub.unmark_local(ids);
+            json!({"type": "tx/reject", "reason": "stale", "t": t})
+        }
+        other => {
+            graphs.hub.unmark_local(ids);
+            tracing::warn!(graph, outcome = ?other, "graph batch not stored");
+            json!({"type": "error", "message": "server error"})
+        }
+    }
+}
+
+/// Turns tx strings into signed events, on the blocking pool.
+async fn sign_txs(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    txs: Vec<String>,
+    origin: &Origin<'_>,
+) -> Vec<(Event, String)> {
+    let key = graphs.node_key.clone();
+    let tags = vec![
+        vec!["g".to_string(), graph.to_string()],
+        vec!["author".to_string(), origin.user_id.to_string()],
+        vec!["client".to_string(), origin.client_id.to_string()],
+    ];
+    tokio::task::spawn_blocking(move || {
+        let now = crate::event::now();
+        txs.into_iter()
+            .map(|tx| {
+                let event = key.sign(now, GRAPH_TX_KIND, tags.clone(), tx);
+                let json = event.to_json();
+                (event, json)
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}

@@ -1,0 +1,133 @@
+//! Graph sync: the DB-Sync protocol (seeds 002 and 004) served from the
+//! event store. The graph index lives in kind-34071 events (`index.rs`),
+//! each graph's transaction log in kind-4071 events with a per-node
+//! position `t` (`store/graphs.rs`, `log.rs`); `ws.rs` is the WebSocket
+//! `/sync/:graph-id`, `http.rs` the HTTP API, `hub.rs` presence and
+//! `changed`. Every event is signed with the node key and private to the
+//! mesh, so graphs replicate between nodes by reconciliation.
+
+mod http;
+mod hub;
+pub mod index;
+mod log;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::{RequestInfo, TokenUsers, User};
+use crate::event::Keys;
+use crate::store::Store;
+use crate::writer::WriterHandle;
+
+pub use hub::Hub;
+use index::{Access, GraphMeta};
+
+/// What the graph endpoints share.
+pub struct Graphs {
+    pub store: Arc<Store>,
+    pub writer: WriterHandle,
+    /// Signs every tx and index event this node creates.
+    pub node_key: Arc<Keys>,
+    pub tokens: TokenUsers,
+    pub hub: Arc<Hub>,
+    /// Largest tx string accepted (the write policy's event size).
+    pub max_tx_size: usize,
+}
+
+/// The graph routes, to be merged into the relay's router.
+pub fn routes(graphs: Arc<Graphs>) -> Router {
+    Router::new()
+        .route("/health", get(http::health))
+        .route("/graphs", get(http::list_graphs).post(http::create_graph))
+        .route("/graphs/{graph}", delete(http::delete_graph))
+        .route("/graphs/{graph}/access", get(http::access))
+        .route("/graphs/{graph}/members", get(http::members))
+        .route("/sync/{graph}", get(ws::upgrade))
+        .route("/sync/{graph}/health", get(http::sync_health))
+        .route("/sync/{graph}/pull", get(http::pull))
+        .route("/sync/{graph}/tx/batch", post(http::tx_batch))
+        .route("/sync/{graph}/admin/reset", delete(http::reset))
+        .with_state(graphs)
+}
+
+/// An error answered as `{"error": "..."}`.
+pub(crate) struct GraphError(StatusCode, &'static str);
+
+impl IntoResponse for GraphError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+const UNAUTHORIZED: GraphError = GraphError(StatusCode::UNAUTHORIZED, "unauthorized");
+const FORBIDDEN: GraphError = GraphError(StatusCode::FORBIDDEN, "forbidden");
+const NOT_FOUND: GraphError = GraphError(StatusCode::NOT_FOUND, "not found");
+const SERVER_ERROR: GraphError = GraphError(StatusCode::INTERNAL_SERVER_ERROR, "server error");
+
+impl Graphs {
+    /// The caller, or 401.
+    fn user(
+        &self,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+    ) -> Result<User, GraphError> {
+        let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let request = RequestInfo {
+            method,
+            path_and_query,
+            headers,
+            query_token: crate::auth::query_token(uri.query()),
+        };
+        crate::auth::authenticate(&self.store, &self.tokens, &request).map_err(|e| {
+            tracing::debug!(error = %e, "graph API: not authenticated");
+            UNAUTHORIZED
+        })
+    }
+
+    /// The graph's metadata if `user` may use it: 404 unknown or deleted,
+    /// 403 no access.
+    async fn graph_for(&self, graph: &str, user: &User) -> Result<(GraphMeta, Access), GraphError> {
+        let store = self.store.clone();
+        let id = graph.to_string();
+        let found = tokio::task::spawn_blocking(move || index::read(&store, Some(&id)))
+            .await
+            .map_err(|_| SERVER_ERROR)?
+            .map_err(|_| SERVER_ERROR)?;
+        let meta = found
+            .into_iter()
+            .find(|m| m.graph_id == graph && !m.deleted)
+            .ok_or(NOT_FOUND)?;
+        match meta.access(&user.id) {
+            Access::None => Err(FORBIDDEN),
+            access => Ok((meta, access)),
+        }
+    }
+
+    /// Stores a signed index event through the writer.
+    async fn publish_meta(&self, meta: &GraphMeta) -> Result<(), GraphError> {
+        let event = meta.to_event(&self.node_key);
+        let json = event.to_json();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.writer.submit(
+            event,
+            json,
+            Box::new(move |o: &crate::store::WriteOutcome| {
+                let _ = done.send(o.clone());
+            }),
+        );
+        match outcome.await {
+            Ok(crate::store::WriteOutcome::Stored { .. }) => Ok(()),
+            other => {
+                tracing::warn!(outcome = ?other, "graph index event not stored");
+                Err(SERVER_ERROR)
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The WebSocket `/sync/:graph-id` of the DB-Sync protocol. Credentials
+//! (`?token=`, `Authorization`) and access are checked before the upgrade
+//! (401 / 403 / 404). Client messages: hello, presence, pull, tx/batch,
+//! ping; anything else is answered with `error` and the socket stays open.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+use super::log::{self, Origin};
+use super::Graphs;
+
+/// Largest client message (a big tx/batch).
+const MAX_MESSAGE: usize = 32 * 1024 * 1024;
+
+pub async fn upgrade(
+    State(graphs): State<Arc<Graphs>>,
+    Path(graph): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let user = match graphs.user(&method, &uri, &headers) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = graphs.graph_for(&graph, &user).await {
+        return e.into_response();
+    }
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| run(graphs, graph, user.id, socket))
+}
+
+fn error(message: &str) -> String {
+    json!({"type": "error", "message": message}).to_string()
+}
+
+async fn run(graphs: Arc<Graphs>, graph: String, user_id: String, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (id, mut outgoing) = graphs.hub.join(&graph, &user_id);
+    let mut client_id = String::new();
+    loop {
+        let reply = tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    handle(&graphs, &graph, &user_id, &mut client_id, id, text.as_str()).await
+                }
+                Some(Ok(Message::Binary(_))) => Some(error("invalid request")),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => None,
+            },
+            queued = outgoing.recv() => match queued {
+                Some(message) => Some(message),
+                // Dropped by the hub as too slow.
+                None => break,
+            },
+        };
+        if let Some(reply) = reply {
+            if sink.send(Message::Text(reply.into())).await.is_err() {
+                break;
+            }
+        }
+    }
+    graphs.hub.leave(&graph, id);
+    let _ = sink.close().await;
+}
+
+/// Answers one client message (None: nothing to send back).
+async fn handle(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    user_id: &str,
+    client_id: &mut String,
+    socket: u64,
+    text: &str,
+) -> Option<String> {
+    let Ok(message) = serde_json::from_str::<Value>(text) else {
+        return Some(error("invalid request"));
+    };
+    let Some(kind) = message.get("type").and_then(Value::as_str) else {
+        return Some(error("invalid request"));
+    };
+    match kind {
+        "hello" => {
+            if let Some(client) = message.get("client").and_then(Value::as_str) {
+                *client_id = client.chars().take(256).collect();
+            }
+            Some(match log::current_t(graphs, graph).await {
+                Ok(t) => json!({"type": "hello", "t": t}).to_string(),
+                Err(_) => error("server error"),
+            })
+        }
+        "presence" => {
+            let editing = message
+                .get("editing-block-uuid")
+                .or_else(|| message.get("editing_block_uuid"))
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(128).collect());
+            graphs.hub.set_presence(graph, socket, editing);
+            None
+        }
+        "pull" => match log::parse_since(message.get("since")) {
+            Ok(since) => Some(match log::pull(graphs, graph, since).await {
+                Ok(reply) => reply.to_string(),
+                Err(_) => error("server error"),
+            }),
+            Err(_) => Some(error("invalid since")),
+        },
+        "tx/batch" => {
+            let origin = Origin {
+                user_id,
+                client_id,
+                socket: Some(socket),
+            };
+            Some(
+                log::tx_batch(graphs, graph, &message, origin)
+                    .await
+                    .to_string(),
+            )
+        }
+        "ping" => Some(json!({"type": "pong"}).to_string()),
+        _ => Some(error("unknown type")),
+    }
+}
