@@ -169,7 +169,7 @@ pub async fn delete_graph(
         return Err(super::FORBIDDEN);
     }
     meta.deleted = true;
-    meta.updated_at = index::now_ms().max(meta.updated_at + 1);
+    meta.touch();
     graphs.publish_meta(&meta).await?;
     Ok(Json(json!({"graph-id": meta.graph_id, "deleted": true})))
 }

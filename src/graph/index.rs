@@ -63,6 +63,12 @@ impl GraphMeta {
         }
     }
 
+    /// Marks a change: `updated-at` moves at least a second on, so the new
+    /// index event replaces the old one (same address, newer `created_at`).
+    pub fn touch(&mut self) {
+        self.updated_at = now_ms().max(self.updated_at + 1000);
+    }
+
     /// The signed index event for this metadata.
     pub fn to_event(&self, key: &Keys) -> Event {
         let content = serde_json::to_string(self).unwrap_or_default();

@@ -1,0 +1,496 @@
+//! Graph sync (DB-Sync) over real HTTP and WebSocket: auth (tokens,
+//! NIP-98), the graph index, every socket message and its bad inputs, the
+//! HTTP mirror, and two mesh nodes converging on one graph.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use echorelay::config::{Config, TokenConfig};
+use echorelay::event::Keys;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio_tungstenite::tungstenite::Message;
+
+const ALICE: &str = "alice-secret-token";
+const BOB: &str = "bob-secret-token";
+
+fn with_users(c: &mut Config) {
+    c.auth.tokens = [("alice", ALICE), ("bob", BOB)]
+        .iter()
+        .map(|(user, token)| TokenConfig {
+            user: user.to_string(),
+            sha256: hex::encode(Sha256::digest(token.as_bytes())),
+        })
+        .collect();
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth.as_str()));
+    }
+    let (status, _, body) = http_request(addr, method, path, &headers, body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+async fn create_graph(addr: SocketAddr, token: &str, name: &str) -> String {
+    let body = json!({"graph-name": name}).to_string();
+    let (status, reply) = call(addr, "POST", "/graphs", Some(token), &body).await;
+    assert_eq!(status, 200, "{reply}");
+    reply["graph-id"].as_str().unwrap().to_string()
+}
+
+/// A graph socket that hands back messages by type.
+struct GraphSocket {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl GraphSocket {
+    async fn open(addr: SocketAddr, graph: &str, token: &str) -> GraphSocket {
+        let url = format!("ws://{addr}/sync/{graph}?token={token}");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        GraphSocket { ws }
+    }
+
+    async fn send(&mut self, value: Value) {
+        self.ws
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// The next message of `kind`, skipping others (presence chatter).
+    async fn next(&mut self, kind: &str) -> Value {
+        self.next_of(&[kind]).await
+    }
+
+    /// The next message of any of `kinds`.
+    async fn next_of(&mut self, kinds: &[&str]) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a graph message")
+                .expect("socket closed")
+                .expect("socket error");
+            if let Message::Text(text) = msg {
+                let value: Value = serde_json::from_str(text.as_str()).unwrap();
+                if kinds.iter().any(|k| value["type"] == *k) {
+                    return value;
+                }
+            }
+        }
+    }
+
+    async fn ask(&mut self, value: Value, reply: &str) -> Value {
+        self.send(value).await;
+        self.next(reply).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_index_and_auth() {
+    let relay = TestRelay::start_with(with_users).await;
+    let addr = relay.addr;
+    assert_eq!(
+        call(addr, "GET", "/health", None, "").await,
+        (200, json!({"ok": true}))
+    );
+    assert_eq!(call(addr, "GET", "/graphs", None, "").await.0, 401);
+    assert_eq!(call(addr, "GET", "/graphs", Some("wrong"), "").await.0, 401);
+    let (status, _) = call(addr, "GET", "/graphs?token=wrong", None, "").await;
+    assert_eq!(status, 401);
+
+    let graph = create_graph(addr, ALICE, "notes").await;
+    let (status, listed) = call(addr, "GET", &format!("/graphs?token={ALICE}"), None, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["graphs"][0]["graph-id"], graph.as_str());
+    assert_eq!(listed["graphs"][0]["graph-name"], "notes");
+    assert!(listed["graphs"][0]["created-at"].as_u64().unwrap() > 0);
+    assert_eq!(
+        call(addr, "GET", "/graphs", Some(BOB), "").await,
+        (200, json!({"graphs": []}))
+    );
+    let access = format!("/graphs/{graph}/access");
+    assert_eq!(
+        call(addr, "GET", &access, Some(ALICE), "").await,
+        (200, json!({"ok": true}))
+    );
+    assert_eq!(call(addr, "GET", &access, Some(BOB), "").await.0, 403);
+    assert_eq!(call(addr, "GET", &access, None, "").await.0, 401);
+    assert_eq!(
+        call(addr, "GET", "/graphs/nope/access", Some(ALICE), "")
+            .await
+            .0,
+        404
+    );
+    let (status, members) = call(
+        addr,
+        "GET",
+        &format!("/graphs/{graph}/members"),
+        Some(ALICE),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(members["members"][0]["user-id"], "alice");
+    assert_eq!(members["members"][0]["role"], "manager");
+
+    for bad in [
+        "",
+        "{",
+        "[]",
+        r#"{"graph-name": 5}"#,
+        r#"{"graph-name": ""}"#,
+    ] {
+        let (status, reply) = call(addr, "POST", "/graphs", Some(ALICE), bad).await;
+        assert_eq!(status, 400, "{bad} -> {reply}");
+        assert!(reply["error"].is_string());
+    }
+    // The underscore spelling of seed 002.
+    let (status, _) = call(addr, "POST", "/graphs", Some(BOB), r#"{"graph_name": "b"}"#).await;
+    assert_eq!(status, 200);
+
+    // NIP-98: the user id is the signer's pubkey.
+    let keys = Keys::generate();
+    let auth_event = keys.sign(
+        echorelay::event::now(),
+        27235,
+        vec![
+            vec!["u".into(), format!("http://{addr}/graphs")],
+            vec!["method".into(), "GET".into()],
+        ],
+        String::new(),
+    );
+    let header = format!(
+        "Nostr {}",
+        base64::engine::general_purpose::STANDARD.encode(auth_event.to_json())
+    );
+    let (status, _, body) = http_get(addr, "/graphs", &[("Authorization", &header)]).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"graphs":[]}"#));
+    let (status, _, _) =
+        http_request(addr, "POST", "/graphs", &[("Authorization", &header)], "{}").await;
+    assert_eq!(
+        status, 401,
+        "a NIP-98 event for GET does not authorise a POST"
+    );
+
+    // Deletion: only the owner's side; afterwards the graph is gone.
+    let path = format!("/graphs/{graph}");
+    assert_eq!(call(addr, "DELETE", &path, Some(BOB), "").await.0, 403);
+    let (status, reply) = call(addr, "DELETE", &path, Some(ALICE), "").await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"graph-id": graph, "deleted": true}))
+    );
+    assert_eq!(call(addr, "GET", &access, Some(ALICE), "").await.0, 404);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_protocol_and_http_mirror() {
+    let relay = TestRelay::start_with(with_users).await;
+    let addr = relay.addr;
+    let graph = create_graph(addr, ALICE, "g").await;
+    // Refused before the upgrade.
+    let url = format!("ws://{addr}/sync/{graph}?token={BOB}");
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+
+    let mut a = GraphSocket::open(addr, &graph, ALICE).await;
+    let online = a.next("online-users").await;
+    assert_eq!(online["online-users"][0]["user-id"], "alice");
+    assert_eq!(
+        a.ask(json!({"type": "hello", "client": "repo-1"}), "hello")
+            .await,
+        json!({"type": "hello", "t": 0})
+    );
+    let mut b = GraphSocket::open(addr, &graph, ALICE).await;
+    b.send(json!({"type": "hello", "client": "repo-2"})).await;
+    b.next("hello").await;
+    b.send(json!({"type": "presence", "editing-block-uuid": "block-1"}))
+        .await;
+    loop {
+        let online = a.next("online-users").await;
+        let users = online["online-users"].as_array().unwrap();
+        if users.iter().any(|u| u["editing-block-uuid"] == "block-1") {
+            break;
+        }
+    }
+
+    let ok = a
+        .ask(
+            json!({"type": "tx/batch", "t-before": 0, "txs": ["[tx 1]", "[tx 2]"]}),
+            "tx/batch/ok",
+        )
+        .await;
+    assert_eq!(ok["t"], 2);
+    assert_eq!(b.next("changed").await, json!({"type": "changed", "t": 2}));
+
+    // Every bad batch, in the seed's order of checks.
+    let cases = [
+        (
+            json!({"type": "tx/batch", "txs": ["x"]}),
+            json!({"type": "tx/reject", "reason": "invalid t-before"}),
+        ),
+        (
+            json!({"type": "tx/batch", "t-before": "2", "txs": ["x"]}),
+            json!({"type": "tx/reject", "reason": "invalid t-before"}),
+        ),
+        (
+            json!({"type": "tx/batch", "t-before": -1, "txs": ["x"]}),
+            json!({"type": "tx/reject", "reason": "invalid t-before"}),
+        ),
+        (
+            json!({"type": "tx/batch", "t-before": 0, "txs": ["x"]}),
+            json!({"type": "tx/reject", "reason": "stale", "t": 2}),
+        ),
+        (
+            json!({"type": "tx/batch", "t-before": 9, "txs": []}),
+            json!({"type": "tx/reject", "reason": "stale", "t": 2}),
+        ),
+        (
+            json!({"type": "tx/batch", "t-before": 2, "txs": []}),
+            json!({"type": "tx/reject", "reason": "empty tx data"}),
+        ),
+        (
+            json!({"type": "tx/batch", "t_before": 2}),
+            json!({"type": "tx/reject", "reason": "empty tx data"}),
+        ),
+        (
+            json!({"type": "tx/batch", "t-before": 2, "txs": [1]}),
+            json!({"type": "tx/reject", "reason": "invalid tx"}),
+        ),
+        (
+            json!({"type": "tx/batch", "t-before": 2, "txs": "x"}),
+            json!({"type": "tx/reject", "reason": "invalid tx"}),
+        ),
+    ];
+    for (message, expected) in cases {
+        assert_eq!(
+            a.ask(message.clone(), "tx/reject").await,
+            expected,
+            "{message}"
+        );
+    }
+    a.send_text("{not json").await;
+    assert_eq!(a.next("error").await["message"], "invalid request");
+    a.send(json!({"no": "type"})).await;
+    assert_eq!(a.next("error").await["message"], "invalid request");
+    a.send(json!({"type": "frobnicate"})).await;
+    assert_eq!(a.next("error").await["message"], "unknown type");
+    a.send(json!({"type": "pull", "since": "soon"})).await;
+    assert_eq!(a.next("error").await["message"], "invalid since");
+    assert_eq!(
+        a.ask(json!({"type": "ping"}), "pong").await,
+        json!({"type": "pong"})
+    );
+
+    let pulled = a.ask(json!({"type": "pull", "since": 0}), "pull/ok").await;
+    assert_eq!(
+        pulled,
+        json!({"type": "pull/ok", "t": 2, "txs": [{"t": 1, "tx": "[tx 1]"}, {"t": 2, "tx": "[tx 2]"}]})
+    );
+    assert_eq!(
+        a.ask(json!({"type": "pull", "since": 1}), "pull/ok").await["txs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The HTTP mirror; its batches reach both sockets as `changed`.
+    let sync = format!("/sync/{graph}");
+    assert_eq!(
+        call(addr, "GET", &format!("{sync}/health"), Some(ALICE), "").await,
+        (200, json!({"ok": true}))
+    );
+    assert_eq!(
+        call(addr, "GET", &format!("{sync}/health"), Some(BOB), "")
+            .await
+            .0,
+        403
+    );
+    let (status, reply) = call(
+        addr,
+        "GET",
+        &format!("{sync}/pull?since=1"),
+        Some(ALICE),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, reply),
+        (
+            200,
+            json!({"type": "pull/ok", "t": 2, "txs": [{"t": 2, "tx": "[tx 2]"}]})
+        )
+    );
+    let (status, reply) = call(
+        addr,
+        "GET",
+        &format!("{sync}/pull?since=x"),
+        Some(ALICE),
+        "",
+    )
+    .await;
+    assert_eq!((status, reply), (400, json!({"error": "invalid since"})));
+    let batch = format!("{sync}/tx/batch");
+    let (status, reply) = call(
+        addr,
+        "POST",
+        &batch,
+        Some(ALICE),
+        r#"{"t_before": 2, "txs": ["[tx 3]"]}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"type": "tx/batch/ok", "t": 3}))
+    );
+    assert_eq!(a.next("changed").await["t"], 3);
+    assert_eq!(b.next("changed").await["t"], 3);
+    let (status, reply) = call(
+        addr,
+        "POST",
+        &batch,
+        Some(ALICE),
+        r#"{"t-before": 0, "txs": ["y"]}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"type": "tx/reject", "reason": "stale", "t": 3}))
+    );
+    assert_eq!(
+        call(addr, "POST", &batch, Some(ALICE), "").await,
+        (400, json!({"error": "missing body"}))
+    );
+    assert_eq!(
+        call(addr, "POST", &batch, Some(ALICE), "nope").await,
+        (400, json!({"error": "invalid body"}))
+    );
+    assert_eq!(call(addr, "POST", &batch, None, "{}").await.0, 401);
+
+    // Graph txs are not visible to plain Nostr clients.
+    let mut nostr = relay.client().await;
+    let reply = nostr.ask(json!(["REQ", "g", {"kinds": [4071]}])).await;
+    assert_eq!(reply[0], "CLOSED");
+    relay.stop().await;
+}
+
+/// Two mesh nodes, one graph: clients write on each, the nodes sync, and a
+/// client on each node pulls the same txs (each node in its own t order);
+/// a socket on B hears `changed` for A's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_converge_on_one_graph() {
+    let a = TestRelay::start_with(with_users).await;
+    let b = TestRelay::start_with(with_users).await;
+    let key_of = |r: &TestRelay| {
+        hex::encode(
+            echorelay::secrets::node_key(r.dir.path())
+                .unwrap()
+                .public_key(),
+        )
+    };
+    let (ka, kb) = (key_of(&a), key_of(&b));
+    let live = json!({"dir": "both", "interval_secs": 1, "live": true});
+    let add = |from: &TestRelay, url: &str, key: &str| {
+        let mut body = live.clone();
+        body["peer_url"] = json!(url);
+        body["pubkey"] = json!(key);
+        let admin = from.admin();
+        async move { admin.call("AddPeer", &body).await.unwrap() }
+    };
+    add(&a, &b.url, &kb).await;
+    add(&b, &a.url, &ka).await;
+
+    let graph = create_graph(a.addr, ALICE, "shared").await;
+    // The index event reaches B; then alice may use the graph there.
+    let access = format!("/graphs/{graph}/access");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while call(b.addr, "GET", &access, Some(ALICE), "").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "graph never reached B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut on_a = GraphSocket::open(a.addr, &graph, ALICE).await;
+    let mut on_b = GraphSocket::open(b.addr, &graph, ALICE).await;
+    let t = on_a
+        .ask(json!({"type": "hello", "client": "a"}), "hello")
+        .await["t"]
+        .as_u64()
+        .unwrap();
+    on_a.ask(
+        json!({"type": "tx/batch", "t-before": t, "txs": ["a1", "a2"]}),
+        "tx/batch/ok",
+    )
+    .await;
+    // A's writes arrive on B and B's socket is told.
+    let changed = on_b.next("changed").await;
+    assert!(changed["t"].as_u64().unwrap() >= 1);
+    let mut t_b = on_b
+        .ask(json!({"type": "hello", "client": "b"}), "hello")
+        .await["t"]
+        .as_u64()
+        .unwrap();
+    loop {
+        on_b.send(json!({"type": "tx/batch", "t-before": t_b, "txs": ["b1"]}))
+            .await;
+        let reply = on_b.next_of(&["tx/batch/ok", "tx/reject"]).await;
+        if reply["type"] == "tx/batch/ok" {
+            break;
+        }
+        t_b = reply["t"].as_u64().unwrap();
+    }
+
+    let mut want = vec!["a1", "a2", "b1"];
+    want.sort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for socket in [&mut on_a, &mut on_b] {
+        loop {
+            let pulled = socket
+                .ask(json!({"type": "pull", "since": 0}), "pull/ok")
+                .await;
+            let txs = pulled["txs"].as_array().unwrap();
+            let ts: Vec<u64> = txs.iter().map(|x| x["t"].as_u64().unwrap()).collect();
+            assert!(
+                ts.windows(2).all(|w| w[0] < w[1]),
+                "t only advances: {ts:?}"
+            );
+            let mut got: Vec<&str> = txs.iter().map(|x| x["tx"].as_str().unwrap()).collect();
+            got.sort();
+            if got == want {
+                assert_eq!(pulled["t"], txs.len());
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no convergence: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
