@@ -491,6 +491,78 @@ async fn two_nodes_converge_on_one_graph() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    // Reset on A: both nodes drop the old txs, and a full sync between
+    // them does not bring them back.
+    let reset = format!("/sync/{graph}/admin/reset");
+    assert_eq!(call(b.addr, "DELETE", &reset, Some(BOB), "").await.0, 403);
+    assert_eq!(
+        call(a.addr, "DELETE", &reset, Some(ALICE), "").await,
+        (200, json!({"ok": true}))
+    );
+    let t = on_a.ask(json!({"type": "hello"}), "hello").await["t"]
+        .as_u64()
+        .unwrap();
+    let ok = on_a
+        .ask(
+            json!({"type": "tx/batch", "t-before": t, "txs": ["after reset"]}),
+            "tx/batch/ok",
+        )
+        .await;
+    assert_eq!(ok["t"], t + 1, "t keeps advancing across a reset");
+    let only_new = |pulled: &Value| -> Vec<String> {
+        pulled["txs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["tx"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pulled = on_b
+            .ask(json!({"type": "pull", "since": 0}), "pull/ok")
+            .await;
+        if only_new(&pulled) == ["after reset"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "B kept {pulled}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut records = Vec::new();
+    b.admin()
+        .stream("SyncWithPeer", &json!({"peer_url": a.url}), |r| {
+            records.push(r.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(records.last().unwrap()["complete"], true, "{records:?}");
+    let pulled = on_a
+        .ask(json!({"type": "pull", "since": 0}), "pull/ok")
+        .await;
+    assert_eq!(only_new(&pulled), ["after reset"]);
+
+    // Deleting on B removes the graph on A too.
+    assert_eq!(
+        call(
+            b.addr,
+            "DELETE",
+            &format!("/graphs/{graph}"),
+            Some(ALICE),
+            ""
+        )
+        .await
+        .0,
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while call(a.addr, "GET", &access, Some(ALICE), "").await.0 != 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deletion never reached A"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     a.stop().await;
     b.stop().await;
 }

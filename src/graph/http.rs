@@ -109,6 +109,7 @@ pub async fn create_graph(
         created_at: now,
         updated_at: now,
         deleted: false,
+        epoch: 0,
     };
     match graphs.publish_meta(&meta).await {
         Ok(()) => Json(json!({ "graph-id": meta.graph_id })).into_response(),
@@ -249,10 +250,27 @@ pub async fn reset(
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
-    match graphs.graph_for(&graph, &user).await {
-        Ok((_, Access::Owner | Access::Manager)) => {}
+    let mut meta = match graphs.graph_for(&graph, &user).await {
+        Ok((meta, Access::Owner | Access::Manager)) => meta,
         Ok(_) => return super::FORBIDDEN.into_response(),
         Err(e) => return e.into_response(),
+    };
+    // The graph's own epoch may be ahead of this index event's (a reset
+    // signed by another node): start from the higher one.
+    let store = graphs.store.clone();
+    let id = graph.clone();
+    let known = tokio::task::spawn_blocking(move || {
+        let txn = store.read_txn()?;
+        store.graph_state(&txn, &id)
+    })
+    .await;
+    let Ok(Ok(state)) = known else {
+        return SERVER_ERROR.into_response();
+    };
+    meta.epoch = meta.epoch.max(state.epoch) + 1;
+    meta.touch();
+    match graphs.publish_meta(&meta).await {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => e.into_response(),
     }
-    GraphError(StatusCode::NOT_IMPLEMENTED, "reset is not available yet").into_response()
 }

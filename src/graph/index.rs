@@ -40,6 +40,9 @@ pub struct GraphMeta {
     /// A deleted graph keeps its index event (so the deletion replicates).
     #[serde(default)]
     pub deleted: bool,
+    /// Raised by every reset; txs of older epochs are removed everywhere.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// What a user may do with a graph.

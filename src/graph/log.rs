@@ -158,13 +158,20 @@ async fn sign_txs(
     txs: Vec<String>,
     origin: &Origin<'_>,
 ) -> Vec<(Event, String)> {
-    let key = graphs.node_key.clone();
-    let tags = vec![
+    let (key, store) = (graphs.node_key.clone(), graphs.store.clone());
+    let mut tags = vec![
         vec!["g".to_string(), graph.to_string()],
         vec!["author".to_string(), origin.user_id.to_string()],
         vec!["client".to_string(), origin.client_id.to_string()],
     ];
+    let graph = graph.to_string();
     tokio::task::spawn_blocking(move || {
+        let epoch = store
+            .read_txn()
+            .and_then(|txn| store.graph_state(&txn, &graph))
+            .map(|s| s.epoch)
+            .unwrap_or(0);
+        tags.push(vec!["epoch".to_string(), epoch.to_string()]);
         let now = crate::event::now();
         txs.into_iter()
             .map(|tx| {

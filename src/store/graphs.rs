@@ -5,6 +5,12 @@
 //! never misses a committed tx. A client batch is accepted only when its
 //! `t-before` equals the graph's current `t`, checked inside that
 //! transaction: of two racing batches, exactly one wins.
+//!
+//! Reset and deletion converge through the graph's index events (34071):
+//! each tx carries the graph's `epoch` when it was written; storing an index
+//! event with a higher epoch (a reset) or `deleted` removes the graph's
+//! older txs in the same transaction, and such txs are refused from then on,
+//! so a peer that has not heard of the reset cannot bring them back.
 
 use heed::{RoTxn, RwTxn};
 
@@ -12,6 +18,7 @@ use super::schema;
 use super::scopes::{Trees, GRAPH_TX_KIND};
 use super::{Store, StoreError, WriteOutcome};
 use crate::event::Event;
+use crate::mesh::GRAPH_INDEX_KIND;
 
 /// One entry of a graph's log, as pull returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +37,63 @@ pub enum GraphBatchOutcome {
     Stale { t: u64 },
 }
 
+/// The epoch a tx event was written in (`["epoch", n]`, 0 when absent).
+pub fn epoch_of(event: &Event) -> u64 {
+    event
+        .tag_values("epoch")
+        .next()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the store keeps of a graph's index: enough to refuse and purge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphState {
+    /// Highest epoch any index event announced (resets raise it).
+    pub epoch: u64,
+    /// Deleted by any index event (deletion is final).
+    pub deleted: bool,
+}
+
+impl GraphState {
+    fn decode(bytes: &[u8]) -> Option<GraphState> {
+        let epoch = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        Some(GraphState {
+            epoch,
+            deleted: bytes.get(8) == Some(&1),
+        })
+    }
+
+    fn encode(&self) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        out[..8].copy_from_slice(&self.epoch.to_be_bytes());
+        out[8] = u8::from(self.deleted);
+        out
+    }
+
+    /// Why a tx of `epoch` may not be stored, if it may not.
+    pub fn refusal(&self, epoch: u64) -> Option<&'static str> {
+        if self.deleted {
+            Some("blocked: this graph was deleted")
+        } else if epoch < self.epoch {
+            Some("blocked: this graph was reset after this transaction")
+        } else {
+            None
+        }
+    }
+}
+
+/// The fields of an index event's content the store acts on.
+#[derive(serde::Deserialize)]
+struct IndexFields {
+    #[serde(rename = "graph-id")]
+    graph_id: String,
+    #[serde(default)]
+    epoch: u64,
+    #[serde(default)]
+    deleted: bool,
+}
+
 /// The graph a tx event belongs to: its first `g` tag.
 pub fn graph_of(event: &Event) -> Option<&str> {
     if event.kind != GRAPH_TX_KIND {
@@ -46,6 +110,93 @@ fn graph_key(graph: &str) -> Vec<u8> {
 }
 
 impl Store {
+    /// The graph's reset epoch and deletion mark.
+    pub fn graph_state(&self, txn: &RoTxn, graph: &str) -> Result<GraphState, StoreError> {
+        Ok(match self.dbs.graph_state.get(txn, &graph_key(graph))? {
+            Some(v) => GraphState::decode(v).ok_or(StoreError::Corrupt("graph state"))?,
+            None => GraphState::default(),
+        })
+    }
+
+    /// Refuses a tx of a deleted graph or from before the graph's reset.
+    pub(super) fn graph_refusal(
+        &self,
+        txn: &RoTxn,
+        event: &Event,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let Some(graph) = graph_of(event) else {
+            return Ok(None);
+        };
+        Ok(self.graph_state(txn, graph)?.refusal(epoch_of(event)))
+    }
+
+    /// After an index event is stored: raises the graph's epoch or marks it
+    /// deleted, and removes the txs that this makes obsolete.
+    pub(super) fn apply_graph_index(
+        &self,
+        txn: &mut RwTxn,
+        trees: &mut Trees,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        if event.kind != GRAPH_INDEX_KIND {
+            return Ok(());
+        }
+        let Ok(fields) = serde_json::from_str::<IndexFields>(&event.content) else {
+            return Ok(());
+        };
+        if fields.graph_id != event.d_tag() {
+            return Ok(());
+        }
+        let graph = fields.graph_id.as_str();
+        let old = self.graph_state(txn, graph)?;
+        let new = GraphState {
+            epoch: old.epoch.max(fields.epoch),
+            deleted: old.deleted || fields.deleted,
+        };
+        if new == old {
+            return Ok(());
+        }
+        let prefix = graph_key(graph);
+        self.dbs.graph_state.put(txn, &prefix, &new.encode())?;
+        let mut doomed = Vec::new();
+        {
+            let mut high = prefix.clone();
+            high.extend_from_slice(&u64::MAX.to_be_bytes());
+            let bounds = (
+                std::ops::Bound::Included(&prefix[..]),
+                std::ops::Bound::Included(&high[..]),
+            );
+            for entry in self.dbs.graph_log.range(txn, &bounds)? {
+                let (key, seq) = entry?;
+                doomed.push((key.to_vec(), seq.to_vec()));
+            }
+        }
+        for (key, seq) in doomed {
+            let seq = u64::from_be_bytes(
+                seq.as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("graph log seq"))?,
+            );
+            let obsolete = match self.dbs.events.get(txn, &schema::seq_key(seq))? {
+                Some(value) => {
+                    let (_, json) =
+                        schema::Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+                    let tx = std::str::from_utf8(json)
+                        .ok()
+                        .and_then(|j| Event::from_json(j).ok())
+                        .ok_or(StoreError::Corrupt("stored event JSON"))?;
+                    new.refusal(epoch_of(&tx)).is_some()
+                }
+                None => true,
+            };
+            if obsolete {
+                self.remove(txn, trees, seq)?;
+                self.dbs.graph_log.delete(txn, &key)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The graph's current log position (0: empty).
     pub fn graph_t(&self, txn: &RoTxn, graph: &str) -> Result<u64, StoreError> {
         match self.dbs.graph_t.get(txn, &graph_key(graph))? {
@@ -132,7 +283,11 @@ impl Store {
         next_seq: &mut u64,
     ) -> Result<WriteOutcome, StoreError> {
         let t = self.graph_t(txn, graph)?;
-        if t != t_before {
+        let reset_since_signed = match events.first() {
+            Some((event, _)) => self.graph_refusal(txn, event)?.is_some(),
+            None => false,
+        };
+        if t != t_before || reset_since_signed {
             return Ok(WriteOutcome::Graph(GraphBatchOutcome::Stale { t }));
         }
         let mut seqs = Vec::with_capacity(events.len());

@@ -25,6 +25,7 @@
 //! | `graph_log`     | tagvalue(graph) ‖ t                         | seq            |
 //! | `graph_t`       | tagvalue(graph)                             | t              |
 //! | `tokens`        | sha256(token)                               | user id        |
+//! | `graph_state`   | tagvalue(graph)                             | epoch ‖ deleted|
 //!
 //! `tagvalue` is a length byte and the raw value for values up to
 //! [`INLINE_TAG_MAX`] bytes, else `0xFF ‖ sha256(value)`: keys stay under

@@ -133,6 +133,9 @@ impl Store {
                 self.remove(txn, trees, old_seq)?;
             }
         }
+        if let Some(reason) = self.graph_refusal(txn, event)? {
+            return Ok(WriteOutcome::Refused(reason.into()));
+        }
         if event.kind == 5 {
             self.apply_deletion(txn, trees, event)?;
         }
@@ -141,6 +144,7 @@ impl Store {
         self.put_event(txn, seq, event, json)?;
         trees.insert(self, txn, event)?;
         self.append_to_graph_log(txn, event, seq)?;
+        self.apply_graph_index(txn, trees, event)?;
         Ok(WriteOutcome::Stored { seq })
     }
 
@@ -177,7 +181,12 @@ impl Store {
     }
 
     /// Removes one stored event and every index entry pointing at it.
-    fn remove(&self, txn: &mut RwTxn, trees: &mut Trees, seq: u64) -> Result<(), StoreError> {
+    pub(super) fn remove(
+        &self,
+        txn: &mut RwTxn,
+        trees: &mut Trees,
+        seq: u64,
+    ) -> Result<(), StoreError> {
         let d = &self.dbs;
         let seq_bytes = schema::seq_key(seq);
         let Some(value) = d.events.get(txn, &seq_bytes)? else {
