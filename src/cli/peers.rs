@@ -36,6 +36,9 @@ enum PeersAction {
         /// Keep a standing subscription both ways.
         #[arg(long)]
         live: bool,
+        /// The peer's node key (hex): makes it part of the mesh.
+        #[arg(long)]
+        pubkey: Option<String>,
     },
     /// Remove a peer; a sync in progress with it is cancelled.
     Remove {
@@ -97,9 +100,10 @@ pub fn run(args: PeersArgs) -> anyhow::Result<i32> {
             filter: f,
             interval,
             live,
+            pubkey,
         } => {
             let body = json!({"peer_url": url, "dir": dir, "filter": filter(f)?,
-                "interval_secs": interval, "live": live});
+                "interval_secs": interval, "live": live, "pubkey": pubkey});
             block_on(client.call("AddPeer", &body))??
         }
         PeersAction::Remove { peer_url: url } => {
