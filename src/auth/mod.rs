@@ -56,8 +56,12 @@ pub fn authenticate(
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     if let Some(encoded) = header.and_then(|h| h.strip_prefix("Nostr ")) {
-        let pubkey = nip98::check(encoded.trim(), request.method, request.path_and_query)
-            .map_err(AuthError::BadNip98)?;
+        let pubkey = nip98::check(
+            encoded.trim(),
+            request.method.as_str(),
+            request.path_and_query,
+        )
+        .map_err(AuthError::BadNip98)?;
         return Ok(User { id: pubkey });
     }
     let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {

@@ -81,43 +81,67 @@ fn reject(reason: &str) -> Value {
 }
 
 /// Applies a `tx/batch` message (or HTTP body) and returns the reply.
+/// A parsed `tx/batch`: `t-before` is valid; the txs' own problems are
+/// reported only after the stale check, as the seed orders them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BatchRequest {
+    pub t_before: u64,
+    pub txs: Result<Vec<String>, &'static str>,
+}
+
+impl BatchRequest {
+    /// Parses a batch body; `Err` is the reject reason for t-before.
+    pub fn parse(body: &Value, max_tx_size: usize) -> Result<BatchRequest, &'static str> {
+        let t_before = body
+            .get("t-before")
+            .or_else(|| body.get("t_before"))
+            .and_then(Value::as_u64)
+            .ok_or("invalid t-before")?;
+        let txs = match body.get("txs") {
+            Some(Value::Array(txs)) if !txs.is_empty() => {
+                let valid = txs.len() <= BATCH_MAX
+                    && txs.iter().all(|tx| {
+                        tx.as_str()
+                            .is_some_and(|s| !s.is_empty() && s.len() <= max_tx_size)
+                    });
+                if valid {
+                    Ok(txs
+                        .iter()
+                        .filter_map(|tx| tx.as_str().map(str::to_string))
+                        .collect())
+                } else {
+                    Err("invalid tx")
+                }
+            }
+            Some(Value::Array(_)) | None | Some(Value::Null) => Err("empty tx data"),
+            Some(_) => Err("invalid tx"),
+        };
+        Ok(BatchRequest { t_before, txs })
+    }
+}
+
+/// Applies a `tx/batch` message (or HTTP body) and returns the reply.
 pub async fn tx_batch(
     graphs: &Arc<Graphs>,
     graph: &str,
     body: &Value,
     origin: Origin<'_>,
 ) -> Value {
-    let t_before = match body.get("t-before").or_else(|| body.get("t_before")) {
-        Some(v) => match v.as_u64() {
-            Some(t) => t,
-            None => return reject("invalid t-before"),
-        },
-        None => return reject("invalid t-before"),
+    let request = match BatchRequest::parse(body, graphs.max_tx_size) {
+        Ok(request) => request,
+        Err(reason) => return reject(reason),
     };
+    let t_before = request.t_before;
     let Ok(current) = current_t(graphs, graph).await else {
         return json!({"type": "error", "message": "server error"});
     };
     if t_before != current {
         return json!({"type": "tx/reject", "reason": "stale", "t": current});
     }
-    let txs = match body.get("txs") {
-        Some(Value::Array(txs)) if !txs.is_empty() => txs,
-        Some(Value::Array(_)) | None | Some(Value::Null) => return reject("empty tx data"),
-        Some(_) => return reject("invalid tx"),
+    let txs = match request.txs {
+        Ok(txs) => txs,
+        Err(reason) => return reject(reason),
     };
-    let limit = graphs.max_tx_size;
-    let valid = txs.len() <= BATCH_MAX
-        && txs.iter().all(|tx| {
-            tx.as_str()
-                .is_some_and(|s| !s.is_empty() && s.len() <= limit)
-        });
-    if !valid {
-        return reject("invalid tx");
-    }
-    let txs: Vec<String> = txs
-        .iter()
-        .filter_map(|tx| tx.as_str().map(str::to_string))
-        .collect();
     let events = sign_txs(graphs, graph, txs, &origin).await;
     let ids: Vec<[u8; 32]> = events.iter().map(|(e, _)| e.id).collect();
     if origin.socket.is_some() {

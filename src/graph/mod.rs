@@ -9,7 +9,7 @@
 mod http;
 mod hub;
 pub mod index;
-mod log;
+pub mod log;
 mod ws;
 
 use std::sync::Arc;

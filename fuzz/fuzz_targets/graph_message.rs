@@ -1,0 +1,20 @@
+//! Graph sync input from the network: socket messages and HTTP bodies
+//! (tx/batch, since) and NIP-98 authorization headers. Any bytes give a
+//! parsed request or a clear reason, never a panic.
+#![no_main]
+
+use echorelay::graph::log::{parse_since, BatchRequest};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        let _ = parse_since(value.get("since"));
+        if let Ok(batch) = BatchRequest::parse(&value, 512 * 1024) {
+            if let Ok(txs) = batch.txs {
+                assert!(!txs.is_empty());
+            }
+        }
+    }
+    let _ = echorelay::auth::check_nip98(text, "GET", "/graphs");
+});
