@@ -1,5 +1,6 @@
 //! The mesh: this node and the nodes it trusts. Graph transactions (4071),
-//! graph metadata (34071) and echo node states (34072) are private to it:
+//! graph metadata (34071), echo node states (34072) and graph asset records
+//! (34073) are private to it:
 //! over NIP-01 and NIP-77 they are accepted only from, and shown only to,
 //! connections authenticated (NIP-42) as a mesh node, and they live only in
 //! fingerprint trees whose scope names nothing but mesh kinds, so a
@@ -16,10 +17,15 @@ pub const GRAPH_TX_KIND: u16 = 4071;
 pub const GRAPH_INDEX_KIND: u16 = 34071;
 /// An Echo node state (addressable, `d` = node id).
 pub const ECHO_STATE_KIND: u16 = 34072;
+/// A graph asset record (addressable, `d` = `graph-id/uuid.ext`).
+pub const GRAPH_ASSET_KIND: u16 = 34073;
 
 /// Is `kind` private to the mesh?
 pub fn is_mesh_kind(kind: u16) -> bool {
-    matches!(kind, GRAPH_TX_KIND | GRAPH_INDEX_KIND | ECHO_STATE_KIND)
+    matches!(
+        kind,
+        GRAPH_TX_KIND | GRAPH_INDEX_KIND | ECHO_STATE_KIND | GRAPH_ASSET_KIND
+    )
 }
 
 /// Does a tree with this scope hold mesh events (and no others)? Only such

@@ -111,8 +111,9 @@ pub async fn run_with_admin(
         &relay.config.peers,
         stop_tx.subscribe(),
         Some(relay.registry.stored_feed()),
-        Some(mesh),
+        Some(mesh.clone()),
     );
+    let mesh_for_graphs = mesh;
     let admin = match admin_listener {
         Some(admin_listener) => {
             let token = crate::secrets::admin_token(
@@ -157,6 +158,9 @@ pub async fn run_with_admin(
         ),
         hub,
         max_tx_size: relay.config.policy.max_event_size,
+        store_dir: relay.config.store.data_dir.clone(),
+        mesh: mesh_for_graphs,
+        sync: sync.clone(),
     });
     let signal_tx = stop_tx.clone();
     let served = crate::relay::serve(

@@ -313,7 +313,7 @@ async fn negentropy_trees_managed_while_serving() {
     assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
     assert_eq!(list[0]["filter"], json!({}));
     assert_eq!(list[0]["events"], 6);
-    assert_eq!(list[1]["filter"], json!({"kinds": [34071, 34072]}));
+    assert_eq!(list[1]["filter"], json!({"kinds": [34071, 34072, 34073]}));
     assert_eq!(list[2]["events"], 5);
     assert_eq!(list[2]["status"], "ready");
 

@@ -6,6 +6,8 @@
 //! `changed`. Every event is signed with the node key and private to the
 //! mesh, so graphs replicate between nodes by reconciliation.
 
+mod assets;
+mod fetch;
 mod http;
 mod hub;
 pub mod index;
@@ -14,9 +16,10 @@ mod ws;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -38,6 +41,12 @@ pub struct Graphs {
     pub hub: Arc<Hub>,
     /// Largest tx string accepted (the write policy's event size).
     pub max_tx_size: usize,
+    /// The data directory (asset blobs live under `assets/`).
+    pub store_dir: std::path::PathBuf,
+    /// Who is in the mesh (nodes authenticating with NIP-98).
+    pub mesh: Arc<crate::mesh::Mesh>,
+    /// The sync service, for the mesh peers to fetch blobs from.
+    pub sync: Arc<crate::sync::SyncService>,
 }
 
 /// The graph routes, to be merged into the relay's router.
@@ -53,8 +62,13 @@ pub fn routes(graphs: Arc<Graphs>) -> Router {
         .route("/sync/{graph}/pull", get(http::pull))
         .route("/sync/{graph}/tx/batch", post(http::tx_batch))
         .route("/sync/{graph}/admin/reset", delete(http::reset))
+        .route("/assets/{graph}/{name}", any(assets::asset))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(graphs)
 }
+
+/// Largest JSON body (a big tx/batch); assets stream past it.
+const MAX_JSON_BODY: usize = 32 * 1024 * 1024;
 
 /// An error answered as `{"error": "..."}`.
 pub(crate) struct GraphError(StatusCode, &'static str);
@@ -110,9 +124,28 @@ impl Graphs {
         }
     }
 
+    /// Is this user id a mesh node's key (NIP-98 from another node)?
+    fn is_mesh_user(&self, user_id: &str) -> bool {
+        crate::event::decode_hex::<32>(user_id).is_some_and(|k| self.mesh.is_member(&k))
+    }
+
+    /// URLs of the peers that are mesh nodes.
+    fn mesh_peer_urls(&self) -> Vec<String> {
+        self.sync
+            .peer_configs()
+            .into_iter()
+            .filter(|p| p.pubkey.is_some())
+            .map(|p| p.url)
+            .collect()
+    }
+
     /// Stores a signed index event through the writer.
     async fn publish_meta(&self, meta: &GraphMeta) -> Result<(), GraphError> {
-        let event = meta.to_event(&self.node_key);
+        self.store_event(meta.to_event(&self.node_key)).await
+    }
+
+    /// Stores an event this node signed, through the writer.
+    async fn store_event(&self, event: crate::event::Event) -> Result<(), GraphError> {
         let json = event.to_json();
         let (done, outcome) = tokio::sync::oneshot::channel();
         self.writer.submit(

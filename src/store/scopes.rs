@@ -373,8 +373,9 @@ impl Store {
         Ok(())
     }
 
-    /// Makes sure the `{}` tree and the mesh index tree (graph metadata and
-    /// echo states, `{"kinds":[34071,34072]}`) exist and are built.
+    /// Makes sure the `{}` tree and the mesh index tree (graph metadata,
+    /// echo states, asset records: `{"kinds":[34071,34072,34073]}`) exist
+    /// and are built.
     pub fn ensure_default_tree(&self) -> Result<(), StoreError> {
         if !self.trees_enabled {
             return Ok(());
@@ -383,6 +384,7 @@ impl Store {
             kinds: Some(vec![
                 crate::mesh::GRAPH_INDEX_KIND,
                 crate::mesh::ECHO_STATE_KIND,
+                crate::mesh::GRAPH_ASSET_KIND,
             ]),
             ..Filter::default()
         };

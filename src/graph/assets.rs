@@ -1,0 +1,327 @@
+//! Graph assets (seed 004): `GET/PUT/DELETE /assets/:graph-id/:uuid.:ext`.
+//! An upload streams to a temporary file while it is hashed, is refused
+//! with 413 the moment it crosses the limit (nothing partial is left), and
+//! lands content-addressed at `<data>/assets/<sha256>`; a kind-34073 record
+//! (`d` = `graph-id/uuid.ext`: sha256, size, type) replicates it through the
+//! mesh. A node holding the record but not the blob fetches the blob from a
+//! mesh peer when the asset is asked for.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{GraphError, Graphs};
+use crate::event::Event;
+use crate::filter::Filter;
+use crate::mesh::GRAPH_ASSET_KIND;
+
+/// Largest asset accepted.
+pub const MAX_ASSET_BYTES: u64 = 100 * 1024 * 1024;
+
+/// The record of one asset, the content of its 34073 event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AssetRecord {
+    pub graph_id: String,
+    /// `uuid.ext`
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    /// The uploader's `x-asset-type` (or content-type).
+    #[serde(default)]
+    pub asset_type: String,
+    #[serde(default)]
+    pub deleted: bool,
+    /// Milliseconds; the newest record of an address wins.
+    pub updated_at: u64,
+}
+
+fn error(status: StatusCode, message: &'static str) -> Response {
+    GraphError(status, message).into_response()
+}
+
+fn invalid_path() -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid asset path")
+}
+
+/// `uuid.ext` with a safe uuid and extension, or None.
+fn valid_name(name: &str) -> Option<(&str, &str)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let safe = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (safe(stem, 128) && safe(ext, 16)).then_some((stem, ext))
+}
+
+/// Where blobs live: `<data>/assets/<sha256>`.
+fn blob_path(dir: &FsPath, sha256: &str) -> PathBuf {
+    dir.join("assets").join(sha256)
+}
+
+fn content_type_for(ext: &str, stored: &str) -> String {
+    let by_ext = match ext.to_ascii_lowercase().as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        "json" => "application/json",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        _ => "",
+    };
+    if !by_ext.is_empty() {
+        by_ext.to_string()
+    } else if stored.contains('/') {
+        stored.to_string()
+    } else {
+        "application/octet-stream".to_string()
+    }
+}
+
+/// One handler for every method, so other methods get the seed's 405 body.
+pub async fn asset(
+    State(graphs): State<Arc<Graphs>>,
+    Path((graph, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !matches!(method, Method::GET | Method::PUT | Method::DELETE) {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let user = match graphs.user(&method, &uri, &headers) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
+    let Some((_, ext)) = valid_name(&name) else {
+        return invalid_path();
+    };
+    if graph.is_empty() || graph.contains("..") || graph.len() > 128 {
+        return invalid_path();
+    }
+    // Mesh nodes fetching a blob for their users skip the graph's ACL.
+    let is_node = graphs.is_mesh_user(&user.id);
+    if !is_node {
+        if let Err(e) = graphs.graph_for(&graph, &user).await {
+            return e.into_response();
+        }
+    }
+    match method {
+        Method::PUT => put(&graphs, &graph, &name, &headers, body).await,
+        Method::DELETE => delete(&graphs, &graph, &name).await,
+        _ => get(&graphs, &graph, &name, ext, !is_node).await,
+    }
+}
+
+async fn put(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let dir = graphs.store_dir.join("assets");
+    if tokio::fs::create_dir_all(dir.join("tmp")).await.is_err() {
+        return super::SERVER_ERROR.into_response();
+    }
+    let temp = dir
+        .join("tmp")
+        .join(hex::encode(rand::random::<[u8; 16]>()));
+    let received = receive(&temp, body).await;
+    let (sha256, size) = match received {
+        Ok(done) => done,
+        Err(status) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return match status {
+                Received::TooLarge => error(StatusCode::PAYLOAD_TOO_LARGE, "asset too large"),
+                Received::Broken => error(StatusCode::BAD_REQUEST, "missing body"),
+                Received::Io => super::SERVER_ERROR.into_response(),
+            };
+        }
+    };
+    let target = blob_path(&graphs.store_dir, &sha256);
+    if tokio::fs::rename(&temp, &target).await.is_err() {
+        let _ = tokio::fs::remove_file(&temp).await;
+        return super::SERVER_ERROR.into_response();
+    }
+    let asset_type = headers
+        .get("x-asset-type")
+        .or_else(|| headers.get(header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    let record = AssetRecord {
+        graph_id: graph.to_string(),
+        name: name.to_string(),
+        sha256,
+        size,
+        asset_type,
+        deleted: false,
+        updated_at: super::index::now_ms(),
+    };
+    match publish(graphs, &record).await {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+enum Received {
+    TooLarge,
+    Broken,
+    Io,
+}
+
+/// Streams the body to `temp`, hashing it; refuses past the limit.
+async fn receive(temp: &FsPath, body: Body) -> Result<(String, u64), Received> {
+    let mut file = tokio::fs::File::create(temp)
+        .await
+        .map_err(|_| Received::Io)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| Received::Broken)?;
+        size += chunk.len() as u64;
+        if size > MAX_ASSET_BYTES {
+            return Err(Received::TooLarge);
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(|_| Received::Io)?;
+    }
+    file.sync_all().await.map_err(|_| Received::Io)?;
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+async fn delete(graphs: &Arc<Graphs>, graph: &str, name: &str) -> Response {
+    let Some(mut record) = find(graphs, graph, name).await else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    record.deleted = true;
+    record.updated_at = super::index::now_ms().max(record.updated_at + 1000);
+    match publish(graphs, &record).await {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    name: &str,
+    ext: &str,
+    may_fetch: bool,
+) -> Response {
+    let Some(record) = find(graphs, graph, name).await else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let path = blob_path(&graphs.store_dir, &record.sha256);
+    if tokio::fs::metadata(&path).await.is_err()
+        && !(may_fetch && super::fetch::blob_from_peers(graphs, &record).await)
+    {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let stream = file_chunks(file);
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = content_type_for(ext, &record.asset_type).parse() {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = record.asset_type.parse() {
+        headers.insert("x-asset-type", v);
+    }
+    if let Ok(v) = record.size.to_string().parse() {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    response
+}
+
+/// A file as a stream of chunks, read as the client takes them.
+fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+/// The newest live record of an asset.
+pub async fn find(graphs: &Arc<Graphs>, graph: &str, name: &str) -> Option<AssetRecord> {
+    let store = graphs.store.clone();
+    let address = format!("{graph}/{name}");
+    tokio::task::spawn_blocking(move || {
+        let mut filter = Filter {
+            kinds: Some(vec![GRAPH_ASSET_KIND]),
+            ..Filter::default()
+        };
+        filter.tags.insert(b'd', vec![address.clone()]);
+        let txn = store.read_txn().ok()?;
+        let mut newest: Option<AssetRecord> = None;
+        store
+            .query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
+                let record = Event::from_json(found.json)
+                    .ok()
+                    .and_then(|e| serde_json::from_str::<AssetRecord>(&e.content).ok());
+                if let Some(record) = record {
+                    if format!("{}/{}", record.graph_id, record.name) == address
+                        && newest
+                            .as_ref()
+                            .is_none_or(|n| record.updated_at > n.updated_at)
+                    {
+                        newest = Some(record);
+                    }
+                }
+                Ok(true)
+            })
+            .ok()?;
+        newest.filter(|r| !r.deleted)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn publish(graphs: &Arc<Graphs>, record: &AssetRecord) -> Result<(), GraphError> {
+    let content = serde_json::to_string(record).unwrap_or_default();
+    let event = graphs.node_key.sign(
+        crate::event::now().max(record.updated_at / 1000),
+        GRAPH_ASSET_KIND,
+        vec![
+            vec!["d".into(), format!("{}/{}", record.graph_id, record.name)],
+            vec!["g".into(), record.graph_id.clone()],
+            vec!["x".into(), record.sha256.clone()],
+        ],
+        content,
+    );
+    graphs.store_event(event).await
+}
