@@ -1,12 +1,16 @@
 //! Graph sync input from the network: socket messages and HTTP bodies
-//! (tx/batch, since) and NIP-98 authorization headers. Any bytes give a
-//! parsed request or a clear reason, never a panic.
+//! (tx/batch, since), NIP-98 authorization headers and snapshot frame
+//! streams (plain and gzip). Any bytes give a parsed request or a clear
+//! reason, never a panic.
 #![no_main]
 
 use echorelay::graph::log::{parse_since, BatchRequest};
+use echorelay::graph::snapshot::read_frames;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let _ = read_frames(data, 1 << 24, |_| Ok(()));
+    let _ = read_frames(flate2::read::GzDecoder::new(data), 1 << 24, |_| Ok(()));
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
         let _ = parse_since(value.get("since"));

@@ -40,6 +40,9 @@ pub struct AssetRecord {
     /// The uploader's `x-asset-type` (or content-type).
     #[serde(default)]
     pub asset_type: String,
+    /// "gzip" when the blob is stored compressed (snapshots).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content_encoding: String,
     #[serde(default)]
     pub deleted: bool,
     /// Milliseconds; the newest record of an address wins.
@@ -67,7 +70,7 @@ fn valid_name(name: &str) -> Option<(&str, &str)> {
 }
 
 /// Where blobs live: `<data>/assets/<sha256>`.
-fn blob_path(dir: &FsPath, sha256: &str) -> PathBuf {
+pub(super) fn blob_path(dir: &FsPath, sha256: &str) -> PathBuf {
     dir.join("assets").join(sha256)
 }
 
@@ -175,6 +178,7 @@ async fn put(
         sha256,
         size,
         asset_type,
+        content_encoding: String::new(),
         deleted: false,
         updated_at: super::index::now_ms(),
     };
@@ -184,14 +188,14 @@ async fn put(
     }
 }
 
-enum Received {
+pub(super) enum Received {
     TooLarge,
     Broken,
     Io,
 }
 
 /// Streams the body to `temp`, hashing it; refuses past the limit.
-async fn receive(temp: &FsPath, body: Body) -> Result<(String, u64), Received> {
+pub(super) async fn receive(temp: &FsPath, body: Body) -> Result<(String, u64), Received> {
     let mut file = tokio::fs::File::create(temp)
         .await
         .map_err(|_| Received::Io)?;
@@ -254,6 +258,11 @@ async fn get(
     if let Ok(v) = record.size.to_string().parse() {
         headers.insert(header::CONTENT_LENGTH, v);
     }
+    if !record.content_encoding.is_empty() {
+        if let Ok(v) = record.content_encoding.parse() {
+            headers.insert(header::CONTENT_ENCODING, v);
+        }
+    }
     response
 }
 
@@ -277,41 +286,57 @@ fn file_chunks(
 
 /// The newest live record of an asset.
 pub async fn find(graphs: &Arc<Graphs>, graph: &str, name: &str) -> Option<AssetRecord> {
-    let store = graphs.store.clone();
     let address = format!("{graph}/{name}");
+    let mut filter = Filter {
+        kinds: Some(vec![GRAPH_ASSET_KIND]),
+        ..Filter::default()
+    };
+    filter.tags.insert(b'd', vec![address.clone()]);
+    newest_records(graphs, filter)
+        .await
+        .into_iter()
+        .find(|r| format!("{}/{}", r.graph_id, r.name) == address)
+}
+
+/// The newest record of each asset address matching `filter`, live ones
+/// only, newest first.
+pub async fn newest_records(graphs: &Arc<Graphs>, filter: Filter) -> Vec<AssetRecord> {
+    let store = graphs.store.clone();
     tokio::task::spawn_blocking(move || {
-        let mut filter = Filter {
-            kinds: Some(vec![GRAPH_ASSET_KIND]),
-            ..Filter::default()
-        };
-        filter.tags.insert(b'd', vec![address.clone()]);
         let txn = store.read_txn().ok()?;
-        let mut newest: Option<AssetRecord> = None;
+        let mut newest: std::collections::HashMap<String, AssetRecord> = Default::default();
         store
             .query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
                 let record = Event::from_json(found.json)
                     .ok()
-                    .and_then(|e| serde_json::from_str::<AssetRecord>(&e.content).ok());
+                    .filter(|e| e.kind == GRAPH_ASSET_KIND)
+                    .and_then(|e| {
+                        let r = serde_json::from_str::<AssetRecord>(&e.content).ok()?;
+                        (e.d_tag() == format!("{}/{}", r.graph_id, r.name)).then_some(r)
+                    });
                 if let Some(record) = record {
-                    if format!("{}/{}", record.graph_id, record.name) == address
-                        && newest
-                            .as_ref()
-                            .is_none_or(|n| record.updated_at > n.updated_at)
+                    let address = format!("{}/{}", record.graph_id, record.name);
+                    if newest
+                        .get(&address)
+                        .is_none_or(|n| record.updated_at > n.updated_at)
                     {
-                        newest = Some(record);
+                        newest.insert(address, record);
                     }
                 }
                 Ok(true)
             })
             .ok()?;
-        newest.filter(|r| !r.deleted)
+        let mut live: Vec<AssetRecord> = newest.into_values().filter(|r| !r.deleted).collect();
+        live.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        Some(live)
     })
     .await
     .ok()
     .flatten()
+    .unwrap_or_default()
 }
 
-async fn publish(graphs: &Arc<Graphs>, record: &AssetRecord) -> Result<(), GraphError> {
+pub(super) async fn publish(graphs: &Arc<Graphs>, record: &AssetRecord) -> Result<(), GraphError> {
     let content = serde_json::to_string(record).unwrap_or_default();
     let event = graphs.node_key.sign(
         crate::event::now().max(record.updated_at / 1000),

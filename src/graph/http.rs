@@ -250,27 +250,38 @@ pub async fn reset(
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
-    let mut meta = match graphs.graph_for(&graph, &user).await {
-        Ok((meta, Access::Owner | Access::Manager)) => meta,
+    match graphs.graph_for(&graph, &user).await {
+        Ok((_, Access::Owner | Access::Manager)) => {}
         Ok(_) => return super::FORBIDDEN.into_response(),
         Err(e) => return e.into_response(),
     };
-    // The graph's own epoch may be ahead of this index event's (a reset
-    // signed by another node): start from the higher one.
-    let store = graphs.store.clone();
-    let id = graph.clone();
-    let known = tokio::task::spawn_blocking(move || {
-        let txn = store.read_txn()?;
-        store.graph_state(&txn, &id)
-    })
-    .await;
-    let Ok(Ok(state)) = known else {
-        return SERVER_ERROR.into_response();
-    };
-    meta.epoch = meta.epoch.max(state.epoch) + 1;
-    meta.touch();
-    match graphs.publish_meta(&meta).await {
+    match reset_log(&graphs, &graph).await {
         Ok(()) => Json(json!({"ok": true})).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Resets a graph's log: a new index event with the next epoch, which
+/// removes the older txs here and on every node it reaches.
+pub(super) async fn reset_log(graphs: &Arc<Graphs>, graph: &str) -> Result<(), GraphError> {
+    let store = graphs.store.clone();
+    let id = graph.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let metas = index::read(&store, Some(&id))?;
+        let txn = store.read_txn()?;
+        Ok::<_, crate::store::StoreError>((metas, store.graph_state(&txn, &id)?))
+    })
+    .await;
+    let Ok(Ok((metas, state))) = found else {
+        return Err(SERVER_ERROR);
+    };
+    let mut meta = metas
+        .into_iter()
+        .find(|m| m.graph_id == graph && !m.deleted)
+        .ok_or(super::NOT_FOUND)?;
+    // The graph's own epoch may be ahead of this index event's (a reset
+    // signed by another node): start from the higher one.
+    meta.epoch = meta.epoch.max(state.epoch) + 1;
+    meta.touch();
+    graphs.publish_meta(&meta).await
 }

@@ -12,6 +12,7 @@ mod http;
 mod hub;
 pub mod index;
 pub mod log;
+pub mod snapshot;
 mod ws;
 
 use std::sync::Arc;
@@ -62,6 +63,10 @@ pub fn routes(graphs: Arc<Graphs>) -> Router {
         .route("/sync/{graph}/pull", get(http::pull))
         .route("/sync/{graph}/tx/batch", post(http::tx_batch))
         .route("/sync/{graph}/admin/reset", delete(http::reset))
+        .route("/sync/{graph}/snapshot/upload", post(snapshot::upload))
+        .route("/sync/{graph}/snapshot/download", get(snapshot::download))
+        .route("/sync/{graph}/snapshot/rows", get(snapshot::rows))
+        .route("/sync/{graph}/snapshot/import", post(snapshot::import))
         .route("/assets/{graph}/{name}", any(assets::asset))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(graphs)

@@ -301,6 +301,90 @@ impl Store {
     }
 }
 
+/// One row of a graph's snapshot store (the client's kvs table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvRow {
+    pub addr: u64,
+    pub content: String,
+    /// Kept as the client sent it (JSON).
+    pub addresses: serde_json::Value,
+}
+
+impl Store {
+    /// Writes snapshot rows (one transaction; callers chunk), optionally
+    /// dropping the graph's rows first. Bookkeeping outside the writer: the
+    /// rows are not events and nothing else writes them.
+    pub fn put_kv_rows(
+        &self,
+        graph: &str,
+        rows: &[KvRow],
+        clear_first: bool,
+    ) -> Result<(), StoreError> {
+        let prefix = graph_key(graph);
+        let mut txn = self.env().write_txn()?;
+        if clear_first {
+            let mut high = prefix.clone();
+            high.extend_from_slice(&u64::MAX.to_be_bytes());
+            let bounds = (
+                std::ops::Bound::Included(&prefix[..]),
+                std::ops::Bound::Included(&high[..]),
+            );
+            self.dbs.graph_kvs.delete_range(&mut txn, &bounds)?;
+        }
+        for row in rows {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&row.addr.to_be_bytes());
+            let value = serde_json::json!([row.content, row.addresses]).to_string();
+            self.dbs.graph_kvs.put(&mut txn, &key, value.as_bytes())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Rows with `addr > after`, in address order, at most `limit`.
+    pub fn kv_rows(
+        &self,
+        graph: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<KvRow>, StoreError> {
+        let prefix = graph_key(graph);
+        let mut low = prefix.clone();
+        match after {
+            Some(after) if after == u64::MAX => return Ok(Vec::new()),
+            Some(after) => low.extend_from_slice(&(after + 1).to_be_bytes()),
+            None => low.extend_from_slice(&0u64.to_be_bytes()),
+        }
+        let mut high = prefix.clone();
+        high.extend_from_slice(&u64::MAX.to_be_bytes());
+        let bounds = (
+            std::ops::Bound::Included(&low[..]),
+            std::ops::Bound::Included(&high[..]),
+        );
+        let txn = self.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.dbs.graph_kvs.range(&txn, &bounds)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let addr = u64::from_be_bytes(
+                key[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("kv key"))?,
+            );
+            let (content, addresses): (String, serde_json::Value) =
+                serde_json::from_slice(value).map_err(|_| StoreError::Corrupt("kv row"))?;
+            out.push(KvRow {
+                addr,
+                content,
+                addresses,
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
-pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx};
+pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx, KvRow};
 pub use query::{Found, IndexName, QueryPlan, Stop};
 pub use schema::Header;
 pub use scopes::{graph_scope, scope_filter, Scope, ScopeStatus, TreeWindow, GRAPH_TX_KIND};
@@ -83,6 +83,7 @@ pub(crate) struct Dbs {
     pub graph_t: Db,
     pub tokens: Db,
     pub graph_state: Db,
+    pub graph_kvs: Db,
 }
 
 /// What is kept per peer URL outside the event data.
@@ -166,6 +167,7 @@ impl Store {
             graph_t: create("graph_t")?,
             tokens: create("tokens")?,
             graph_state: create("graph_state")?,
+            graph_kvs: create("graph_kvs")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;

@@ -26,6 +26,7 @@
 //! | `graph_t`       | tagvalue(graph)                             | t              |
 //! | `tokens`        | sha256(token)                               | user id        |
 //! | `graph_state`   | tagvalue(graph)                             | epoch ‖ deleted|
+//! | `graph_kvs`     | tagvalue(graph) ‖ addr                      | JSON [content, addresses] |
 //!
 //! `tagvalue` is a length byte and the raw value for values up to
 //! [`INLINE_TAG_MAX`] bytes, else `0xFF ‖ sha256(value)`: keys stay under
