@@ -327,7 +327,7 @@ pub async fn newest_records(graphs: &Arc<Graphs>, filter: Filter) -> Vec<AssetRe
             })
             .ok()?;
         let mut live: Vec<AssetRecord> = newest.into_values().filter(|r| !r.deleted).collect();
-        live.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        live.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
         Some(live)
     })
     .await
