@@ -390,6 +390,20 @@ async fn socket_protocol_and_http_mirror() {
     );
     assert_eq!(call(addr, "POST", &batch, None, "{}").await.0, 401);
 
+    // Identical txs are separate log entries.
+    let same = a
+        .ask(
+            json!({"type": "tx/batch", "t-before": 3, "txs": ["same", "same"]}),
+            "tx/batch/ok",
+        )
+        .await;
+    assert_eq!(same["t"], 5);
+    let pulled = a.ask(json!({"type": "pull", "since": 3}), "pull/ok").await;
+    assert_eq!(
+        pulled["txs"],
+        json!([{"t": 4, "tx": "same"}, {"t": 5, "tx": "same"}])
+    );
+
     // Graph txs are not visible to plain Nostr clients.
     let mut nostr = relay.client().await;
     let reply = nostr.ask(json!(["REQ", "g", {"kinds": [4071]}])).await;

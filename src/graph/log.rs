@@ -199,7 +199,14 @@ async fn sign_txs(
         let now = crate::event::now();
         txs.into_iter()
             .map(|tx| {
-                let event = key.sign(now, GRAPH_TX_KIND, tags.clone(), tx);
+                // Identical txs in one second are still separate log
+                // entries: a nonce keeps their event ids apart.
+                let mut tags = tags.clone();
+                tags.push(vec![
+                    "nonce".to_string(),
+                    hex::encode(rand::random::<[u8; 8]>()),
+                ]);
+                let event = key.sign(now, GRAPH_TX_KIND, tags, tx);
                 let json = event.to_json();
                 (event, json)
             })
