@@ -150,6 +150,7 @@ fn main() {
         config.auth.tokens = vec![TokenConfig {
             user: "bench".into(),
             sha256: hex::encode(Sha256::digest(TOKEN.as_bytes())),
+            expires_at: 0,
         }];
         let relay = common::start_relay(config).await;
         let addr: SocketAddr = relay.url.trim_start_matches("ws://").parse().expect("addr");

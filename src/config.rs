@@ -277,6 +277,9 @@ pub struct TokenConfig {
     pub user: String,
     /// sha256 of the token, 64 hex characters.
     pub sha256: String,
+    /// Unix seconds after which the token is refused (0: never).
+    #[serde(default)]
+    pub expires_at: u64,
 }
 
 impl Default for AuthConfig {

@@ -148,14 +148,7 @@ pub async fn run_with_admin(
         store: store.clone(),
         writer: writer.handle(),
         node_key: node_key.clone(),
-        tokens: crate::auth::TokenUsers::new(
-            relay
-                .config
-                .auth
-                .tokens
-                .iter()
-                .map(|t| (t.user.as_str(), t.sha256.as_str())),
-        ),
+        tokens: crate::auth::TokenUsers::new(&relay.config.auth.tokens),
         hub,
         max_tx_size: relay.config.policy.max_event_size,
         store_dir: relay.config.store.data_dir.clone(),

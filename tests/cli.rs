@@ -576,3 +576,51 @@ async fn status_peers_and_sessions_commands() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("401"), "{}", text(&out));
 }
+
+/// `echorelay token add|list|remove` on the data dir of a running relay:
+/// the printed token works at once, an expired one and a removed one do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_commands_against_a_running_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_serve, url) = spawn_serve(dir.path());
+    let addr: std::net::SocketAddr = url.trim_start_matches("ws://").parse().unwrap();
+    let token_cmd = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .arg("--data")
+            .arg(dir.path().join("db"))
+            .output()
+            .unwrap()
+    };
+    let out = token_cmd(&["add", "dave"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64);
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = http_get(addr, "/graphs", &[("Authorization", &auth)]).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"graphs":[]}"#));
+
+    let out = token_cmd(&["add", "erin", "--expires-in", "1"]);
+    let short = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let listed = String::from_utf8(token_cmd(&["list"]).stdout).unwrap();
+    assert!(
+        listed.contains("dave") && listed.contains("never expires"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&token), "tokens are never shown again");
+    // Past its expiry the token is refused (waiting on the clock is the point).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let short_auth = format!("Bearer {short}");
+    let (status, _, _) = http_get(addr, "/graphs", &[("Authorization", &short_auth)]).await;
+    assert_eq!(status, 401);
+
+    assert!(token_cmd(&["remove", "dave"]).status.success());
+    let (status, _, _) = http_get(addr, "/graphs", &[("Authorization", &auth)]).await;
+    assert_eq!(status, 401);
+    assert_eq!(token_cmd(&["remove", "dave"]).status.code(), Some(1));
+}

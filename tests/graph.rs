@@ -18,15 +18,21 @@ use tokio_tungstenite::tungstenite::Message;
 
 const ALICE: &str = "alice-secret-token";
 const BOB: &str = "bob-secret-token";
+const CAROL_EXPIRED: &str = "carol-expired-token";
 
 fn with_users(c: &mut Config) {
-    c.auth.tokens = [("alice", ALICE), ("bob", BOB)]
-        .iter()
-        .map(|(user, token)| TokenConfig {
-            user: user.to_string(),
-            sha256: hex::encode(Sha256::digest(token.as_bytes())),
-        })
-        .collect();
+    c.auth.tokens = [
+        ("alice", ALICE, 0),
+        ("bob", BOB, 0),
+        ("carol", CAROL_EXPIRED, 1),
+    ]
+    .iter()
+    .map(|(user, token, expires_at)| TokenConfig {
+        user: user.to_string(),
+        sha256: hex::encode(Sha256::digest(token.as_bytes())),
+        expires_at: *expires_at,
+    })
+    .collect();
 }
 
 async fn call(
@@ -117,6 +123,12 @@ async fn graph_index_and_auth() {
     );
     assert_eq!(call(addr, "GET", "/graphs", None, "").await.0, 401);
     assert_eq!(call(addr, "GET", "/graphs", Some("wrong"), "").await.0, 401);
+    assert_eq!(
+        call(addr, "GET", "/graphs", Some(CAROL_EXPIRED), "")
+            .await
+            .0,
+        401
+    );
     let (status, _) = call(addr, "GET", "/graphs?token=wrong", None, "").await;
     assert_eq!(status, 401);
 

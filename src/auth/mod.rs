@@ -28,6 +28,8 @@ pub enum AuthError {
     Missing,
     #[error("invalid token")]
     BadToken,
+    #[error("expired token")]
+    Expired,
     #[error("invalid NIP-98 authorization: {0}")]
     BadNip98(String),
     #[error("cannot check credentials: {0}")]
@@ -72,13 +74,18 @@ pub fn authenticate(
         return Err(AuthError::Missing);
     }
     let hash = hash_token(token);
-    if let Some(user) = configured.user_of(&hash) {
-        return Ok(User { id: user });
-    }
-    match store.token_user(&hash) {
-        Ok(Some(user)) => Ok(User { id: user }),
-        Ok(None) => Err(AuthError::BadToken),
-        Err(e) => Err(AuthError::Store(e.to_string())),
+    let found = match configured.user_of(&hash) {
+        Some(found) => Some(found),
+        None => store
+            .token_user(&hash)
+            .map_err(|e| AuthError::Store(e.to_string()))?,
+    };
+    match found {
+        Some((_, expires_at)) if expires_at != 0 && expires_at <= crate::event::now() => {
+            Err(AuthError::Expired)
+        }
+        Some((user, _)) => Ok(User { id: user }),
+        None => Err(AuthError::BadToken),
     }
 }
 

@@ -15,26 +15,27 @@ pub fn new_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// Tokens from the config file, by hash.
+/// Tokens from the config file, by hash: (user, expires_at).
 #[derive(Debug, Default, Clone)]
 pub struct TokenUsers {
-    by_hash: HashMap<[u8; 32], String>,
+    by_hash: HashMap<[u8; 32], (String, u64)>,
 }
 
 impl TokenUsers {
-    /// From `(user, sha256 hex)` pairs; pairs with a bad hash are skipped
-    /// (config validation reports them).
-    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> TokenUsers {
-        let by_hash = pairs
-            .into_iter()
-            .filter_map(|(user, hash)| {
-                Some((crate::event::decode_hex::<32>(hash)?, user.to_string()))
+    /// From the config's tokens; ones with a bad hash are skipped (config
+    /// validation reports them).
+    pub fn new(tokens: &[crate::config::TokenConfig]) -> TokenUsers {
+        let by_hash = tokens
+            .iter()
+            .filter_map(|t| {
+                let hash = crate::event::decode_hex::<32>(&t.sha256)?;
+                Some((hash, (t.user.clone(), t.expires_at)))
             })
             .collect();
         TokenUsers { by_hash }
     }
 
-    pub fn user_of(&self, hash: &[u8; 32]) -> Option<String> {
+    pub fn user_of(&self, hash: &[u8; 32]) -> Option<(String, u64)> {
         self.by_hash.get(hash).cloned()
     }
 }

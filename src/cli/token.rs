@@ -18,7 +18,12 @@ pub struct TokenArgs {
 #[derive(Subcommand)]
 enum TokenAction {
     /// Create a token for USER and print it (it is shown only this once).
-    Add { user: String },
+    Add {
+        user: String,
+        /// Seconds the token stays valid (default: no expiry).
+        #[arg(long, value_name = "SECONDS")]
+        expires_in: Option<u64>,
+    },
     /// List users with tokens (hash prefixes only).
     List,
     /// Remove every token of USER.
@@ -29,20 +34,27 @@ pub fn run(args: TokenArgs) -> anyhow::Result<i32> {
     let config = args.node.load()?;
     let store = super::open_store(&config)?;
     match args.action {
-        TokenAction::Add { user } => {
+        TokenAction::Add { user, expires_in } => {
             if user.trim().is_empty() || user.len() > 256 {
                 anyhow::bail!("the user id must be 1 to 256 characters");
             }
             let token = new_token();
-            store.put_token(&hash_token(&token), &user)?;
+            let expires_at = expires_in.map_or(0, |s| crate::event::now().saturating_add(s.max(1)));
+            store.put_token(&hash_token(&token), &user, expires_at)?;
             println!("{token}");
             eprintln!(
                 "token for {user} created; it is not stored in clear and will not be shown again"
             );
         }
         TokenAction::List => {
-            for (hash, user) in store.token_users()? {
-                println!("{user}  sha256 {}…", &hex::encode(hash)[..16]);
+            for (hash, user, expires_at) in store.token_users()? {
+                let now = crate::event::now();
+                let expiry = match expires_at {
+                    0 => "never expires".to_string(),
+                    at if at <= now => "expired".to_string(),
+                    at => format!("expires in {} s", at - now),
+                };
+                println!("{user}  sha256 {}…  {expiry}", &hex::encode(hash)[..16]);
             }
         }
         TokenAction::Remove { user } => {

@@ -86,6 +86,17 @@ pub(crate) struct Dbs {
     pub graph_kvs: Db,
 }
 
+/// A stored token value: expiry (u64 BE) then the user id.
+fn decode_token(value: &[u8]) -> Result<(String, u64), StoreError> {
+    let (expiry, user) = value
+        .split_first_chunk::<8>()
+        .ok_or(StoreError::Corrupt("token value"))?;
+    Ok((
+        String::from_utf8_lossy(user).into_owned(),
+        u64::from_be_bytes(*expiry),
+    ))
+}
+
 /// What is kept per peer URL outside the event data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerRecord {
@@ -335,34 +346,43 @@ impl Store {
         }
     }
 
-    /// Keeps a bearer token's hash for `user` (`echorelay token add`).
-    pub fn put_token(&self, hash: &[u8; 32], user: &str) -> Result<(), StoreError> {
+    /// Keeps a bearer token's hash for `user` (`echorelay token add`),
+    /// valid until `expires_at` (unix seconds, 0: never).
+    pub fn put_token(
+        &self,
+        hash: &[u8; 32],
+        user: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut value = expires_at.to_be_bytes().to_vec();
+        value.extend_from_slice(user.as_bytes());
         let mut txn = self.env.write_txn()?;
-        self.dbs.tokens.put(&mut txn, hash, user.as_bytes())?;
+        self.dbs.tokens.put(&mut txn, hash, &value)?;
         txn.commit()?;
         Ok(())
     }
 
-    /// The user a token hash belongs to.
-    pub fn token_user(&self, hash: &[u8; 32]) -> Result<Option<String>, StoreError> {
+    /// The user a token hash belongs to, and when it expires (0: never).
+    pub fn token_user(&self, hash: &[u8; 32]) -> Result<Option<(String, u64)>, StoreError> {
         let txn = self.read_txn()?;
-        Ok(self
-            .dbs
+        self.dbs
             .tokens
             .get(&txn, hash)?
-            .map(|u| String::from_utf8_lossy(u).into_owned()))
+            .map(decode_token)
+            .transpose()
     }
 
-    /// Every stored token as (hash, user).
-    pub fn token_users(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+    /// Every stored token as (hash, user, expires_at).
+    pub fn token_users(&self) -> Result<Vec<([u8; 32], String, u64)>, StoreError> {
         let txn = self.read_txn()?;
         let mut out = Vec::new();
         for entry in self.dbs.tokens.iter(&txn)? {
-            let (hash, user) = entry?;
+            let (hash, value) = entry?;
             let hash = hash
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("token hash"))?;
-            out.push((hash, String::from_utf8_lossy(user).into_owned()));
+            let (user, expires_at) = decode_token(value)?;
+            out.push((hash, user, expires_at));
         }
         Ok(out)
     }
@@ -372,8 +392,8 @@ impl Store {
         let doomed: Vec<[u8; 32]> = self
             .token_users()?
             .into_iter()
-            .filter(|(_, u)| u == user)
-            .map(|(hash, _)| hash)
+            .filter(|(_, u, _)| u == user)
+            .map(|(hash, _, _)| hash)
             .collect();
         let mut txn = self.env.write_txn()?;
         for hash in &doomed {

@@ -24,7 +24,7 @@
 //! | `added_peers`   | peer URL                                    | peer JSON      |
 //! | `graph_log`     | tagvalue(graph) ‖ t                         | seq            |
 //! | `graph_t`       | tagvalue(graph)                             | t              |
-//! | `tokens`        | sha256(token)                               | user id        |
+//! | `tokens`        | sha256(token)                               | expiry ‖ user id |
 //! | `graph_state`   | tagvalue(graph)                             | epoch ‖ deleted|
 //! | `graph_kvs`     | tagvalue(graph) ‖ addr                      | JSON [content, addresses] |
 //!
