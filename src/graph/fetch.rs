@@ -1,8 +1,8 @@
-//! Fetching a missing asset blob from a mesh peer: plain HTTP/1.0 `GET
+//! Fetching a missing asset blob from a mesh peer: an HTTP/1.0 `GET
 //! /assets/...` to each mesh peer in turn (its relay URL with ws:// read as
-//! http://), authorised with NIP-98 signed by the node key, streamed to a
-//! temporary file, and kept only if its sha256 is the one the record names.
-//! Peers on wss:// are not asked yet (no TLS HTTP client here).
+//! http:// and wss:// as https://, rustls with the webpki roots),
+//! authorised with NIP-98 signed by the node key, streamed to a temporary
+//! file, and kept only if its sha256 is the one the record names.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +19,13 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries every mesh peer; true once the blob is in place.
 pub async fn blob_from_peers(graphs: &Arc<Graphs>, record: &AssetRecord) -> bool {
     for url in graphs.mesh_peer_urls() {
-        let Some(host) = url.strip_prefix("ws://") else {
-            continue;
+        let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => continue,
         };
-        let host = host.split('/').next().unwrap_or(host);
-        match tokio::time::timeout(TIMEOUT, fetch_from(graphs, host, record)).await {
+        let host = rest.split('/').next().unwrap_or(rest);
+        match tokio::time::timeout(TIMEOUT, fetch_from(graphs, host, tls, record)).await {
             Ok(Ok(())) => return true,
             Ok(Err(e)) => tracing::info!(peer = url, error = e, "asset fetch failed"),
             Err(_) => tracing::info!(peer = url, "asset fetch timed out"),
@@ -32,21 +34,72 @@ pub async fn blob_from_peers(graphs: &Arc<Graphs>, record: &AssetRecord) -> bool
     false
 }
 
-async fn fetch_from(graphs: &Graphs, host: &str, record: &AssetRecord) -> Result<(), String> {
+async fn fetch_from(
+    graphs: &Graphs,
+    host: &str,
+    tls: bool,
+    record: &AssetRecord,
+) -> Result<(), String> {
+    let address = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:{}", if tls { 443 } else { 80 })
+    };
+    let tcp = tokio::net::TcpStream::connect(&address)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !tls {
+        return fetch_over(graphs, tcp, "http", host, record).await;
+    }
+    let name = host.split(':').next().unwrap_or(host).to_string();
+    let server = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+    let stream = tls_connector()?
+        .connect(server, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    fetch_over(graphs, stream, "https", host, record).await
+}
+
+/// A TLS client trusting the webpki roots (built once).
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+    });
+    config
+        .clone()
+        .map(tokio_rustls::TlsConnector::from)
+        .ok_or_else(|| "TLS is not available".to_string())
+}
+
+async fn fetch_over<S>(
+    graphs: &Graphs,
+    mut stream: S,
+    scheme: &str,
+    host: &str,
+    record: &AssetRecord,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let path = format!("/assets/{}/{}", record.graph_id, record.name);
     let auth = graphs.node_key.sign(
         crate::event::now(),
         27235,
         vec![
-            vec!["u".into(), format!("http://{host}{path}")],
+            vec!["u".into(), format!("{scheme}://{host}{path}")],
             vec!["method".into(), "GET".into()],
         ],
         String::new(),
     );
     let auth = base64::engine::general_purpose::STANDARD.encode(auth.to_json());
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| e.to_string())?;
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Nostr {auth}\r\nConnection: close\r\n\r\n"
     );
@@ -92,7 +145,7 @@ async fn fetch_from(graphs: &Graphs, host: &str, record: &AssetRecord) -> Result
 }
 
 async fn receive(
-    reader: &mut BufReader<tokio::net::TcpStream>,
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
     temp: &std::path::Path,
     record: &AssetRecord,
 ) -> Result<(), String> {
