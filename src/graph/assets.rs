@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
@@ -20,7 +20,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{GraphError, Graphs};
+use super::{Caller, GraphError, Graphs};
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::mesh::GRAPH_ASSET_KIND;
@@ -102,15 +102,15 @@ pub async fn asset(
     State(graphs): State<Arc<Graphs>>,
     Path((graph, name)): Path<(String, String)>,
     method: Method,
-    uri: Uri,
+    caller: Result<Caller, GraphError>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     if !matches!(method, Method::GET | Method::PUT | Method::DELETE) {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
+    let user = match caller {
+        Ok(Caller(user)) => user,
         Err(e) => return e.into_response(),
     };
     let Some((_, ext)) = valid_name(&name) else {

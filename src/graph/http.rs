@@ -6,19 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::index::{self, Access, GraphMeta};
 use super::log::{self, Origin};
-use super::{GraphError, Graphs, SERVER_ERROR};
-
-fn bad_request(message: &'static str) -> Response {
-    GraphError(StatusCode::BAD_REQUEST, message).into_response()
-}
+use super::{Caller, GraphCaller, GraphError, Graphs, SERVER_ERROR};
 
 /// The body as a JSON object, or the seed's `missing body` / `invalid body`.
 fn json_body(body: &[u8]) -> Result<Value, GraphError> {
@@ -43,11 +38,8 @@ pub async fn health() -> Json<Value> {
 
 pub async fn list_graphs(
     State(graphs): State<Arc<Graphs>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(user): Caller,
 ) -> Result<Json<Value>, GraphError> {
-    let user = graphs.user(&method, &uri, &headers)?;
     let store = graphs.store.clone();
     let all = tokio::task::spawn_blocking(move || index::read(&store, None))
         .await
@@ -76,28 +68,20 @@ fn summary(meta: &GraphMeta) -> Value {
 
 pub async fn create_graph(
     State(graphs): State<Arc<Graphs>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(user): Caller,
     body: Bytes,
-) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    let body = match json_body(&body) {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Json<Value>, GraphError> {
+    let invalid = GraphError(StatusCode::BAD_REQUEST, "invalid body");
+    let body = json_body(&body)?;
     let name = match field(&body, "graph-name").and_then(Value::as_str) {
         Some(name) if !name.trim().is_empty() && name.len() <= 1024 => name.to_string(),
-        _ => return bad_request("invalid body"),
+        _ => return Err(invalid),
     };
     let schema_version = match field(&body, "schema-version") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= 64 => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return bad_request("invalid body"),
+        Some(_) => return Err(invalid),
     };
     let now = index::now_ms();
     let meta = GraphMeta {
@@ -111,33 +95,18 @@ pub async fn create_graph(
         deleted: false,
         epoch: 0,
     };
-    match graphs.publish_meta(&meta).await {
-        Ok(()) => Json(json!({ "graph-id": meta.graph_id })).into_response(),
-        Err(e) => e.into_response(),
-    }
+    graphs.publish_meta(&meta).await?;
+    Ok(Json(json!({ "graph-id": meta.graph_id })))
 }
 
-pub async fn access(
-    State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Json<Value>, GraphError> {
-    let user = graphs.user(&method, &uri, &headers)?;
-    graphs.graph_for(&graph, &user).await?;
-    Ok(Json(json!({"ok": true})))
+/// `GET /graphs/:id/access` and `GET /sync/:id/health`: the extractor
+/// already answered 401 / 403 / 404.
+pub async fn ok(_caller: GraphCaller) -> Json<Value> {
+    Json(json!({"ok": true}))
 }
 
-pub async fn members(
-    State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Json<Value>, GraphError> {
-    let user = graphs.user(&method, &uri, &headers)?;
-    let (meta, _) = graphs.graph_for(&graph, &user).await?;
+pub async fn members(caller: GraphCaller) -> Json<Value> {
+    let meta = caller.meta;
     let mut members = vec![json!({
         "user-id": meta.owner,
         "graph-id": meta.graph_id,
@@ -154,111 +123,66 @@ pub async fn members(
             "created-at": m.created_at,
         })
     }));
-    Ok(Json(json!({ "members": members })))
+    Json(json!({ "members": members }))
+}
+
+/// Owner or manager, else 403.
+fn manage(caller: &GraphCaller) -> Result<(), GraphError> {
+    match caller.access {
+        Access::Owner | Access::Manager => Ok(()),
+        _ => Err(super::FORBIDDEN),
+    }
 }
 
 pub async fn delete_graph(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: GraphCaller,
 ) -> Result<Json<Value>, GraphError> {
-    let user = graphs.user(&method, &uri, &headers)?;
-    let (mut meta, access) = graphs.graph_for(&graph, &user).await?;
-    if !matches!(access, Access::Owner | Access::Manager) {
-        return Err(super::FORBIDDEN);
-    }
+    manage(&caller)?;
+    let mut meta = caller.meta;
     meta.deleted = true;
     meta.touch();
     graphs.publish_meta(&meta).await?;
     Ok(Json(json!({"graph-id": meta.graph_id, "deleted": true})))
 }
 
-pub async fn sync_health(
-    State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Json<Value>, GraphError> {
-    let user = graphs.user(&method, &uri, &headers)?;
-    graphs.graph_for(&graph, &user).await?;
-    Ok(Json(json!({"ok": true})))
-}
-
 pub async fn pull(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
+    caller: GraphCaller,
     Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = graphs.graph_for(&graph, &user).await {
-        return e.into_response();
-    }
+) -> Result<Json<Value>, GraphError> {
     let since = query.get("since").map(|s| Value::String(s.clone()));
-    let Ok(since) = log::parse_since(since.as_ref()) else {
-        return bad_request("invalid since");
-    };
-    match log::pull(&graphs, &graph, since).await {
-        Ok(reply) => Json(reply).into_response(),
-        Err(_) => SERVER_ERROR.into_response(),
-    }
+    let since = log::parse_since(since.as_ref())
+        .map_err(|_| GraphError(StatusCode::BAD_REQUEST, "invalid since"))?;
+    log::pull(&graphs, &caller.graph, since)
+        .await
+        .map(Json)
+        .map_err(|_| SERVER_ERROR)
 }
 
 pub async fn tx_batch(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: GraphCaller,
     body: Bytes,
-) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = graphs.graph_for(&graph, &user).await {
-        return e.into_response();
-    }
-    let body = match json_body(&body) {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Json<Value>, GraphError> {
+    let body = json_body(&body)?;
     let origin = Origin {
-        user_id: &user.id,
+        user_id: &caller.user.id,
         client_id: "http",
         socket: None,
     };
-    Json(log::tx_batch(&graphs, &graph, &body, origin).await).into_response()
+    Ok(Json(
+        log::tx_batch(&graphs, &caller.graph, &body, origin).await,
+    ))
 }
 
 pub async fn reset(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    match graphs.graph_for(&graph, &user).await {
-        Ok((_, Access::Owner | Access::Manager)) => {}
-        Ok(_) => return super::FORBIDDEN.into_response(),
-        Err(e) => return e.into_response(),
-    };
-    match reset_log(&graphs, &graph).await {
-        Ok(()) => Json(json!({"ok": true})).into_response(),
-        Err(e) => e.into_response(),
-    }
+    caller: GraphCaller,
+) -> Result<Json<Value>, GraphError> {
+    manage(&caller)?;
+    reset_log(&graphs, &caller.graph).await?;
+    Ok(Json(json!({"ok": true})))
 }
 
 /// Resets a graph's log: a new index event with the next epoch, which

@@ -17,7 +17,10 @@ mod ws;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use std::collections::HashMap;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
@@ -56,10 +59,10 @@ pub fn routes(graphs: Arc<Graphs>) -> Router {
         .route("/health", get(http::health))
         .route("/graphs", get(http::list_graphs).post(http::create_graph))
         .route("/graphs/{graph}", delete(http::delete_graph))
-        .route("/graphs/{graph}/access", get(http::access))
+        .route("/graphs/{graph}/access", get(http::ok))
         .route("/graphs/{graph}/members", get(http::members))
         .route("/sync/{graph}", get(ws::upgrade))
-        .route("/sync/{graph}/health", get(http::sync_health))
+        .route("/sync/{graph}/health", get(http::ok))
         .route("/sync/{graph}/pull", get(http::pull))
         .route("/sync/{graph}/tx/batch", post(http::tx_batch))
         .route("/sync/{graph}/admin/reset", delete(http::reset))
@@ -88,6 +91,53 @@ const UNAUTHORIZED: GraphError = GraphError(StatusCode::UNAUTHORIZED, "unauthori
 const FORBIDDEN: GraphError = GraphError(StatusCode::FORBIDDEN, "forbidden");
 const NOT_FOUND: GraphError = GraphError(StatusCode::NOT_FOUND, "not found");
 const SERVER_ERROR: GraphError = GraphError(StatusCode::INTERNAL_SERVER_ERROR, "server error");
+
+/// An authenticated caller of the graph API (401 otherwise).
+pub(crate) struct Caller(pub User);
+
+impl FromRequestParts<Arc<Graphs>> for Caller {
+    type Rejection = GraphError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        graphs: &Arc<Graphs>,
+    ) -> Result<Self, GraphError> {
+        graphs
+            .user(&parts.method, &parts.uri, &parts.headers)
+            .map(Caller)
+    }
+}
+
+/// An authenticated caller with access to the graph named by the route's
+/// `{graph}`: 401, 404 (unknown or deleted) or 403 otherwise.
+pub(crate) struct GraphCaller {
+    pub graph: String,
+    pub user: User,
+    pub meta: GraphMeta,
+    pub access: Access,
+}
+
+impl FromRequestParts<Arc<Graphs>> for GraphCaller {
+    type Rejection = GraphError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        graphs: &Arc<Graphs>,
+    ) -> Result<Self, GraphError> {
+        let Caller(user) = Caller::from_request_parts(parts, graphs).await?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, graphs)
+            .await
+            .map_err(|_| NOT_FOUND)?;
+        let graph = params.get("graph").cloned().ok_or(NOT_FOUND)?;
+        let (meta, access) = graphs.graph_for(&graph, &user).await?;
+        Ok(GraphCaller {
+            graph,
+            user,
+            meta,
+            access,
+        })
+    }
+}
 
 impl Graphs {
     /// The caller, or 401.

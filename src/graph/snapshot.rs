@@ -13,14 +13,14 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::assets::{self, AssetRecord, Received};
-use super::{GraphError, Graphs, SERVER_ERROR};
+use super::{GraphCaller, GraphError, Graphs, SERVER_ERROR};
 use crate::filter::Filter;
 use crate::mesh::GRAPH_ASSET_KIND;
 use crate::store::KvRow;
@@ -114,22 +114,14 @@ fn open_stream(path: &std::path::Path, gzip: bool) -> std::io::Result<Box<dyn Re
     })
 }
 
-pub async fn upload(
+pub(super) async fn upload(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
+    caller: GraphCaller,
     Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = graphs.graph_for(&graph, &user).await {
-        return e.into_response();
-    }
+    let graph = caller.graph;
     let reset = match query.get("reset").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -227,20 +219,12 @@ pub async fn upload(
     Json(json!({"ok": true, "count": count, "key": format!("{graph}/{name}")})).into_response()
 }
 
-pub async fn download(
+pub(super) async fn download(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
+    caller: GraphCaller,
     headers: HeaderMap,
 ) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = graphs.graph_for(&graph, &user).await {
-        return e.into_response();
-    }
+    let graph = caller.graph;
     let mut filter = Filter {
         kinds: Some(vec![GRAPH_ASSET_KIND]),
         ..Filter::default()
@@ -268,21 +252,12 @@ pub async fn download(
     Json(reply).into_response()
 }
 
-pub async fn rows(
+pub(super) async fn rows(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
+    caller: GraphCaller,
     Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = graphs.graph_for(&graph, &user).await {
-        return e.into_response();
-    }
+    let graph = caller.graph;
     let after = match query.get("after").filter(|a| !a.is_empty()) {
         None => None,
         Some(a) => match a.parse::<u64>() {
@@ -312,21 +287,12 @@ pub async fn rows(
     Json(json!({"rows": rows, "last_addr": last_addr, "done": done})).into_response()
 }
 
-pub async fn import(
+pub(super) async fn import(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: GraphCaller,
     body: Bytes,
 ) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = graphs.graph_for(&graph, &user).await {
-        return e.into_response();
-    }
+    let graph = caller.graph;
     if body.iter().all(u8::is_ascii_whitespace) {
         return bad("missing body");
     }

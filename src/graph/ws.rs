@@ -6,35 +6,25 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
 use super::log::{self, Origin};
-use super::Graphs;
+use super::{GraphCaller, Graphs};
 
 /// Largest client message (a big tx/batch).
 const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 
 pub async fn upgrade(
     State(graphs): State<Arc<Graphs>>,
-    Path(graph): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: GraphCaller,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let user = match graphs.user(&method, &uri, &headers) {
-        Ok(user) => user,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = graphs.graph_for(&graph, &user).await {
-        return e.into_response();
-    }
+    let (graph, user_id) = (caller.graph, caller.user.id);
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(graphs, graph, user.id, socket))
+        .on_upgrade(move |socket| run(graphs, graph, user_id, socket))
 }
 
 fn error(message: &str) -> String {
