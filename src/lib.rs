@@ -16,6 +16,8 @@ pub mod auth;
 pub mod cli;
 /// Configuration file and embedded defaults.
 pub mod config;
+/// Echo sync: node states pushed and pulled as events.
+pub mod echo;
 /// Signed events: parsing, id and signature checks, signing.
 pub mod event;
 /// NIP-01 filters: parsing and matching.

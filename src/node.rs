@@ -155,16 +155,18 @@ pub async fn run_with_admin(
         mesh: mesh_for_graphs,
         sync: sync.clone(),
     });
+    let echo = Arc::new(crate::echo::Echo::new(
+        store.clone(),
+        writer.handle(),
+        node_key.clone(),
+        crate::auth::TokenUsers::new(&relay.config.auth.tokens),
+    ));
+    let apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));
     let signal_tx = stop_tx.clone();
-    let served = crate::relay::serve(
-        relay.clone(),
-        listener,
-        crate::graph::routes(graphs),
-        async move {
-            shutdown.await;
-            let _ = signal_tx.send(true);
-        },
-    )
+    let served = crate::relay::serve(relay.clone(), listener, apis, async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    })
     .await;
     let _ = stop_tx.send(true);
 

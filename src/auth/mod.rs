@@ -89,6 +89,22 @@ pub fn authenticate(
     }
 }
 
+/// Checks the credentials of a request's head.
+pub fn authenticate_parts(
+    store: &Store,
+    configured: &TokenUsers,
+    parts: &axum::http::request::Parts,
+) -> Result<User, AuthError> {
+    let uri = &parts.uri;
+    let request = RequestInfo {
+        method: &parts.method,
+        path_and_query: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        headers: &parts.headers,
+        query_token: query_token(uri.query()),
+    };
+    authenticate(store, configured, &request)
+}
+
 /// `token=...` from a query string.
 pub fn query_token(query: Option<&str>) -> Option<&str> {
     query?

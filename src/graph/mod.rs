@@ -21,13 +21,13 @@ use std::collections::HashMap;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::auth::{RequestInfo, TokenUsers, User};
+use crate::auth::{TokenUsers, User};
 use crate::event::Keys;
 use crate::store::Store;
 use crate::writer::WriterHandle;
@@ -102,9 +102,12 @@ impl FromRequestParts<Arc<Graphs>> for Caller {
         parts: &mut Parts,
         graphs: &Arc<Graphs>,
     ) -> Result<Self, GraphError> {
-        graphs
-            .user(&parts.method, &parts.uri, &parts.headers)
+        crate::auth::authenticate_parts(&graphs.store, &graphs.tokens, parts)
             .map(Caller)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "graph API: not authenticated");
+                UNAUTHORIZED
+            })
     }
 }
 
@@ -140,26 +143,6 @@ impl FromRequestParts<Arc<Graphs>> for GraphCaller {
 }
 
 impl Graphs {
-    /// The caller, or 401.
-    fn user(
-        &self,
-        method: &Method,
-        uri: &axum::http::Uri,
-        headers: &HeaderMap,
-    ) -> Result<User, GraphError> {
-        let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        let request = RequestInfo {
-            method,
-            path_and_query,
-            headers,
-            query_token: crate::auth::query_token(uri.query()),
-        };
-        crate::auth::authenticate(&self.store, &self.tokens, &request).map_err(|e| {
-            tracing::debug!(error = %e, "graph API: not authenticated");
-            UNAUTHORIZED
-        })
-    }
-
     /// The graph's metadata if `user` may use it: 404 unknown or deleted,
     /// 403 no access.
     async fn graph_for(&self, graph: &str, user: &User) -> Result<(GraphMeta, Access), GraphError> {

@@ -84,6 +84,7 @@ pub(crate) struct Dbs {
     pub tokens: Db,
     pub graph_state: Db,
     pub graph_kvs: Db,
+    pub echo_stats: Db,
 }
 
 /// A stored token value: expiry (u64 BE) then the user id.
@@ -179,6 +180,7 @@ impl Store {
             tokens: create("tokens")?,
             graph_state: create("graph_state")?,
             graph_kvs: create("graph_kvs")?,
+            echo_stats: create("echo_stats")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;
@@ -401,6 +403,26 @@ impl Store {
         }
         txn.commit()?;
         Ok(doomed.len())
+    }
+
+    /// Saves one node's echo sync statistics (opaque JSON owned by `echo/`).
+    pub fn put_echo_stats(&self, node_id: &str, stats: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        self.dbs
+            .echo_stats
+            .put(&mut txn, node_id.as_bytes(), stats)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// One node's saved echo sync statistics.
+    pub fn echo_stats(&self, node_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read_txn()?;
+        Ok(self
+            .dbs
+            .echo_stats
+            .get(&txn, node_id.as_bytes())?
+            .map(<[u8]>::to_vec))
     }
 
     /// Doubles the map (up to the configured maximum). Called by the writer

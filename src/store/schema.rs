@@ -27,6 +27,7 @@
 //! | `tokens`        | sha256(token)                               | expiry ‖ user id |
 //! | `graph_state`   | tagvalue(graph)                             | epoch ‖ deleted|
 //! | `graph_kvs`     | tagvalue(graph) ‖ addr                      | JSON [content, addresses] |
+//! | `echo_stats`    | node id                                     | stats JSON     |
 //!
 //! `tagvalue` is a length byte and the raw value for values up to
 //! [`INLINE_TAG_MAX`] bytes, else `0xFF ‖ sha256(value)`: keys stay under

@@ -1,0 +1,395 @@
+//! `POST /echo/push`, `/echo/pull`, `/echo/status` with the request and
+//! response fields of seed 000. Every reply carries `status`
+//! (success | conflict | error) and, for push and pull, `sync_id`,
+//! `timestamp` and `metrics`; errors also get a 4xx code.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::states::{self, NodeState};
+use super::{time, Echo, EchoCaller};
+
+/// Largest request body (a state's data lives in one event).
+const MAX_BODY: usize = 1024 * 1024;
+/// Pull page size: default and most.
+const PULL_DEFAULT: usize = 100;
+const PULL_MAX: usize = 1000;
+
+/// An error reply: the seed's `status: error` with a message.
+pub(super) struct EchoError(StatusCode, String);
+
+impl IntoResponse for EchoError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "message": self.1, "timestamp": time::format(time::now_ms())});
+        (self.0, Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> EchoError {
+    EchoError(status, message.into())
+}
+
+fn new_sync_id() -> String {
+    super::super::graph::index::new_graph_id()
+}
+
+/// The body as a JSON object, with the seed's errors.
+async fn read_body(body: Body) -> Result<Map<String, Value>, EchoError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "request too large"))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON: {e}"),
+        )),
+    }
+}
+
+fn node_id(body: &Map<String, Value>, required: bool) -> Result<Option<String>, EchoError> {
+    match body.get("node_id") {
+        None | Some(Value::Null) if !required => Ok(None),
+        Some(Value::String(id))
+            if !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(id.clone()))
+        }
+        Some(Value::String(id)) if id.is_empty() && !required => Ok(None),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "node_id must be a non-empty string",
+        )),
+    }
+}
+
+/// Checks a pushed `state` and builds the node state it describes.
+fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, EchoError> {
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, m.to_string());
+    let state = body
+        .get("state")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("state must be an object"))?;
+    let timestamp = state
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("state.timestamp must be an ISO 8601 string"))?;
+    time::parse(timestamp).ok_or_else(|| bad("state.timestamp must be an ISO 8601 string"))?;
+    let data = state
+        .get("data")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("state.data must be an object"))?;
+    let meta = state
+        .get("metadata")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("state.metadata must be an object"))?;
+    let version = meta
+        .get("version")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .ok_or_else(|| bad("metadata.version must be a non-empty string"))?;
+    let checksum = meta
+        .get("checksum")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("metadata.checksum must be a string"))?;
+    let resonance = meta
+        .get("resonance_level")
+        .and_then(Value::as_f64)
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| bad("metadata.resonance_level must be a number from 0 to 1"))?;
+    let options = body.get("options").and_then(Value::as_object);
+    let priority = match options
+        .and_then(|o| o.get("priority"))
+        .or_else(|| meta.get("priority"))
+    {
+        None | Some(Value::Null) => 5,
+        Some(p) => {
+            p.as_u64()
+                .filter(|p| *p <= 10)
+                .ok_or_else(|| bad("priority must be an integer from 0 to 10"))? as u8
+        }
+    };
+    let tags = match meta.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(tags)) => tags
+            .iter()
+            .map(|t| t.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("metadata.tags must be strings"))?,
+        Some(_) => return Err(bad("metadata.tags must be strings")),
+    };
+    Ok(NodeState {
+        node_id: node_id.to_string(),
+        timestamp: timestamp.to_string(),
+        data: data.clone(),
+        version: version.to_string(),
+        checksum: checksum.to_string(),
+        resonance_level: resonance,
+        priority,
+        tags,
+        received_ms: time::now_ms(),
+        created_at: crate::event::now(),
+    })
+}
+
+pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let node_id = match node_id(&body, true) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return error(StatusCode::BAD_REQUEST, "node_id is required")
+                .into_response()
+                .into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    let force = match body.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return error(StatusCode::BAD_REQUEST, "force must be true or false")
+                .into_response()
+                .into_response()
+        }
+    };
+    let mut state = match parse_state(&node_id, &body) {
+        Ok(state) => state,
+        Err(e) => return e.into_response(),
+    };
+    let sync_id = new_sync_id();
+    let op = echo.stats.begin(&node_id, "push", &sync_id);
+    let data_size = states::canonical(&state.data).len();
+    let reply = |status: &str,
+                 message: String,
+                 conflicts: Vec<Value>,
+                 duration_ms: u64,
+                 resonance: f64| {
+        json!({
+            "status": status,
+            "message": message,
+            "sync_id": sync_id,
+            "conflicts": conflicts,
+            "timestamp": time::format(time::now_ms()),
+            "metrics": {"duration_ms": duration_ms, "data_size": data_size, "resonance_strength": resonance},
+        })
+    };
+    if states::checksum(&state.data) != state.checksum {
+        let duration = echo.stats.finish(op, false);
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(reply(
+                "error",
+                "checksum does not match the sha256 of the canonical data".into(),
+                vec![],
+                duration,
+                0.0,
+            )),
+        )
+            .into_response();
+    }
+    let stored = echo.current(Some(&node_id)).await.into_iter().next();
+    if let (Some(stored), false) = (&stored, force) {
+        if states::compare_versions(&state.version, &stored.version).is_le() {
+            let conflicts = state.conflicts_with(stored);
+            let duration = echo.stats.finish(op, false);
+            let message = format!(
+                "version {} does not follow the stored version {}",
+                state.version, stored.version
+            );
+            return (
+                StatusCode::CONFLICT,
+                Json(reply(
+                    "conflict",
+                    message,
+                    conflicts,
+                    duration,
+                    stored.resonance_level,
+                )),
+            )
+                .into_response();
+        }
+    }
+    if let Some(stored) = &stored {
+        // The new state must win everywhere: newer received time (pulls,
+        // peers) and newer created_at (replaces our own previous event).
+        state.received_ms = state.received_ms.max(stored.received_ms + 1);
+        state.created_at = state.created_at.max(stored.created_at + 1);
+    }
+    let stored_ok = echo.store_event(state.to_event(&echo.node_key)).await;
+    let duration = echo.stats.finish(op, stored_ok);
+    if !stored_ok {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(reply(
+                "error",
+                "the state could not be stored".into(),
+                vec![],
+                duration,
+                0.0,
+            )),
+        )
+            .into_response();
+    }
+    Json(reply(
+        "success",
+        format!("state {} of {node_id} stored", state.version),
+        vec![],
+        duration,
+        state.resonance_level,
+    ))
+    .into_response()
+}
+
+pub async fn pull(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let node_id = match node_id(&body, false) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, m.to_string()).into_response();
+    let since = match body.get("last_sync") {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(s)) if s.is_empty() => 0,
+        Some(Value::String(s)) => match time::parse(s) {
+            Some(ms) => ms,
+            None => return bad("last_sync must be an ISO 8601 timestamp"),
+        },
+        Some(_) => return bad("last_sync must be an ISO 8601 timestamp"),
+    };
+    let options = body.get("options").and_then(Value::as_object);
+    let batch = match options.and_then(|o| o.get("batch_size")) {
+        None | Some(Value::Null) => PULL_DEFAULT,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => (n as usize).min(PULL_MAX),
+            _ => return bad("batch_size must be a positive integer"),
+        },
+    };
+    let filter = options.and_then(|o| o.get("filter"));
+    let types: Option<Vec<String>> = match filter.and_then(|f| f.get("types")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(t)) => match t.iter().map(|x| x.as_str().map(str::to_string)).collect() {
+            Some(types) => Some(types),
+            None => return bad("filter.types must be strings"),
+        },
+        Some(_) => return bad("filter.types must be strings"),
+    };
+    let min_priority = match filter.and_then(|f| f.get("priority")) {
+        None | Some(Value::Null) => 0,
+        Some(p) => match p.as_u64().filter(|p| *p <= 10) {
+            Some(p) => p as u8,
+            None => return bad("filter.priority must be an integer from 0 to 10"),
+        },
+    };
+    let cursor = match body.get("cursor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => match c
+            .split_once(':')
+            .and_then(|(ms, node)| Some((ms.parse::<u64>().ok()?, node.to_string())))
+        {
+            Some(cursor) => Some(cursor),
+            None => return bad("cursor is not one this node gave out"),
+        },
+        Some(_) => return bad("cursor is not one this node gave out"),
+    };
+    let sync_id = new_sync_id();
+    let op = echo
+        .stats
+        .begin(node_id.as_deref().unwrap_or("*"), "pull", &sync_id);
+    let mut changes: Vec<NodeState> = echo
+        .current(node_id.as_deref())
+        .await
+        .into_iter()
+        .filter(|s| s.received_ms > since)
+        .filter(|s| s.priority >= min_priority)
+        .filter(|s| {
+            types
+                .as_ref()
+                .is_none_or(|t| s.tags.iter().any(|tag| t.contains(tag)))
+        })
+        .filter(|s| {
+            cursor
+                .as_ref()
+                .is_none_or(|(ms, node)| (s.received_ms, &s.node_id) > (*ms, node))
+        })
+        .collect();
+    changes.sort_by(|a, b| (a.received_ms, &a.node_id).cmp(&(b.received_ms, &b.node_id)));
+    let more = changes.len() > batch;
+    changes.truncate(batch);
+    let data_size: usize = changes
+        .iter()
+        .map(|s| states::canonical(&s.data).len())
+        .sum();
+    let next = changes
+        .last()
+        .filter(|_| more)
+        .map(|s| format!("{}:{}", s.received_ms, s.node_id));
+    let duration = echo.stats.finish(op, true);
+    let mut reply = json!({
+        "status": "success",
+        "changes": changes.iter().map(NodeState::to_json).collect::<Vec<_>>(),
+        "sync_id": sync_id,
+        "timestamp": time::format(time::now_ms()),
+        "metrics": {"duration_ms": duration, "data_size": data_size, "change_count": changes.len()},
+        "has_more": more,
+    });
+    if let Some(next) = next {
+        reply["cursor"] = json!(next);
+    }
+    Json(reply).into_response()
+}
+
+pub async fn status(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let node_id = match node_id(&body, true) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return error(StatusCode::BAD_REQUEST, "node_id is required")
+                .into_response()
+                .into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    let sync_id = match body.get("sync_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return error(StatusCode::BAD_REQUEST, "sync_id must be a string")
+                .into_response()
+                .into_response()
+        }
+    };
+    let (stats, id) = (echo.stats.clone(), node_id.clone());
+    let found = tokio::task::spawn_blocking(move || stats.status(&id, sync_id.as_deref()))
+        .await
+        .ok()
+        .flatten();
+    match found {
+        Some(status) => Json(status).into_response(),
+        None if !echo.current(Some(&node_id)).await.is_empty() => Json(json!({
+            "status": "idle",
+            "current_operation": null,
+            "metrics": {"last_successful_sync": null, "sync_count_24h": 0, "average_duration_ms": 0, "error_rate": 0.0},
+        }))
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("unknown node {node_id}")).into_response(),
+    }
+}

@@ -1,0 +1,132 @@
+//! Echo sync (seeds 000 and 001): node states pushed, pulled and watched
+//! over `POST /echo/push`, `/echo/pull`, `/echo/status`. A node state is a
+//! signed kind-34072 event (`states.rs`), private to the mesh, so states
+//! replicate between nodes by reconciliation like everything else;
+//! `stats.rs` keeps the per-node operation history for status.
+
+mod http;
+pub mod states;
+mod stats;
+pub mod time;
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::{TokenUsers, User};
+use crate::event::{Event, Keys};
+use crate::filter::Filter;
+use crate::mesh::ECHO_STATE_KIND;
+use crate::store::{Store, WriteOutcome};
+use crate::writer::WriterHandle;
+use states::NodeState;
+
+/// What the echo endpoints share.
+pub struct Echo {
+    pub store: Arc<Store>,
+    pub writer: WriterHandle,
+    pub node_key: Arc<Keys>,
+    pub tokens: TokenUsers,
+    stats: Arc<stats::Stats>,
+}
+
+/// The echo routes, to be merged into the relay's router.
+pub fn routes(echo: Arc<Echo>) -> Router {
+    Router::new()
+        .route("/echo/push", post(http::push))
+        .route("/echo/pull", post(http::pull))
+        .route("/echo/status", post(http::status))
+        .with_state(echo)
+}
+
+/// An authenticated caller (bearer token or NIP-98), else 401.
+pub(crate) struct EchoCaller(#[allow(dead_code)] pub User);
+
+impl FromRequestParts<Arc<Echo>> for EchoCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, echo: &Arc<Echo>) -> Result<Self, Response> {
+        crate::auth::authenticate_parts(&echo.store, &echo.tokens, parts)
+            .map(EchoCaller)
+            .map_err(|e| {
+                let body = json!({"status": "error", "message": e.to_string()});
+                (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+            })
+    }
+}
+
+impl Echo {
+    pub fn new(
+        store: Arc<Store>,
+        writer: WriterHandle,
+        node_key: Arc<Keys>,
+        tokens: TokenUsers,
+    ) -> Echo {
+        Echo {
+            stats: Arc::new(stats::Stats::new(store.clone())),
+            store,
+            writer,
+            node_key,
+            tokens,
+        }
+    }
+
+    /// The current state of one node, or of every node: the newest state
+    /// event per node id, whichever mesh node signed it.
+    async fn current(&self, node_id: Option<&str>) -> Vec<NodeState> {
+        let store = self.store.clone();
+        let node_id = node_id.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let mut filter = Filter {
+                kinds: Some(vec![ECHO_STATE_KIND]),
+                ..Filter::default()
+            };
+            if let Some(id) = &node_id {
+                filter.tags.insert(b'd', vec![id.clone()]);
+            }
+            let txn = store.read_txn().ok()?;
+            let mut newest: std::collections::HashMap<String, NodeState> = Default::default();
+            store
+                .query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
+                    let state = Event::from_json(found.json)
+                        .ok()
+                        .and_then(|e| NodeState::from_event(&e));
+                    if let Some(state) = state {
+                        let newer = newest.get(&state.node_id).is_none_or(|old| {
+                            (state.received_ms, &state.version) > (old.received_ms, &old.version)
+                        });
+                        if newer {
+                            newest.insert(state.node_id.clone(), state);
+                        }
+                    }
+                    Ok(true)
+                })
+                .ok()?;
+            Some(newest.into_values().collect::<Vec<_>>())
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    }
+
+    /// Stores an event this node signed; true once committed.
+    async fn store_event(&self, event: Event) -> bool {
+        let json = event.to_json();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.writer.submit(
+            event,
+            json,
+            Box::new(move |o: &WriteOutcome| {
+                let _ = done.send(matches!(o, WriteOutcome::Stored { .. }));
+            }),
+        );
+        outcome.await.unwrap_or(false)
+    }
+}
