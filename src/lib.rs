@@ -24,6 +24,8 @@ pub mod event;
 pub mod filter;
 /// Graph sync: the DB-Sync protocol on top of events.
 pub mod graph;
+/// A small HTTP client (CLI calls, asset blobs from peers).
+pub mod http_client;
 /// The mesh: trusted node keys and the kinds private to them.
 pub mod mesh;
 /// Process-wide counters for `/metrics`.

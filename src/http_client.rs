@@ -1,0 +1,203 @@
+//! A small HTTP/1.0 client for what this node asks of other HTTP servers:
+//! the CLI's JSON calls (`echo-sync`) and asset blobs from mesh peers.
+//! One request per connection (`Connection: close`, so a body simply ends
+//! with the connection); http:// and https:// (rustls, webpki roots).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Why a request failed before a status line arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("URL must be http://HOST[:PORT][/...] or https://..., got {0:?}")]
+    BadUrl(String),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+}
+
+/// Where to send requests: scheme, host:port, and a path prefix.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    tls: bool,
+    host: String,
+    authority: String,
+    base_path: String,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, HttpError> {
+        let bad = || HttpError::BadUrl(url.to_string());
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad());
+        }
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        Ok(Endpoint {
+            tls,
+            host: host.to_string(),
+            authority: if authority.contains(':') {
+                authority.to_string()
+            } else {
+                format!("{authority}:{}", if tls { 443 } else { 80 })
+            },
+            base_path: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The absolute URL of `path` under this endpoint.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}{path}", self.authority, self.base_path)
+    }
+}
+
+/// A TLS client trusting the webpki roots (built once).
+pub fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+    });
+    config
+        .clone()
+        .map(tokio_rustls::TlsConnector::from)
+        .ok_or_else(|| "TLS is not available".to_string())
+}
+
+/// A reply: status, headers (lowercased names) and the body reader.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Box<dyn AsyncRead + Unpin + Send>,
+}
+
+impl Reply {
+    /// Reads the whole body (bounded by `max` bytes).
+    pub async fn bytes(mut self, max: u64) -> Result<Vec<u8>, HttpError> {
+        let mut out = Vec::new();
+        (&mut self.body).take(max).read_to_end(&mut out).await?;
+        Ok(out)
+    }
+}
+
+/// Sends one request to `endpoint` and reads the status line and headers.
+pub async fn request(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, HttpError> {
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect(&endpoint.authority)
+            .await
+            .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
+        if !endpoint.tls {
+            return exchange(tcp, endpoint, method, path, headers, body).await;
+        }
+        let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+            .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
+        let connector =
+            tls_connector().map_err(|e| HttpError::Connect(endpoint.authority.clone(), e))?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
+        exchange(stream, endpoint, method, path, headers, body).await
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| HttpError::Timeout(endpoint.authority.clone(), timeout))?
+}
+
+async fn exchange<S>(
+    mut stream: S,
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, HttpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut head = format!(
+        "{method} {}{path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        endpoint.base_path,
+        endpoint.authority,
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| HttpError::Malformed(format!("status line {:?}", line.trim())))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body: Box::new(reader),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let e = Endpoint::parse("https://echo.example/api/").unwrap();
+        assert_eq!(
+            e.url("/echo/pull"),
+            "https://echo.example:443/api/echo/pull"
+        );
+        let e = Endpoint::parse("http://127.0.0.1:7777").unwrap();
+        assert_eq!(e.url("/x"), "http://127.0.0.1:7777/x");
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("http://").is_err());
+    }
+}
