@@ -624,3 +624,137 @@ async fn token_commands_against_a_running_relay() {
     assert_eq!(status, 401);
     assert_eq!(token_cmd(&["remove", "dave"]).status.code(), Some(1));
 }
+
+/// `echorelay echo-sync` against a running relay: every action, exit
+/// codes, export files, and clear errors for missing or wrong settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_sync_command() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let token = "cli-echo-token";
+    let extra = format!(
+        "[[auth.tokens]]\nuser = \"cli\"\nsha256 = \"{}\"\n",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    );
+    let (_serve, url) = spawn_serve_with(dir.path(), &extra);
+    let api = url.replace("ws://", "http://");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("echo-sync")
+            .args(args)
+            .env_remove("ECHO_API_URL")
+            .env_remove("ECHO_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let env = [("ECHO_API_URL", api.as_str()), ("ECHO_TOKEN", token)];
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).to_string();
+
+    let out = run(&[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err(&out).contains("ECHO_API_URL is not set"),
+        "{}",
+        err(&out)
+    );
+    let out = run(&[], &[("ECHO_API_URL", api.as_str())]);
+    assert!(err(&out).contains("ECHO_TOKEN is not set"), "{}", err(&out));
+    let out = run(
+        &[],
+        &[("ECHO_API_URL", api.as_str()), ("ECHO_TOKEN", "wrong")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).contains("refused ECHO_TOKEN"), "{}", err(&out));
+    let out = run(&["--priority", "11"], &env);
+    assert_eq!(out.status.code(), Some(2), "clap refuses priority 11");
+
+    // Push one state (checksum computed by the client), then a conflict,
+    // then force.
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"node_id": "node-1", "timestamp": "2026-11-22T10:00:00Z", "data": {"k": 1}, "metadata": {"version": "1", "resonance_level": 0.5}}"#,
+    )
+    .unwrap();
+    let path = state.to_str().unwrap();
+    let out = run(&["--action", "push", "--input", path], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let out = run(&["--action", "push", "--input", path, "--verbose"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).contains("conflict"), "{}", err(&out));
+    let out = run(&["--action", "push", "--input", path, "--force"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+
+    // Batch: a JSON-lines file with one broken line.
+    let lines = dir.path().join("states.jsonl");
+    std::fs::write(
+        &lines,
+        concat!(
+            r#"{"node_id": "node-2", "data": {"a": 1}, "metadata": {"version": "1", "resonance_level": 0.1}}"#, "\n",
+            "{broken\n",
+            r#"{"node_id": "other-3", "data": {"b": 2}, "metadata": {"version": "1", "resonance_level": 0.9}}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let export = dir.path().join("batch.json");
+    let out = run(
+        &[
+            "--action",
+            "batch",
+            "--input",
+            lines.to_str().unwrap(),
+            "--batch-size",
+            "2",
+            "--export",
+            export.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).contains("line 2"), "{}", err(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    assert_eq!(
+        (report["pushed"].clone(), report["failed"].clone()),
+        (json!(2), json!(1))
+    );
+
+    // Pull with a node-id glob, exported.
+    let export = dir.path().join("pull.json");
+    let out = run(
+        &["--filter", "node-*", "--export", export.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let pulled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let mut ids: Vec<&str> = pulled["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["node_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["node-1", "node-2"]);
+    let out = run(&["--node-id", "other-3"], &env);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("other-3  version 1"));
+
+    // Monitor prints a status line per second until stopped.
+    let mut monitor = Command::new(BIN)
+        .args(["echo-sync", "--monitor", "--node-id", "node-1"])
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(monitor.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("node-1: idle"), "{first}");
+    monitor.kill().unwrap();
+    let _ = monitor.wait();
+}

@@ -2,6 +2,7 @@
 //! user as one readable line on stderr and a non-zero exit code.
 
 mod control;
+mod echo_sync;
 mod export;
 mod import;
 mod negentropy;
@@ -52,6 +53,8 @@ enum Command {
     Sessions(sessions::SessionsArgs),
     /// Manage bearer tokens of the graph and echo HTTP APIs.
     Token(token::TokenArgs),
+    /// Push, pull or watch Echo node states on a node (ECHO_API_URL, ECHO_TOKEN).
+    EchoSync(echo_sync::EchoSyncArgs),
 }
 
 /// Options shared by every subcommand that touches a node's local state.
@@ -113,6 +116,7 @@ pub fn main() -> i32 {
         Command::Peers(args) => peers::run(args),
         Command::Sessions(args) => sessions::run(args),
         Command::Token(args) => token::run(args),
+        Command::EchoSync(args) => echo_sync::run(args),
     };
     match result {
         Ok(code) => code,
