@@ -268,6 +268,9 @@ pub struct AuthConfig {
     /// Bearer tokens of the HTTP APIs, as `{ user = "...", sha256 = "..." }`
     /// (`echorelay token add` keeps tokens in the data dir instead).
     pub tokens: Vec<TokenConfig>,
+    /// Pubkeys (hex) that may use the HTTP APIs with NIP-98; mesh nodes
+    /// always may.
+    pub nip98_pubkeys: Vec<String>,
 }
 
 /// One configured bearer token: only its sha256 is written down.
@@ -290,6 +293,7 @@ impl Default for AuthConfig {
             restricted_kinds: vec![4, 1059],
             trusted_nodes: Vec::new(),
             tokens: Vec::new(),
+            nip98_pubkeys: Vec::new(),
         }
     }
 }
@@ -393,6 +397,7 @@ impl Config {
             .iter()
             .chain(&self.policy.pubkey_deny)
             .chain(&self.auth.trusted_nodes)
+            .chain(&self.auth.nip98_pubkeys)
         {
             if !hex_ok(key) {
                 return Err(ConfigError::Invalid(format!(

@@ -148,18 +148,19 @@ pub async fn run_with_admin(
         store: store.clone(),
         writer: writer.handle(),
         node_key: node_key.clone(),
-        tokens: crate::auth::TokenUsers::new(&relay.config.auth.tokens),
+        tokens: crate::auth::TokenUsers::new(&relay.config.auth, Some(mesh_for_graphs.clone())),
         hub,
         max_tx_size: relay.config.policy.max_event_size,
         store_dir: relay.config.store.data_dir.clone(),
-        mesh: mesh_for_graphs,
+        mesh: mesh_for_graphs.clone(),
         sync: sync.clone(),
     });
     let echo = Arc::new(crate::echo::Echo::new(
         store.clone(),
         writer.handle(),
         node_key.clone(),
-        crate::auth::TokenUsers::new(&relay.config.auth.tokens),
+        crate::auth::TokenUsers::new(&relay.config.auth, Some(mesh_for_graphs.clone())),
+        relay.config.policy.max_event_size,
     ));
     let apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));
     let signal_tx = stop_tx.clone();

@@ -115,7 +115,13 @@ impl GraphSocket {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_index_and_auth() {
-    let relay = TestRelay::start_with(with_users).await;
+    let keys = Keys::generate();
+    let allowed = hex::encode(keys.public_key());
+    let relay = TestRelay::start_with(|c| {
+        with_users(c);
+        c.auth.nip98_pubkeys = vec![allowed];
+    })
+    .await;
     let addr = relay.addr;
     assert_eq!(
         call(addr, "GET", "/health", None, "").await,
@@ -182,8 +188,25 @@ async fn graph_index_and_auth() {
     let (status, _) = call(addr, "POST", "/graphs", Some(BOB), r#"{"graph_name": "b"}"#).await;
     assert_eq!(status, 200);
 
-    // NIP-98: the user id is the signer's pubkey.
-    let keys = Keys::generate();
+    // NIP-98: the user id is the signer's pubkey; only listed keys.
+    let nip98 = |keys: &Keys| {
+        let event = keys.sign(
+            echorelay::event::now(),
+            27235,
+            vec![
+                vec!["u".into(), format!("http://{addr}/graphs")],
+                vec!["method".into(), "GET".into()],
+            ],
+            String::new(),
+        );
+        format!(
+            "Nostr {}",
+            base64::engine::general_purpose::STANDARD.encode(event.to_json())
+        )
+    };
+    let stranger = nip98(&Keys::generate());
+    let (status, _, _) = http_get(addr, "/graphs", &[("Authorization", &stranger)]).await;
+    assert_eq!(status, 401, "an unlisted key");
     let auth_event = keys.sign(
         echorelay::event::now(),
         27235,

@@ -64,6 +64,11 @@ pub fn authenticate(
             request.path_and_query,
         )
         .map_err(AuthError::BadNip98)?;
+        let allowed =
+            crate::event::decode_hex::<32>(&pubkey).is_some_and(|k| configured.nip98_allowed(&k));
+        if !allowed {
+            return Err(AuthError::BadNip98("this key may not use the API".into()));
+        }
         return Ok(User { id: pubkey });
     }
     let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {

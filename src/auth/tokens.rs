@@ -15,24 +15,45 @@ pub fn new_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// Tokens from the config file, by hash: (user, expires_at).
+/// Who the config lets in: tokens by hash (user, expires_at), and the
+/// pubkeys allowed to use NIP-98 (`auth.nip98_pubkeys`, plus mesh nodes).
 #[derive(Debug, Default, Clone)]
 pub struct TokenUsers {
     by_hash: HashMap<[u8; 32], (String, u64)>,
+    nip98: std::collections::HashSet<[u8; 32]>,
+    mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
 }
 
 impl TokenUsers {
     /// From the config's tokens; ones with a bad hash are skipped (config
     /// validation reports them).
-    pub fn new(tokens: &[crate::config::TokenConfig]) -> TokenUsers {
-        let by_hash = tokens
+    pub fn new(
+        auth: &crate::config::AuthConfig,
+        mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
+    ) -> TokenUsers {
+        let by_hash = auth
+            .tokens
             .iter()
             .filter_map(|t| {
                 let hash = crate::event::decode_hex::<32>(&t.sha256)?;
                 Some((hash, (t.user.clone(), t.expires_at)))
             })
             .collect();
-        TokenUsers { by_hash }
+        let nip98 = auth
+            .nip98_pubkeys
+            .iter()
+            .filter_map(|k| crate::event::decode_hex::<32>(k))
+            .collect();
+        TokenUsers {
+            by_hash,
+            nip98,
+            mesh,
+        }
+    }
+
+    /// May this key authenticate with NIP-98?
+    pub fn nip98_allowed(&self, pubkey: &[u8; 32]) -> bool {
+        self.nip98.contains(pubkey) || self.mesh.as_ref().is_some_and(|m| m.is_member(pubkey))
     }
 
     pub fn user_of(&self, hash: &[u8; 32]) -> Option<(String, u64)> {

@@ -17,6 +17,9 @@ use super::{time, Echo, EchoCaller};
 
 /// Largest request body (a state's data lives in one event).
 const MAX_BODY: usize = 1024 * 1024;
+/// How far ahead of the clock a state's `created_at` may run (each push of
+/// a node moves it on by at least a second, so it replaces the last).
+const MAX_AHEAD_SECS: u64 = 60;
 /// Pull page size: default and most.
 const PULL_DEFAULT: usize = 100;
 const PULL_MAX: usize = 1000;
@@ -200,6 +203,7 @@ pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
         )
             .into_response();
     }
+    let _one_push_at_a_time = echo.push_lock.lock().await;
     let stored = echo.current(Some(&node_id)).await.into_iter().next();
     if let (Some(stored), false) = (&stored, force) {
         if states::compare_versions(&state.version, &stored.version).is_le() {
@@ -228,7 +232,29 @@ pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
         state.received_ms = state.received_ms.max(stored.received_ms + 1);
         state.created_at = state.created_at.max(stored.created_at + 1);
     }
-    let stored_ok = echo.store_event(state.to_event(&echo.node_key)).await;
+    if state.created_at > crate::event::now() + MAX_AHEAD_SECS {
+        let duration = echo.stats.finish(op, false);
+        let message = "too many pushes for this node in the last minute; retry shortly".to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(reply("error", message, vec![], duration, 0.0)),
+        )
+            .into_response();
+    }
+    let event = state.to_event(&echo.node_key);
+    if event.to_json().len() > echo.max_event_size {
+        let duration = echo.stats.finish(op, false);
+        let message = format!(
+            "the state is larger than {} bytes as an event",
+            echo.max_event_size
+        );
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(reply("error", message, vec![], duration, 0.0)),
+        )
+            .into_response();
+    }
+    let stored_ok = echo.store_event(event).await;
     let duration = echo.stats.finish(op, stored_ok);
     if !stored_ok {
         return (

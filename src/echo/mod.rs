@@ -34,6 +34,12 @@ pub struct Echo {
     pub node_key: Arc<Keys>,
     pub tokens: TokenUsers,
     stats: Arc<stats::Stats>,
+    /// Largest event peers accept (the write policy's): a bigger state
+    /// would be stored here and never replicate.
+    max_event_size: usize,
+    /// Held from reading the stored state to storing the new one, so two
+    /// racing pushes cannot both pass the version check.
+    push_lock: tokio::sync::Mutex<()>,
 }
 
 /// The echo routes, to be merged into the relay's router.
@@ -67,6 +73,7 @@ impl Echo {
         writer: WriterHandle,
         node_key: Arc<Keys>,
         tokens: TokenUsers,
+        max_event_size: usize,
     ) -> Echo {
         Echo {
             stats: Arc::new(stats::Stats::new(store.clone())),
@@ -74,6 +81,8 @@ impl Echo {
             writer,
             node_key,
             tokens,
+            max_event_size,
+            push_lock: tokio::sync::Mutex::new(()),
         }
     }
 

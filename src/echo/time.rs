@@ -49,6 +49,9 @@ pub fn format(ms: u64) -> String {
 
 /// Parses a timestamp into milliseconds since the epoch.
 pub fn parse(text: &str) -> Option<u64> {
+    if !text.is_ascii() {
+        return None;
+    }
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;

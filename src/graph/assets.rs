@@ -119,8 +119,9 @@ pub async fn asset(
     if graph.is_empty() || graph.contains("..") || graph.len() > 128 {
         return invalid_path();
     }
-    // Mesh nodes fetching a blob for their users skip the graph's ACL.
-    let is_node = graphs.is_mesh_user(&user.id);
+    // Mesh nodes fetching a blob for their users skip the graph's ACL
+    // (reading only).
+    let is_node = method == Method::GET && graphs.is_mesh_user(&user.id);
     if !is_node {
         if let Err(e) = graphs.graph_for(&graph, &user).await {
             return e.into_response();
@@ -312,7 +313,9 @@ pub async fn newest_records(graphs: &Arc<Graphs>, filter: Filter) -> Vec<AssetRe
                     .filter(|e| e.kind == GRAPH_ASSET_KIND)
                     .and_then(|e| {
                         let r = serde_json::from_str::<AssetRecord>(&e.content).ok()?;
-                        (e.d_tag() == format!("{}/{}", r.graph_id, r.name)).then_some(r)
+                        // The sha256 names a file: only 64 hex characters.
+                        let named = crate::event::decode_hex::<32>(&r.sha256).is_some();
+                        (named && e.d_tag() == format!("{}/{}", r.graph_id, r.name)).then_some(r)
                     });
                 if let Some(record) = record {
                     let address = format!("{}/{}", record.graph_id, record.name);

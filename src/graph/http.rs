@@ -94,6 +94,7 @@ pub async fn create_graph(
         updated_at: now,
         deleted: false,
         epoch: 0,
+        reset_at: 0,
     };
     graphs.publish_meta(&meta).await?;
     Ok(Json(json!({ "graph-id": meta.graph_id })))
@@ -127,8 +128,8 @@ pub async fn members(caller: GraphCaller) -> Json<Value> {
 }
 
 /// Owner or manager, else 403.
-fn manage(caller: &GraphCaller) -> Result<(), GraphError> {
-    match caller.access {
+pub(super) fn manage(access: Access) -> Result<(), GraphError> {
+    match access {
         Access::Owner | Access::Manager => Ok(()),
         _ => Err(super::FORBIDDEN),
     }
@@ -138,7 +139,7 @@ pub async fn delete_graph(
     State(graphs): State<Arc<Graphs>>,
     caller: GraphCaller,
 ) -> Result<Json<Value>, GraphError> {
-    manage(&caller)?;
+    manage(caller.access)?;
     let mut meta = caller.meta;
     meta.deleted = true;
     meta.touch();
@@ -180,17 +181,27 @@ pub async fn reset(
     State(graphs): State<Arc<Graphs>>,
     caller: GraphCaller,
 ) -> Result<Json<Value>, GraphError> {
-    manage(&caller)?;
-    reset_log(&graphs, &caller.graph).await?;
+    manage(caller.access)?;
+    reset_log(&graphs, &caller.graph, true).await?;
     Ok(Json(json!({"ok": true})))
 }
 
 /// Resets a graph's log: a new index event with the next epoch, which
 /// removes the older txs here and on every node it reaches.
-pub(super) async fn reset_log(graphs: &Arc<Graphs>, graph: &str) -> Result<(), GraphError> {
+/// With `clear_rows` the graph's snapshot rows go too (an admin reset; a
+/// reset snapshot upload has just replaced them). Snapshots uploaded before
+/// the reset are no longer offered for download.
+pub(super) async fn reset_log(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    clear_rows: bool,
+) -> Result<u64, GraphError> {
     let store = graphs.store.clone();
     let id = graph.to_string();
     let found = tokio::task::spawn_blocking(move || {
+        if clear_rows {
+            store.put_kv_rows(&id, &[], true)?;
+        }
         let metas = index::read(&store, Some(&id))?;
         let txn = store.read_txn()?;
         Ok::<_, crate::store::StoreError>((metas, store.graph_state(&txn, &id)?))
@@ -207,5 +218,7 @@ pub(super) async fn reset_log(graphs: &Arc<Graphs>, graph: &str) -> Result<(), G
     // signed by another node): start from the higher one.
     meta.epoch = meta.epoch.max(state.epoch) + 1;
     meta.touch();
-    graphs.publish_meta(&meta).await
+    meta.reset_at = meta.updated_at;
+    graphs.publish_meta(&meta).await?;
+    Ok(meta.reset_at)
 }

@@ -146,6 +146,8 @@ impl Hub {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Marks of the skipped events would never be cleared.
+                        hub.local.lock().clear();
                         touched.extend(hub.graphs.lock().keys().cloned());
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -43,6 +43,9 @@ pub struct GraphMeta {
     /// Raised by every reset; txs of older epochs are removed everywhere.
     #[serde(default)]
     pub epoch: u64,
+    /// When the last reset happened (ms): older snapshots are not offered.
+    #[serde(default)]
+    pub reset_at: u64,
 }
 
 /// What a user may do with a graph.
@@ -129,9 +132,10 @@ pub fn read(store: &Store, graph: Option<&str>) -> Result<Vec<GraphMeta>, StoreE
         if event.d_tag() != meta.graph_id {
             return Ok(true);
         }
+        // Deletion is final: a deleted index event wins over any other.
         let better = newest
             .get(&meta.graph_id)
-            .is_none_or(|old| (meta.updated_at, meta.deleted) > (old.updated_at, old.deleted));
+            .is_none_or(|old| (meta.deleted, meta.updated_at) > (old.deleted, old.updated_at));
         if better {
             newest.insert(meta.graph_id.clone(), meta);
         }

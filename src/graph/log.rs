@@ -13,8 +13,10 @@ use crate::event::Event;
 use crate::mesh::GRAPH_TX_KIND;
 use crate::store::{GraphBatchOutcome, WriteOutcome};
 
-/// Most txs in one pull reply; the reply's `t` then says where it stopped.
+/// Most txs (and tx bytes) in one pull reply; the reply's `t` then says
+/// where it stopped.
 const PULL_MAX: usize = 10_000;
+const PULL_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Most txs in one batch.
 const BATCH_MAX: usize = 10_000;
 
@@ -39,8 +41,9 @@ pub async fn pull(graphs: &Arc<Graphs>, graph: &str, since: u64) -> Result<Value
     tokio::task::spawn_blocking(move || {
         let txn = store.read_txn()?;
         let current = store.graph_t(&txn, &graph)?;
-        let txs = store.graph_pull(&txn, &graph, since, PULL_MAX)?;
-        let t = if txs.len() >= PULL_MAX {
+        let txs = store.graph_pull(&txn, &graph, since, PULL_MAX, PULL_MAX_BYTES)?;
+        let bytes: usize = txs.iter().map(|tx| tx.tx.len()).sum();
+        let t = if txs.len() >= PULL_MAX || bytes >= PULL_MAX_BYTES {
             txs.last().map_or(current, |tx| tx.t)
         } else {
             current
@@ -143,6 +146,14 @@ pub async fn tx_batch(
         Err(reason) => return reject(reason),
     };
     let events = sign_txs(graphs, graph, txs, &origin).await;
+    // Peers apply the same event size limit: a bigger tx would be stored
+    // here and never replicate.
+    if events
+        .iter()
+        .any(|(_, json)| json.len() > graphs.max_tx_size)
+    {
+        return reject("invalid tx");
+    }
     let ids: Vec<[u8; 32]> = events.iter().map(|(e, _)| e.id).collect();
     if origin.socket.is_some() {
         graphs.hub.mark_local(ids.iter().copied());

@@ -27,8 +27,8 @@ use crate::store::KvRow;
 
 /// Largest decompressed snapshot (gzip bombs stop here).
 const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
-/// Largest single frame.
-const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Largest single frame (parsed rows take several times its size).
+const MAX_FRAME: usize = 8 * 1024 * 1024;
 /// Rows per import transaction.
 const IMPORT_CHUNK: usize = 10_000;
 /// Rows per `snapshot/rows` page by default, and at most.
@@ -121,12 +121,17 @@ pub(super) async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let graph = caller.graph;
     let reset = match query.get("reset").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return bad("invalid body"),
     };
+    if reset {
+        if let Err(e) = super::http::manage(caller.access) {
+            return e.into_response();
+        }
+    }
+    let graph = caller.graph;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -197,6 +202,14 @@ pub(super) async fn upload(
     {
         return SERVER_ERROR.into_response();
     }
+    // A reset comes first, so this snapshot is the one offered after it.
+    let mut reset_at = 0;
+    if reset {
+        match super::http::reset_log(&graphs, &graph, false).await {
+            Ok(at) => reset_at = at,
+            Err(e) => return e.into_response(),
+        }
+    }
     let name = format!("{}.snapshot", super::index::new_graph_id());
     let record = AssetRecord {
         graph_id: graph.clone(),
@@ -206,15 +219,10 @@ pub(super) async fn upload(
         asset_type: "application/transit+json".into(),
         content_encoding: if gzip { "gzip".into() } else { String::new() },
         deleted: false,
-        updated_at: super::index::now_ms(),
+        updated_at: super::index::now_ms().max(reset_at + 1),
     };
     if let Err(e) = assets::publish(&graphs, &record).await {
         return e.into_response();
-    }
-    if reset {
-        if let Err(e) = super::http::reset_log(&graphs, &graph).await {
-            return e.into_response();
-        }
     }
     Json(json!({"ok": true, "count": count, "key": format!("{graph}/{name}")})).into_response()
 }
@@ -230,10 +238,11 @@ pub(super) async fn download(
         ..Filter::default()
     };
     filter.tags.insert(b'g', vec![graph.clone()]);
+    let reset_at = caller.meta.reset_at;
     let newest = assets::newest_records(&graphs, filter)
         .await
         .into_iter()
-        .find(|r| r.name.ends_with(".snapshot"));
+        .find(|r| r.name.ends_with(".snapshot") && r.updated_at > reset_at);
     let Some(record) = newest else {
         return GraphError(StatusCode::NOT_FOUND, "not found").into_response();
     };
@@ -304,6 +313,11 @@ pub(super) async fn import(
         Some(Value::Bool(b)) => *b,
         Some(_) => return bad("invalid body"),
     };
+    if reset {
+        if let Err(e) = super::http::manage(caller.access) {
+            return e.into_response();
+        }
+    }
     let rows: Option<Vec<KvRow>> = match body.get("rows") {
         Some(Value::Array(rows)) => rows.iter().map(row).collect(),
         _ => None,

@@ -207,15 +207,18 @@ impl Store {
         }
     }
 
-    /// Log entries after `since`, oldest first, at most `max`. Entries whose
-    /// event is gone (reset, deletion) are skipped.
+    /// Log entries after `since`, oldest first, at most `max` of them and
+    /// stopping once `max_bytes` of tx text are reached. Entries whose event
+    /// is gone (reset, deletion) are skipped.
     pub fn graph_pull(
         &self,
         txn: &RoTxn,
         graph: &str,
         since: u64,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Vec<GraphTx>, StoreError> {
+        let mut bytes = 0usize;
         let prefix = graph_key(graph);
         let mut low = prefix.clone();
         low.extend_from_slice(&since.saturating_add(1).to_be_bytes());
@@ -242,11 +245,12 @@ impl Store {
                 .ok()
                 .and_then(|j| Event::from_json(j).ok())
                 .ok_or(StoreError::Corrupt("stored event JSON"))?;
+            bytes += event.content.len();
             out.push(GraphTx {
                 t,
                 tx: event.content,
             });
-            if out.len() >= max {
+            if out.len() >= max || bytes >= max_bytes {
                 break;
             }
         }
@@ -443,7 +447,7 @@ mod tests {
         let txn = store.read_txn().unwrap();
         assert_eq!(store.graph_t(&txn, "g1").unwrap(), 3);
         assert_eq!(store.graph_t(&txn, "other").unwrap(), 0);
-        let pulled = store.graph_pull(&txn, "g1", 1, 100).unwrap();
+        let pulled = store.graph_pull(&txn, "g1", 1, 100, 1 << 20).unwrap();
         let got: Vec<(u64, &str)> = pulled.iter().map(|p| (p.t, p.tx.as_str())).collect();
         assert_eq!(got, vec![(2, "b"), (3, "from a peer")]);
     }
