@@ -60,6 +60,14 @@ async fn read_body(body: Body) -> Result<Map<String, Value>, EchoError> {
     }
 }
 
+/// The body and its required `node_id`.
+async fn body_with_node(body: Body) -> Result<(Map<String, Value>, String), EchoError> {
+    let body = read_body(body).await?;
+    let node = node_id(&body, true)?
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "node_id is required"))?;
+    Ok((body, node))
+}
+
 fn node_id(body: &Map<String, Value>, required: bool) -> Result<Option<String>, EchoError> {
     match body.get("node_id") {
         None | Some(Value::Null) if !required => Ok(None),
@@ -146,26 +154,15 @@ fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, Ec
 }
 
 pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
-    let body = match read_body(body).await {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
-    };
-    let node_id = match node_id(&body, true) {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return error(StatusCode::BAD_REQUEST, "node_id is required")
-                .into_response()
-                .into_response()
-        }
+    let (body, node_id) = match body_with_node(body).await {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let force = match body.get("force") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
-            return error(StatusCode::BAD_REQUEST, "force must be true or false")
-                .into_response()
-                .into_response()
+            return error(StatusCode::BAD_REQUEST, "force must be true or false").into_response()
         }
     };
     let mut state = match parse_state(&node_id, &body) {
@@ -381,26 +378,15 @@ pub async fn pull(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
 }
 
 pub async fn status(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
-    let body = match read_body(body).await {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
-    };
-    let node_id = match node_id(&body, true) {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return error(StatusCode::BAD_REQUEST, "node_id is required")
-                .into_response()
-                .into_response()
-        }
+    let (body, node_id) = match body_with_node(body).await {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let sync_id = match body.get("sync_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            return error(StatusCode::BAD_REQUEST, "sync_id must be a string")
-                .into_response()
-                .into_response()
+            return error(StatusCode::BAD_REQUEST, "sync_id must be a string").into_response()
         }
     };
     let (stats, id) = (echo.stats.clone(), node_id.clone());
