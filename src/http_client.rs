@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+/// Largest response head (status line and headers) read.
+const MAX_HEAD: u64 = 64 * 1024;
+
 /// Why a request failed before a status line arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -160,8 +163,11 @@ where
     stream.write_all(body).await?;
     stream.flush().await?;
     let mut reader = BufReader::new(stream);
+    // The head is read with a bound: a server cannot make us buffer an
+    // endless status or header line.
+    let mut head_reader = (&mut reader).take(MAX_HEAD);
     let mut line = String::new();
-    reader.read_line(&mut line).await?;
+    head_reader.read_line(&mut line).await?;
     let status = line
         .split_whitespace()
         .nth(1)
@@ -170,7 +176,7 @@ where
     let mut headers = Vec::new();
     loop {
         line.clear();
-        if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
+        if head_reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
             break;
         }
         if let Some((name, value)) = line.split_once(':') {

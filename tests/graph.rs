@@ -443,6 +443,11 @@ async fn socket_protocol_and_http_mirror() {
     let mut nostr = relay.client().await;
     let reply = nostr.ask(json!(["REQ", "g", {"kinds": [4071]}])).await;
     assert_eq!(reply[0], "CLOSED");
+
+    // Deleting the graph ends its open sockets.
+    let deleted = call(addr, "DELETE", &format!("/graphs/{graph}"), Some(ALICE), "").await;
+    assert_eq!(deleted.0, 200);
+    assert_eq!(a.next("error").await["message"], "forbidden");
     relay.stop().await;
 }
 

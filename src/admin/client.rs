@@ -126,6 +126,7 @@ impl AdminClient {
 
 /// Reads the status line and headers; returns the status code.
 async fn read_head(reader: &mut BufReader<TcpStream>) -> Result<u16, AdminClientError> {
+    let mut reader = reader.take(64 * 1024);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let status = line

@@ -16,6 +16,8 @@ use super::{GraphCaller, Graphs};
 
 /// Largest client message (a big tx/batch).
 const MAX_MESSAGE: usize = 32 * 1024 * 1024;
+/// How often an open socket's access to its graph is checked again.
+const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn upgrade(
     State(graphs): State<Arc<Graphs>>,
@@ -35,8 +37,21 @@ async fn run(graphs: Arc<Graphs>, graph: String, user_id: String, socket: WebSoc
     let (mut sink, mut stream) = socket.split();
     let (id, mut outgoing) = graphs.hub.join(&graph, &user_id);
     let mut client_id = String::new();
+    let mut recheck = tokio::time::interval(ACCESS_RECHECK);
+    recheck.tick().await;
     loop {
         let reply = tokio::select! {
+            _ = recheck.tick() => {
+                // Deleted, or the user removed: the socket ends.
+                let user = crate::auth::User { id: user_id.clone() };
+                match graphs.graph_for(&graph, &user).await {
+                    Ok(_) => None,
+                    Err(_) => {
+                        let _ = sink.send(Message::Text(error("forbidden").into())).await;
+                        break;
+                    }
+                }
+            }
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     handle(&graphs, &graph, &user_id, &mut client_id, id, text.as_str()).await
