@@ -271,6 +271,26 @@ async fn socket_protocol_and_http_mirror() {
         }
     }
 
+    // A flood of presence changes reaches the others coalesced, ending on
+    // the last state.
+    for i in 0..100 {
+        b.send(json!({"type": "presence", "editing-block-uuid": format!("spam-{i}")}))
+            .await;
+    }
+    let mut seen = 0;
+    loop {
+        let online = a.next("online-users").await;
+        seen += 1;
+        let users = online["online-users"].as_array().unwrap();
+        if users.iter().any(|u| u["editing-block-uuid"] == "spam-99") {
+            break;
+        }
+    }
+    assert!(
+        seen <= 10,
+        "{seen} online-users messages for 100 presence changes"
+    );
+
     let ok = a
         .ask(
             json!({"type": "tx/batch", "t-before": 0, "txs": ["[tx 1]", "[tx 2]"]}),

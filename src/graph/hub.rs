@@ -31,7 +31,18 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Ids of txs committed by a socket's own batch (announced by it).
     local: Mutex<HashSet<[u8; 32]>>,
+    /// When each graph last sent `online-users` for a presence change.
+    presence: Mutex<HashMap<String, PresenceClock>>,
 }
+
+struct PresenceClock {
+    last: std::time::Instant,
+    /// A coalesced broadcast is scheduled.
+    pending: bool,
+}
+
+/// Least time between presence-driven `online-users` of one graph.
+const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Hub {
     /// Registers a socket; returns its id and the queue of its messages.
@@ -61,6 +72,7 @@ impl Hub {
                 sockets.remove(&id);
                 if sockets.is_empty() {
                     graphs.remove(graph);
+                    self.presence.lock().remove(graph);
                 }
             }
         }
@@ -68,7 +80,10 @@ impl Hub {
     }
 
     /// Records which block a socket's user is editing (None clears it).
-    pub fn set_presence(&self, graph: &str, id: u64, editing: Option<String>) {
+    /// `online-users` goes out at most every [`PRESENCE_EVERY`] per graph:
+    /// changes in between are coalesced into one later message, so a chatty
+    /// client cannot flood the other sockets.
+    pub fn set_presence(self: &Arc<Self>, graph: &str, id: u64, editing: Option<String>) {
         if let Some(socket) = self
             .graphs
             .lock()
@@ -77,7 +92,40 @@ impl Hub {
         {
             socket.editing = editing;
         }
-        self.broadcast_online(graph);
+        let wait = {
+            let mut clocks = self.presence.lock();
+            let clock = clocks.entry(graph.to_string()).or_insert(PresenceClock {
+                last: std::time::Instant::now()
+                    .checked_sub(PRESENCE_EVERY)
+                    .unwrap_or_else(std::time::Instant::now),
+                pending: false,
+            });
+            if clock.pending {
+                return;
+            }
+            let since = clock.last.elapsed();
+            if since >= PRESENCE_EVERY {
+                clock.last = std::time::Instant::now();
+                None
+            } else {
+                clock.pending = true;
+                Some(PRESENCE_EVERY - since)
+            }
+        };
+        match wait {
+            None => self.broadcast_online(graph),
+            Some(wait) => {
+                let (hub, graph) = (self.clone(), graph.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(clock) = hub.presence.lock().get_mut(&graph) {
+                        clock.pending = false;
+                        clock.last = std::time::Instant::now();
+                    }
+                    hub.broadcast_online(&graph);
+                });
+            }
+        }
     }
 
     /// Tells the graph's sockets (but `except`) that `t` advanced.
