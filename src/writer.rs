@@ -102,14 +102,22 @@ impl WriterHandle {
     /// Queues a verified event; blocks while the inbox is full. `reply` is
     /// called after commit (or with an error outcome if the writer is gone).
     pub fn submit(&self, event: Event, json: String, reply: Reply) {
-        if let Err(flume::SendError(Request::Event { reply, .. })) = self.tx.send(Request::Event {
+        self.send(Request::Event {
             event: Box::new(event),
             json,
             reply,
-        }) {
-            reply(&WriteOutcome::Refused(
-                "error: relay is shutting down".into(),
-            ));
+        });
+    }
+
+    /// Queues a request; if the writer is gone, answers it at once.
+    fn send(&self, request: Request) {
+        if let Err(flume::SendError(request)) = self.tx.send(request) {
+            match request {
+                Request::Event { reply, .. }
+                | Request::GraphBatch { reply, .. }
+                | Request::Purge { reply } => reply(&gone()),
+                Request::Shutdown => {}
+            }
         }
     }
 
@@ -123,17 +131,46 @@ impl WriterHandle {
         events: Vec<(Event, String)>,
         reply: Reply,
     ) {
-        let request = Request::GraphBatch {
+        self.send(Request::GraphBatch {
             graph,
             t_before,
             events,
             reply,
-        };
-        if let Err(flume::SendError(Request::GraphBatch { reply, .. })) = self.tx.send(request) {
-            reply(&WriteOutcome::Refused(
-                "error: relay is shutting down".into(),
-            ));
-        }
+        });
+    }
+
+    /// Stores an event this node created and waits for the outcome (for
+    /// async callers that answer only after commit).
+    pub async fn write(&self, event: Event) -> WriteOutcome {
+        let json = event.to_json();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.submit(
+            event,
+            json,
+            Box::new(move |o: &WriteOutcome| {
+                let _ = done.send(o.clone());
+            }),
+        );
+        outcome.await.unwrap_or_else(|_| gone())
+    }
+
+    /// [`WriterHandle::submit_graph_batch`], waiting for the outcome.
+    pub async fn write_graph_batch(
+        &self,
+        graph: String,
+        t_before: u64,
+        events: Vec<(Event, String)>,
+    ) -> WriteOutcome {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.submit_graph_batch(
+            graph,
+            t_before,
+            events,
+            Box::new(move |o: &WriteOutcome| {
+                let _ = done.send(o.clone());
+            }),
+        );
+        outcome.await.unwrap_or_else(|_| gone())
     }
 
     /// Asks for a purge of expired events; skipped when the inbox is full
@@ -141,6 +178,11 @@ impl WriterHandle {
     pub fn purge_expired(&self, reply: Reply) {
         let _ = self.tx.try_send(Request::Purge { reply });
     }
+}
+
+/// The outcome when the writer dropped a request unanswered (it stopped).
+fn gone() -> WriteOutcome {
+    WriteOutcome::Refused("error: relay is shutting down".into())
 }
 
 fn run(

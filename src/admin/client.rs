@@ -1,25 +1,19 @@
-//! The CLI's way to call a running node's control API: one HTTP/1.0 request
-//! per call (`Connection: close`, so a streamed reply simply ends when the
-//! server closes), plain TCP on the admin address. Kept this small on
-//! purpose: the API listens on loopback or a private network.
+//! The CLI's way to call a running node's control API, over the shared
+//! HTTP client (`http_client.rs`): one request per call, a JSON reply, or
+//! for a streaming method one JSON record per line until the server closes.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::http_client::{self, Endpoint, HttpError};
 
 /// Why a call failed before the API answered with JSON.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminClientError {
-    #[error("admin URL must look like http://HOST:PORT, got {0:?}")]
-    BadUrl(String),
-    #[error("cannot reach the control API at {0}: {1} (is `echorelay serve` running?)")]
-    Connect(String, std::io::Error),
-    #[error("control API at {0} did not answer in time")]
-    Timeout(String),
-    #[error("control API connection failed: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("control API: {0} (is `echorelay serve` running?)")]
+    Http(#[from] HttpError),
     #[error("control API sent a malformed reply: {0}")]
     Malformed(String),
     /// The API answered with an error status and `{"error": ...}`.
@@ -29,34 +23,32 @@ pub enum AdminClientError {
 
 /// A control API endpoint and its token.
 pub struct AdminClient {
-    host_port: String,
-    token: String,
+    endpoint: Endpoint,
+    auth: String,
     timeout: Duration,
 }
 
 impl AdminClient {
+    /// `url` is `http://HOST:PORT` (the scheme may be left out).
     pub fn new(url: &str, token: &str) -> Result<AdminClient, AdminClientError> {
-        let host_port = url
-            .strip_prefix("http://")
-            .unwrap_or(url)
-            .trim_end_matches('/');
-        if host_port.is_empty() || host_port.contains('/') || !host_port.contains(':') {
-            return Err(AdminClientError::BadUrl(url.to_string()));
-        }
+        let url = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
         Ok(AdminClient {
-            host_port: host_port.to_string(),
-            token: token.to_string(),
+            endpoint: Endpoint::parse(&url)?,
+            auth: format!("Bearer {token}"),
             timeout: Duration::from_secs(30),
         })
     }
 
     /// Calls `method` with `args` and returns the JSON reply.
     pub async fn call(&self, method: &str, args: &Value) -> Result<Value, AdminClientError> {
-        let mut reader = self.request(method, args).await?;
-        let mut body = Vec::new();
-        tokio::time::timeout(self.timeout, reader.read_to_end(&mut body))
+        let reply = self.request(method, args).await?;
+        let body = tokio::time::timeout(self.timeout, reply.bytes(64 * 1024 * 1024))
             .await
-            .map_err(|_| AdminClientError::Timeout(self.host_port.clone()))??;
+            .map_err(|_| HttpError::Timeout(self.endpoint.url(""), self.timeout))??;
         serde_json::from_slice(&body).map_err(|e| AdminClientError::Malformed(e.to_string()))
     }
 
@@ -68,13 +60,9 @@ impl AdminClient {
         args: &Value,
         mut on_record: impl FnMut(&Value),
     ) -> Result<(), AdminClientError> {
-        let mut reader = self.request(method, args).await?;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await? == 0 {
-                return Ok(());
-            }
+        let reply = self.request(method, args).await?;
+        let mut lines = BufReader::new(reply.body).lines();
+        while let Some(line) = lines.next_line().await.map_err(HttpError::from)? {
             if line.trim().is_empty() {
                 continue;
             }
@@ -82,62 +70,43 @@ impl AdminClient {
                 .map_err(|e| AdminClientError::Malformed(e.to_string()))?;
             on_record(&record);
         }
+        Ok(())
     }
 
-    /// Sends the request and reads the head; an error status becomes
-    /// [`AdminClientError::Status`]. Returns the body reader.
+    /// Sends the request; an error status becomes [`AdminClientError::Status`].
     async fn request(
         &self,
         method: &str,
         args: &Value,
-    ) -> Result<BufReader<TcpStream>, AdminClientError> {
-        let connect = TcpStream::connect(&self.host_port);
-        let mut stream = tokio::time::timeout(self.timeout, connect)
-            .await
-            .map_err(|_| AdminClientError::Timeout(self.host_port.clone()))?
-            .map_err(|e| AdminClientError::Connect(self.host_port.clone(), e))?;
+    ) -> Result<http_client::Reply, AdminClientError> {
+        let headers = [
+            ("Authorization", self.auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let path = format!("{}{method}", super::API_PREFIX);
         let body = args.to_string();
-        let head = format!(
-            "POST {}{method} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            super::API_PREFIX,
-            self.host_port,
-            self.token,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        let mut reader = BufReader::new(stream);
-        let status = tokio::time::timeout(self.timeout, read_head(&mut reader))
-            .await
-            .map_err(|_| AdminClientError::Timeout(self.host_port.clone()))??;
-        if status >= 300 {
-            let mut body = Vec::new();
-            let _ = tokio::time::timeout(self.timeout, reader.read_to_end(&mut body)).await;
+        let reply = http_client::request(
+            &self.endpoint,
+            "POST",
+            &path,
+            &headers,
+            body.as_bytes(),
+            self.timeout,
+        )
+        .await?;
+        if reply.status >= 300 {
+            let status = reply.status;
+            let body = tokio::time::timeout(self.timeout, reply.bytes(64 * 1024))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             let reason = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
             return Err(AdminClientError::Status(status, reason));
         }
-        Ok(reader)
-    }
-}
-
-/// Reads the status line and headers; returns the status code.
-async fn read_head(reader: &mut BufReader<TcpStream>) -> Result<u16, AdminClientError> {
-    let mut reader = reader.take(64 * 1024);
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| AdminClientError::Malformed(format!("status line {:?}", line.trim())))?;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-            return Ok(status);
-        }
+        Ok(reply)
     }
 }

@@ -239,7 +239,7 @@ fn push_request(input: &Value, args: &EchoSyncArgs) -> Result<Value, String> {
     if !state.contains_key("timestamp") {
         state.insert(
             "timestamp".into(),
-            json!(crate::echo::time::format(crate::echo::time::now_ms())),
+            json!(crate::echo::time::format(crate::event::now_ms())),
         );
     }
     let mut body = json!({"node_id": node, "state": state, "force": args.force});

@@ -29,7 +29,7 @@ pub(super) struct EchoError(StatusCode, String);
 
 impl IntoResponse for EchoError {
     fn into_response(self) -> Response {
-        let body = json!({"status": "error", "message": self.1, "timestamp": time::format(time::now_ms())});
+        let body = json!({"status": "error", "message": self.1, "timestamp": time::format(crate::event::now_ms())});
         (self.0, Json(body)).into_response()
     }
 }
@@ -39,7 +39,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> EchoError {
 }
 
 fn new_sync_id() -> String {
-    super::super::graph::index::new_graph_id()
+    crate::graph::index::new_uuid()
 }
 
 /// The body as a JSON object, with the seed's errors.
@@ -148,7 +148,7 @@ fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, Ec
         resonance_level: resonance,
         priority,
         tags,
-        received_ms: time::now_ms(),
+        received_ms: crate::event::now_ms(),
         created_at: crate::event::now(),
     })
 }
@@ -182,7 +182,7 @@ pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
             "message": message,
             "sync_id": sync_id,
             "conflicts": conflicts,
-            "timestamp": time::format(time::now_ms()),
+            "timestamp": time::format(crate::event::now_ms()),
             "metrics": {"duration_ms": duration_ms, "data_size": data_size, "resonance_strength": resonance},
         })
     };
@@ -367,7 +367,7 @@ pub async fn pull(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
         "status": "success",
         "changes": changes.iter().map(NodeState::to_json).collect::<Vec<_>>(),
         "sync_id": sync_id,
-        "timestamp": time::format(time::now_ms()),
+        "timestamp": time::format(crate::event::now_ms()),
         "metrics": {"duration_ms": duration, "data_size": data_size, "change_count": changes.len()},
         "has_more": more,
     });

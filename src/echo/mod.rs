@@ -99,25 +99,10 @@ impl Echo {
             if let Some(id) = &node_id {
                 filter.tags.insert(b'd', vec![id.clone()]);
             }
-            let txn = store.read_txn().ok()?;
-            let mut newest: std::collections::HashMap<String, NodeState> = Default::default();
+            let rank = |s: &NodeState| (s.received_ms, s.version.clone());
             store
-                .query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
-                    let state = Event::from_json(found.json)
-                        .ok()
-                        .and_then(|e| NodeState::from_event(&e));
-                    if let Some(state) = state {
-                        let newer = newest.get(&state.node_id).is_none_or(|old| {
-                            (state.received_ms, &state.version) > (old.received_ms, &old.version)
-                        });
-                        if newer {
-                            newest.insert(state.node_id.clone(), state);
-                        }
-                    }
-                    Ok(true)
-                })
-                .ok()?;
-            Some(newest.into_values().collect::<Vec<_>>())
+                .newest_per_d(&filter, NodeState::from_event, rank)
+                .ok()
         })
         .await
         .ok()
@@ -127,15 +112,6 @@ impl Echo {
 
     /// Stores an event this node signed; true once committed.
     async fn store_event(&self, event: Event) -> bool {
-        let json = event.to_json();
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        self.writer.submit(
-            event,
-            json,
-            Box::new(move |o: &WriteOutcome| {
-                let _ = done.send(matches!(o, WriteOutcome::Stored { .. }));
-            }),
-        );
-        outcome.await.unwrap_or(false)
+        matches!(self.writer.write(event).await, WriteOutcome::Stored { .. })
     }
 }

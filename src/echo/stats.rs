@@ -72,7 +72,7 @@ impl Stats {
         stats.current = Some(Current {
             kind: kind.to_string(),
             sync_id: sync_id.to_string(),
-            start_ms: time::now_ms(),
+            start_ms: crate::event::now_ms(),
         });
         Operation {
             node_id: node_id.to_string(),
@@ -83,7 +83,7 @@ impl Stats {
     /// Ends an operation and saves the node's statistics.
     pub fn finish(&self, op: Operation, ok: bool) -> u64 {
         let duration_ms = op.started.elapsed().as_millis() as u64;
-        let now = time::now_ms();
+        let now = crate::event::now_ms();
         let saved = {
             let mut nodes = self.nodes.lock();
             let stats = nodes.entry(op.node_id.clone()).or_default();
@@ -117,7 +117,7 @@ impl Stats {
             nodes.insert(node_id.to_string(), loaded?);
         }
         let stats = nodes.get(node_id)?;
-        let now = time::now_ms();
+        let now = crate::event::now_ms();
         let recent: Vec<&Finished> = stats
             .finished
             .iter()

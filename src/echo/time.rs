@@ -2,14 +2,6 @@
 //! `YYYY-MM-DDTHH:MM:SS.mmmZ` out; in, an optional fraction and either `Z`
 //! or a `±HH:MM` offset. Milliseconds since the epoch inside.
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -181,7 +181,7 @@ async fn put(
         asset_type,
         content_encoding: String::new(),
         deleted: false,
-        updated_at: super::index::now_ms(),
+        updated_at: crate::event::now_ms(),
     };
     match publish(graphs, &record).await {
         Ok(()) => Json(json!({"ok": true})).into_response(),
@@ -197,23 +197,48 @@ pub(super) enum Received {
 
 /// Streams the body to `temp`, hashing it; refuses past the limit.
 pub(super) async fn receive(temp: &FsPath, body: Body) -> Result<(String, u64), Received> {
-    let mut file = tokio::fs::File::create(temp)
-        .await
-        .map_err(|_| Received::Io)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let mut spool = Spool::create(temp).await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Received::Broken)?;
-        size += chunk.len() as u64;
-        if size > MAX_ASSET_BYTES {
+        spool.write(&chunk.map_err(|_| Received::Broken)?).await?;
+    }
+    spool.finish().await
+}
+
+/// A blob being written to a temporary file while it is hashed and
+/// measured against [`MAX_ASSET_BYTES`]: uploads and fetches from peers.
+pub(super) struct Spool {
+    file: tokio::fs::File,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Spool {
+    pub(super) async fn create(temp: &FsPath) -> Result<Spool, Received> {
+        let file = tokio::fs::File::create(temp)
+            .await
+            .map_err(|_| Received::Io)?;
+        Ok(Spool {
+            file,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    pub(super) async fn write(&mut self, chunk: &[u8]) -> Result<(), Received> {
+        self.size += chunk.len() as u64;
+        if self.size > MAX_ASSET_BYTES {
             return Err(Received::TooLarge);
         }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(|_| Received::Io)?;
+        self.hasher.update(chunk);
+        self.file.write_all(chunk).await.map_err(|_| Received::Io)
     }
-    file.sync_all().await.map_err(|_| Received::Io)?;
-    Ok((hex::encode(hasher.finalize()), size))
+
+    /// Flushes to disk; returns the sha256 (hex) and size.
+    pub(super) async fn finish(self) -> Result<(String, u64), Received> {
+        self.file.sync_all().await.map_err(|_| Received::Io)?;
+        Ok((hex::encode(self.hasher.finalize()), self.size))
+    }
 }
 
 async fn delete(graphs: &Arc<Graphs>, graph: &str, name: &str) -> Response {
@@ -221,7 +246,7 @@ async fn delete(graphs: &Arc<Graphs>, graph: &str, name: &str) -> Response {
         return error(StatusCode::NOT_FOUND, "not found");
     };
     record.deleted = true;
-    record.updated_at = super::index::now_ms().max(record.updated_at + 1000);
+    record.updated_at = crate::event::now_ms().max(record.updated_at + 1000);
     match publish(graphs, &record).await {
         Ok(()) => Json(json!({"ok": true})).into_response(),
         Err(e) => e.into_response(),
@@ -303,40 +328,22 @@ pub async fn find(graphs: &Arc<Graphs>, graph: &str, name: &str) -> Option<Asset
 /// only, newest first.
 pub async fn newest_records(graphs: &Arc<Graphs>, filter: Filter) -> Vec<AssetRecord> {
     let store = graphs.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let txn = store.read_txn().ok()?;
-        let mut newest: std::collections::HashMap<String, AssetRecord> = Default::default();
-        store
-            .query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
-                let record = Event::from_json(found.json)
-                    .ok()
-                    .filter(|e| e.kind == GRAPH_ASSET_KIND)
-                    .and_then(|e| {
-                        let r = serde_json::from_str::<AssetRecord>(&e.content).ok()?;
-                        // The sha256 names a file: only 64 hex characters.
-                        let named = crate::event::decode_hex::<32>(&r.sha256).is_some();
-                        (named && e.d_tag() == format!("{}/{}", r.graph_id, r.name)).then_some(r)
-                    });
-                if let Some(record) = record {
-                    let address = format!("{}/{}", record.graph_id, record.name);
-                    if newest
-                        .get(&address)
-                        .is_none_or(|n| record.updated_at > n.updated_at)
-                    {
-                        newest.insert(address, record);
-                    }
-                }
-                Ok(true)
-            })
-            .ok()?;
-        let mut live: Vec<AssetRecord> = newest.into_values().filter(|r| !r.deleted).collect();
-        live.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
-        Some(live)
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_default()
+    let parse = |event: &Event| {
+        let record = serde_json::from_str::<AssetRecord>(&event.content).ok()?;
+        // The sha256 names a file: only 64 hex characters.
+        let named = crate::event::decode_hex::<32>(&record.sha256).is_some();
+        let address = format!("{}/{}", record.graph_id, record.name);
+        (event.kind == GRAPH_ASSET_KIND && named && event.d_tag() == address).then_some(record)
+    };
+    let found =
+        tokio::task::spawn_blocking(move || store.newest_per_d(&filter, parse, |r| r.updated_at))
+            .await;
+    let mut live: Vec<AssetRecord> = match found {
+        Ok(Ok(records)) => records.into_iter().filter(|r| !r.deleted).collect(),
+        _ => Vec::new(),
+    };
+    live.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+    live
 }
 
 pub(super) async fn publish(graphs: &Arc<Graphs>, record: &AssetRecord) -> Result<(), GraphError> {

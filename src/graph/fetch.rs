@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use super::assets::{AssetRecord, MAX_ASSET_BYTES};
+use super::assets::{AssetRecord, Received, Spool};
 use super::Graphs;
 use crate::http_client::{self, Endpoint};
 
@@ -90,26 +89,21 @@ async fn receive(
     temp: &std::path::Path,
     record: &AssetRecord,
 ) -> Result<(), String> {
-    let mut file = tokio::fs::File::create(temp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let failed = |why: Received| match why {
+        Received::TooLarge => "blob larger than the limit".to_string(),
+        Received::Broken | Received::Io => "cannot write the blob".to_string(),
+    };
+    let mut spool = Spool::create(temp).await.map_err(failed)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = body.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
-        size += n as u64;
-        if size > MAX_ASSET_BYTES {
-            return Err("blob larger than the limit".into());
-        }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+        spool.write(&buf[..n]).await.map_err(failed)?;
     }
-    file.sync_all().await.map_err(|e| e.to_string())?;
-    if hex::encode(hasher.finalize()) != record.sha256 {
+    let (sha256, _) = spool.finish().await.map_err(failed)?;
+    if sha256 != record.sha256 {
         return Err("blob does not match its sha256".into());
     }
     Ok(())

@@ -83,9 +83,9 @@ pub async fn create_graph(
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(_) => return Err(invalid),
     };
-    let now = index::now_ms();
+    let now = crate::event::now_ms();
     let meta = GraphMeta {
-        graph_id: index::new_graph_id(),
+        graph_id: index::new_uuid(),
         graph_name: name,
         schema_version,
         owner: user.id,

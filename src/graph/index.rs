@@ -72,7 +72,7 @@ impl GraphMeta {
     /// Marks a change: `updated-at` moves at least a second on, so the new
     /// index event replaces the old one (same address, newer `created_at`).
     pub fn touch(&mut self) {
-        self.updated_at = now_ms().max(self.updated_at + 1000);
+        self.updated_at = crate::event::now_ms().max(self.updated_at + 1000);
     }
 
     /// The signed index event for this metadata.
@@ -87,16 +87,8 @@ impl GraphMeta {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A new graph id (a random UUID v4).
-pub fn new_graph_id() -> String {
+/// A random UUID v4: graph ids, snapshot names, sync ids.
+pub fn new_uuid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -120,28 +112,13 @@ pub fn read(store: &Store, graph: Option<&str>) -> Result<Vec<GraphMeta>, StoreE
     if let Some(graph) = graph {
         filter.tags.insert(b'd', vec![graph.to_string()]);
     }
-    let txn = store.read_txn()?;
-    let mut newest: std::collections::HashMap<String, GraphMeta> = Default::default();
-    store.query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
-        let Ok(event) = Event::from_json(found.json) else {
-            return Ok(true);
-        };
-        let Ok(meta) = serde_json::from_str::<GraphMeta>(&event.content) else {
-            return Ok(true);
-        };
-        if event.d_tag() != meta.graph_id {
-            return Ok(true);
-        }
-        // Deletion is final: a deleted index event wins over any other.
-        let better = newest
-            .get(&meta.graph_id)
-            .is_none_or(|old| (meta.deleted, meta.updated_at) > (old.deleted, old.updated_at));
-        if better {
-            newest.insert(meta.graph_id.clone(), meta);
-        }
-        Ok(true)
-    })?;
-    let mut out: Vec<GraphMeta> = newest.into_values().collect();
+    let parse = |event: &Event| {
+        serde_json::from_str::<GraphMeta>(&event.content)
+            .ok()
+            .filter(|meta| event.d_tag() == meta.graph_id)
+    };
+    // Deletion is final: a deleted index event wins over any other.
+    let mut out = store.newest_per_d(&filter, parse, |m| (m.deleted, m.updated_at))?;
     out.sort_by(|a, b| {
         a.created_at
             .cmp(&b.created_at)

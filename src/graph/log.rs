@@ -59,12 +59,15 @@ pub async fn pull(graphs: &Arc<Graphs>, graph: &str, since: u64) -> Result<Value
     .map_err(|e| e.to_string())
 }
 
-/// The graph's current `t`.
-pub async fn current_t(graphs: &Arc<Graphs>, graph: &str) -> Result<u64, String> {
+/// The graph's current `t` and reset epoch, from one snapshot.
+pub async fn position(graphs: &Arc<Graphs>, graph: &str) -> Result<(u64, u64), String> {
     let (store, graph) = (graphs.store.clone(), graph.to_string());
     tokio::task::spawn_blocking(move || {
         let txn = store.read_txn()?;
-        store.graph_t(&txn, &graph)
+        Ok::<_, crate::store::StoreError>((
+            store.graph_t(&txn, &graph)?,
+            store.graph_state(&txn, &graph)?.epoch,
+        ))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -83,7 +86,6 @@ fn reject(reason: &str) -> Value {
     json!({"type": "tx/reject", "reason": reason})
 }
 
-/// Applies a `tx/batch` message (or HTTP body) and returns the reply.
 /// A parsed `tx/batch`: `t-before` is valid; the txs' own problems are
 /// reported only after the stale check, as the seed orders them.
 #[derive(Debug, PartialEq, Eq)]
@@ -135,7 +137,7 @@ pub async fn tx_batch(
         Err(reason) => return reject(reason),
     };
     let t_before = request.t_before;
-    let Ok(current) = current_t(graphs, graph).await else {
+    let Ok((current, epoch)) = position(graphs, graph).await else {
         return json!({"type": "error", "message": "server error"});
     };
     if t_before != current {
@@ -145,7 +147,9 @@ pub async fn tx_batch(
         Ok(txs) => txs,
         Err(reason) => return reject(reason),
     };
-    let events = sign_txs(graphs, graph, txs, &origin).await;
+    let Some(events) = sign_txs(graphs, graph, txs, &origin, epoch).await else {
+        return json!({"type": "error", "message": "server error"});
+    };
     // Peers apply the same event size limit: a bigger tx would be stored
     // here and never replicate.
     if events
@@ -158,23 +162,18 @@ pub async fn tx_batch(
     if origin.socket.is_some() {
         graphs.hub.mark_local(ids.iter().copied());
     }
-    let (done, outcome) = tokio::sync::oneshot::channel();
-    graphs.writer.submit_graph_batch(
-        graph.to_string(),
-        t_before,
-        events,
-        Box::new(move |outcome: &WriteOutcome| {
-            let _ = done.send(outcome.clone());
-        }),
-    );
-    match outcome.await {
-        Ok(WriteOutcome::Graph(GraphBatchOutcome::Appended { t, .. })) => {
+    let outcome = graphs
+        .writer
+        .write_graph_batch(graph.to_string(), t_before, events)
+        .await;
+    match outcome {
+        WriteOutcome::Graph(GraphBatchOutcome::Appended { t, .. }) => {
             if let Some(socket) = origin.socket {
                 graphs.hub.changed(graph, t, Some(socket));
             }
             json!({"type": "tx/batch/ok", "t": t})
         }
-        Ok(WriteOutcome::Graph(GraphBatchOutcome::Stale { t })) => {
+        WriteOutcome::Graph(GraphBatchOutcome::Stale { t }) => {
             graphs.hub.unmark_local(ids);
             json!({"type": "tx/reject", "reason": "stale", "t": t})
         }
@@ -192,21 +191,16 @@ async fn sign_txs(
     graph: &str,
     txs: Vec<String>,
     origin: &Origin<'_>,
-) -> Vec<(Event, String)> {
-    let (key, store) = (graphs.node_key.clone(), graphs.store.clone());
-    let mut tags = vec![
+    epoch: u64,
+) -> Option<Vec<(Event, String)>> {
+    let key = graphs.node_key.clone();
+    let tags = vec![
         vec!["g".to_string(), graph.to_string()],
         vec!["author".to_string(), origin.user_id.to_string()],
         vec!["client".to_string(), origin.client_id.to_string()],
+        vec!["epoch".to_string(), epoch.to_string()],
     ];
-    let graph = graph.to_string();
     tokio::task::spawn_blocking(move || {
-        let epoch = store
-            .read_txn()
-            .and_then(|txn| store.graph_state(&txn, &graph))
-            .map(|s| s.epoch)
-            .unwrap_or(0);
-        tags.push(vec!["epoch".to_string(), epoch.to_string()]);
         let now = crate::event::now();
         txs.into_iter()
             .map(|tx| {
@@ -224,5 +218,5 @@ async fn sign_txs(
             .collect()
     })
     .await
-    .unwrap_or_default()
+    .ok()
 }

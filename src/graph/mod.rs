@@ -184,17 +184,8 @@ impl Graphs {
 
     /// Stores an event this node signed, through the writer.
     async fn store_event(&self, event: crate::event::Event) -> Result<(), GraphError> {
-        let json = event.to_json();
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        self.writer.submit(
-            event,
-            json,
-            Box::new(move |o: &crate::store::WriteOutcome| {
-                let _ = done.send(o.clone());
-            }),
-        );
-        match outcome.await {
-            Ok(crate::store::WriteOutcome::Stored { .. }) => Ok(()),
+        match self.writer.write(event).await {
+            crate::store::WriteOutcome::Stored { .. } => Ok(()),
             other => {
                 tracing::warn!(outcome = ?other, "graph index event not stored");
                 Err(SERVER_ERROR)

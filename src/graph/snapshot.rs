@@ -210,7 +210,7 @@ pub(super) async fn upload(
             Err(e) => return e.into_response(),
         }
     }
-    let name = format!("{}.snapshot", super::index::new_graph_id());
+    let name = format!("{}.snapshot", super::index::new_uuid());
     let record = AssetRecord {
         graph_id: graph.clone(),
         name: name.clone(),
@@ -219,7 +219,7 @@ pub(super) async fn upload(
         asset_type: "application/transit+json".into(),
         content_encoding: if gzip { "gzip".into() } else { String::new() },
         deleted: false,
-        updated_at: super::index::now_ms().max(reset_at + 1),
+        updated_at: crate::event::now_ms().max(reset_at + 1),
     };
     if let Err(e) = assets::publish(&graphs, &record).await {
         return e.into_response();

@@ -96,8 +96,8 @@ async fn handle(
             if let Some(client) = message.get("client").and_then(Value::as_str) {
                 *client_id = client.chars().take(256).collect();
             }
-            Some(match log::current_t(graphs, graph).await {
-                Ok(t) => json!({"type": "hello", "t": t}).to_string(),
+            Some(match log::position(graphs, graph).await {
+                Ok((t, _)) => json!({"type": "hello", "t": t}).to_string(),
                 Err(_) => error("server error"),
             })
         }

@@ -190,6 +190,37 @@ impl Store {
         Ok(accepted)
     }
 
+    /// Of the addressable events matching `filter`, whoever signed them,
+    /// one item per `d` tag: `parse` reads an item from an event (`None`
+    /// skips it) and the highest `rank` wins. Mesh nodes each sign their
+    /// own version of an address, so the newest is decided by content, not
+    /// by the NIP-01 coordinate.
+    pub fn newest_per_d<T, R: Ord>(
+        &self,
+        filter: &Filter,
+        parse: impl Fn(&Event) -> Option<T>,
+        rank: impl Fn(&T) -> R,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.read_txn()?;
+        let mut newest: std::collections::HashMap<String, T> = Default::default();
+        self.query(&txn, filter, u64::MAX, crate::event::now(), &mut |found| {
+            let Ok(event) = Event::from_json(found.json) else {
+                return Ok(true);
+            };
+            let Some(item) = parse(&event) else {
+                return Ok(true);
+            };
+            let better = newest
+                .get(event.d_tag())
+                .is_none_or(|held| rank(&item) > rank(held));
+            if better {
+                newest.insert(event.d_tag().to_string(), item);
+            }
+            Ok(true)
+        })?;
+        Ok(newest.into_values().collect())
+    }
+
     /// Streams every stored event in insertion order (for `export`).
     pub fn scan_all(
         &self,
