@@ -3,7 +3,13 @@
 //! verification rate of this machine on all cores, measured in the same run.
 //!
 //! `cargo bench --bench ingest` (full size) — `cargo test` runs a small smoke
-//! pass of the same code. Env: EVENTS (default 100000), CONNS (default 8).
+//! pass of the same code. Env: EVENTS (default 100000), CONNS (default 8),
+//! STORE_ONLY (print only the store-alone rows: the writer's cost without
+//! sockets, for quick comparisons).
+//!
+//! Besides the rates it prints where the CPU time of an event goes, per
+//! thread role (verify pool, writer, relay sockets, load generator), read
+//! from /proc for the ingest window only.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -112,12 +118,45 @@ async fn print_batch_sizes(ws_url: &str) {
     println!("writer batches: {}", lines.join("; "));
 }
 
-/// CPU seconds (user + system) this process used so far, from /proc.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU seconds (user + system) used so far by each thread role of this
+/// process, read from /proc: where an event's CPU time goes.
+fn cpu_by_role() -> std::collections::BTreeMap<&'static str, f64> {
+    let mut roles = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return roles;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map(|(_, n)| n).unwrap_or("");
+        let role = match name {
+            n if n.starts_with("verify") => "verify pool",
+            "writer" => "writer",
+            "fanout" => "fan-out",
+            "relay-rt" => "relay sockets (tokio)",
+            "loadgen" => "load generator",
+            _ => "other",
+        };
+        let fields: Vec<&str> = tail.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *roles.entry(role).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    roles
+}
+
+/// CPU seconds (user + system) of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
+        .rsplit_once(')')
+        .map(|(_, t)| t)
         .unwrap_or("")
         .split_whitespace()
         .collect();
@@ -130,6 +169,25 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The writer's share alone: the same events committed straight into a
+/// store in batches of `batch` (what the writer thread does under load),
+/// as CPU µs per event of the committing thread, fsync included.
+fn store_cpu_per_event(events: &[Event], batch: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = echorelay::store::Store::open(dir.path(), &common::store_options()).expect("store");
+    store.ensure_default_tree().expect("tree");
+    let verified: Vec<(&Event, String)> = events.iter().map(|e| (e, e.to_json())).collect();
+    let before = thread_cpu_seconds();
+    for chunk in verified.chunks(batch) {
+        let items: Vec<echorelay::store::BatchItem> = chunk
+            .iter()
+            .map(|(event, json)| echorelay::store::BatchItem::Insert { event, json })
+            .collect();
+        store.apply_batch(&items).expect("batch");
+    }
+    (thread_cpu_seconds() - before) * 1e6 / events.len() as f64
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full {
@@ -140,33 +198,58 @@ fn main() {
     let conns = env_or("CONNS", 8);
     let events = Arc::new(common::sign_all(n, |_| now()));
     let verify = verify_rate(&events);
+    for batch in [128, 512, 2048] {
+        println!(
+            "store alone, batches of {batch:>4}: {:>6.1} µs CPU per event",
+            store_cpu_per_event(&events, batch)
+        );
+    }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    if std::env::var("STORE_ONLY").is_ok() {
+        return;
+    }
+    // The relay and the load generator run on separate runtimes so that the
+    // CPU time of each can be told apart; they share the machine's cores.
+    let runtime = |name: &'static str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let (relay_rt, loadgen) = (runtime("relay-rt"), runtime("loadgen"));
     let run = |trees: bool| {
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let mut config = Config::default();
-            config.store.data_dir = dir.path().to_path_buf();
-            config.limits.events_per_second = 0;
-            config.negentropy.trees = trees;
-            let relay = common::start_relay(config).await;
-            let url = relay.url.clone();
-            let (cpu_before, wall) = (cpu_seconds(), Instant::now());
-            let rate = publish_all(&url, events.clone(), conns).await;
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2) as f64;
-            println!(
-                "CPU busy during ingest (relay + load generator): {:.0} % of {cores} cores",
-                100.0 * (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64() / cores
-            );
-            print_batch_sizes(&url).await;
-            relay.stop().await;
-            rate
-        })
+        println!("fingerprint trees {}:", if trees { "on" } else { "off" });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.store.data_dir = dir.path().to_path_buf();
+        config.limits.events_per_second = 0;
+        config.negentropy.trees = trees;
+        let relay = relay_rt.block_on(common::start_relay(config));
+        let url = relay.url.clone();
+        let (before, wall) = (cpu_by_role(), Instant::now());
+        let rate = loadgen.block_on(publish_all(&url, events.clone(), conns));
+        let elapsed = wall.elapsed().as_secs_f64();
+        let after = cpu_by_role();
+        let mut busy = 0.0;
+        for (role, secs) in &after {
+            let used = secs - before.get(role).copied().unwrap_or(0.0);
+            busy += used;
+            if used > 0.0 {
+                println!(
+                    "  {role:<24} {:>6.1} µs CPU per event",
+                    used * 1e6 / events.len() as f64
+                );
+            }
+        }
+        println!(
+            "  CPU busy during ingest: {:.0} % of {} cores",
+            100.0 * busy / elapsed / common::cores() as f64,
+            common::cores()
+        );
+        loadgen.block_on(print_batch_sizes(&url));
+        relay_rt.block_on(relay.stop());
+        rate
     };
     // Fingerprint-tree maintenance cost: the same load with trees off, then on.
     let without_trees = run(false);

@@ -16,6 +16,9 @@ use crate::store::{BatchItem, GraphBatchOutcome, Store, StoreError, WriteOutcome
 /// Called with the outcome of a write, after commit.
 pub type Reply = Box<dyn FnOnce(&WriteOutcome) + Send>;
 
+/// Called after commit with one outcome per event of a group, in order.
+pub type GroupReply = Box<dyn FnOnce(&[WriteOutcome]) + Send>;
+
 /// An event that is now durable (or ephemeral), on its way to subscribers.
 #[derive(Debug)]
 pub struct Committed {
@@ -29,10 +32,11 @@ pub struct Committed {
 pub type FanoutSender = flume::Sender<Vec<Arc<Committed>>>;
 
 enum Request {
-    Event {
-        event: Box<Event>,
-        json: String,
-        reply: Reply,
+    /// Verified events with their JSON, answered together: a connection's
+    /// burst of EVENTs costs one queue hop and one wake-up, not one each.
+    Events {
+        events: Vec<(Event, String)>,
+        reply: GroupReply,
     },
     Purge {
         reply: Reply,
@@ -102,22 +106,22 @@ impl WriterHandle {
     /// Queues a verified event; blocks while the inbox is full. `reply` is
     /// called after commit (or with an error outcome if the writer is gone).
     pub fn submit(&self, event: Event, json: String, reply: Reply) {
-        self.send(Request::Event {
-            event: Box::new(event),
-            json,
-            reply,
-        });
+        self.submit_group(
+            vec![(event, json)],
+            Box::new(move |outcomes| reply(outcomes.first().unwrap_or(&gone()))),
+        );
+    }
+
+    /// Queues verified events to be stored in one transaction with the rest
+    /// of the writer's batch; `reply` gets their outcomes in order.
+    pub fn submit_group(&self, events: Vec<(Event, String)>, reply: GroupReply) {
+        self.send(Request::Events { events, reply });
     }
 
     /// Queues a request; if the writer is gone, answers it at once.
     fn send(&self, request: Request) {
         if let Err(flume::SendError(request)) = self.tx.send(request) {
-            match request {
-                Request::Event { reply, .. }
-                | Request::GraphBatch { reply, .. }
-                | Request::Purge { reply } => reply(&gone()),
-                Request::Shutdown => {}
-            }
+            request.fail(&gone());
         }
     }
 
@@ -185,6 +189,25 @@ fn gone() -> WriteOutcome {
     WriteOutcome::Refused("error: relay is shutting down".into())
 }
 
+impl Request {
+    /// Answers every write of this request with `outcome`.
+    fn fail(self, outcome: &WriteOutcome) {
+        match self {
+            Request::Events { events, reply } => reply(&vec![outcome.clone(); events.len()]),
+            Request::GraphBatch { reply, .. } | Request::Purge { reply } => reply(outcome),
+            Request::Shutdown => {}
+        }
+    }
+
+    /// How many batch items this request contributes.
+    fn items(&self) -> usize {
+        match self {
+            Request::Events { events, .. } => events.len(),
+            _ => 1,
+        }
+    }
+}
+
 fn run(
     store: &Store,
     rx: &flume::Receiver<Request>,
@@ -205,10 +228,14 @@ fn run(
             }
             Err(flume::RecvTimeoutError::Disconnected) => return,
         };
+        let mut items = first.items();
         batch.push(first);
-        while batch.len() < max_batch {
+        while items < max_batch {
             match rx.try_recv() {
-                Ok(req) => batch.push(req),
+                Ok(req) => {
+                    items += req.items();
+                    batch.push(req);
+                }
                 Err(_) => break,
             }
         }
@@ -246,24 +273,28 @@ fn commit_batch(
     seen: &mut Option<Seen>,
 ) {
     let now = crate::event::now();
-    let items: Vec<BatchItem> = batch
-        .iter()
-        .filter_map(|r| match r {
-            Request::Event { event, json, .. } => Some(BatchItem::Insert { event, json }),
-            Request::Purge { .. } => Some(BatchItem::PurgeExpired { now }),
+    let mut items: Vec<BatchItem> = Vec::with_capacity(batch.len());
+    for request in &batch {
+        match request {
+            Request::Events { events, .. } => items.extend(
+                events
+                    .iter()
+                    .map(|(event, json)| BatchItem::Insert { event, json }),
+            ),
+            Request::Purge { .. } => items.push(BatchItem::PurgeExpired { now }),
             Request::GraphBatch {
                 graph,
                 t_before,
                 events,
                 ..
-            } => Some(BatchItem::GraphBatch {
+            } => items.push(BatchItem::GraphBatch {
                 graph,
                 t_before: *t_before,
                 events,
             }),
-            Request::Shutdown => None,
-        })
-        .collect();
+            Request::Shutdown => {}
+        }
+    }
     if items.is_empty() {
         return;
     }
@@ -281,12 +312,7 @@ fn commit_batch(
             };
             let failed = WriteOutcome::Refused(reason);
             for req in batch {
-                match req {
-                    Request::Event { reply, .. }
-                    | Request::Purge { reply }
-                    | Request::GraphBatch { reply, .. } => reply(&failed),
-                    Request::Shutdown => {}
-                }
+                req.fail(&failed);
             }
             return;
         }
@@ -296,20 +322,20 @@ fn commit_batch(
     let mut outcomes = outcomes.into_iter();
     for req in batch {
         match req {
-            Request::Event { event, json, reply } => {
-                let Some(outcome) = outcomes.next() else {
-                    break;
-                };
-                reply(&outcome);
-                if let WriteOutcome::Stored { seq } = outcome {
-                    metrics
-                        .events_stored
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    committed.push(Arc::new(Committed {
-                        seq: Some(seq),
-                        event: *event,
-                        json,
-                    }));
+            Request::Events { events, reply } => {
+                let mine: Vec<WriteOutcome> = outcomes.by_ref().take(events.len()).collect();
+                reply(&mine);
+                for ((event, json), outcome) in events.into_iter().zip(mine) {
+                    if let WriteOutcome::Stored { seq } = outcome {
+                        metrics
+                            .events_stored
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        committed.push(Arc::new(Committed {
+                            seq: Some(seq),
+                            event,
+                            json,
+                        }));
+                    }
                 }
             }
             Request::Purge { reply } => {

@@ -6,6 +6,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The benches measure the binary as shipped, with its allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use echorelay::event::{Event, Keys};
 use echorelay::store::{BatchItem, Store, StoreOptions};
 

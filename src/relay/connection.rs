@@ -11,21 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 
 use super::auth::AuthState;
 use super::client::Client;
+use super::ingest;
 use super::limits::ConnectionSlot;
 use super::messages::{self, ClientMessage};
 use super::neg_sessions::{self, NegSessions};
 use super::outbox::{Frame, Outbox};
 use super::subscriptions::Subscription;
 use super::Relay;
-use crate::event::{now, Event, KindClass};
+use crate::event::{now, Event};
 use crate::filter::{Filter, FilterError};
-use crate::store::{Stop, WriteOutcome};
-use crate::writer::Committed;
+use crate::store::Stop;
 
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -36,6 +36,16 @@ const CLOSE_TOO_BIG: u16 = 1009;
 struct Local {
     subs: HashSet<String>,
     neg: Arc<NegSessions>,
+    burst: ingest::Burst,
+}
+
+/// Most messages read in one burst before the burst's EVENTs are handed on.
+const READ_BURST: usize = 64;
+
+/// Whether the reader loop goes on after a message.
+enum Flow {
+    Continue,
+    Stop,
 }
 
 pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: ConnectionSlot) {
@@ -57,6 +67,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
     let mut local = Local {
         subs: HashSet::new(),
         neg: Arc::new(NegSessions::default()),
+        burst: ingest::Burst::default(),
     };
     relay.neg_directory.register(&client, &local.neg);
     let idle = Duration::from_secs(relay.config.negentropy.idle_timeout_secs.max(1));
@@ -65,21 +76,19 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
     let mut slow = false;
     loop {
         tokio::select! {
-            incoming = stream.next() => match incoming {
-                None | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(Message::Text(text))) => handle_text(&relay, &client, &mut local, text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => {
-                    client.outbox.send(messages::notice_msg("invalid: binary messages are not supported"));
+            incoming = stream.next() => {
+                let mut flow = on_message(&relay, &client, &mut local, incoming).await;
+                // Whatever the socket already holds joins this burst.
+                for _ in 1..READ_BURST {
+                    let Flow::Continue = flow else { break };
+                    let Some(incoming) = stream.next().now_or_never() else { break };
+                    flow = on_message(&relay, &client, &mut local, incoming).await;
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    if let Some(code) = close_code_for(e) {
-                        let reason = if code == CLOSE_TOO_BIG { "message too big" } else { "invalid UTF-8" };
-                        client.outbox.close(code, reason);
-                    }
+                ingest::flush(&relay, &client, &mut local.burst).await;
+                if let Flow::Stop = flow {
                     break;
                 }
-            },
+            }
             _ = idle_check.tick() => local.neg.expire_idle(&client, idle),
             _ = client.outbox.overflowed() => {
                 slow = true;
@@ -111,6 +120,37 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
     drop(slot);
 }
 
+/// Handles one read from the socket.
+async fn on_message(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    local: &mut Local,
+    incoming: Option<Result<Message, axum::Error>>,
+) -> Flow {
+    match incoming {
+        None | Some(Ok(Message::Close(_))) => return Flow::Stop,
+        Some(Ok(Message::Text(text))) => handle_text(relay, client, local, text.as_str()).await,
+        Some(Ok(Message::Binary(_))) => {
+            client.outbox.send(messages::notice_msg(
+                "invalid: binary messages are not supported",
+            ));
+        }
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            if let Some(code) = close_code_for(e) {
+                let reason = if code == CLOSE_TOO_BIG {
+                    "message too big"
+                } else {
+                    "invalid UTF-8"
+                };
+                client.outbox.close(code, reason);
+            }
+            return Flow::Stop;
+        }
+    }
+    Flow::Continue
+}
+
 /// Maps a socket read error to the close code it deserves, if any.
 fn close_code_for(err: axum::Error) -> Option<u16> {
     use tokio_tungstenite::tungstenite::Error as WsError;
@@ -131,17 +171,13 @@ async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Frame>,
 ) {
-    while let Some(mut frame) = rx.recv().await {
+    while let Some(frame) = rx.recv().await {
+        let mut next = Some(frame);
         let mut queued = 0;
-        loop {
-            match frame {
-                Frame::Text(text) => {
-                    let len = text.len();
-                    if sink.feed(Message::Text(text.into())).await.is_err() {
-                        return;
-                    }
-                    client.outbox.sent(len);
-                }
+        while let Some(frame) = next.take() {
+            let texts = match frame {
+                Frame::Text(text) => vec![text],
+                Frame::Texts(texts) => texts,
                 Frame::Close(code, reason) => {
                     let close = CloseFrame {
                         code,
@@ -151,19 +187,22 @@ async fn write_loop(
                     let _ = sink.close().await;
                     return;
                 }
-            }
-            queued += 1;
-            match rx.try_recv() {
-                Ok(next) if queued < FRAMES_PER_FLUSH => frame = next,
-                Ok(next) => {
-                    if sink.flush().await.is_err() {
-                        return;
-                    }
-                    queued = 0;
-                    frame = next;
+            };
+            for text in texts {
+                let len = text.len();
+                if sink.feed(Message::Text(text.into())).await.is_err() {
+                    return;
                 }
-                Err(_) => break,
+                client.outbox.sent(len);
+                queued += 1;
             }
+            if queued >= FRAMES_PER_FLUSH {
+                if sink.flush().await.is_err() {
+                    return;
+                }
+                queued = 0;
+            }
+            next = rx.try_recv().ok();
         }
         if sink.flush().await.is_err() {
             return;
@@ -189,7 +228,7 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
             };
             client.outbox.send(reply);
         }
-        Ok(ClientMessage::Event(raw)) => handle_event(relay, client, raw).await,
+        Ok(ClientMessage::Event(raw)) => ingest::admit(relay, client, &mut local.burst, raw),
         Ok(ClientMessage::Req { sub_id, filters }) => {
             handle_req(relay, client, local, sub_id, filters)
         }
@@ -222,121 +261,6 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
             local.neg.close(&sub_id);
         }
     }
-}
-
-/// Sends an OK false, or a NOTICE when the event id is unknown.
-fn refuse_event(relay: &Relay, client: &Client, id: Option<&str>, reason: &str) {
-    relay.metrics.reject(reason);
-    let reply = match id {
-        Some(id) => messages::ok(id, false, reason),
-        None => messages::notice_msg(reason),
-    };
-    client.outbox.send(reply);
-}
-
-async fn handle_event(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
-    if !relay.event_rate.check(client.ip) {
-        let id = messages::salvage_event_id(raw);
-        refuse_event(
-            relay,
-            client,
-            id.as_deref(),
-            "rate-limited: slow down, too many events",
-        );
-        return;
-    }
-    let event = match Event::from_raw(raw) {
-        Ok(event) => event,
-        Err(e) => {
-            let id = messages::salvage_event_id(raw);
-            refuse_event(relay, client, id.as_deref(), &e.to_string());
-            return;
-        }
-    };
-    let id_hex = event.id_hex();
-    if event.kind == super::auth::AUTH_KIND {
-        // NIP-42: auth events are never published or relayed.
-        refuse_event(
-            relay,
-            client,
-            Some(&id_hex),
-            "invalid: kind 22242 is only accepted in an AUTH message",
-        );
-        return;
-    }
-    if relay.config.auth.require_for_write && !client.auth.is_authenticated() {
-        refuse_event(
-            relay,
-            client,
-            Some(&id_hex),
-            "auth-required: this relay only accepts events from authenticated users",
-        );
-        return;
-    }
-    if crate::mesh::is_mesh_kind(event.kind) && !relay.read_policy.is_mesh_node(client) {
-        let reason = if client.auth.is_authenticated() {
-            "restricted: graph and echo events are accepted only from mesh nodes"
-        } else {
-            "auth-required: graph and echo events are accepted only from mesh nodes"
-        };
-        refuse_event(relay, client, Some(&id_hex), reason);
-        return;
-    }
-    if let Err(reason) = relay.write_policy.check(&event, raw.get().len(), now()) {
-        refuse_event(relay, client, Some(&id_hex), &reason);
-        return;
-    }
-    let job_relay = relay.clone();
-    let job_client = client.clone();
-    let queued = relay
-        .verify
-        .run(move || verify_and_write(&job_relay, job_client, event, id_hex))
-        .await;
-    if !queued {
-        client
-            .outbox
-            .send(messages::notice_msg("error: relay is shutting down"));
-    }
-}
-
-/// Runs on a verify thread: checks the signature, then hands the event to
-/// the writer (or, for ephemeral kinds, straight to the fan-out).
-fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, event: Event, id_hex: String) {
-    if let Err(e) = event.verify() {
-        refuse_event(relay, &client, Some(&id_hex), &e.to_string());
-        return;
-    }
-    let json = event.to_json();
-    if event.class() == KindClass::Ephemeral {
-        relay.metrics.events_ephemeral.fetch_add(1, Relaxed);
-        let _ = relay.fanout.send(vec![Arc::new(Committed {
-            seq: None,
-            event,
-            json,
-        })]);
-        client.outbox.send(messages::ok(&id_hex, true, ""));
-        return;
-    }
-    let metrics = relay.metrics.clone();
-    relay.writer.submit(
-        event,
-        json,
-        Box::new(move |outcome| {
-            let reply = match outcome {
-                WriteOutcome::Stored { .. } => messages::ok(&id_hex, true, ""),
-                WriteOutcome::Duplicate => {
-                    metrics.reject("duplicate:");
-                    messages::ok(&id_hex, true, "duplicate: already have this event")
-                }
-                WriteOutcome::Refused(reason) => {
-                    metrics.reject(reason);
-                    messages::ok(&id_hex, false, reason)
-                }
-                WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => return,
-            };
-            client.outbox.send(reply);
-        }),
-    );
 }
 
 async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {

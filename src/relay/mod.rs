@@ -1,12 +1,14 @@
 //! Nostr over WebSocket: the server, one task per connection, and the shared
 //! state they use. The data path for an EVENT reads top to bottom:
-//! `connection` (parse, limits, policy) → `verify` pool (id + signature) →
+//! `connection` (read bursts, parse, limits) → `ingest` (policy, then the
+//! `verify` pool for id + signature, in groups) →
 //! `writer` (one LMDB write transaction per batch) → OK + `subscriptions`
 //! fan-out.
 
 mod auth;
 mod client;
 mod connection;
+mod ingest;
 mod limits;
 pub mod messages;
 mod neg_sessions;

@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, Notify};
 /// What the socket writer task is asked to do.
 pub enum Frame {
     Text(String),
+    /// Several text frames queued at once (the OKs of one write group).
+    Texts(Vec<String>),
     /// Send a close frame with this code and reason, then stop.
     Close(u16, &'static str),
 }
@@ -38,10 +40,24 @@ impl Outbox {
     /// Queues a text frame. Returns false once the connection is over its
     /// budget (it is then being dropped) or gone.
     pub fn send(&self, text: String) -> bool {
+        self.reserve(text.len()) && self.tx.send(Frame::Text(text)).is_ok()
+    }
+
+    /// Queues several text frames with one wake-up of the socket writer.
+    pub fn send_all(&self, texts: Vec<String>) -> bool {
+        let len = texts.iter().map(String::len).sum();
+        match texts.len() {
+            0 => true,
+            _ => self.reserve(len) && self.tx.send(Frame::Texts(texts)).is_ok(),
+        }
+    }
+
+    /// Counts `len` bytes against the budget; false (and the connection
+    /// marked for dropping) when they do not fit.
+    fn reserve(&self, len: usize) -> bool {
         if self.overflowed.load(Ordering::Relaxed) {
             return false;
         }
-        let len = text.len();
         let before = self.pending.fetch_add(len, Ordering::Relaxed);
         if before + len > self.limit {
             self.pending.fetch_sub(len, Ordering::Relaxed);
@@ -49,7 +65,7 @@ impl Outbox {
             self.overflow.notify_one();
             return false;
         }
-        self.tx.send(Frame::Text(text)).is_ok()
+        true
     }
 
     /// Asks the writer task to close the socket after what is queued.
