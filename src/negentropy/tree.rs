@@ -412,6 +412,31 @@ impl TreeWriter {
         }
     }
 
+    /// The node to change, owned (moved out of the dirty set, or loaded):
+    /// no copy of a 4 KB node per level per insert. The caller puts it back
+    /// with [`TreeWriter::put_back`] if it turns out unchanged.
+    fn take(&mut self, txn: &RwTxn, id: u64) -> Result<(Node, bool), NegError> {
+        match self.dirty.remove(&id) {
+            Some(node) => Ok((node, true)),
+            None => Ok((load(&self.db, txn, self.tree, id)?, false)),
+        }
+    }
+
+    /// Returns an unchanged node taken with [`TreeWriter::take`].
+    fn put_back(&mut self, id: u64, node: Node, was_dirty: bool) {
+        if was_dirty {
+            self.dirty.insert(id, node);
+        }
+    }
+
+    /// The parent's entry for `child` after it changed.
+    fn summary_of(&self, child: u64) -> Result<Child, NegError> {
+        self.dirty
+            .get(&child)
+            .and_then(|n| n.summary(child))
+            .ok_or_else(|| corrupt("child"))
+    }
+
     fn alloc(&mut self) -> u64 {
         let id = self.next;
         self.next += 1;
@@ -449,30 +474,40 @@ impl TreeWriter {
         id: u64,
         item: Item,
     ) -> Result<(bool, Option<Child>), NegError> {
-        match self.node(txn, id)? {
-            Node::Leaf(mut items) => {
-                let Err(at) = items.binary_search(&item) else {
-                    return Ok((false, None));
+        match self.take(txn, id)? {
+            (Node::Leaf(mut items), was_dirty) => {
+                let at = match items.binary_search(&item) {
+                    Ok(_) => {
+                        self.put_back(id, Node::Leaf(items), was_dirty);
+                        return Ok((false, None));
+                    }
+                    Err(at) => at,
                 };
                 items.insert(at, item);
                 let split = (items.len() > LEAF_MAX).then(|| items.split_off(items.len() / 2));
                 self.dirty.insert(id, Node::Leaf(items));
                 Ok((true, self.place_split(split.map(Node::Leaf))))
             }
-            Node::Internal(mut children) => {
+            (Node::Internal(mut children), was_dirty) => {
                 let i = child_for(&children, &item);
                 let child = children[i].node;
                 let (inserted, split) = self.insert_rec(txn, child, item)?;
                 if !inserted {
+                    self.put_back(id, Node::Internal(children), was_dirty);
                     return Ok((false, None));
                 }
-                children[i] = self
-                    .dirty
-                    .get(&child)
-                    .and_then(|n| n.summary(child))
-                    .ok_or_else(|| corrupt("child"))?;
-                if let Some(right) = split {
-                    children.insert(i + 1, right);
+                match split {
+                    // One more item below: the entry changes by exactly it.
+                    None => {
+                        let entry = &mut children[i];
+                        entry.count += 1;
+                        entry.sum.add(&item.id);
+                        entry.first = entry.first.min(item);
+                    }
+                    Some(right) => {
+                        children[i] = self.summary_of(child)?;
+                        children.insert(i + 1, right);
+                    }
                 }
                 let split =
                     (children.len() > FANOUT_MAX).then(|| children.split_off(children.len() / 2));
@@ -517,9 +552,10 @@ impl TreeWriter {
     /// Removes under `id`; returns whether it was found and whether `id` is
     /// now empty (and was freed).
     fn remove_rec(&mut self, txn: &RwTxn, id: u64, item: Item) -> Result<(bool, bool), NegError> {
-        match self.node(txn, id)? {
-            Node::Leaf(mut items) => {
+        match self.take(txn, id)? {
+            (Node::Leaf(mut items), was_dirty) => {
                 let Ok(at) = items.binary_search(&item) else {
+                    self.put_back(id, Node::Leaf(items), was_dirty);
                     return Ok((false, false));
                 };
                 items.remove(at);
@@ -527,22 +563,19 @@ impl TreeWriter {
                 self.dirty.insert(id, Node::Leaf(items));
                 Ok((true, empty))
             }
-            Node::Internal(mut children) => {
+            (Node::Internal(mut children), was_dirty) => {
                 let i = child_for(&children, &item);
                 let child = children[i].node;
                 let (removed, empty) = self.remove_rec(txn, child, item)?;
                 if !removed {
+                    self.put_back(id, Node::Internal(children), was_dirty);
                     return Ok((false, false));
                 }
                 if empty {
                     self.free(child);
                     children.remove(i);
                 } else {
-                    children[i] = self
-                        .dirty
-                        .get(&child)
-                        .and_then(|n| n.summary(child))
-                        .ok_or_else(|| corrupt("child"))?;
+                    children[i] = self.summary_of(child)?;
                 }
                 let now_empty = children.is_empty();
                 self.dirty.insert(id, Node::Internal(children));

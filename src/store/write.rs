@@ -164,8 +164,14 @@ impl Store {
             expiration: event.expiration().unwrap_or(0),
         };
         let seq_bytes = schema::seq_key(seq);
-        d.events
-            .put(txn, &seq_bytes, &header.encode(json.as_bytes()))?;
+        // Sequence numbers only grow, so every event goes at the end:
+        // LMDB skips the search and fills pages completely.
+        d.events.put_with_flags(
+            txn,
+            heed::PutFlags::APPEND,
+            &seq_bytes,
+            &header.encode(json.as_bytes()),
+        )?;
         d.ids.put(txn, &event.id, &seq_bytes)?;
         for (db, key) in index_keys(&header, &event.tags, seq) {
             self.index(db).put(txn, &key, &[])?;
