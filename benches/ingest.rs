@@ -219,7 +219,7 @@ fn main() {
     // is measured before and after every ingest run and the best of them
     // counts: the ratio is never flattered by a slow baseline moment.
     let mut baselines = vec![verify_rate(&events)];
-    for batch in [128, 512, 2048] {
+    for batch in [128, 512, 2048, 8192] {
         println!(
             "store alone, batches of {batch:>4}: {:>6.1} µs CPU per event",
             store_cpu_per_event(&events, batch)

@@ -158,20 +158,23 @@ impl Event {
         })
     }
 
-    /// The NIP-01 id: sha256 of `[0, pubkey, created_at, kind, tags, content]`.
+    /// The NIP-01 id: sha256 of `[0, pubkey, created_at, kind, tags, content]`,
+    /// serialised straight into the hash (no intermediate buffer).
     pub fn compute_id(&self) -> [u8; 32] {
-        let pubkey = hex::encode(self.pubkey);
-        let canonical = (
-            0u8,
-            pubkey.as_str(),
-            self.created_at,
-            self.kind,
-            &self.tags,
-            &self.content,
-        );
-        // Serialising plain strings, integers and vectors cannot fail.
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        Sha256::digest(&bytes).into()
+        let mut hash = HashWriter(Sha256::new());
+        hash.0.update(b"[0,\"");
+        hash.0.update(hex_text(&self.pubkey, &mut [0; 64]));
+        hash.0.update(b"\",");
+        hash.0.update(self.created_at.to_string());
+        hash.0.update(b",");
+        hash.0.update(self.kind.to_string());
+        hash.0.update(b",");
+        // Serialising strings and vectors of strings into a hash cannot fail.
+        let _ = serde_json::to_writer(&mut hash, &self.tags);
+        hash.0.update(b",");
+        let _ = serde_json::to_writer(&mut hash, &self.content);
+        hash.0.update(b"]");
+        hash.0.finalize().into()
     }
 
     /// Checks the id and the Schnorr signature. CPU heavy (~30 µs): run it on
@@ -180,6 +183,35 @@ impl Event {
         if self.compute_id() != self.id {
             return Err(EventError::BadId);
         }
+        self.check_signature()
+    }
+
+    /// [`Event::verify`] and [`Event::to_json`] in one: the id is hashed from
+    /// the pieces of the JSON being built, so tags and content are
+    /// serialised once (the ingest path does both for every event).
+    pub fn verified_json(&self) -> Result<String, EventError> {
+        let (json, at) = self.render();
+        let piece = |range: &std::ops::Range<usize>| json.as_bytes().get(range.clone());
+        let mut hash = Sha256::new();
+        hash.update(b"[0,");
+        for (i, range) in [&at.pubkey, &at.created_at, &at.kind, &at.tags, &at.content]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                hash.update(b",");
+            }
+            hash.update(piece(range).ok_or(EventError::BadId)?);
+        }
+        hash.update(b"]");
+        if <[u8; 32]>::from(hash.finalize()) != self.id {
+            return Err(EventError::BadId);
+        }
+        self.check_signature()?;
+        Ok(json)
+    }
+
+    fn check_signature(&self) -> Result<(), EventError> {
         let key = parsed_pubkey(&self.pubkey).ok_or(EventError::BadSignature)?;
         let sig = schnorr::Signature::from_byte_array(self.sig);
         SECP.verify_schnorr(&sig, &self.id, &key)
@@ -188,24 +220,54 @@ impl Event {
 
     /// The JSON we store and serve, fields in NIP-01 order.
     pub fn to_json(&self) -> String {
+        self.render().0
+    }
+
+    /// Renders the JSON and notes where the values the id covers lie in it.
+    fn render(&self) -> (String, Rendered) {
         let mut out = String::with_capacity(320 + self.content.len());
-        out.push_str("{\"id\":\"");
-        out.push_str(&hex::encode(self.id));
-        out.push_str("\",\"pubkey\":\"");
-        out.push_str(&hex::encode(self.pubkey));
-        out.push_str("\",\"created_at\":");
-        out.push_str(&self.created_at.to_string());
-        out.push_str(",\"kind\":");
-        out.push_str(&self.kind.to_string());
-        out.push_str(",\"tags\":");
-        // Serialising strings and vectors of strings cannot fail.
-        out.push_str(&serde_json::to_string(&self.tags).unwrap_or_default());
-        out.push_str(",\"content\":");
-        out.push_str(&serde_json::to_string(&self.content).unwrap_or_default());
-        out.push_str(",\"sig\":\"");
-        out.push_str(&hex::encode(self.sig));
-        out.push_str("\"}");
-        out
+        let mut hex = [0u8; 128];
+        let push = |out: &mut String, text: &str| {
+            let start = out.len();
+            out.push_str(text);
+            start..out.len()
+        };
+        push(&mut out, "{\"id\":\"");
+        push(&mut out, hex_text(&self.id, &mut hex));
+        push(&mut out, "\",\"pubkey\":");
+        let pubkey_start = out.len();
+        push(&mut out, "\"");
+        push(&mut out, hex_text(&self.pubkey, &mut hex));
+        push(&mut out, "\"");
+        let pubkey = pubkey_start..out.len();
+        push(&mut out, ",\"created_at\":");
+        let created_at = push(&mut out, &self.created_at.to_string());
+        push(&mut out, ",\"kind\":");
+        let kind = push(&mut out, &self.kind.to_string());
+        push(&mut out, ",\"tags\":");
+        // Strings and vectors of strings always serialise.
+        let tags = push(
+            &mut out,
+            &serde_json::to_string(&self.tags).unwrap_or_default(),
+        );
+        push(&mut out, ",\"content\":");
+        let content = push(
+            &mut out,
+            &serde_json::to_string(&self.content).unwrap_or_default(),
+        );
+        push(&mut out, ",\"sig\":\"");
+        push(&mut out, hex_text(&self.sig, &mut hex));
+        push(&mut out, "\"}");
+        (
+            out,
+            Rendered {
+                pubkey,
+                created_at,
+                kind,
+                tags,
+                content,
+            },
+        )
     }
 
     pub fn id_hex(&self) -> String {
@@ -249,6 +311,38 @@ impl Event {
             pubkey: self.pubkey,
             d,
         })
+    }
+}
+
+/// Where the values covered by the id lie in an event's rendered JSON.
+struct Rendered {
+    /// The pubkey with its quotes.
+    pubkey: std::ops::Range<usize>,
+    created_at: std::ops::Range<usize>,
+    kind: std::ops::Range<usize>,
+    tags: std::ops::Range<usize>,
+    content: std::ops::Range<usize>,
+}
+
+/// Lowercase hex of `bytes` in `buf` (which holds twice as many bytes).
+fn hex_text<'b>(bytes: &[u8], buf: &'b mut [u8]) -> &'b str {
+    let out = &mut buf[..bytes.len() * 2];
+    // The buffer is sized by the caller to exactly twice the input.
+    let _ = hex::encode_to_slice(bytes, out);
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// Feeds serde_json's output straight into a hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -399,6 +493,39 @@ mod tests {
         let mut bad = ev.clone();
         bad.sig[5] ^= 1;
         assert_eq!(bad.verify(), Err(EventError::BadSignature));
+    }
+
+    #[test]
+    fn verified_json_agrees_with_verify_and_to_json() {
+        let keys = Keys::generate();
+        let contents = [
+            "",
+            "plain",
+            "quote \" slash \\ nl \n tab \t",
+            "\u{1}\u{1f}\u{7f}",
+            "é ✓ 🎉",
+        ];
+        for (i, content) in contents.iter().enumerate() {
+            let tags = vec![
+                vec!["e".into(), "a".repeat(i)],
+                vec!["t".into(), content.to_string(), String::new()],
+            ];
+            let ev = keys.sign(
+                1_700_000_000 + i as u64,
+                30_000 + i as u16,
+                tags,
+                content.to_string(),
+            );
+            assert_eq!(ev.verified_json(), Ok(ev.to_json()));
+            assert_eq!(ev.verify(), Ok(()));
+            let mut bad = ev.clone();
+            bad.tags[0][1].push('x');
+            assert_eq!(bad.verified_json(), Err(EventError::BadId));
+            assert_eq!(bad.verify(), Err(EventError::BadId));
+            let mut bad = ev.clone();
+            bad.sig[0] ^= 1;
+            assert_eq!(bad.verified_json(), Err(EventError::BadSignature));
+        }
     }
 
     #[test]

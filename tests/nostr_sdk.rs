@@ -96,3 +96,46 @@ async fn nostr_sdk_publish_fetch_and_subscribe() {
     client.shutdown().await;
     relay.stop().await;
 }
+
+/// Our id check serialises the canonical array itself: events that another
+/// implementation signed over awkward strings (control characters, quotes,
+/// backslashes, non-ASCII, U+2028) must be accepted and come back equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_events_with_awkward_strings_are_accepted() {
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let client = Client::new();
+    client.add_relay(relay.url.as_str()).await.unwrap();
+    client.connect().and_wait(Duration::from_secs(5)).await;
+    let awkward = [
+        "\u{1}\u{1f}\u{7f} ctrl",
+        "quote \" backslash \\ slash /",
+        "nl \n cr \r tab \t bs \u{8} ff \u{c}",
+        "é ✓ 🎉 \u{2028}\u{2029}",
+        "",
+    ];
+    let mut sent = Vec::new();
+    for (i, text) in awkward.iter().enumerate() {
+        let event = EventBuilder::new(Kind::TextNote, *text)
+            .tag(Tag::hashtag("awkward"))
+            .tag(Tag::parse(["x", text, ""]).unwrap())
+            .custom_created_at(Timestamp::from(Timestamp::now().as_secs() - 10 + i as u64))
+            .finalize(&keys)
+            .unwrap();
+        let out = client.send_event(&event).await.unwrap();
+        assert_eq!(out.success.len(), 1, "refused {text:?}: {:?}", out.failed);
+        sent.push(event);
+    }
+    let back = client
+        .fetch_events(Filter::new().author(keys.public_key()).hashtag("awkward"))
+        .timeout(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(back.len(), sent.len());
+    for event in &sent {
+        let got = back.iter().find(|e| e.id == event.id).expect("stored");
+        assert_eq!(got.content, event.content);
+        assert_eq!(got.tags, event.tags);
+        got.verify().expect("served events still verify");
+    }
+}

@@ -75,11 +75,13 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
         };
         let (writer, tally) = (writer.handle(), tally.clone());
         verify.handle().run_blocking(move || {
-            if let Err(e) = event.verify() {
-                report(&tally.invalid, line_no, &e.to_string());
-                return;
-            }
-            let json = event.to_json();
+            let json = match event.verified_json() {
+                Ok(json) => json,
+                Err(e) => {
+                    report(&tally.invalid, line_no, &e.to_string());
+                    return;
+                }
+            };
             writer.submit(
                 event,
                 json,

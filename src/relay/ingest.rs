@@ -118,11 +118,13 @@ fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, events: Vec<(Event,
     let mut to_store = Vec::with_capacity(events.len());
     let mut stored_ids = Vec::with_capacity(events.len());
     for (event, id_hex) in events {
-        if let Err(e) = event.verify() {
-            replies.push(refusal(relay, Some(&id_hex), &e.to_string()));
-            continue;
-        }
-        let json = event.to_json();
+        let json = match event.verified_json() {
+            Ok(json) => json,
+            Err(e) => {
+                replies.push(refusal(relay, Some(&id_hex), &e.to_string()));
+                continue;
+            }
+        };
         if event.class() == KindClass::Ephemeral {
             relay.metrics.events_ephemeral.fetch_add(1, Relaxed);
             ephemeral.push(Arc::new(Committed {

@@ -478,18 +478,20 @@ pub(super) async fn ingest(
     local
         .verify
         .run(move || {
-            if let Err(e) = event.verify() {
-                let reason = e.to_string();
-                done(
-                    id,
-                    Ingested::Refused {
-                        reason,
-                        remember: false,
-                    },
-                );
-                return;
-            }
-            let json = event.to_json();
+            let json = match event.verified_json() {
+                Ok(json) => json,
+                Err(e) => {
+                    let reason = e.to_string();
+                    done(
+                        id,
+                        Ingested::Refused {
+                            reason,
+                            remember: false,
+                        },
+                    );
+                    return;
+                }
+            };
             let on_commit = move |outcome: &WriteOutcome| match outcome {
                 WriteOutcome::Stored { .. } | WriteOutcome::Duplicate => done(id, Ingested::Stored),
                 WriteOutcome::Refused(reason) => {
