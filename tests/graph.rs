@@ -228,6 +228,21 @@ async fn graph_index_and_auth() {
         status, 401,
         "a NIP-98 event for GET does not authorise a POST"
     );
+    let elsewhere = keys.sign(
+        echorelay::event::now(),
+        27235,
+        vec![
+            vec!["u".into(), "http://elsewhere.example/graphs".into()],
+            vec!["method".into(), "GET".into()],
+        ],
+        String::new(),
+    );
+    let elsewhere = format!(
+        "Nostr {}",
+        base64::engine::general_purpose::STANDARD.encode(elsewhere.to_json())
+    );
+    let (status, _, body) = http_get(addr, "/graphs", &[("Authorization", &elsewhere)]).await;
+    assert_eq!(status, 401, "an auth event made for another host: {body}");
 
     // Deletion: only the owner's side; afterwards the graph is gone.
     let path = format!("/graphs/{graph}");

@@ -1,8 +1,9 @@
 //! NIP-98 HTTP auth: `Authorization: Nostr <base64 event>` where the event
 //! is kind 27235, signed, created within a minute of now, and names this
-//! request's URL (`u`) and method (`method`). The URL is compared by path
-//! and query, since behind a proxy the host the client used is not ours to
-//! know.
+//! request's URL (`u`) and method (`method`). The URL's path and query must
+//! equal the request's, and its host the one the client addressed (the
+//! `X-Forwarded-Host` a proxy passes on, else `Host`; default ports aside):
+//! an auth event made for another server does not open this one.
 
 use base64::Engine;
 
@@ -17,7 +18,14 @@ const MAX_HEADER: usize = 16 * 1024;
 
 /// Checks an encoded auth event for this request; returns the signer's
 /// hex pubkey.
-pub fn check(encoded: &str, method: &str, path_and_query: &str) -> Result<String, String> {
+/// `host` is the authority the request was sent to, when the request names
+/// one.
+pub fn check(
+    encoded: &str,
+    method: &str,
+    path_and_query: &str,
+    host: Option<&str>,
+) -> Result<String, String> {
     if encoded.len() > MAX_HEADER {
         return Err("header too large".into());
     }
@@ -37,6 +45,11 @@ pub fn check(encoded: &str, method: &str, path_and_query: &str) -> Result<String
     if path_of(url) != path_and_query {
         return Err("u tag does not match the request URL".into());
     }
+    if let Some(host) = host {
+        if !same_host(url, host) {
+            return Err("u tag names another host".into());
+        }
+    }
     let tagged = event
         .tag_values("method")
         .next()
@@ -45,6 +58,25 @@ pub fn check(encoded: &str, method: &str, path_and_query: &str) -> Result<String
         return Err("method tag does not match the request".into());
     }
     Ok(hex::encode(event.pubkey))
+}
+
+/// Whether the authority of `url` is `host`, ignoring case and the
+/// scheme's default port.
+fn same_host(url: &str, host: &str) -> bool {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" | "wss" => ":443",
+        _ => ":80",
+    };
+    let normal = |a: &str| {
+        let a = a.trim().to_ascii_lowercase();
+        match a.strip_suffix(default_port) {
+            Some(bare) => bare.to_string(),
+            None => a,
+        }
+    };
+    normal(authority) == normal(host)
 }
 
 /// The path and query of an absolute URL (`/` when it has no path).
@@ -79,16 +111,29 @@ mod tests {
     fn accepts_the_right_request_only() {
         let keys = Keys::generate();
         let good = header(&keys, "https://node.example/graphs?x=1", "GET", now());
-        assert_eq!(
-            check(&good, Method::GET.as_str(), "/graphs?x=1"),
-            Ok(hex::encode(keys.public_key()))
-        );
-        assert!(check(&good, Method::POST.as_str(), "/graphs?x=1").is_err());
-        assert!(check(&good, Method::GET.as_str(), "/graphs").is_err());
+        let me = Ok(hex::encode(keys.public_key()));
+        let host = Some("node.example");
+        assert_eq!(check(&good, Method::GET.as_str(), "/graphs?x=1", host), me);
+        assert_eq!(check(&good, Method::GET.as_str(), "/graphs?x=1", None), me);
+        for other in ["NODE.example:443", "node.example:443"] {
+            assert_eq!(
+                check(&good, Method::GET.as_str(), "/graphs?x=1", Some(other)),
+                me
+            );
+        }
+        for other in ["evil.example", "node.example:8443", "node.example.evil"] {
+            assert_eq!(
+                check(&good, Method::GET.as_str(), "/graphs?x=1", Some(other)),
+                Err("u tag names another host".into()),
+                "{other}"
+            );
+        }
+        assert!(check(&good, Method::POST.as_str(), "/graphs?x=1", host).is_err());
+        assert!(check(&good, Method::GET.as_str(), "/graphs", host).is_err());
         let old = header(&keys, "https://node.example/graphs", "GET", now() - 3600);
-        assert!(check(&old, Method::GET.as_str(), "/graphs").is_err());
-        assert!(check("%%%", Method::GET.as_str(), "/graphs").is_err());
+        assert!(check(&old, Method::GET.as_str(), "/graphs", host).is_err());
+        assert!(check("%%%", Method::GET.as_str(), "/graphs", host).is_err());
         let not_json = base64::engine::general_purpose::STANDARD.encode("{}");
-        assert!(check(&not_json, Method::GET.as_str(), "/graphs").is_err());
+        assert!(check(&not_json, Method::GET.as_str(), "/graphs", host).is_err());
     }
 }
