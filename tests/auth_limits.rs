@@ -239,3 +239,56 @@ async fn slow_reader_is_dropped_others_unaffected() {
     assert!(dropped, "the slow reader was never dropped");
     relay.stop().await;
 }
+
+/// A client that pipelines queries faster than they run gets refusals, not
+/// an ever-growing queue: every COUNT is answered exactly once, some with
+/// `rate-limited:`, and the connection keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_in_flight_are_bounded_per_connection() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let relay = TestRelay::start_with(|c| {
+        c.limits.max_subscriptions = 2;
+        c.limits.reqs_per_second = 0;
+        c.server.query_threads = 1;
+    })
+    .await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    for i in 0..20 {
+        c.publish_ok(&note(&keys, &format!("n{i}"))).await;
+    }
+    const SENT: usize = 50;
+    for i in 0..SENT {
+        let count = json!(["COUNT", format!("c{i}"), {"kinds": [1]}]).to_string();
+        c.ws.feed(Message::Text(count.into())).await.unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    let (mut counted, mut refused) = (std::collections::HashSet::new(), 0);
+    for _ in 0..SENT {
+        let reply = c.recv().await;
+        let id = reply[1].as_str().unwrap().to_string();
+        match reply[0].as_str() {
+            Some("COUNT") => {
+                assert_eq!(reply[2]["count"], 20, "{reply}");
+                assert!(counted.insert(id), "answered twice: {reply}");
+            }
+            Some("CLOSED") => {
+                assert_eq!(
+                    reply[2],
+                    "rate-limited: too many queries in flight on this connection"
+                );
+                refused += 1;
+            }
+            _ => panic!("unexpected {reply}"),
+        }
+    }
+    assert_eq!(counted.len() + refused, SENT);
+    assert!(refused > 0, "50 pipelined COUNTs with 2 allowed in flight");
+    assert!(!counted.is_empty());
+    // Nothing further is pending, and the connection still answers.
+    let reply = c.ask(json!(["COUNT", "after", {"kinds": [1]}])).await;
+    assert_eq!(reply, json!(["COUNT", "after", {"count": 20}]));
+    relay.stop().await;
+}

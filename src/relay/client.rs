@@ -3,6 +3,9 @@
 //! running queries and the fan-out thread.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::AuthState;
 use super::outbox::Outbox;
@@ -12,4 +15,20 @@ pub struct Client {
     pub ip: IpAddr,
     pub outbox: Outbox,
     pub auth: AuthState,
+    /// Queries (REQ, COUNT, NEG-OPEN, NEG-MSG) queued or running for this
+    /// client: each waits for a query-pool slot as a task, and a client
+    /// that sends them faster than they run must not grow that queue
+    /// without bound.
+    pub queries: Arc<Semaphore>,
+}
+
+/// The refusal when a client has too many queries in flight.
+pub const TOO_MANY_QUERIES: &str = "rate-limited: too many queries in flight on this connection";
+
+impl Client {
+    /// A slot for one more query, held until it is answered; `None` when
+    /// the client already has its limit in flight.
+    pub fn query_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.queries.clone().try_acquire_owned().ok()
+    }
 }

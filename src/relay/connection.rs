@@ -15,7 +15,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 
 use super::auth::AuthState;
-use super::client::Client;
+use super::client::{Client, TOO_MANY_QUERIES};
 use super::ingest;
 use super::limits::ConnectionSlot;
 use super::messages::{self, ClientMessage};
@@ -55,6 +55,10 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: Connect
         ip,
         outbox,
         auth: AuthState::new(),
+        // As many queries in flight as subscriptions may be open.
+        queries: Arc::new(tokio::sync::Semaphore::new(
+            relay.config.limits.max_subscriptions.max(1),
+        )),
     });
     relay.metrics.connections_open.fetch_add(1, Relaxed);
     relay.metrics.connections_total.fetch_add(1, Relaxed);
@@ -348,6 +352,12 @@ fn handle_req(
     let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
         return;
     };
+    let Some(permit) = client.query_permit() else {
+        client
+            .outbox
+            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
+        return;
+    };
     if !local.subs.contains(&sub_id) && local.subs.len() >= relay.config.limits.max_subscriptions {
         let reason = format!(
             "blocked: too many subscriptions (max {})",
@@ -362,6 +372,7 @@ fn handle_req(
     relay.registry.insert(sub.clone());
     let relay = relay.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let query_sub = sub.clone();
         let done = on_query_pool(&relay, move |relay| run_req(relay, &query_sub)).await;
         if !matches!(done, Some(Ok(()))) {
@@ -426,9 +437,16 @@ fn handle_count(
     let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
         return;
     };
+    let Some(permit) = client.query_permit() else {
+        client
+            .outbox
+            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
+        return;
+    };
     let relay = relay.clone();
     let client = client.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let query_client = client.clone();
         let result =
             on_query_pool(&relay, move |relay| count(relay, &query_client, &filters)).await;

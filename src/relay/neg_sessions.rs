@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
-use super::client::Client;
+use super::client::{Client, TOO_MANY_QUERIES};
 use super::messages::json_string;
 use super::Relay;
 use crate::event::now;
@@ -222,6 +222,12 @@ pub fn handle_open(
         ));
         return;
     };
+    let Some(permit) = client.query_permit() else {
+        // NEG-ERR ends the session for the client; it ends here too.
+        sessions.close(&sub_id);
+        client.outbox.send(neg_err(&sub_id, TOO_MANY_QUERIES));
+        return;
+    };
     let generation = sessions.generations.fetch_add(1, Relaxed);
     {
         let mut map = sessions.sessions.lock();
@@ -247,6 +253,7 @@ pub fn handle_open(
     }
     let (relay, client, sessions) = (relay.clone(), client.clone(), sessions.clone());
     tokio::spawn(async move {
+        let _permit = permit;
         let cap = relay.config.negentropy.max_sync_events;
         let frame_limit = relay.config.negentropy.frame_size_limit;
         let job_client = client.clone();
@@ -407,8 +414,15 @@ pub fn handle_msg(
         ));
         return;
     };
+    let Some(permit) = client.query_permit() else {
+        // NEG-ERR ends the session for the client; it ends here too.
+        sessions.close(&sub_id);
+        client.outbox.send(neg_err(&sub_id, TOO_MANY_QUERIES));
+        return;
+    };
     let (relay, client, sessions) = (relay.clone(), client.clone(), sessions.clone());
     tokio::spawn(async move {
+        let _permit = permit;
         let frame_limit = relay.config.negentropy.frame_size_limit;
         let result = super::connection::on_query_pool(&relay, move |relay| {
             respond(relay, &storage, &query, frame_limit)
