@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::ingest::{ingest_group, Done, Ingested, GROUP};
 use super::peer::PeerSocket;
 use crate::event::{now, Event, Keys};
 use crate::filter::Filter;
 use crate::negentropy::{Diff, Item, NegError, Negentropy, Storage, VectorStorage};
 use crate::relay::policy::WritePolicy;
-use crate::store::{Store, TreeWindow, WriteOutcome};
+use crate::store::{Store, TreeWindow};
 use crate::verify::VerifyHandle;
 use crate::writer::WriterHandle;
 
@@ -363,6 +364,21 @@ async fn fetch(
     let stored = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let remembered: Arc<parking_lot::Mutex<RefusedList>> = Default::default();
+    let done: Done = {
+        let (stored, refused, remembered) = (stored.clone(), refused.clone(), remembered.clone());
+        Arc::new(move |id, outcome| match outcome {
+            Ingested::Stored => {
+                stored.fetch_add(1, Relaxed);
+            }
+            Ingested::Refused { reason, remember } => {
+                refused.fetch_add(1, Relaxed);
+                if remember {
+                    remembered.lock().push((id, reason));
+                }
+            }
+        })
+    };
+    let mut group: Vec<(Event, usize)> = Vec::with_capacity(GROUP);
     let mut pending_writes = Vec::new();
     let mut next_sub = 0u64;
     loop {
@@ -387,29 +403,14 @@ async fn fetch(
                 let Some(asked) = in_flight.get_mut(&sub) else {
                     continue;
                 };
-                let event = msg.get(2).map(|v| Event::from_json(&v.to_string()));
-                match event {
-                    Some(Ok(event)) if asked.remove(&event.id) => {
-                        let json_len = msg.get(2).map(|v| v.to_string().len()).unwrap_or(0);
-                        let (stored, refused, remembered) =
-                            (stored.clone(), refused.clone(), remembered.clone());
-                        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-                        pending_writes.push(done_rx);
-                        ingest(local, event, json_len, move |id, outcome| {
-                            match outcome {
-                                Ingested::Stored => {
-                                    stored.fetch_add(1, Relaxed);
-                                }
-                                Ingested::Refused { reason, remember } => {
-                                    refused.fetch_add(1, Relaxed);
-                                    if remember {
-                                        remembered.lock().push((id, reason));
-                                    }
-                                }
-                            }
-                            let _ = done_tx.send(());
-                        })
-                        .await;
+                let text = msg.get(2).map(Value::to_string).unwrap_or_default();
+                match Event::from_json(&text) {
+                    Ok(event) if asked.remove(&event.id) => {
+                        group.push((event, text.len()));
+                        if group.len() >= GROUP {
+                            let full = std::mem::replace(&mut group, Vec::with_capacity(GROUP));
+                            pending_writes.push(ingest_group(local, full, done.clone()).await);
+                        }
                     }
                     _ => {
                         refused.fetch_add(1, Relaxed);
@@ -420,14 +421,21 @@ async fn fetch(
                 if in_flight.remove(&sub).is_some() && kind == "EOSE" {
                     peer.send(json!(["CLOSE", sub])).await?;
                 }
+                if !group.is_empty() {
+                    let part = std::mem::take(&mut group);
+                    pending_writes.push(ingest_group(local, part, done.clone()).await);
+                }
                 state.fetched_count = stored.load(Relaxed);
                 progress(state);
             }
             _ => {}
         }
     }
-    for done in pending_writes {
-        let _ = done.await;
+    if !group.is_empty() {
+        pending_writes.push(ingest_group(local, group, done.clone()).await);
+    }
+    for written in pending_writes {
+        let _ = written.await;
     }
     let refused_ids = std::mem::take(&mut *remembered.lock());
     let store = local.store.clone();
@@ -439,79 +447,6 @@ async fn fetch(
     state.fetched_count = report.fetched;
     progress(state);
     Ok(())
-}
-
-/// What became of an event a peer sent us.
-pub(super) enum Ingested {
-    /// Stored now or already present.
-    Stored,
-    /// Refused; `remember` when the same event would be refused again (our
-    /// policy, a deletion, a newer version), so later runs skip it.
-    Refused { reason: String, remember: bool },
-}
-
-/// Takes an event from a peer the way the relay takes a client's: write
-/// policy, then id and signature on the verify pool, then the writer.
-/// `done` runs once the outcome is known (after commit when stored).
-pub(super) async fn ingest(
-    local: &Local,
-    event: Event,
-    json_len: usize,
-    done: impl FnOnce([u8; 32], Ingested) + Send + 'static,
-) {
-    let id = event.id;
-    if let Some(Err(reason)) = local
-        .policy
-        .as_ref()
-        .map(|p| p.check(&event, json_len, now()))
-    {
-        done(
-            id,
-            Ingested::Refused {
-                reason,
-                remember: true,
-            },
-        );
-        return;
-    }
-    let writer = local.writer.clone();
-    local
-        .verify
-        .run(move || {
-            let json = match event.verified_json() {
-                Ok(json) => json,
-                Err(e) => {
-                    let reason = e.to_string();
-                    done(
-                        id,
-                        Ingested::Refused {
-                            reason,
-                            remember: false,
-                        },
-                    );
-                    return;
-                }
-            };
-            let on_commit = move |outcome: &WriteOutcome| match outcome {
-                WriteOutcome::Stored { .. } | WriteOutcome::Duplicate => done(id, Ingested::Stored),
-                WriteOutcome::Refused(reason) => {
-                    // Deleted here, or an older version of an address we
-                    // hold: the peer would offer it on every run.
-                    let remember =
-                        reason.starts_with("blocked:") || reason.starts_with("duplicate:");
-                    done(
-                        id,
-                        Ingested::Refused {
-                            reason: reason.clone(),
-                            remember,
-                        },
-                    );
-                }
-                WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => done(id, Ingested::Stored),
-            };
-            writer.submit(event, json, Box::new(on_commit));
-        })
-        .await;
 }
 
 /// Sends `have` as EVENTs with a bounded window, reading every OK.

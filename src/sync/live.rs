@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::client::{ingest, Direction, Ingested, Local, SyncError};
+use super::client::{Direction, Local, SyncError};
+use super::ingest::{ingest_group, Done, Ingested};
 use super::peer::PeerSocket;
 use crate::event::{now, Event};
 use crate::filter::Filter;
@@ -168,7 +169,7 @@ async fn receive(link: &LiveLink, msg: &[Value], from_peer: &mut RecentIds) {
     };
     from_peer.insert(event.id);
     let url = link.url.clone();
-    ingest(&link.local, event, text.len(), move |id, outcome| {
+    let done: Done = Arc::new(move |id, outcome| {
         if let Ingested::Refused { reason, .. } = outcome {
             tracing::debug!(
                 peer = url,
@@ -177,8 +178,9 @@ async fn receive(link: &LiveLink, msg: &[Value], from_peer: &mut RecentIds) {
                 "live event refused"
             );
         }
-    })
-    .await;
+    });
+    // Live events arrive one at a time; nothing waits for their commit.
+    drop(ingest_group(&link.local, vec![(event, text.len())], done).await);
 }
 
 /// A bounded memory of ids, oldest forgotten first.

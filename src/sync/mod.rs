@@ -1,10 +1,12 @@
 //! Relay-to-relay sync: a run reconciles with a peer over NIP-77 and then
 //! transfers the difference in either direction (`client.rs`); `serve` runs
 //! runs on a schedule for every configured peer (`scheduler.rs`) and keeps
-//! live links to peers configured with `live` (`live.rs`); `peer.rs` is the
-//! WebSocket to a peer, NIP-42 included.
+//! live links to peers configured with `live` (`live.rs`); `ingest.rs` stores
+//! what peers send, in groups; `peer.rs` is the WebSocket to a peer, NIP-42
+//! included.
 
 mod client;
+mod ingest;
 mod live;
 mod peer;
 mod scheduler;
