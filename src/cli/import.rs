@@ -59,6 +59,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let mut lines = 0u64;
+    let mut group: Vec<(Event, u64)> = Vec::with_capacity(GROUP);
     for (index, line) in input.lines().enumerate() {
         let line = line.context("cannot read the input")?;
         let line_no = index as u64 + 1;
@@ -66,41 +67,16 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
             continue;
         }
         lines += 1;
-        let event = match Event::from_json(&line) {
-            Ok(event) => event,
-            Err(e) => {
-                report(&tally.invalid, line_no, &e.to_string());
-                continue;
-            }
-        };
-        let (writer, tally) = (writer.handle(), tally.clone());
-        verify.handle().run_blocking(move || {
-            let json = match event.verified_json() {
-                Ok(json) => json,
-                Err(e) => {
-                    report(&tally.invalid, line_no, &e.to_string());
-                    return;
-                }
-            };
-            writer.submit(
-                event,
-                json,
-                Box::new(move |outcome| match outcome {
-                    WriteOutcome::Stored { .. } => {
-                        tally.stored.fetch_add(1, Relaxed);
-                    }
-                    WriteOutcome::Duplicate => {
-                        tally.duplicate.fetch_add(1, Relaxed);
-                    }
-                    WriteOutcome::Refused(reason) if reason.starts_with("duplicate:") => {
-                        tally.duplicate.fetch_add(1, Relaxed);
-                    }
-                    WriteOutcome::Refused(reason) => report(&tally.refused, line_no, reason),
-                    WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => {}
-                }),
-            );
-        });
+        match Event::from_json(&line) {
+            Ok(event) => group.push((event, line_no)),
+            Err(e) => report(&tally.invalid, line_no, &e.to_string()),
+        }
+        if group.len() >= GROUP {
+            let full = std::mem::replace(&mut group, Vec::with_capacity(GROUP));
+            submit(&verify, &writer, &tally, full);
+        }
     }
+    submit(&verify, &writer, &tally, group);
     verify.shutdown();
     writer.shutdown();
     store.sync();
@@ -123,6 +99,55 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(if refused + invalid > 0 { 1 } else { 0 })
+}
+
+/// Lines verified as one job and stored as one writer request (one queue
+/// hop each per group, as the relay's ingest does).
+const GROUP: usize = 16;
+
+/// Verifies a group of parsed lines on the pool and hands the valid ones to
+/// the writer; outcomes are tallied after commit.
+fn submit(verify: &VerifyPool, writer: &Writer, tally: &Arc<Tally>, group: Vec<(Event, u64)>) {
+    if group.is_empty() {
+        return;
+    }
+    let (writer, tally) = (writer.handle(), tally.clone());
+    verify.handle().run_blocking(move || {
+        let mut to_store = Vec::with_capacity(group.len());
+        let mut line_nos = Vec::with_capacity(group.len());
+        for (event, line_no) in group {
+            match event.verified_json() {
+                Ok(json) => {
+                    to_store.push((event, json));
+                    line_nos.push(line_no);
+                }
+                Err(e) => report(&tally.invalid, line_no, &e.to_string()),
+            }
+        }
+        if to_store.is_empty() {
+            return;
+        }
+        writer.submit_group(
+            to_store,
+            Box::new(move |outcomes| {
+                for (line_no, outcome) in line_nos.into_iter().zip(outcomes) {
+                    match outcome {
+                        WriteOutcome::Stored { .. } => {
+                            tally.stored.fetch_add(1, Relaxed);
+                        }
+                        WriteOutcome::Duplicate => {
+                            tally.duplicate.fetch_add(1, Relaxed);
+                        }
+                        WriteOutcome::Refused(reason) if reason.starts_with("duplicate:") => {
+                            tally.duplicate.fetch_add(1, Relaxed);
+                        }
+                        WriteOutcome::Refused(reason) => report(&tally.refused, line_no, reason),
+                        WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => {}
+                    }
+                }
+            }),
+        );
+    });
 }
 
 fn report(counter: &AtomicU64, line: u64, reason: &str) {
