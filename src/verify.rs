@@ -80,3 +80,25 @@ impl VerifyHandle {
         self.tx.send(Some(Box::new(job))).is_ok()
     }
 }
+
+/// Checks every event of a group (on a verify thread): returns the valid
+/// ones with their stored JSON, and each one's tag `T` in the same order;
+/// `refused` gets the tag and the reason of each invalid one. The relay's
+/// ingest, sync downloads and `import` all hand groups to the writer so.
+pub fn verify_group<T>(
+    group: Vec<(crate::event::Event, T)>,
+    mut refused: impl FnMut(T, crate::event::EventError),
+) -> (Vec<(crate::event::Event, String)>, Vec<T>) {
+    let mut valid = Vec::with_capacity(group.len());
+    let mut tags = Vec::with_capacity(group.len());
+    for (event, tag) in group {
+        match event.verified_json() {
+            Ok(json) => {
+                valid.push((event, json));
+                tags.push(tag);
+            }
+            Err(e) => refused(tag, e),
+        }
+    }
+    (valid, tags)
+}

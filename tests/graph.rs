@@ -189,12 +189,12 @@ async fn graph_index_and_auth() {
     assert_eq!(status, 200);
 
     // NIP-98: the user id is the signer's pubkey; only listed keys.
-    let nip98 = |keys: &Keys| {
+    let nip98 = |keys: &Keys, url: &str| {
         let event = keys.sign(
             echorelay::event::now(),
             27235,
             vec![
-                vec!["u".into(), format!("http://{addr}/graphs")],
+                vec!["u".into(), url.into()],
                 vec!["method".into(), "GET".into()],
             ],
             String::new(),
@@ -204,22 +204,11 @@ async fn graph_index_and_auth() {
             base64::engine::general_purpose::STANDARD.encode(event.to_json())
         )
     };
-    let stranger = nip98(&Keys::generate());
+    let here = format!("http://{addr}/graphs");
+    let stranger = nip98(&Keys::generate(), &here);
     let (status, _, _) = http_get(addr, "/graphs", &[("Authorization", &stranger)]).await;
     assert_eq!(status, 401, "an unlisted key");
-    let auth_event = keys.sign(
-        echorelay::event::now(),
-        27235,
-        vec![
-            vec!["u".into(), format!("http://{addr}/graphs")],
-            vec!["method".into(), "GET".into()],
-        ],
-        String::new(),
-    );
-    let header = format!(
-        "Nostr {}",
-        base64::engine::general_purpose::STANDARD.encode(auth_event.to_json())
-    );
+    let header = nip98(&keys, &here);
     let (status, _, body) = http_get(addr, "/graphs", &[("Authorization", &header)]).await;
     assert_eq!((status, body.as_str()), (200, r#"{"graphs":[]}"#));
     let (status, _, _) =
@@ -228,19 +217,7 @@ async fn graph_index_and_auth() {
         status, 401,
         "a NIP-98 event for GET does not authorise a POST"
     );
-    let elsewhere = keys.sign(
-        echorelay::event::now(),
-        27235,
-        vec![
-            vec!["u".into(), "http://elsewhere.example/graphs".into()],
-            vec!["method".into(), "GET".into()],
-        ],
-        String::new(),
-    );
-    let elsewhere = format!(
-        "Nostr {}",
-        base64::engine::general_purpose::STANDARD.encode(elsewhere.to_json())
-    );
+    let elsewhere = nip98(&keys, "http://elsewhere.example/graphs");
     let (status, _, body) = http_get(addr, "/graphs", &[("Authorization", &elsewhere)]).await;
     assert_eq!(status, 401, "an auth event made for another host: {body}");
 

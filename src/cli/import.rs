@@ -17,7 +17,7 @@ use super::NodeArgs;
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::store::WriteOutcome;
-use crate::verify::VerifyPool;
+use crate::verify::{verify_group, VerifyPool};
 use crate::writer::Writer;
 
 #[derive(Args)]
@@ -113,17 +113,9 @@ fn submit(verify: &VerifyPool, writer: &Writer, tally: &Arc<Tally>, group: Vec<(
     }
     let (writer, tally) = (writer.handle(), tally.clone());
     verify.handle().run_blocking(move || {
-        let mut to_store = Vec::with_capacity(group.len());
-        let mut line_nos = Vec::with_capacity(group.len());
-        for (event, line_no) in group {
-            match event.verified_json() {
-                Ok(json) => {
-                    to_store.push((event, json));
-                    line_nos.push(line_no);
-                }
-                Err(e) => report(&tally.invalid, line_no, &e.to_string()),
-            }
-        }
+        let (to_store, line_nos) = verify_group(group, |line_no, e| {
+            report(&tally.invalid, line_no, &e.to_string())
+        });
         if to_store.is_empty() {
             return;
         }

@@ -20,6 +20,7 @@ use super::messages;
 use super::Relay;
 use crate::event::{now, Event, KindClass};
 use crate::store::WriteOutcome;
+use crate::verify::verify_group;
 use crate::writer::Committed;
 
 /// Most events one verify job checks: large enough to amortise the queue
@@ -114,17 +115,13 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
 /// straight to the fan-out and the rest to the writer as one group.
 fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, events: Vec<(Event, String)>) {
     let mut replies = Vec::new();
+    let (valid, ids) = verify_group(events, |id_hex, e| {
+        replies.push(refusal(relay, Some(&id_hex), &e.to_string()));
+    });
     let mut ephemeral = Vec::new();
-    let mut to_store = Vec::with_capacity(events.len());
-    let mut stored_ids = Vec::with_capacity(events.len());
-    for (event, id_hex) in events {
-        let json = match event.verified_json() {
-            Ok(json) => json,
-            Err(e) => {
-                replies.push(refusal(relay, Some(&id_hex), &e.to_string()));
-                continue;
-            }
-        };
+    let mut to_store = Vec::with_capacity(valid.len());
+    let mut stored_ids = Vec::with_capacity(valid.len());
+    for ((event, json), id_hex) in valid.into_iter().zip(ids) {
         if event.class() == KindClass::Ephemeral {
             relay.metrics.events_ephemeral.fetch_add(1, Relaxed);
             ephemeral.push(Arc::new(Committed {
@@ -133,10 +130,10 @@ fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, events: Vec<(Event,
                 json,
             }));
             replies.push(messages::ok(&id_hex, true, ""));
-            continue;
+        } else {
+            to_store.push((event, json));
+            stored_ids.push(id_hex);
         }
-        to_store.push((event, json));
-        stored_ids.push(id_hex);
     }
     if !ephemeral.is_empty() {
         let _ = relay.fanout.send(ephemeral);

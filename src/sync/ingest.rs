@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::client::Local;
 use crate::event::{now, Event};
 use crate::store::WriteOutcome;
+use crate::verify::verify_group;
 
 /// Most events fetched from a peer that are verified as one job.
 pub(super) const GROUP: usize = 16;
@@ -78,24 +79,24 @@ fn verify_and_write(
     done: Done,
     finished: oneshot::Sender<()>,
 ) {
-    let mut to_store = Vec::with_capacity(events.len());
-    for event in events {
-        match event.verified_json() {
-            Ok(json) => to_store.push((event, json)),
-            Err(e) => done(
-                event.id,
-                Ingested::Refused {
-                    reason: e.to_string(),
-                    remember: false,
-                },
-            ),
-        }
-    }
+    let group = events.into_iter().map(|e| {
+        let id = e.id;
+        (e, id)
+    });
+    let (to_store, ids) = verify_group(group.collect(), |id, e| {
+        let reason = e.to_string();
+        done(
+            id,
+            Ingested::Refused {
+                reason,
+                remember: false,
+            },
+        )
+    });
     if to_store.is_empty() {
         let _ = finished.send(());
         return;
     }
-    let ids: Vec<[u8; 32]> = to_store.iter().map(|(e, _)| e.id).collect();
     writer.submit_group(
         to_store,
         Box::new(move |outcomes| {
