@@ -3,8 +3,9 @@
 //! The data path, top to bottom (see docs/ARCHITECTURE.md):
 //!
 //! ```text
-//! socket ─▶ relay::connection (parse, limits, policy) ─▶ verify (id + signature, bounded pool)
-//!        ─▶ writer (one LMDB write txn per batch) ─▶ store ─▶ OK + relay::subscriptions fan-out
+//! socket ─▶ relay::connection (read bursts, parse, limits) ─▶ relay::ingest (policy, groups)
+//!        ─▶ verify (id + signature, bounded pool) ─▶ writer (one LMDB write txn per batch)
+//!        ─▶ store ─▶ OKs + relay::subscriptions fan-out
 //! REQ    ─▶ store::query (index plan, newest first, limit) on the blocking pool
 //! ```
 
