@@ -148,7 +148,7 @@ pub async fn run_with_admin(
         store: store.clone(),
         writer: writer.handle(),
         node_key: node_key.clone(),
-        tokens: crate::auth::TokenUsers::new(&relay.config.auth, Some(mesh_for_graphs.clone())),
+        tokens: crate::auth::TokenUsers::new(&relay.config, Some(mesh_for_graphs.clone())),
         hub,
         max_tx_size: relay.config.policy.max_event_size,
         store_dir: relay.config.store.data_dir.clone(),
@@ -159,7 +159,7 @@ pub async fn run_with_admin(
         store.clone(),
         writer.handle(),
         node_key.clone(),
-        crate::auth::TokenUsers::new(&relay.config.auth, Some(mesh_for_graphs.clone())),
+        crate::auth::TokenUsers::new(&relay.config, Some(mesh_for_graphs.clone())),
         relay.config.policy.max_event_size,
     ));
     let apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));

@@ -75,6 +75,11 @@ impl VerifyHandle {
         self.tx.send_async(Some(Box::new(job))).await.is_ok()
     }
 
+    /// True once the pool has stopped taking jobs (shutdown).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_disconnected()
+    }
+
     /// Blocking variant for threads outside the executor (import).
     pub fn run_blocking(&self, job: impl FnOnce() + Send + 'static) -> bool {
         self.tx.send(Some(Box::new(job))).is_ok()

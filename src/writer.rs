@@ -115,6 +115,10 @@ impl WriterHandle {
     /// Queues verified events to be stored in one transaction with the rest
     /// of the writer's batch; `reply` gets their outcomes in order.
     pub fn submit_group(&self, events: Vec<(Event, String)>, reply: GroupReply) {
+        if events.is_empty() {
+            reply(&[]);
+            return;
+        }
         self.send(Request::Events { events, reply });
     }
 

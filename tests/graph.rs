@@ -120,6 +120,8 @@ async fn graph_index_and_auth() {
     let relay = TestRelay::start_with(|c| {
         with_users(c);
         c.auth.nip98_pubkeys = vec![allowed];
+        // The public URL NIP-98 events must name (behind a proxy, say).
+        c.server.relay_url = "wss://node.test".into();
     })
     .await;
     let addr = relay.addr;
@@ -204,11 +206,11 @@ async fn graph_index_and_auth() {
             base64::engine::general_purpose::STANDARD.encode(event.to_json())
         )
     };
-    let here = format!("http://{addr}/graphs");
-    let stranger = nip98(&Keys::generate(), &here);
+    let here = "https://node.test/graphs";
+    let stranger = nip98(&Keys::generate(), here);
     let (status, _, _) = http_get(addr, "/graphs", &[("Authorization", &stranger)]).await;
     assert_eq!(status, 401, "an unlisted key");
-    let header = nip98(&keys, &here);
+    let header = nip98(&keys, here);
     let (status, _, body) = http_get(addr, "/graphs", &[("Authorization", &header)]).await;
     assert_eq!((status, body.as_str()), (200, r#"{"graphs":[]}"#));
     let (status, _, _) =
@@ -217,8 +219,13 @@ async fn graph_index_and_auth() {
         status, 401,
         "a NIP-98 event for GET does not authorise a POST"
     );
-    let elsewhere = nip98(&keys, "http://elsewhere.example/graphs");
-    let (status, _, body) = http_get(addr, "/graphs", &[("Authorization", &elsewhere)]).await;
+    // Made for another server: refused, whatever host the sender claims.
+    let elsewhere = nip98(&keys, "https://elsewhere.example/graphs");
+    let headers = [
+        ("Authorization", elsewhere.as_str()),
+        ("X-Forwarded-Host", "elsewhere.example"),
+    ];
+    let (status, _, body) = http_get(addr, "/graphs", &headers).await;
     assert_eq!(status, 401, "an auth event made for another host: {body}");
 
     // Deletion: only the owner's side; afterwards the graph is gone.

@@ -280,3 +280,36 @@ async fn full_map_gives_error_to_writers_and_reads_keep_working() {
     assert_eq!(got.len(), stored.len());
     relay.stop().await;
 }
+
+/// A REQ that is refused closes an open subscription of the same id: once
+/// the client has its CLOSED, nothing more arrives under that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_req_closes_the_subscription_it_replaces() {
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    c.req("s", &[json!({"kinds": [1]})]).await;
+    c.req("t", &[json!({"kinds": [1]})]).await;
+    let reply = c.ask(json!(["REQ", "s", {"kinds": "not a list"}])).await;
+    assert_eq!(reply[0], "CLOSED", "{reply}");
+    assert_eq!(reply[1], "s");
+
+    let mut other = relay.client().await;
+    other.publish_ok(&note(&keys, "after the refusal")).await;
+    // "t" gets the event; "s" would have got it in the same fan-out pass.
+    let mut seen = Vec::new();
+    loop {
+        let msg = c.recv().await;
+        seen.push(msg.clone());
+        if msg[0] == "EVENT" && msg[1] == "t" {
+            break;
+        }
+    }
+    let count = c.ask(json!(["COUNT", "c", {"kinds": [1]}])).await;
+    seen.push(count);
+    assert!(
+        !seen.iter().any(|m| m[0] == "EVENT" && m[1] == "s"),
+        "an event arrived under the closed id: {seen:?}"
+    );
+    relay.stop().await;
+}

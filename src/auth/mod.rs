@@ -58,15 +58,11 @@ pub fn authenticate(
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     if let Some(encoded) = header.and_then(|h| h.strip_prefix("Nostr ")) {
-        let header_text = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
-        let host = header_text("x-forwarded-host")
-            .and_then(|h| h.split(',').next())
-            .or_else(|| header_text("host"));
         let pubkey = nip98::check(
             encoded.trim(),
             request.method.as_str(),
             request.path_and_query,
-            host,
+            configured.public_host(),
         )
         .map_err(AuthError::BadNip98)?;
         let allowed =

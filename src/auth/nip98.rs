@@ -1,9 +1,10 @@
 //! NIP-98 HTTP auth: `Authorization: Nostr <base64 event>` where the event
 //! is kind 27235, signed, created within a minute of now, and names this
 //! request's URL (`u`) and method (`method`). The URL's path and query must
-//! equal the request's, and its host the one the client addressed (the
-//! `X-Forwarded-Host` a proxy passes on, else `Host`; default ports aside):
-//! an auth event made for another server does not open this one.
+//! equal the request's; when the relay knows its public URL
+//! (`server.relay_url`), the URL's host must be that one (default ports
+//! aside), so an auth event made for another server does not open this one.
+//! The request's own `Host` header proves nothing: the sender chooses it.
 
 use base64::Engine;
 
@@ -18,8 +19,7 @@ const MAX_HEADER: usize = 16 * 1024;
 
 /// Checks an encoded auth event for this request; returns the signer's
 /// hex pubkey.
-/// `host` is the authority the request was sent to, when the request names
-/// one.
+/// `host` is this relay's public host, when configured.
 pub fn check(
     encoded: &str,
     method: &str,

@@ -22,15 +22,18 @@ pub struct TokenUsers {
     by_hash: HashMap<[u8; 32], (String, u64)>,
     nip98: std::collections::HashSet<[u8; 32]>,
     mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
+    /// The host of `server.relay_url`: NIP-98 events must name it.
+    public_host: Option<String>,
 }
 
 impl TokenUsers {
     /// From the config's tokens; ones with a bad hash are skipped (config
     /// validation reports them).
     pub fn new(
-        auth: &crate::config::AuthConfig,
+        config: &crate::config::Config,
         mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
     ) -> TokenUsers {
+        let auth = &config.auth;
         let by_hash = auth
             .tokens
             .iter()
@@ -44,11 +47,23 @@ impl TokenUsers {
             .iter()
             .filter_map(|k| crate::event::decode_hex::<32>(k))
             .collect();
+        let relay_url = config.server.relay_url.trim();
+        let public_host = relay_url
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+            .filter(|host| !host.is_empty())
+            .map(str::to_string);
         TokenUsers {
             by_hash,
             nip98,
             mesh,
+            public_host,
         }
+    }
+
+    /// The host NIP-98 events must name, when the public URL is configured.
+    pub fn public_host(&self) -> Option<&str> {
+        self.public_host.as_deref()
     }
 
     /// May this key authenticate with NIP-98?

@@ -349,13 +349,22 @@ fn handle_req(
     sub_id: String,
     filters: Result<Vec<Filter>, FilterError>,
 ) {
+    // A refused REQ closes an open subscription of the same id: the client
+    // was told CLOSED, so nothing more may arrive under it.
+    let close_previous = |local: &mut Local| {
+        if local.subs.remove(&sub_id) {
+            relay.registry.remove(client.id, &sub_id);
+        }
+    };
     let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
+        close_previous(local);
         return;
     };
     let Some(permit) = client.query_permit() else {
         client
             .outbox
             .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
+        close_previous(local);
         return;
     };
     if !local.subs.contains(&sub_id) && local.subs.len() >= relay.config.limits.max_subscriptions {

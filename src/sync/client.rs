@@ -381,56 +381,62 @@ async fn fetch(
     let mut group: Vec<(Event, usize)> = Vec::with_capacity(GROUP);
     let mut pending_writes = Vec::new();
     let mut next_sub = 0u64;
-    loop {
-        while in_flight.len() < opts.fetch_in_flight.max(1) {
-            let Some(batch) = batches.pop_front() else {
-                break;
-            };
-            next_sub += 1;
-            let sub = format!("fetch-{next_sub}");
-            let ids: Vec<String> = batch.iter().map(hex::encode).collect();
-            peer.send(json!(["REQ", sub, {"ids": ids}])).await?;
-            in_flight.insert(sub, batch.iter().copied().collect());
-        }
-        if in_flight.is_empty() {
-            break;
-        }
-        let msg = peer.recv().await?;
-        let kind = msg.first().and_then(Value::as_str).unwrap_or("");
-        let sub = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
-        match kind {
-            "EVENT" => {
-                let Some(asked) = in_flight.get_mut(&sub) else {
-                    continue;
+    // Events received before a failure are stored all the same: the loop's
+    // error is returned only after the last group went to the writer.
+    let received: Result<(), SyncError> = async {
+        loop {
+            while in_flight.len() < opts.fetch_in_flight.max(1) {
+                let Some(batch) = batches.pop_front() else {
+                    break;
                 };
-                let text = msg.get(2).map(Value::to_string).unwrap_or_default();
-                match Event::from_json(&text) {
-                    Ok(event) if asked.remove(&event.id) => {
-                        group.push((event, text.len()));
-                        if group.len() >= GROUP {
-                            let full = std::mem::replace(&mut group, Vec::with_capacity(GROUP));
-                            pending_writes.push(ingest_group(local, full, done.clone()).await);
+                next_sub += 1;
+                let sub = format!("fetch-{next_sub}");
+                let ids: Vec<String> = batch.iter().map(hex::encode).collect();
+                peer.send(json!(["REQ", sub, {"ids": ids}])).await?;
+                in_flight.insert(sub, batch.iter().copied().collect());
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            let msg = peer.recv().await?;
+            let kind = msg.first().and_then(Value::as_str).unwrap_or("");
+            let sub = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+            match kind {
+                "EVENT" => {
+                    let Some(asked) = in_flight.get_mut(&sub) else {
+                        continue;
+                    };
+                    let text = msg.get(2).map(Value::to_string).unwrap_or_default();
+                    match Event::from_json(&text) {
+                        Ok(event) if asked.remove(&event.id) => {
+                            group.push((event, text.len()));
+                            if group.len() >= GROUP {
+                                let full = std::mem::replace(&mut group, Vec::with_capacity(GROUP));
+                                pending_writes.push(ingest_group(local, full, done.clone()).await);
+                            }
+                        }
+                        _ => {
+                            refused.fetch_add(1, Relaxed);
                         }
                     }
-                    _ => {
-                        refused.fetch_add(1, Relaxed);
+                }
+                "EOSE" | "CLOSED" => {
+                    if in_flight.remove(&sub).is_some() && kind == "EOSE" {
+                        peer.send(json!(["CLOSE", sub])).await?;
                     }
+                    if !group.is_empty() {
+                        let part = std::mem::take(&mut group);
+                        pending_writes.push(ingest_group(local, part, done.clone()).await);
+                    }
+                    state.fetched_count = stored.load(Relaxed);
+                    progress(state);
                 }
+                _ => {}
             }
-            "EOSE" | "CLOSED" => {
-                if in_flight.remove(&sub).is_some() && kind == "EOSE" {
-                    peer.send(json!(["CLOSE", sub])).await?;
-                }
-                if !group.is_empty() {
-                    let part = std::mem::take(&mut group);
-                    pending_writes.push(ingest_group(local, part, done.clone()).await);
-                }
-                state.fetched_count = stored.load(Relaxed);
-                progress(state);
-            }
-            _ => {}
         }
+        Ok(())
     }
+    .await;
     if !group.is_empty() {
         pending_writes.push(ingest_group(local, group, done.clone()).await);
     }
@@ -446,7 +452,7 @@ async fn fetch(
     report.fetch_refused = refused.load(Relaxed);
     state.fetched_count = report.fetched;
     progress(state);
-    Ok(())
+    received
 }
 
 /// Sends `have` as EVENTs with a bounded window, reading every OK.
