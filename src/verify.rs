@@ -12,6 +12,8 @@ type Slot = Option<Job>;
 
 pub struct VerifyPool {
     tx: flume::Sender<Slot>,
+    /// Kept to run what was queued behind the stop markers at shutdown.
+    rx: flume::Receiver<Slot>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -48,7 +50,7 @@ impl VerifyPool {
                     .ok()
             })
             .collect();
-        VerifyPool { tx, threads }
+        VerifyPool { tx, rx, threads }
     }
 
     pub fn handle(&self) -> VerifyHandle {
@@ -57,13 +59,21 @@ impl VerifyPool {
         }
     }
 
-    /// Runs every job queued so far, then stops the threads.
+    /// Runs every job queued so far, then stops the threads. Jobs queued
+    /// behind the stop markers run here, so an accepted job is never
+    /// dropped unrun; once this returns, submitters are told the pool is
+    /// closed.
     pub fn shutdown(self) {
         for _ in &self.threads {
             let _ = self.tx.send(None);
         }
         for t in self.threads {
             let _ = t.join();
+        }
+        while let Ok(slot) = self.rx.try_recv() {
+            if let Some(job) = slot {
+                job();
+            }
         }
     }
 }
