@@ -144,10 +144,9 @@ fn cpu_by_role() -> std::collections::BTreeMap<&'static str, f64> {
     };
     for task in tasks.flatten() {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, tail)) = stat.rsplit_once(')') else {
+        let Some((name, secs)) = stat_cpu(&stat) else {
             continue;
         };
-        let name = head.split_once('(').map(|(_, n)| n).unwrap_or("");
         let role = match name {
             n if n.starts_with("verify") => "verify pool",
             "writer" => "writer",
@@ -156,14 +155,7 @@ fn cpu_by_role() -> std::collections::BTreeMap<&'static str, f64> {
             "loadgen" => "load generator",
             _ => "other",
         };
-        let fields: Vec<&str> = tail.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        *roles.entry(role).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+        *roles.entry(role).or_insert(0.0) += secs;
     }
     roles
 }
@@ -171,19 +163,21 @@ fn cpu_by_role() -> std::collections::BTreeMap<&'static str, f64> {
 /// CPU seconds (user + system) of the calling thread.
 fn thread_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, t)| t)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    stat_cpu(&stat).map_or(0.0, |(_, secs)| secs)
+}
+
+/// A thread's name and CPU seconds (user + system) from its /proc stat line.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
+    let fields: Vec<&str> = tail.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
             .get(i)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    Some((name, (ticks(11) + ticks(12)) / 100.0))
 }
 
 /// The writer's share alone: the same events committed straight into a

@@ -179,9 +179,10 @@ async fn write_loop(
         let mut next = Some(frame);
         let mut queued = 0;
         while let Some(frame) = next.take() {
-            let texts = match frame {
-                Frame::Text(text) => vec![text],
-                Frame::Texts(texts) => texts,
+            // A single frame goes without a Vec: this is every REQ result's path.
+            let (single, texts) = match frame {
+                Frame::Text(text) => (Some(text), Vec::new()),
+                Frame::Texts(texts) => (None, texts),
                 Frame::Close(code, reason) => {
                     let close = CloseFrame {
                         code,
@@ -192,7 +193,7 @@ async fn write_loop(
                     return;
                 }
             };
-            for text in texts {
+            for text in single.into_iter().chain(texts) {
                 let len = text.len();
                 if sink.feed(Message::Text(text.into())).await.is_err() {
                     return;

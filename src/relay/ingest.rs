@@ -95,17 +95,18 @@ fn check(relay: &Relay, client: &Client, raw: &RawValue) -> Result<(Event, Strin
 /// Hands the burst to the verify pool, waiting while the pool is full (the
 /// connection stops reading: backpressure to the sender).
 pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut Burst) {
-    if relay.verify.is_closed() {
-        let reason = "error: relay is shutting down";
-        let replies = burst
-            .events
-            .drain(..)
-            .map(|(_, id_hex)| refusal(relay, Some(&id_hex), reason))
-            .collect();
-        client.outbox.send_all(replies);
-        return;
-    }
     while !burst.events.is_empty() {
+        if relay.verify.is_closed() {
+            // Shutting down: every remaining event gets its OK false.
+            let reason = "error: relay is shutting down";
+            let replies = burst
+                .events
+                .drain(..)
+                .map(|(_, id_hex)| refusal(relay, Some(&id_hex), reason))
+                .collect();
+            client.outbox.send_all(replies);
+            return;
+        }
         let rest = burst.events.split_off(JOB_EVENTS.min(burst.events.len()));
         let job = std::mem::replace(&mut burst.events, rest);
         let (job_relay, job_client) = (relay.clone(), client.clone());
