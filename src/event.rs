@@ -94,12 +94,7 @@ fn hex_field<const N: usize>(raw: &RawValue, name: &str) -> Result<[u8; N], Even
 
 /// Decodes exactly `N` bytes of lowercase hex (NIP-01 requires lowercase).
 pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != N * 2 || text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    let mut out = [0u8; N];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
+    crate::hex_codec::decode(text)
 }
 
 fn unsigned_field(raw: &RawValue, name: &str, max: u64) -> Result<u64, EventError> {
@@ -163,7 +158,8 @@ impl Event {
     pub fn compute_id(&self) -> [u8; 32] {
         let mut hash = HashWriter(Sha256::new());
         hash.0.update(b"[0,\"");
-        hash.0.update(hex_text(&self.pubkey, &mut [0; 64]));
+        hash.0
+            .update(crate::hex_codec::encode_into(&self.pubkey, &mut [0; 64]));
         hash.0.update(b"\",");
         hash.0.update(self.created_at.to_string());
         hash.0.update(b",");
@@ -233,11 +229,14 @@ impl Event {
             start..out.len()
         };
         push(&mut out, "{\"id\":\"");
-        push(&mut out, hex_text(&self.id, &mut hex));
+        push(&mut out, crate::hex_codec::encode_into(&self.id, &mut hex));
         push(&mut out, "\",\"pubkey\":");
         let pubkey_start = out.len();
         push(&mut out, "\"");
-        push(&mut out, hex_text(&self.pubkey, &mut hex));
+        push(
+            &mut out,
+            crate::hex_codec::encode_into(&self.pubkey, &mut hex),
+        );
         push(&mut out, "\"");
         let pubkey = pubkey_start..out.len();
         push(&mut out, ",\"created_at\":");
@@ -256,7 +255,7 @@ impl Event {
             &serde_json::to_string(&self.content).unwrap_or_default(),
         );
         push(&mut out, ",\"sig\":\"");
-        push(&mut out, hex_text(&self.sig, &mut hex));
+        push(&mut out, crate::hex_codec::encode_into(&self.sig, &mut hex));
         push(&mut out, "\"}");
         (
             out,
@@ -271,7 +270,7 @@ impl Event {
     }
 
     pub fn id_hex(&self) -> String {
-        hex::encode(self.id)
+        crate::hex_codec::encode(&self.id)
     }
 
     pub fn class(&self) -> KindClass {
@@ -322,14 +321,6 @@ struct Rendered {
     kind: std::ops::Range<usize>,
     tags: std::ops::Range<usize>,
     content: std::ops::Range<usize>,
-}
-
-/// Lowercase hex of `bytes` in `buf` (which holds twice as many bytes).
-fn hex_text<'b>(bytes: &[u8], buf: &'b mut [u8]) -> &'b str {
-    let out = &mut buf[..bytes.len() * 2];
-    // The buffer is sized by the caller to exactly twice the input.
-    let _ = hex::encode_to_slice(bytes, out);
-    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// Feeds serde_json's output straight into a hash.

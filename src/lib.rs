@@ -25,6 +25,8 @@ pub mod event;
 pub mod filter;
 /// Graph sync: the DB-Sync protocol on top of events.
 pub mod graph;
+/// Lowercase hex on the ingest path (ids, pubkeys, signatures).
+pub mod hex_codec;
 /// A small HTTP client (CLI calls, asset blobs from peers).
 pub mod http_client;
 /// The mesh: trusted node keys and the kinds private to them.

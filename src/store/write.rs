@@ -101,20 +101,50 @@ impl Store {
         json: &str,
         next_seq: &mut u64,
     ) -> Result<WriteOutcome, StoreError> {
-        let d = &self.dbs;
-        if d.ids.get(txn, &event.id)?.is_some() {
-            return Ok(WriteOutcome::Duplicate);
+        let seq = *next_seq;
+        let seq_bytes = schema::seq_key(seq);
+        // Claiming the id is the duplicate check: one B-tree descent
+        // instead of a lookup and then an insert.
+        match self
+            .dbs
+            .ids
+            .put_with_flags(txn, heed::PutFlags::NO_OVERWRITE, &event.id, &seq_bytes)
+        {
+            Err(heed::Error::Mdb(heed::MdbError::KeyExist)) => return Ok(WriteOutcome::Duplicate),
+            other => other?,
         }
+        if let Some(reason) = self.refusal(txn, trees, event)? {
+            self.dbs.ids.delete(txn, &event.id)?;
+            return Ok(WriteOutcome::Refused(reason));
+        }
+        if event.kind == 5 {
+            self.apply_deletion(txn, trees, event)?;
+        }
+        *next_seq += 1;
+        self.put_event(txn, seq, event, json)?;
+        trees.insert(self, txn, event)?;
+        self.append_to_graph_log(txn, event, seq)?;
+        self.apply_graph_index(txn, trees, event)?;
+        Ok(WriteOutcome::Stored { seq })
+    }
+
+    /// Why a new event (its id already claimed) may not be stored, if it
+    /// may not; an older version of its address is removed on the way.
+    fn refusal(
+        &self,
+        txn: &mut RwTxn,
+        trees: &mut Trees,
+        event: &Event,
+    ) -> Result<Option<String>, StoreError> {
+        let d = &self.dbs;
         if d.deleted_ids.get(txn, &event.id)? == Some(&event.pubkey[..]) {
-            return Ok(WriteOutcome::Refused(
-                "blocked: this event was deleted by its author".into(),
-            ));
+            return Ok(Some("blocked: this event was deleted by its author".into()));
         }
         if let Some(coord) = event.coordinate() {
             let key = schema::coord_key(coord.kind, &coord.pubkey, &coord.d);
             if let Some(cutoff) = d.deleted_coords.get(txn, &key)? {
                 if event.created_at <= be_u64(cutoff)? {
-                    return Ok(WriteOutcome::Refused(
+                    return Ok(Some(
                         "blocked: this address was deleted by its author".into(),
                     ));
                 }
@@ -126,26 +156,14 @@ impl Store {
                 if (old.created_at, std::cmp::Reverse(old.id))
                     > (event.created_at, std::cmp::Reverse(event.id))
                 {
-                    return Ok(WriteOutcome::Refused(
+                    return Ok(Some(
                         "duplicate: have a newer event for this address".into(),
                     ));
                 }
                 self.remove(txn, trees, old_seq)?;
             }
         }
-        if let Some(reason) = self.graph_refusal(txn, event)? {
-            return Ok(WriteOutcome::Refused(reason.into()));
-        }
-        if event.kind == 5 {
-            self.apply_deletion(txn, trees, event)?;
-        }
-        let seq = *next_seq;
-        *next_seq += 1;
-        self.put_event(txn, seq, event, json)?;
-        trees.insert(self, txn, event)?;
-        self.append_to_graph_log(txn, event, seq)?;
-        self.apply_graph_index(txn, trees, event)?;
-        Ok(WriteOutcome::Stored { seq })
+        Ok(self.graph_refusal(txn, event)?.map(Into::into))
     }
 
     fn put_event(
@@ -172,7 +190,6 @@ impl Store {
             &seq_bytes,
             &header.encode(json.as_bytes()),
         )?;
-        d.ids.put(txn, &event.id, &seq_bytes)?;
         for (db, key) in index_keys(&header, &event.tags, seq) {
             self.index(db).put(txn, &key, &[])?;
         }
