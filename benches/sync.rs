@@ -18,7 +18,7 @@ use echorelay::metrics::Metrics;
 use echorelay::store::{BatchItem, Store};
 use echorelay::sync::{sync_with_peer, Direction, Local, SyncOptions};
 use echorelay::verify::VerifyPool;
-use echorelay::writer::Writer;
+use echorelay::writer::{Batching, Writer};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -60,7 +60,12 @@ fn main() {
         let store =
             Arc::new(Store::open(local_dir.path(), &common::store_options()).expect("store"));
         store.ensure_default_tree().expect("tree");
-        let writer = Writer::spawn(store.clone(), 10_000, Arc::new(Metrics::default()), None);
+        let writer = Writer::spawn(
+            store.clone(),
+            Batching::new(&Default::default()),
+            Arc::new(Metrics::default()),
+            None,
+        );
         let verify = VerifyPool::new(0);
         let local = Local {
             store: store.clone(),

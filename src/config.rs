@@ -140,6 +140,9 @@ pub struct StoreConfig {
     pub max_map_size_mb: u64,
     /// Most events committed in one write transaction.
     pub max_batch: usize,
+    /// Milliseconds a busy writer (its previous batch was big) waits for
+    /// more events before committing; 0 commits at once.
+    pub commit_linger_ms: u64,
     /// Seconds between purges of expired (NIP-40) events.
     pub purge_interval_secs: u64,
 }
@@ -151,6 +154,7 @@ impl Default for StoreConfig {
             map_size_mb: 1024,
             max_map_size_mb: 1024 * 1024,
             max_batch: 10_000,
+            commit_linger_ms: 10,
             purge_interval_secs: 60,
         }
     }

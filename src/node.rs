@@ -20,7 +20,7 @@ use crate::relay::subscriptions::{spawn_fanout, Registry};
 use crate::relay::{Relay, RelayParts};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::verify::VerifyPool;
-use crate::writer::Writer;
+use crate::writer::{Batching, Writer};
 
 /// Why a node could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ pub async fn run_with_admin(
     let fanout = spawn_fanout(registry.clone(), read_policy.clone())?;
     let writer = Writer::spawn(
         store.clone(),
-        config.store.max_batch,
+        Batching::new(&config.store),
         metrics.clone(),
         Some(fanout.clone()),
     );

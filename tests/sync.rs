@@ -13,7 +13,7 @@ use echorelay::metrics::Metrics;
 use echorelay::store::{Store, StoreOptions};
 use echorelay::sync::{sync_with_peer, Direction, Local, SyncError, SyncOptions};
 use echorelay::verify::VerifyPool;
-use echorelay::writer::Writer;
+use echorelay::writer::{Batching, Writer};
 use serde_json::json;
 
 struct LocalNode {
@@ -36,7 +36,12 @@ fn local_node_with(policy: Option<echorelay::config::PolicyConfig>) -> LocalNode
         trees: true,
     };
     let store = Arc::new(Store::open(dir.path(), &options).unwrap());
-    let writer = Writer::spawn(store.clone(), 1000, Arc::new(Metrics::default()), None);
+    let writer = Writer::spawn(
+        store.clone(),
+        Batching::new(&Default::default()),
+        Arc::new(Metrics::default()),
+        None,
+    );
     let verify = VerifyPool::new(2);
     let policy = policy.map(|p| Arc::new(echorelay::relay::policy::WritePolicy::new(&p)));
     let local = Local {
@@ -340,7 +345,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
     let (committed_tx, committed) = flume::unbounded();
     let writer = Writer::spawn(
         store.clone(),
-        100,
+        Batching::new(&Default::default()),
         Arc::new(Metrics::default()),
         Some(committed_tx),
     );

@@ -18,7 +18,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::store::WriteOutcome;
 use crate::verify::{verify_group, VerifyPool};
-use crate::writer::Writer;
+use crate::writer::{Batching, Writer};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -54,7 +54,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     };
     let store = Arc::new(super::open_store(&config)?);
     let metrics = Arc::new(Metrics::default());
-    let writer = Writer::spawn(store.clone(), config.store.max_batch, metrics, None);
+    let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
     let verify = VerifyPool::new(config.server.verify_threads);
     let tally = Arc::new(Tally::default());
     let started = Instant::now();

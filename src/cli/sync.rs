@@ -18,7 +18,7 @@ use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::sync::{sync_with_peer, Direction, Local, Progress, SyncOptions};
 use crate::verify::VerifyPool;
-use crate::writer::Writer;
+use crate::writer::{Batching, Writer};
 
 #[derive(Args)]
 pub struct SyncArgs {
@@ -59,7 +59,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     let store = Arc::new(super::open_store(&config)?);
     let writer = Writer::spawn(
         store.clone(),
-        config.store.max_batch,
+        Batching::new(&config.store),
         Arc::new(Metrics::default()),
         None,
     );
