@@ -1,6 +1,6 @@
 //! Client → relay message parsing (NIP-01, NIP-42, NIP-45, NIP-77 framing) and
 //! relay → client message rendering. Parsing only splits the array and checks
-//! shapes; events are parsed by `event.rs` and filters by `filter.rs`.
+//! shapes; events are parsed by `event/wire.rs` and filters by `filter.rs`.
 
 use serde_json::value::RawValue;
 use serde_json::Value;

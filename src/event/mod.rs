@@ -10,8 +10,9 @@
 use std::sync::LazyLock;
 
 use secp256k1::{schnorr, Keypair, Secp256k1, SecretKey, XOnlyPublicKey};
-use serde::Deserialize;
 use serde_json::value::RawValue;
+
+mod wire;
 use sha2::{Digest, Sha256};
 
 static SECP: LazyLock<Secp256k1<secp256k1::All>> = LazyLock::new(Secp256k1::new);
@@ -63,94 +64,21 @@ pub struct Event {
     pub sig: [u8; 64],
 }
 
-#[derive(Deserialize)]
-struct WireEvent<'a> {
-    #[serde(borrow)]
-    id: &'a RawValue,
-    #[serde(borrow)]
-    pubkey: &'a RawValue,
-    #[serde(borrow)]
-    created_at: &'a RawValue,
-    #[serde(borrow)]
-    kind: &'a RawValue,
-    #[serde(borrow)]
-    tags: &'a RawValue,
-    #[serde(borrow)]
-    content: &'a RawValue,
-    #[serde(borrow)]
-    sig: &'a RawValue,
-}
-
-fn malformed(msg: impl Into<String>) -> EventError {
-    EventError::Malformed(msg.into())
-}
-
-fn hex_field<const N: usize>(raw: &RawValue, name: &str) -> Result<[u8; N], EventError> {
-    let text: &str = serde_json::from_str(raw.get())
-        .map_err(|_| malformed(format!("{name} must be a string")))?;
-    decode_hex(text)
-        .ok_or_else(|| malformed(format!("{name} must be {} lowercase hex characters", N * 2)))
-}
-
 /// Decodes exactly `N` bytes of lowercase hex (NIP-01 requires lowercase).
 pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     crate::hex_codec::decode(text)
-}
-
-fn unsigned_field(raw: &RawValue, name: &str, max: u64) -> Result<u64, EventError> {
-    let text = raw.get();
-    if text.starts_with('-') {
-        return Err(malformed(format!("{name} must not be negative")));
-    }
-    if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed(format!("{name} must be an integer")));
-    }
-    match text.parse::<u64>() {
-        Ok(v) if v <= max => Ok(v),
-        _ => Err(malformed(format!("{name} is out of range"))),
-    }
 }
 
 impl Event {
     /// Parses an event object from untrusted JSON. Checks shape and encodings
     /// only; call [`Event::verify`] before trusting it.
     pub fn from_json(json: &str) -> Result<Event, EventError> {
-        let wire: WireEvent = serde_json::from_str(json).map_err(|e| {
-            malformed(format!(
-                "event is not a valid event object: {}",
-                short_serde(&e)
-            ))
-        })?;
-        Self::from_wire(&wire)
+        wire::parse(json)
     }
 
     /// Parses an event from an already-split raw JSON value.
     pub fn from_raw(raw: &RawValue) -> Result<Event, EventError> {
         Self::from_json(raw.get())
-    }
-
-    fn from_wire(wire: &WireEvent) -> Result<Event, EventError> {
-        let id = hex_field::<32>(wire.id, "id")?;
-        let pubkey = hex_field::<32>(wire.pubkey, "pubkey")?;
-        let sig = hex_field::<64>(wire.sig, "sig")?;
-        let created_at = unsigned_field(wire.created_at, "created_at", i64::MAX as u64)?;
-        let kind = unsigned_field(wire.kind, "kind", u16::MAX as u64)? as u16;
-        let tags: Vec<Vec<String>> = serde_json::from_str(wire.tags.get())
-            .map_err(|_| malformed("tags must be an array of arrays of strings"))?;
-        if tags.iter().any(|t| t.is_empty()) {
-            return Err(malformed("tags must not be empty arrays"));
-        }
-        let content: String = serde_json::from_str(wire.content.get())
-            .map_err(|_| malformed("content must be a string"))?;
-        Ok(Event {
-            id,
-            pubkey,
-            created_at,
-            kind,
-            tags,
-            content,
-            sig,
-        })
     }
 
     /// The NIP-01 id: sha256 of `[0, pubkey, created_at, kind, tags, content]`,
@@ -353,14 +281,6 @@ impl Coordinate {
         let pubkey = decode_hex::<32>(parts.next()?)?;
         let d = parts.next().unwrap_or("").to_string();
         Some(Coordinate { kind, pubkey, d })
-    }
-}
-
-fn short_serde(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    match text.find(" at line") {
-        Some(pos) => text[..pos].to_string(),
-        None => text,
     }
 }
 
