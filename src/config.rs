@@ -197,6 +197,9 @@ pub struct LimitsConfig {
     pub max_subid_length: usize,
     /// Bytes queued to one connection before it is dropped as a slow reader.
     pub max_pending_outbound_bytes: usize,
+    /// Bytes of EVENTs (relay-wide) read but not yet committed; past it,
+    /// connections stop reading until commits catch up.
+    pub max_ingest_bytes: usize,
     pub max_connections_per_ip: usize,
     /// EVENT messages per second per IP (0: unlimited), and the burst.
     pub events_per_second: u32,
@@ -215,6 +218,7 @@ impl Default for LimitsConfig {
             max_limit: 500,
             max_subid_length: 64,
             max_pending_outbound_bytes: 32 * 1024 * 1024,
+            max_ingest_bytes: 64 * 1024 * 1024,
             max_connections_per_ip: 200,
             events_per_second: 500,
             events_burst: 2000,

@@ -292,3 +292,47 @@ async fn queries_in_flight_are_bounded_per_connection() {
     assert_eq!(reply, json!(["COUNT", "after", {"count": 20}]));
     relay.stop().await;
 }
+
+/// `limits.max_ingest_bytes` smaller than one event: every verify job takes
+/// the whole budget, so EVENTs from three pipelining connections go through
+/// one job at a time, and every one of them is still stored and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_ingest_budget_serialises_events_without_losing_any() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let relay = TestRelay::start_with(|c| {
+        c.limits.max_ingest_bytes = 1;
+        c.limits.events_per_second = 0;
+    })
+    .await;
+    const PER_CONNECTION: usize = 100;
+    let mut clients = Vec::new();
+    let mut sent = std::collections::HashSet::new();
+    for c in 0..3 {
+        let keys = Keys::generate();
+        let mut client = relay.client().await;
+        for i in 0..PER_CONNECTION {
+            let event = note(&keys, &format!("budget {c} {i}"));
+            sent.insert(id_of(&event));
+            let text = format!("[\"EVENT\",{}]", event.to_json());
+            client.ws.feed(Message::Text(text.into())).await.unwrap();
+        }
+        client.ws.flush().await.unwrap();
+        clients.push(client);
+    }
+    let mut acknowledged = std::collections::HashSet::new();
+    for client in &mut clients {
+        for _ in 0..PER_CONNECTION {
+            let reply = client.recv().await;
+            assert_eq!(reply[0], "OK", "{reply}");
+            assert_eq!(reply[2], true, "{reply}");
+            acknowledged.insert(reply[1].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(acknowledged, sent);
+    let mut reader = relay.client().await;
+    let stored = reader.req_ids(&[json!({"kinds": [1], "limit": 500})]).await;
+    assert_eq!(stored.len(), 3 * PER_CONNECTION);
+    relay.stop().await;
+}

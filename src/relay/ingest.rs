@@ -109,11 +109,17 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
         }
         let rest = burst.events.split_off(JOB_EVENTS.min(burst.events.len()));
         let job = std::mem::replace(&mut burst.events, rest);
-        let (job_relay, job_client) = (relay.clone(), client.clone());
-        let queued = relay
-            .verify
-            .run(move || verify_and_write(&job_relay, job_client, job))
-            .await;
+        let bytes = job.iter().map(|(event, _)| footprint(event)).sum();
+        let queued = match relay.reserve_ingest(bytes).await {
+            Some(room) => {
+                let (job_relay, job_client) = (relay.clone(), client.clone());
+                relay
+                    .verify
+                    .run(move || verify_and_write(&job_relay, job_client, job, room))
+                    .await
+            }
+            None => false,
+        };
         if !queued {
             burst.events.clear();
             client
@@ -123,9 +129,29 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
     }
 }
 
+/// Roughly the memory an admitted event holds until its commit: what the
+/// ingest budget counts.
+fn footprint(event: &Event) -> usize {
+    const FIXED: usize = 512;
+    const PER_STRING: usize = 32;
+    let tags: usize = event
+        .tags
+        .iter()
+        .flatten()
+        .map(|s| s.len() + PER_STRING)
+        .sum();
+    FIXED + 2 * event.content.len() + 2 * tags
+}
+
 /// Runs on a verify thread: checks each signature, sends ephemeral events
-/// straight to the fan-out and the rest to the writer as one group.
-fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, events: Vec<(Event, String)>) {
+/// straight to the fan-out and the rest to the writer as one group. `room`
+/// (the group's share of the ingest budget) is released after the commit.
+fn verify_and_write(
+    relay: &Arc<Relay>,
+    client: Arc<Client>,
+    events: Vec<(Event, String)>,
+    room: tokio::sync::OwnedSemaphorePermit,
+) {
     let mut replies = Vec::new();
     let (valid, ids) = verify_group(events, |id_hex, e| {
         replies.push(refusal(relay, Some(&id_hex), &e.to_string()));
@@ -158,6 +184,7 @@ fn verify_and_write(relay: &Arc<Relay>, client: Arc<Client>, events: Vec<(Event,
     relay.writer.submit_group(
         to_store,
         Box::new(move |outcomes| {
+            drop(room);
             let replies = stored_ids
                 .iter()
                 .zip(outcomes)
