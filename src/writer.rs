@@ -3,10 +3,11 @@
 //! transaction, commits, and only then answers each request and hands the
 //! newly stored events to the fan-out. Under load (the previous batch was
 //! big) it first lingers up to `commit_linger_ms` for more: a durable
-//! commit costs per page written, and bigger batches share their pages. Nothing else in this process writes
-//! the store; another process on the same data dir (`echorelay sync`,
-//! `import`) may, and the writer notices the sequence numbers it did not
-//! allocate and fans those events out too, so live subscribers see them.
+//! commit costs per page written, and bigger batches share their pages.
+//! Nothing else in this process writes the store; another process on the
+//! same data dir (`echorelay sync`, `import`) may, and the writer notices
+//! the sequence numbers it did not allocate and fans those events out too,
+//! so live subscribers see them.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

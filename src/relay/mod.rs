@@ -118,7 +118,8 @@ impl Relay {
 
     /// Reserves room for `bytes` of EVENTs until the returned permit drops
     /// (after their commit); waits while the relay holds too many. A job
-    /// bigger than the whole budget takes all of it. `None` at shutdown.
+    /// bigger than the whole budget takes all of it. `None` only if the
+    /// budget's semaphore is closed, which the relay never does.
     pub(crate) async fn reserve_ingest(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
         let total = ingest_budget(self.config.limits.max_ingest_bytes);
         let wanted = bytes.clamp(1, total) as u32;
