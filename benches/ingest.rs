@@ -6,7 +6,8 @@
 //! pass of the same code. Env: EVENTS (default 100000), CONNS (default 8),
 //! RUNS (ingest runs with fingerprint trees on, default 3; the median counts),
 //! STORE_ONLY (print only the store-alone rows: the writer's cost without
-//! sockets, for quick comparisons).
+//! sockets, for quick comparisons), LONE (events published one at a time,
+//! each OK awaited, for the lone-publisher latency rows; default 500).
 //!
 //! Besides the rates it prints where the CPU time of an event goes, per
 //! thread role (verify pool, writer, relay sockets, load generator), read
@@ -119,6 +120,36 @@ async fn publish_all(url: &str, per_conn: Vec<Vec<String>>) -> f64 {
         t.await.expect("publisher");
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// OK latency of events published one at a time (each OK awaited before
+/// the next EVENT): what a lone publisher sees, commit and fsync included.
+/// Returns (p50, p99) in milliseconds.
+async fn one_at_a_time(url: &str, messages: &[String]) -> (f64, f64) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let mut latencies = Vec::with_capacity(messages.len());
+    for text in messages {
+        let sent = Instant::now();
+        ws.send(Message::Text(text.clone().into()))
+            .await
+            .expect("send");
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str().starts_with("[\"OK\"") => {
+                    assert!(t.as_str().contains(",true,"), "refused: {}", t.as_str());
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection ended early: {other:?}"),
+            }
+        }
+        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99))
 }
 
 /// Prints the writer's batch-size histogram from the relay's /metrics.
@@ -277,6 +308,22 @@ fn main() {
         rate
     };
     // Fingerprint-tree maintenance cost: the same load with trees off, then on.
+    // A lone publisher with the writer's linger on (the default) and off:
+    // the linger only applies under load, so the two should agree.
+    let lone = env_or("LONE", if full { 500 } else { 20 }).min(messages[0].len());
+    for linger_ms in [Config::default().store.commit_linger_ms, 0] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.store.data_dir = dir.path().to_path_buf();
+        config.store.commit_linger_ms = linger_ms;
+        let relay = relay_rt.block_on(common::start_relay(config));
+        loadgen.block_on(wait_ready(&relay.url));
+        let (p50, p99) = loadgen.block_on(one_at_a_time(&relay.url, &messages[0][..lone]));
+        relay_rt.block_on(relay.stop());
+        println!(
+            "one at a time ({lone} events, commit_linger_ms {linger_ms}): OK latency p50 {p50:.2} ms, p99 {p99:.2} ms"
+        );
+    }
     let without_trees = run(false);
     let mut ingest: Vec<f64> = (0..runs).map(|_| run(true)).collect();
     ingest.sort_by(f64::total_cmp);
