@@ -13,6 +13,8 @@
 pub mod admin;
 /// Who calls the HTTP APIs: bearer tokens and NIP-98.
 pub mod auth;
+/// Bytes of EVENTs allowed between the socket and their commit.
+pub mod budget;
 /// Command line: one file per subcommand.
 pub mod cli;
 /// Configuration file and embedded defaults.

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::Admin;
+use crate::budget::IngestBudget;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::relay::policy::ReadPolicy;
@@ -74,9 +75,13 @@ pub async fn run_with_admin(
     let mesh = Arc::new(crate::mesh::Mesh::new(node_key.public_key(), &config));
     let read_policy = Arc::new(ReadPolicy::new(&config.auth, mesh.clone()));
     let fanout = spawn_fanout(registry.clone(), read_policy.clone())?;
+    let ingest_budget = IngestBudget::new(config.limits.max_ingest_bytes);
     let writer = Writer::spawn(
         store.clone(),
-        Batching::new(&config.store),
+        Batching {
+            budget: Some(ingest_budget.clone()),
+            ..Batching::new(&config.store)
+        },
         metrics.clone(),
         Some(fanout.clone()),
     );
@@ -87,6 +92,7 @@ pub async fn run_with_admin(
         config,
         RelayParts {
             store: store.clone(),
+            ingest_budget,
             writer: writer.handle(),
             verify: verify.handle(),
             metrics: metrics.clone(),

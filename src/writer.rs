@@ -75,12 +75,15 @@ const INBOX: usize = 32 * 1024;
 const BUSY_BATCH: usize = 64;
 
 /// How big write transactions get: the writer's share of the store config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Batching {
     /// Most items (events) committed in one transaction.
     pub max_batch: usize,
     /// How long a busy writer waits for more before committing.
     pub linger: std::time::Duration,
+    /// The relay's ingest budget: no lingering while it is tight, since the
+    /// events the writer would wait for may need the room its batch holds.
+    pub budget: Option<Arc<crate::budget::IngestBudget>>,
 }
 
 impl Batching {
@@ -88,6 +91,7 @@ impl Batching {
         Batching {
             max_batch: store.max_batch.max(1),
             linger: std::time::Duration::from_millis(store.commit_linger_ms),
+            budget: None,
         }
     }
 }
@@ -108,7 +112,7 @@ impl Writer {
         let (tx, rx) = flume::bounded(INBOX);
         let thread = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || run(&store, &rx, batching, &metrics, fanout.as_ref()))
+            .spawn(move || run(&store, &rx, &batching, &metrics, fanout.as_ref()))
             .ok();
         Writer {
             handle: WriterHandle { tx },
@@ -242,7 +246,7 @@ impl Request {
 fn run(
     store: &Store,
     rx: &flume::Receiver<Request>,
-    batching: Batching,
+    batching: &Batching,
     metrics: &Metrics,
     fanout: Option<&FanoutSender>,
 ) {
@@ -295,11 +299,12 @@ fn collect(
     rx: &flume::Receiver<Request>,
     first: Request,
     batch: &mut Vec<Request>,
-    batching: Batching,
+    batching: &Batching,
     busy: bool,
 ) -> usize {
-    let deadline =
-        (busy && !batching.linger.is_zero()).then(|| std::time::Instant::now() + batching.linger);
+    let tight = batching.budget.as_ref().is_some_and(|b| b.is_tight());
+    let deadline = (busy && !tight && !batching.linger.is_zero())
+        .then(|| std::time::Instant::now() + batching.linger);
     let mut next = Some(first);
     let mut items = 0;
     while let Some(req) = next.take() {
@@ -525,14 +530,23 @@ mod tests {
         max_batch: usize,
         busy: bool,
     ) -> flume::Receiver<usize> {
-        let (done_tx, done) = flume::bounded(1);
         let batching = Batching {
             max_batch,
             linger: Duration::from_secs(3600),
+            budget: None,
         };
+        collect_with(rx, batching, busy)
+    }
+
+    fn collect_with(
+        rx: flume::Receiver<Request>,
+        batching: Batching,
+        busy: bool,
+    ) -> flume::Receiver<usize> {
+        let (done_tx, done) = flume::bounded(1);
         std::thread::spawn(move || {
             let mut batch = Vec::new();
-            let _ = done_tx.send(collect(&rx, purge(), &mut batch, batching, busy));
+            let _ = done_tx.send(collect(&rx, purge(), &mut batch, &batching, busy));
         });
         done
     }
@@ -558,6 +572,27 @@ mod tests {
         tx.send(purge()).unwrap();
         tx.send(purge()).unwrap();
         assert_eq!(done.recv_timeout(Duration::from_secs(30)), Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_busy_writer_does_not_linger_while_the_ingest_budget_is_tight() {
+        let budget = crate::budget::IngestBudget::new(100);
+        let _held = budget.reserve(60).await.expect("room");
+        let (tx, rx) = flume::unbounded();
+        let batching = Batching {
+            max_batch: 100,
+            linger: Duration::from_secs(3600),
+            budget: Some(budget.clone()),
+        };
+        let done = collect_with(rx, batching, true);
+        // The sender stays open, so a lingering collect would not return.
+        let items = tokio::time::timeout(Duration::from_secs(30), done.recv_async()).await;
+        assert_eq!(
+            items.ok(),
+            Some(Ok(1)),
+            "a writer lingered on a tight budget"
+        );
+        drop(tx);
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
         let rest = burst.events.split_off(JOB_EVENTS.min(burst.events.len()));
         let job = std::mem::replace(&mut burst.events, rest);
         let bytes = job.iter().map(|(event, _)| footprint(event)).sum();
-        let queued = match relay.reserve_ingest(bytes).await {
+        let queued = match relay.ingest_budget.reserve(bytes).await {
             Some(room) => {
                 let (job_relay, job_client) = (relay.clone(), client.clone());
                 relay
@@ -150,7 +150,7 @@ fn verify_and_write(
     relay: &Arc<Relay>,
     client: Arc<Client>,
     events: Vec<(Event, String)>,
-    room: tokio::sync::OwnedSemaphorePermit,
+    room: crate::budget::Room,
 ) {
     let mut replies = Vec::new();
     let (valid, ids) = verify_group(events, |id_hex, e| {

@@ -21,8 +21,9 @@ pub mod subscriptions;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
+use crate::budget::IngestBudget;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -56,7 +57,7 @@ pub struct Relay {
     query_slots: Arc<Semaphore>,
     /// `limits.max_ingest_bytes`: EVENT bytes between the socket and the
     /// commit, so that a flood waits in TCP buffers and not in memory.
-    ingest_bytes: Arc<Semaphore>,
+    pub(crate) ingest_budget: Arc<IngestBudget>,
     next_client_id: AtomicU64,
     parse_limits: ParseLimits,
     shutdown: watch::Receiver<bool>,
@@ -65,6 +66,8 @@ pub struct Relay {
 /// The pieces [`Relay::new`] needs that outlive it (threads, channels).
 pub struct RelayParts {
     pub store: Arc<Store>,
+    /// Shared with the writer, which does not linger while it is tight.
+    pub ingest_budget: Arc<IngestBudget>,
     pub writer: WriterHandle,
     pub verify: VerifyHandle,
     pub metrics: Arc<Metrics>,
@@ -92,12 +95,12 @@ impl Relay {
             req_rate: IpRate::new(limits.reqs_per_second, limits.reqs_burst),
             connections: Arc::new(ConnectionCounter::new(limits.max_connections_per_ip)),
             query_slots: Arc::new(Semaphore::new(query_threads)),
-            ingest_bytes: Arc::new(Semaphore::new(ingest_budget(limits.max_ingest_bytes))),
             next_client_id: AtomicU64::new(1),
             parse_limits: ParseLimits {
                 max_filters: limits.max_filters,
                 max_subid_length: limits.max_subid_length,
             },
+            ingest_budget: parts.ingest_budget,
             store: parts.store,
             writer: parts.writer,
             verify: parts.verify,
@@ -116,29 +119,9 @@ impl Relay {
         self.write_policy.clone()
     }
 
-    /// Reserves room for `bytes` of EVENTs until the returned permit drops
-    /// (after their commit); waits while the relay holds too many. A job
-    /// bigger than the whole budget takes all of it. `None` only if the
-    /// budget's semaphore is closed, which the relay never does.
-    pub(crate) async fn reserve_ingest(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let total = ingest_budget(self.config.limits.max_ingest_bytes);
-        let wanted = bytes.clamp(1, total) as u32;
-        self.ingest_bytes
-            .clone()
-            .acquire_many_owned(wanted)
-            .await
-            .ok()
-    }
-
     /// Drops idle rate-limiter state; called periodically.
     pub fn shrink_rate_limiters(&self) {
         self.event_rate.shrink();
         self.req_rate.shrink();
     }
-}
-
-/// The ingest budget in semaphore permits (bytes, at least 1, at most
-/// what one semaphore acquire can take).
-fn ingest_budget(configured: usize) -> usize {
-    configured.clamp(1, u32::MAX as usize)
 }
