@@ -2,12 +2,14 @@
 //! relay-wide (`limits.max_ingest_bytes`). Readers reserve room before they
 //! queue a verify job and the room comes back after the commit, so a flood
 //! waits in TCP buffers instead of memory. The writer looks at it too: it
-//! does not linger for more events while the budget is tight, because what
-//! it would wait for may be the room its own batch holds.
+//! does not linger for more events once its own batch holds half the
+//! budget, because what it would wait for may need that room.
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::event::Event;
 
 /// Room for some EVENT bytes; released when dropped (after the commit).
 pub type Room = OwnedSemaphorePermit;
@@ -34,10 +36,24 @@ impl IngestBudget {
         self.room.clone().acquire_many_owned(wanted).await.ok()
     }
 
-    /// Less than half the budget is free.
-    pub fn is_tight(&self) -> bool {
-        self.room.available_permits() < self.total / 2
+    /// True when `held` bytes (a writer's batch) are half the budget or more.
+    pub fn is_mostly(&self, held: usize) -> bool {
+        held >= self.total / 2
     }
+}
+
+/// Roughly the memory an admitted event holds until its commit: what the
+/// budget counts (parsed strings and their JSON twice, plus fixed parts).
+pub fn footprint(event: &Event) -> usize {
+    const FIXED: usize = 512;
+    const PER_STRING: usize = 32;
+    let tags: usize = event
+        .tags
+        .iter()
+        .flatten()
+        .map(|s| s.len() + PER_STRING)
+        .sum();
+    FIXED + 2 * event.content.len() + 2 * tags
 }
 
 #[cfg(test)]
@@ -47,15 +63,13 @@ mod tests {
     #[tokio::test]
     async fn room_comes_back_when_dropped_and_oversized_jobs_take_it_all() {
         let budget = IngestBudget::new(100);
-        assert!(!budget.is_tight());
         let big = budget.reserve(1_000_000).await.expect("room");
-        assert!(budget.is_tight());
+        assert_eq!(budget.room.available_permits(), 0);
         drop(big);
         let small = budget.reserve(40).await.expect("room");
-        assert!(!budget.is_tight());
-        let more = budget.reserve(20).await.expect("room");
-        assert!(budget.is_tight());
-        drop((small, more));
-        assert!(!budget.is_tight());
+        assert_eq!(budget.room.available_permits(), 60);
+        drop(small);
+        assert_eq!(budget.room.available_permits(), 100);
+        assert!(!budget.is_mostly(49) && budget.is_mostly(50));
     }
 }

@@ -81,8 +81,8 @@ pub struct Batching {
     pub max_batch: usize,
     /// How long a busy writer waits for more before committing.
     pub linger: std::time::Duration,
-    /// The relay's ingest budget: no lingering while it is tight, since the
-    /// events the writer would wait for may need the room its batch holds.
+    /// The relay's ingest budget: no lingering once the batch holds half of
+    /// it, since the events the writer would wait for may need that room.
     pub budget: Option<Arc<crate::budget::IngestBudget>>,
 }
 
@@ -302,14 +302,22 @@ fn collect(
     batching: &Batching,
     busy: bool,
 ) -> usize {
-    let tight = batching.budget.as_ref().is_some_and(|b| b.is_tight());
-    let deadline = (busy && !tight && !batching.linger.is_zero())
-        .then(|| std::time::Instant::now() + batching.linger);
+    let mut deadline =
+        (busy && !batching.linger.is_zero()).then(|| std::time::Instant::now() + batching.linger);
     let mut next = Some(first);
-    let mut items = 0;
+    let (mut items, mut held) = (0, 0);
     while let Some(req) = next.take() {
         let stop = matches!(req, Request::Shutdown);
         items += req.items();
+        if let (Request::Events { events, .. }, Some(budget)) = (&req, &batching.budget) {
+            held += events
+                .iter()
+                .map(|(e, _)| crate::budget::footprint(e))
+                .sum::<usize>();
+            if budget.is_mostly(held) {
+                deadline = None;
+            }
+        }
         batch.push(req);
         if stop || items >= batching.max_batch {
             break;
@@ -535,10 +543,11 @@ mod tests {
             linger: Duration::from_secs(3600),
             budget: None,
         };
-        collect_with(rx, batching, busy)
+        collect_from(purge(), rx, batching, busy)
     }
 
-    fn collect_with(
+    fn collect_from(
+        first: Request,
         rx: flume::Receiver<Request>,
         batching: Batching,
         busy: bool,
@@ -546,7 +555,7 @@ mod tests {
         let (done_tx, done) = flume::bounded(1);
         std::thread::spawn(move || {
             let mut batch = Vec::new();
-            let _ = done_tx.send(collect(&rx, purge(), &mut batch, &batching, busy));
+            let _ = done_tx.send(collect(&rx, first, &mut batch, &batching, busy));
         });
         done
     }
@@ -574,23 +583,26 @@ mod tests {
         assert_eq!(done.recv_timeout(Duration::from_secs(30)), Ok(3));
     }
 
-    #[tokio::test]
-    async fn a_busy_writer_does_not_linger_while_the_ingest_budget_is_tight() {
-        let budget = crate::budget::IngestBudget::new(100);
-        let _held = budget.reserve(60).await.expect("room");
-        let (tx, rx) = flume::unbounded();
+    #[test]
+    fn a_busy_writer_stops_lingering_once_its_batch_holds_half_the_budget() {
+        let event = crate::event::Keys::generate().sign(1, 1, vec![], "x".repeat(100));
+        let json = event.to_json();
+        let first = Request::Events {
+            events: vec![(event, json)],
+            reply: Box::new(|_| {}),
+        };
         let batching = Batching {
             max_batch: 100,
             linger: Duration::from_secs(3600),
-            budget: Some(budget.clone()),
+            budget: Some(crate::budget::IngestBudget::new(1000)),
         };
-        let done = collect_with(rx, batching, true);
+        let (tx, rx) = flume::unbounded();
+        let done = collect_from(first, rx, batching, true);
         // The sender stays open, so a lingering collect would not return.
-        let items = tokio::time::timeout(Duration::from_secs(30), done.recv_async()).await;
         assert_eq!(
-            items.ok(),
-            Some(Ok(1)),
-            "a writer lingered on a tight budget"
+            done.recv_timeout(Duration::from_secs(30)),
+            Ok(1),
+            "a writer lingered holding most of the ingest budget"
         );
         drop(tx);
     }

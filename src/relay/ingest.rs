@@ -109,7 +109,10 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
         }
         let rest = burst.events.split_off(JOB_EVENTS.min(burst.events.len()));
         let job = std::mem::replace(&mut burst.events, rest);
-        let bytes = job.iter().map(|(event, _)| footprint(event)).sum();
+        let bytes = job
+            .iter()
+            .map(|(event, _)| crate::budget::footprint(event))
+            .sum();
         let queued = match relay.ingest_budget.reserve(bytes).await {
             Some(room) => {
                 let (job_relay, job_client) = (relay.clone(), client.clone());
@@ -127,20 +130,6 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
                 .send(messages::notice_msg("error: relay is shutting down"));
         }
     }
-}
-
-/// Roughly the memory an admitted event holds until its commit: what the
-/// ingest budget counts.
-fn footprint(event: &Event) -> usize {
-    const FIXED: usize = 512;
-    const PER_STRING: usize = 32;
-    let tags: usize = event
-        .tags
-        .iter()
-        .flatten()
-        .map(|s| s.len() + PER_STRING)
-        .sum();
-    FIXED + 2 * event.content.len() + 2 * tags
 }
 
 /// Runs on a verify thread: checks each signature, sends ephemeral events
