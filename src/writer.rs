@@ -309,7 +309,10 @@ fn collect(
     while let Some(req) = next.take() {
         let stop = matches!(req, Request::Shutdown);
         items += req.items();
-        if let (Request::Events { events, .. }, Some(budget)) = (&req, &batching.budget) {
+        // Only a lingering batch needs to know what it holds.
+        if let (Request::Events { events, .. }, Some(budget), Some(_)) =
+            (&req, &batching.budget, deadline)
+        {
             held += events
                 .iter()
                 .map(|(e, _)| crate::budget::footprint(e))
