@@ -63,6 +63,19 @@ pub struct PeerConfig {
     pub pubkey: Option<String>,
 }
 
+impl Default for PeerConfig {
+    fn default() -> PeerConfig {
+        PeerConfig {
+            url: String::new(),
+            dir: default_peer_dir(),
+            filter: default_peer_filter(),
+            interval_secs: default_peer_interval(),
+            live: false,
+            pubkey: None,
+        }
+    }
+}
+
 /// Longest sync interval accepted (a week).
 pub const MAX_PEER_INTERVAL_SECS: u64 = 7 * 24 * 3600;
 
@@ -83,11 +96,17 @@ fn default_peer_interval() -> u64 {
 pub struct ServerConfig {
     /// Address of the WebSocket / HTTP listener.
     pub listen: SocketAddr,
-    /// The relay's public URL; when set, NIP-42 AUTH events must name it.
+    /// The relay's public URL; when set, NIP-42 AUTH events must name it
+    /// (otherwise they must name the URL the client connected to).
     pub relay_url: String,
     /// Header carrying the client address when behind a reverse proxy
     /// (e.g. "x-forwarded-for"); empty means use the socket peer address.
+    /// Believed only from `trusted_proxies`.
     pub real_ip_header: String,
+    /// Addresses (IPs or CIDR blocks) of the reverse proxies whose
+    /// `real_ip_header`, `X-Forwarded-Proto` and `X-Forwarded-Host` are
+    /// believed.
+    pub trusted_proxies: Vec<String>,
     /// Signature-verify threads; 0 means one per core.
     pub verify_threads: usize,
     /// Concurrent REQ/COUNT queries on the blocking pool; 0 means 2 per core.
@@ -120,6 +139,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7777)),
             relay_url: String::new(),
             real_ip_header: String::new(),
+            trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
             verify_threads: 0,
             query_threads: 0,
             admin_listen: "127.0.0.1:7778".into(),
@@ -361,6 +381,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.admin_addr()?;
+        crate::relay::origin::Origins::new(&self.server).map_err(ConfigError::Invalid)?;
         for peer in &self.peers {
             if !(peer.url.starts_with("ws://") || peer.url.starts_with("wss://")) {
                 return Err(ConfigError::Invalid(format!(

@@ -39,6 +39,8 @@ pub mod metrics;
 pub mod negentropy;
 /// Wiring and orderly shutdown of a running node.
 pub mod node;
+/// NODE-AUTH: a dialled peer proves it holds its configured node key.
+pub mod node_auth;
 /// Nostr over WebSocket: server, connections, subscriptions, policy.
 pub mod relay;
 /// The node key and the generated admin token in the data directory.

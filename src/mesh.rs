@@ -6,9 +6,9 @@
 //! fingerprint trees whose scope names nothing but mesh kinds, so a
 //! stranger's reconciliation never contains their ids.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use crate::config::Config;
+use crate::config::{Config, PeerConfig};
 use crate::filter::Filter;
 
 /// A graph transaction (one DB-Sync log entry).
@@ -44,35 +44,97 @@ pub fn scope_may_hold(scope: &Filter, kind: u16) -> bool {
     is_mesh_kind(kind) == is_mesh_scope(scope)
 }
 
-/// The node keys of the mesh; peers added at run time may join it.
+/// The refusal of a mesh-kind event whose author is not in the mesh set,
+/// on every path that stores events (client, sync, live link, import).
+pub const AUTHOR_REFUSAL: &str = "restricted: graph and echo events must be signed by a mesh node";
+
+/// The mesh set: this node's key, `auth.trusted_nodes`, and the node key of
+/// every configured or added peer. The one place that answers "is this key
+/// in the mesh"; it starts empty (every mesh event refused) until a node
+/// or a CLI command fills it from its config.
 #[derive(Debug, Default)]
 pub struct Mesh {
-    members: parking_lot::RwLock<HashSet<[u8; 32]>>,
+    /// This node and `auth.trusted_nodes`: fixed for the process.
+    fixed: parking_lot::RwLock<HashSet<[u8; 32]>>,
+    /// Peers' node keys by URL (configured and added at run time).
+    peers: parking_lot::RwLock<HashMap<String, [u8; 32]>>,
 }
 
 impl Mesh {
-    /// This node's key, `auth.trusted_nodes`, and the `pubkey` of every
-    /// configured peer.
-    pub fn new(node_key: [u8; 32], config: &Config) -> Mesh {
-        let mut members: HashSet<[u8; 32]> = config
-            .auth
-            .trusted_nodes
-            .iter()
-            .chain(config.peers.iter().filter_map(|p| p.pubkey.as_ref()))
-            .filter_map(|k| crate::event::decode_hex::<32>(k))
-            .collect();
-        members.insert(node_key);
-        Mesh {
-            members: parking_lot::RwLock::new(members),
+    /// Fills the set from the node key, the config and the peers added
+    /// through the control API (`added`, as kept in the store).
+    pub fn admit(&self, node_key: [u8; 32], config: &Config, added: &[PeerConfig]) {
+        let mut fixed = self.fixed.write();
+        fixed.insert(node_key);
+        fixed.extend(
+            config
+                .auth
+                .trusted_nodes
+                .iter()
+                .filter_map(|k| crate::event::decode_hex::<32>(k)),
+        );
+        drop(fixed);
+        for peer in config.peers.iter().chain(added) {
+            if let Some(key) = peer
+                .pubkey
+                .as_deref()
+                .and_then(crate::event::decode_hex::<32>)
+            {
+                self.add_peer(&peer.url, key);
+            }
         }
     }
 
     pub fn is_member(&self, pubkey: &[u8; 32]) -> bool {
-        self.members.read().contains(pubkey)
+        self.fixed.read().contains(pubkey) || self.peers.read().values().any(|k| k == pubkey)
     }
 
-    /// A peer added with its node key joins the mesh.
-    pub fn add(&self, pubkey: [u8; 32]) {
-        self.members.write().insert(pubkey);
+    /// A peer configured with its node key joins the mesh.
+    pub fn add_peer(&self, url: &str, pubkey: [u8; 32]) {
+        self.peers.write().insert(url.to_string(), pubkey);
+    }
+
+    /// A removed peer's key leaves the mesh (unless it is also trusted by
+    /// config or named by another peer).
+    pub fn remove_peer(&self, url: &str) {
+        self.peers.write().remove(url);
+    }
+
+    /// The node key configured for the peer at `url`: the key that peer
+    /// must prove it holds before mesh-private events flow.
+    pub fn key_of_peer(&self, url: &str) -> Option<[u8; 32]> {
+        self.peers.read().get(url).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_set_is_the_node_trusted_keys_and_peer_keys() {
+        let mut config = Config::default();
+        config.auth.trusted_nodes = vec![hex::encode([2u8; 32])];
+        config.peers.push(PeerConfig {
+            url: "ws://b".into(),
+            pubkey: Some(hex::encode([3u8; 32])),
+            ..PeerConfig::default()
+        });
+        let mesh = Mesh::default();
+        assert!(!mesh.is_member(&[1u8; 32]), "an empty set trusts nobody");
+        let added = [PeerConfig {
+            url: "ws://c".into(),
+            pubkey: Some(hex::encode([4u8; 32])),
+            ..PeerConfig::default()
+        }];
+        mesh.admit([1u8; 32], &config, &added);
+        for key in [[1u8; 32], [2u8; 32], [3u8; 32], [4u8; 32]] {
+            assert!(mesh.is_member(&key));
+        }
+        assert!(!mesh.is_member(&[5u8; 32]));
+        assert_eq!(mesh.key_of_peer("ws://c"), Some([4u8; 32]));
+        mesh.remove_peer("ws://c");
+        assert!(!mesh.is_member(&[4u8; 32]));
+        assert!(mesh.is_member(&[3u8; 32]));
     }
 }

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub connections_dropped_slow: AtomicU64,
     pub reqs_total: AtomicU64,
     pub events_purged: AtomicU64,
+    /// Mesh-kind events refused because their author is not in the mesh
+    /// set, whatever path brought them (client, sync, live link, import).
+    pub mesh_author_refused: AtomicU64,
     batch_count: AtomicU64,
     batch_sum: AtomicU64,
     batch_buckets: [AtomicU64; 8],
@@ -72,6 +75,18 @@ impl Metrics {
             .position(|(r, _)| *r == which)
             .unwrap_or(0);
         self.rejected[i].load(Relaxed)
+    }
+
+    pub fn count_mesh_author_refusals(&self, outcomes: &[crate::store::WriteOutcome]) {
+        let refused = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(o, crate::store::WriteOutcome::Refused(r) if r == crate::mesh::AUTHOR_REFUSAL)
+            })
+            .count();
+        if refused > 0 {
+            self.mesh_author_refused.fetch_add(refused as u64, Relaxed);
+        }
     }
 
     pub fn record_batch(&self, size: usize) {
@@ -135,6 +150,12 @@ impl Metrics {
             "Connections dropped for exceeding their outbound limit.",
             "counter",
             self.connections_dropped_slow.load(Relaxed),
+        );
+        counter(
+            "echorelay_mesh_author_refused_total",
+            "Graph and echo events refused because their author is not in the mesh set.",
+            "counter",
+            self.mesh_author_refused.load(Relaxed),
         );
         counter(
             "echorelay_reqs_total",

@@ -72,7 +72,8 @@ pub async fn run_with_admin(
     let node_key = Arc::new(crate::secrets::node_key(&config.store.data_dir)?);
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(Registry::default());
-    let mesh = Arc::new(crate::mesh::Mesh::new(node_key.public_key(), &config));
+    let mesh = store.mesh().clone();
+    mesh.admit(node_key.public_key(), &config, &store.added_peers()?);
     let read_policy = Arc::new(ReadPolicy::new(&config.auth, mesh.clone()));
     let fanout = spawn_fanout(registry.clone(), read_policy.clone())?;
     let ingest_budget = IngestBudget::new(config.limits.max_ingest_bytes);
@@ -100,6 +101,7 @@ pub async fn run_with_admin(
             registry,
             read_policy,
             fanout,
+            node_key: node_key.clone(),
         },
     ));
     let maintenance = tokio::spawn(maintenance(relay.clone(), purge_every));

@@ -250,6 +250,9 @@ fn run(
     metrics: &Metrics,
     fanout: Option<&FanoutSender>,
 ) {
+    if let Err(e) = store.recompute_graph_states() {
+        tracing::error!(error = %e, "cannot recompute graph states");
+    }
     let mut batch: Vec<Request> = Vec::new();
     let mut seen = fanout.map(|_| Seen::start(store));
     let mut busy = false;
@@ -394,6 +397,7 @@ fn commit_batch(
             Request::Events { events, reply } => {
                 let mine: Vec<WriteOutcome> = outcomes.by_ref().take(events.len()).collect();
                 reply(&mine);
+                metrics.count_mesh_author_refusals(&mine);
                 for ((event, json), outcome) in events.into_iter().zip(mine) {
                     if let WriteOutcome::Stored { seq } = outcome {
                         metrics

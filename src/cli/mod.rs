@@ -76,6 +76,10 @@ fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
     let opened = crate::store::Store::open(&store.data_dir, &options)
         .with_context(|| format!("cannot open the store in {}", store.data_dir.display()))?;
     opened.ensure_default_tree()?;
+    // Writes from the CLI check mesh authors like the relay does.
+    let node_key = crate::secrets::node_key(&store.data_dir)?;
+    let added = opened.added_peers()?;
+    opened.mesh().admit(node_key.public_key(), config, &added);
     Ok(opened)
 }
 

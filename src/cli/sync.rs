@@ -57,6 +57,12 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         ..SyncOptions::default()
     };
     let store = Arc::new(super::open_store(&config)?);
+    // A peer configured (or added) with its node key is synced as a mesh
+    // node once it proves that key.
+    let opts = SyncOptions {
+        peer_key: store.mesh().key_of_peer(&args.url),
+        ..opts
+    };
     let writer = Writer::spawn(
         store.clone(),
         Batching::new(&config.store),
@@ -97,19 +103,24 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         }
     };
     if args.json {
-        let refused: Vec<_> = report
-            .refused
-            .iter()
-            .map(|(id, r)| serde_json::json!({"id": id, "reason": r}))
-            .collect();
+        let listed = |list: &[(String, String)]| -> Vec<serde_json::Value> {
+            list.iter()
+                .map(|(id, r)| serde_json::json!({"id": id, "reason": r}))
+                .collect()
+        };
+        let (refused, fetch_refusals) = (listed(&report.refused), listed(&report.fetch_refusals));
         println!(
             "{}",
             serde_json::json!({"url": args.url, "rounds": report.rounds, "have": report.have, "need": report.need,
-                "fetched": report.fetched, "fetch_refused": report.fetch_refused, "sent": report.sent, "refused": refused})
+                "fetched": report.fetched, "fetch_refused": report.fetch_refused,
+                "fetch_refusals": fetch_refusals, "skipped_refused": report.skipped_refused, "sent": report.sent, "refused": refused})
         );
     } else {
         for (id, reason) in &report.refused {
             eprintln!("refused by peer: {id}: {reason}");
+        }
+        for (id, reason) in &report.fetch_refusals {
+            eprintln!("refused here: {id}: {reason}");
         }
         eprintln!(
             "synced with {}: {} rounds, have {}, need {}, fetched {} ({} refused locally), sent {} ({} refused by peer)",

@@ -48,13 +48,21 @@ enum Flow {
     Stop,
 }
 
-pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, slot: ConnectionSlot) {
+/// Serves one upgraded connection; `auth` holds its NIP-42 challenge and
+/// the relay URL its AUTH events must name.
+pub async fn run(
+    relay: Arc<Relay>,
+    socket: WebSocket,
+    ip: IpAddr,
+    auth: AuthState,
+    slot: ConnectionSlot,
+) {
     let (outbox, rx) = Outbox::new(relay.config.limits.max_pending_outbound_bytes);
     let client = Arc::new(Client {
         id: relay.next_client_id.fetch_add(1, Relaxed),
         ip,
         outbox,
-        auth: AuthState::new(),
+        auth,
         // As many queries in flight as subscriptions may be open.
         queries: Arc::new(tokio::sync::Semaphore::new(
             relay.config.limits.max_subscriptions.max(1),
@@ -246,6 +254,7 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
             }
         }
         Ok(ClientMessage::Auth(raw)) => handle_auth(relay, client, raw).await,
+        Ok(ClientMessage::NodeAuth(nonce)) => handle_node_auth(relay, client, nonce).await,
         Ok(ClientMessage::NegOpen { sub_id, .. })
         | Ok(ClientMessage::NegMsg { sub_id, .. })
         | Ok(ClientMessage::NegClose { sub_id })
@@ -282,7 +291,6 @@ async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
         }
     };
     let job_client = client.clone();
-    let relay_url = relay.config.server.relay_url.clone();
     relay
         .verify
         .run(move || {
@@ -290,12 +298,32 @@ async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
             let result = event
                 .verify()
                 .map_err(|e| e.to_string())
-                .and_then(|_| job_client.auth.accept(&event, &relay_url));
+                .and_then(|_| job_client.auth.accept(&event));
             let reply = match result {
                 Ok(()) => messages::ok(&id, true, ""),
                 Err(reason) => messages::ok(&id, false, &reason),
             };
             job_client.outbox.send(reply);
+        })
+        .await;
+}
+
+/// Signs a dialling node's nonce with the node key, once per connection
+/// (a signature costs CPU; one proof is all a node needs).
+async fn handle_node_auth(relay: &Arc<Relay>, client: &Arc<Client>, nonce: String) {
+    if !client.auth.take_node_proof() {
+        let reason = "invalid: NODE-AUTH is answered once per connection";
+        client.outbox.send(messages::notice_msg(reason));
+        return;
+    }
+    let (key, job_client) = (relay.node_key.clone(), client.clone());
+    relay
+        .verify
+        .run(move || {
+            let proof = crate::node_auth::proof(&key, &nonce, job_client.auth.relay_url());
+            job_client
+                .outbox
+                .send(messages::node_proof(&proof.to_json()));
         })
         .await;
 }

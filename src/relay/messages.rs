@@ -33,6 +33,9 @@ pub enum ClientMessage<'a> {
     NegClose {
         sub_id: String,
     },
+    /// The mesh handshake (`node_auth.rs`): a dialling node's nonce for
+    /// this node to sign.
+    NodeAuth(String),
 }
 
 /// A message that could not be understood, with the reason for the NOTICE or
@@ -164,6 +167,17 @@ pub fn parse_client_message<'a>(
             arity(2)?;
             Ok(ClientMessage::Auth(parts[1]))
         }
+        "NODE-AUTH" => {
+            arity(2)?;
+            match as_string(parts[1]) {
+                Some(nonce) if crate::node_auth::is_nonce(&nonce) => {
+                    Ok(ClientMessage::NodeAuth(nonce))
+                }
+                _ => Err(notice(
+                    "invalid: NODE-AUTH nonce must be 64 lowercase hex characters",
+                )),
+            }
+        }
         "NEG-OPEN" => {
             if parts.len() != 4 {
                 return Err(notice("NEG-OPEN takes 3 elements"));
@@ -253,6 +267,11 @@ pub fn count(sub_id: &str, count: u64) -> String {
 
 pub fn auth_challenge(challenge: &str) -> String {
     format!("[\"AUTH\",{}]", json_string(challenge))
+}
+
+/// This node's answer to a NODE-AUTH nonce.
+pub fn node_proof(proof_json: &str) -> String {
+    format!("[\"{}\",{proof_json}]", crate::node_auth::MESSAGE)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod limits;
 pub mod messages;
 mod neg_sessions;
 mod nip11;
+pub mod origin;
 mod outbox;
 pub mod policy;
 mod server;
@@ -61,6 +62,11 @@ pub struct Relay {
     next_client_id: AtomicU64,
     parse_limits: ParseLimits,
     shutdown: watch::Receiver<bool>,
+    /// How client IPs and the relay URL are read from requests.
+    pub(crate) origins: origin::Origins,
+    /// This node's key: named by mesh-grade NIP-42 proofs, and signing the
+    /// node's half of the mesh handshake (NODE-AUTH).
+    pub(crate) node_key: Arc<crate::event::Keys>,
 }
 
 /// The pieces [`Relay::new`] needs that outlive it (threads, channels).
@@ -75,6 +81,7 @@ pub struct RelayParts {
     pub registry: Arc<Registry>,
     pub read_policy: Arc<ReadPolicy>,
     pub fanout: FanoutSender,
+    pub node_key: Arc<crate::event::Keys>,
 }
 
 impl Relay {
@@ -109,6 +116,11 @@ impl Relay {
             fanout: parts.fanout,
             registry: parts.registry,
             neg_directory: NegDirectory::default(),
+            origins: origin::Origins::new(&config.server).unwrap_or_else(|e| {
+                tracing::error!(error = e, "server origins misconfigured; none trusted");
+                origin::Origins::default()
+            }),
+            node_key: parts.node_key,
             config,
         }
     }

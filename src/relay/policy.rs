@@ -103,9 +103,10 @@ impl ReadPolicy {
         self.restricted.contains(&kind)
     }
 
-    /// Is the client authenticated as a node of the mesh?
+    /// Is the client authenticated as a node of the mesh, with a proof
+    /// bound to this node (see `AuthState::any_bound`)?
     pub fn is_mesh_node(&self, client: &Client) -> bool {
-        client.auth.any(|pk| self.mesh.is_member(pk))
+        client.auth.any_bound(|pk| self.mesh.is_member(pk))
     }
 
     /// Does a tree with `scope` give `client` exactly its view? Mesh trees

@@ -2,7 +2,7 @@
 //! Prometheus metrics on `/metrics`, and the other APIs' routes (graph
 //! sync) merged in.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -45,21 +45,6 @@ pub async fn serve(
     .await
 }
 
-fn client_ip(relay: &Relay, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-    let name = &relay.config.server.real_ip_header;
-    if !name.is_empty() {
-        let forwarded = headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
-        }
-    }
-    peer.ip()
-}
-
 async fn root(
     State(relay): State<Arc<Relay>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -71,7 +56,7 @@ async fn root(
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if wants_ws {
-        let ip = client_ip(&relay, &parts.headers, peer);
+        let ip = relay.origins.client_ip(&parts.headers, peer);
         let Some(slot) = relay.connections.try_acquire(ip) else {
             return (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -79,6 +64,11 @@ async fn root(
             )
                 .into_response();
         };
+        let url = relay
+            .origins
+            .relay_url(&parts.headers, peer, parts.uri.path());
+        let configured = !relay.origins.relay_url.is_empty();
+        let auth = super::auth::AuthState::new(url, configured, &relay.node_key.public_key());
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
@@ -91,7 +81,7 @@ async fn root(
         return upgrade
             .max_message_size(hard_limit)
             .max_frame_size(hard_limit)
-            .on_upgrade(move |socket| connection::run(relay, socket, ip, slot));
+            .on_upgrade(move |socket| connection::run(relay, socket, ip, auth, slot));
     }
     let wants_info = parts
         .headers

@@ -94,6 +94,12 @@ struct IndexFields {
     deleted: bool,
 }
 
+/// The fields of an index event that names its own graph (`d`).
+fn index_fields(event: &Event) -> Option<IndexFields> {
+    let fields = serde_json::from_str::<IndexFields>(&event.content).ok()?;
+    (fields.graph_id == event.d_tag()).then_some(fields)
+}
+
 /// The graph a tx event belongs to: its first `g` tag.
 pub fn graph_of(event: &Event) -> Option<&str> {
     if event.kind != GRAPH_TX_KIND {
@@ -130,6 +136,61 @@ impl Store {
         Ok(self.graph_state(txn, graph)?.refusal(epoch_of(event)))
     }
 
+    /// Recomputes every graph's epoch and deletion mark from the index
+    /// events of mesh authors only, at writer start: an index event stored
+    /// before the author check (a stranger's "deleted", say) stops acting.
+    /// When a mark is lifted, the remembered sync refusals are forgotten,
+    /// so the txs it had refused can come back from peers.
+    pub fn recompute_graph_states(&self) -> Result<(), StoreError> {
+        let txn = self.read_txn()?;
+        let filter = crate::filter::Filter {
+            kinds: Some(vec![GRAPH_INDEX_KIND]),
+            ..Default::default()
+        };
+        let mut states: std::collections::BTreeMap<Vec<u8>, GraphState> = Default::default();
+        self.query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
+            let Some(fields) = Event::from_json(found.json)
+                .ok()
+                .filter(|e| self.is_trusted_author(e.kind, &e.pubkey))
+                .and_then(|e| index_fields(&e))
+            else {
+                return Ok(true);
+            };
+            let state = states.entry(graph_key(&fields.graph_id)).or_default();
+            state.epoch = state.epoch.max(fields.epoch);
+            state.deleted |= fields.deleted;
+            Ok(true)
+        })?;
+        let mut stale = Vec::new();
+        for entry in self.dbs.graph_state.iter(&txn)? {
+            let (key, value) = entry?;
+            let held = GraphState::decode(value).ok_or(StoreError::Corrupt("graph state"))?;
+            if states.get(key).copied().unwrap_or_default() != held {
+                stale.push(key.to_vec());
+            }
+        }
+        drop(txn);
+        if stale.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            graphs = stale.len(),
+            "graph states set by index events outside the mesh are undone"
+        );
+        let mut wtxn = self.env().write_txn()?;
+        for key in stale {
+            match states.get(&key) {
+                Some(state) => self.dbs.graph_state.put(&mut wtxn, &key, &state.encode())?,
+                None => {
+                    self.dbs.graph_state.delete(&mut wtxn, &key)?;
+                }
+            }
+        }
+        self.dbs.sync_refused.clear(&mut wtxn)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
     /// After an index event is stored: raises the graph's epoch or marks it
     /// deleted, and removes the txs that this makes obsolete.
     pub(super) fn apply_graph_index(
@@ -141,12 +202,9 @@ impl Store {
         if event.kind != GRAPH_INDEX_KIND {
             return Ok(());
         }
-        let Ok(fields) = serde_json::from_str::<IndexFields>(&event.content) else {
+        let Some(fields) = index_fields(event) else {
             return Ok(());
         };
-        if fields.graph_id != event.d_tag() {
-            return Ok(());
-        }
         let graph = fields.graph_id.as_str();
         let old = self.graph_state(txn, graph)?;
         let new = GraphState {
@@ -239,8 +297,13 @@ impl Store {
             let Some(value) = self.dbs.events.get(txn, seq)? else {
                 continue;
             };
-            let (_, json) =
+            let (header, json) =
                 schema::Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+            // A tx stored before the author check, or by a node since
+            // removed from the mesh, is not part of the graph.
+            if !self.is_trusted_author(header.kind, &header.pubkey) {
+                continue;
+            }
             let event = std::str::from_utf8(json)
                 .ok()
                 .and_then(|j| Event::from_json(j).ok())
@@ -407,11 +470,36 @@ mod tests {
     }
 
     #[test]
+    fn a_tx_by_an_author_outside_the_mesh_is_refused_and_not_pulled() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::from_config(&crate::config::Config::default());
+        let store = Store::open(dir.path(), &options).unwrap();
+        let (node, stranger) = (Keys::generate(), Keys::generate());
+        let config = crate::config::Config::default();
+        store.mesh().admit(node.public_key(), &config, &[]);
+        let (forged, json) = tx(&stranger, "g1", "forged");
+        let outcome = store
+            .apply_batch(&[BatchItem::Insert {
+                event: &forged,
+                json: &json,
+            }])
+            .unwrap();
+        assert_eq!(
+            outcome[0],
+            WriteOutcome::Refused(crate::mesh::AUTHOR_REFUSAL.into())
+        );
+        let txn = store.read_txn().unwrap();
+        assert_eq!(store.graph_t(&txn, "g1").unwrap(), 0);
+    }
+
+    #[test]
     fn batches_append_in_order_and_stale_ones_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions::from_config(&crate::config::Config::default());
         let store = Store::open(dir.path(), &options).unwrap();
         let keys = Keys::generate();
+        let config = crate::config::Config::default();
+        store.mesh().admit(keys.public_key(), &config, &[]);
         let first = vec![tx(&keys, "g1", "a"), tx(&keys, "g1", "b")];
         let outcome = store
             .apply_batch(&[BatchItem::GraphBatch {

@@ -118,6 +118,9 @@ pub struct Store {
     max_map_size: u64,
     tree_excluded: std::collections::HashSet<u16>,
     trees_enabled: bool,
+    /// Who may author mesh-kind events: checked on every insert and by
+    /// every reader of graph and echo state.
+    mesh: std::sync::Arc<crate::mesh::Mesh>,
 }
 
 /// A read snapshot. Short-lived: hold one per query, never across an await
@@ -192,7 +195,20 @@ impl Store {
             max_map_size: (max_map_size_mb * MIB).max(map_size),
             tree_excluded: options.tree_excluded_kinds.iter().copied().collect(),
             trees_enabled: options.trees,
+            mesh: std::sync::Arc::default(),
         })
+    }
+
+    /// The mesh set this store checks authors against (empty, so refusing
+    /// every mesh event, until the opener admits its node and peers).
+    pub fn mesh(&self) -> &std::sync::Arc<crate::mesh::Mesh> {
+        &self.mesh
+    }
+
+    /// May an event of `kind` by `pubkey` act on graph or echo state? Mesh
+    /// kinds only by mesh members; every other kind is not mesh state.
+    pub fn is_trusted_author(&self, kind: u16, pubkey: &[u8; 32]) -> bool {
+        !crate::mesh::is_mesh_kind(kind) || self.mesh.is_member(pubkey)
     }
 
     pub fn read_txn(&self) -> Result<ReadTxn<'_>, StoreError> {
@@ -281,6 +297,25 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the remembered refusals given for `reason`: a node that
+    /// joins the mesh makes its events storable, so a peer may offer them
+    /// again.
+    pub fn forget_refusals(&self, reason: &str) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let mut doomed = Vec::new();
+        for entry in self.dbs.sync_refused.iter(&txn)? {
+            let (id, held) = entry?;
+            if held == reason.as_bytes() {
+                doomed.push(id.to_vec());
+            }
+        }
+        for id in doomed {
+            self.dbs.sync_refused.delete(&mut txn, &id)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Drops from `ids` (a peer's offer) those we hold already or refused
     /// before; returns how many of them had been refused.
     pub fn drop_known_refused(&self, ids: &mut Vec<[u8; 32]>) -> Result<usize, StoreError> {
@@ -339,6 +374,15 @@ impl Store {
             out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
         }
         Ok(out)
+    }
+
+    /// The peers added through the control API, as they were added.
+    pub fn added_peers(&self) -> Result<Vec<crate::config::PeerConfig>, StoreError> {
+        Ok(self
+            .peer_records(PeerRecord::AddedPeer)?
+            .into_iter()
+            .filter_map(|(_, json)| serde_json::from_slice(&json).ok())
+            .collect())
     }
 
     fn peer_db(&self, kind: PeerRecord) -> &Db {

@@ -190,8 +190,9 @@ impl Store {
         Ok(accepted)
     }
 
-    /// Of the addressable events matching `filter`, whoever signed them,
-    /// one item per `d` tag: `parse` reads an item from an event (`None`
+    /// Of the addressable events matching `filter`, whichever mesh node
+    /// signed them (mesh kinds by anyone else are skipped), one item per
+    /// `d` tag: `parse` reads an item from an event (`None`
     /// skips it) and the highest `rank` wins. Mesh nodes each sign their
     /// own version of an address, so the newest is decided by content, not
     /// by the NIP-01 coordinate.
@@ -207,6 +208,11 @@ impl Store {
             let Ok(event) = Event::from_json(found.json) else {
                 return Ok(true);
             };
+            // Stored before the author check existed, or by a node since
+            // removed from the mesh: inert.
+            if !self.is_trusted_author(event.kind, &event.pubkey) {
+                return Ok(true);
+            }
             let Some(item) = parse(&event) else {
                 return Ok(true);
             };

@@ -101,6 +101,9 @@ impl Store {
         json: &str,
         next_seq: &mut u64,
     ) -> Result<WriteOutcome, StoreError> {
+        if !self.is_trusted_author(event.kind, &event.pubkey) {
+            return Ok(WriteOutcome::Refused(crate::mesh::AUTHOR_REFUSAL.into()));
+        }
         let seq = *next_seq;
         let seq_bytes = schema::seq_key(seq);
         // Claiming the id is the duplicate check: one B-tree descent

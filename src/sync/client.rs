@@ -60,8 +60,11 @@ pub struct SyncOptions {
     pub fetch_in_flight: usize,
     /// EVENTs sent and not yet acknowledged.
     pub upload_window: usize,
-    /// The peer is a mesh node: graph and echo events are part of the sets.
-    pub private: bool,
+    /// The node key configured for the peer. When the peer proves it holds
+    /// it (NODE-AUTH), it is a mesh node for this run: graph and echo events
+    /// are part of the sets. Otherwise, or without a key, only public
+    /// events flow.
+    pub peer_key: Option<[u8; 32]>,
 }
 
 impl Default for SyncOptions {
@@ -74,7 +77,7 @@ impl Default for SyncOptions {
             fetch_batch: 250,
             fetch_in_flight: 8,
             upload_window: 500,
-            private: false,
+            peer_key: None,
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct SyncReport {
     pub fetched: u64,
     /// Fetched events refused locally (bad signature, not asked for, policy).
     pub fetch_refused: u64,
+    /// The fetched ids refused locally with a reason (at most
+    /// [`MAX_LISTED_REFUSALS`]), hex.
+    pub fetch_refusals: Vec<(String, String)>,
     /// Needed ids skipped because an earlier run's copy was refused by our
     /// write policy or a deletion.
     pub skipped_refused: u64,
@@ -112,6 +118,11 @@ pub struct SyncReport {
     pub sent: u64,
     /// Sent events the peer refused, with its reason.
     pub refused: Vec<(String, String)>,
+    /// The peer proved it is the configured mesh node: graph and echo
+    /// events were part of the run.
+    pub mesh: bool,
+    /// Why a peer configured with a node key was treated as a public relay.
+    pub unproven: Option<String>,
 }
 
 /// Why a run failed.
@@ -148,6 +159,14 @@ pub struct Local {
 /// Fetched ids refused locally, with the reason, to remember after the run.
 type RefusedList = Vec<([u8; 32], String)>;
 
+/// The refusal of a mesh event fetched from a peer that did not prove it
+/// is a mesh node.
+pub const UNPROVEN_PEER: &str =
+    "restricted: graph and echo events are taken only from a peer that proved it is a mesh node";
+
+/// Most locally refused ids a report lists (the count has them all).
+pub const MAX_LISTED_REFUSALS: usize = 1000;
+
 /// Runs one sync with the relay at `url` (ws:// or wss://).
 pub async fn sync_with_peer(
     url: &str,
@@ -155,13 +174,14 @@ pub async fn sync_with_peer(
     opts: &SyncOptions,
     mut progress: impl FnMut(&Progress),
 ) -> Result<SyncReport, SyncError> {
-    let mut peer = PeerSocket::connect(url, opts.timeout, local.node_key.clone()).await?;
+    let mut peer =
+        PeerSocket::connect(url, opts.timeout, local.node_key.clone(), opts.peer_key).await?;
     let mut state = Progress {
         peer_url: url.to_string(),
         ..Progress::default()
     };
-
-    let ours = our_set(local, &opts.filter, opts.private).await?;
+    let private = peer.is_proven_node();
+    let ours = our_set(local, &opts.filter, private).await?;
     let mut diff = match reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await {
         // The peer wants to know who we are first: answer with the node key
         // (the challenge came with the connection) and ask again.
@@ -184,6 +204,11 @@ pub async fn sync_with_peer(
         have: diff.have.len() as u64,
         need: diff.need.len() as u64,
         skipped_refused: skipped as u64,
+        mesh: private,
+        unproven: match &peer.proof {
+            super::peer::PeerProof::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        },
         ..SyncReport::default()
     };
     if opts.direction != Direction::Up && !diff.need.is_empty() {
@@ -232,8 +257,11 @@ async fn our_set(local: &Local, filter: &Filter, private: bool) -> Result<Arc<Ou
     let filter = filter.clone();
     tokio::task::spawn_blocking(move || {
         let txn = store.read_txn()?;
-        if let Some(id) = store.tree_for(&txn, &filter)? {
-            return Ok(Arc::new(OurSet::Tree(TreeWindow::new(id, &filter))));
+        // A mesh tree is offered only to a proven mesh node.
+        if private || !crate::mesh::is_mesh_scope(&filter) {
+            if let Some(id) = store.tree_for(&txn, &filter)? {
+                return Ok(Arc::new(OurSet::Tree(TreeWindow::new(id, &filter))));
+            }
         }
         let mut items = Vec::new();
         store.query(&txn, &filter, u64::MAX, now(), &mut |found| {
@@ -359,19 +387,26 @@ async fn fetch(
     state: &mut Progress,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(), SyncError> {
+    let private = peer.is_proven_node();
     let mut batches: VecDeque<&[[u8; 32]]> = need.chunks(opts.fetch_batch.max(1)).collect();
     let mut in_flight: HashMap<String, HashSet<[u8; 32]>> = HashMap::new();
     let stored = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let remembered: Arc<parking_lot::Mutex<RefusedList>> = Default::default();
+    let listed: Arc<parking_lot::Mutex<Vec<(String, String)>>> = Default::default();
     let done: Done = {
-        let (stored, refused, remembered) = (stored.clone(), refused.clone(), remembered.clone());
+        let (stored, refused) = (stored.clone(), refused.clone());
+        let (remembered, listed) = (remembered.clone(), listed.clone());
         Arc::new(move |id, outcome| match outcome {
             Ingested::Stored => {
                 stored.fetch_add(1, Relaxed);
             }
             Ingested::Refused { reason, remember } => {
                 refused.fetch_add(1, Relaxed);
+                let mut listed = listed.lock();
+                if listed.len() < MAX_LISTED_REFUSALS {
+                    listed.push((hex::encode(id), reason.clone()));
+                }
                 if remember {
                     remembered.lock().push((id, reason));
                 }
@@ -408,6 +443,21 @@ async fn fetch(
                     };
                     let text = msg.get(2).map(Value::to_string).unwrap_or_default();
                     match Event::from_json(&text) {
+                        // Mesh events come only from a peer that proved it
+                        // is a mesh node, whoever signed them.
+                        Ok(event)
+                            if !private
+                                && crate::mesh::is_mesh_kind(event.kind)
+                                && asked.remove(&event.id) =>
+                        {
+                            done(
+                                event.id,
+                                Ingested::Refused {
+                                    reason: UNPROVEN_PEER.into(),
+                                    remember: false,
+                                },
+                            );
+                        }
                         Ok(event) if asked.remove(&event.id) => {
                             group.push((event, text.len()));
                             if group.len() >= GROUP {
@@ -450,6 +500,7 @@ async fn fetch(
         .map_err(|e| SyncError::Protocol(e.to_string()))??;
     report.fetched = stored.load(Relaxed);
     report.fetch_refused = refused.load(Relaxed);
+    report.fetch_refusals = std::mem::take(&mut *listed.lock());
     state.fetched_count = report.fetched;
     progress(state);
     received

@@ -114,7 +114,11 @@ fn ingested(outcome: &WriteOutcome) -> Ingested {
             reason: reason.clone(),
             // Deleted here, or an older version of an address we hold: the
             // peer would offer it on every run.
-            remember: reason.starts_with("blocked:") || reason.starts_with("duplicate:"),
+            // A mesh event by an author outside the mesh set: refused until
+            // that author joins (which forgets these refusals).
+            remember: reason.starts_with("blocked:")
+                || reason.starts_with("duplicate:")
+                || reason == crate::mesh::AUTHOR_REFUSAL,
         },
         WriteOutcome::Stored { .. }
         | WriteOutcome::Duplicate

@@ -39,8 +39,9 @@ pub struct LiveLink {
     pub feed: broadcast::Sender<Arc<Committed>>,
     /// Wakes the peer's reconciliation task.
     pub reconcile: Arc<Notify>,
-    /// The peer is a mesh node: graph and echo events are pushed too.
-    pub private: bool,
+    /// The node key configured for the peer: when it proves it holds it,
+    /// graph and echo events flow on the link too.
+    pub peer_key: Option<[u8; 32]>,
 }
 
 /// Keeps the link up until `stop` flips.
@@ -67,8 +68,14 @@ pub async fn run(link: LiveLink, mut stop: watch::Receiver<bool>) {
 
 /// One connection's lifetime; returns `Ok` only when asked to stop.
 async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<(), SyncError> {
-    let mut peer =
-        PeerSocket::connect(&link.url, CONNECT_TIMEOUT, link.local.node_key.clone()).await?;
+    let mut peer = PeerSocket::connect(
+        &link.url,
+        CONNECT_TIMEOUT,
+        link.local.node_key.clone(),
+        link.peer_key,
+    )
+    .await?;
+    let mesh = peer.is_proven_node();
     let down = link.direction != Direction::Up;
     let up = link.direction != Direction::Down;
     let mut feed = up.then(|| link.feed.subscribe());
@@ -88,7 +95,7 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
             msg = peer.recv_within(IDLE) => {
                 let msg = msg?;
                 match msg.first().and_then(Value::as_str) {
-                    Some("EVENT") => receive(link, &msg, &mut from_peer).await,
+                    Some("EVENT") => receive(link, mesh, &msg, &mut from_peer).await,
                     Some("CLOSED") => {
                         let reason = msg.get(2).and_then(Value::as_str).unwrap_or("");
                         // Refused until we authenticate: answer and ask again
@@ -126,7 +133,7 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
             if link.filter.matches(event)
                 && !from_peer.contains(&event.id)
                 && !link.local.store.is_tree_excluded(event.kind)
-                && (link.private || !crate::mesh::is_mesh_kind(event.kind))
+                && (mesh || !crate::mesh::is_mesh_kind(event.kind))
             {
                 peer.send_text(format!("[\"EVENT\",{}]", committed.json))
                     .await?;
@@ -160,13 +167,22 @@ async fn recv_feed(
 }
 
 /// Stores an event the peer pushed on our subscription.
-async fn receive(link: &LiveLink, msg: &[Value], from_peer: &mut RecentIds) {
+/// Mesh events only from a peer that proved it is a mesh node.
+async fn receive(link: &LiveLink, mesh: bool, msg: &[Value], from_peer: &mut RecentIds) {
     let Some(raw) = msg.get(2) else { return };
     let text = raw.to_string();
     let event = match Event::from_json(&text) {
         Ok(event) if link.filter.matches(&event) => event,
         _ => return,
     };
+    if !mesh && crate::mesh::is_mesh_kind(event.kind) {
+        tracing::debug!(
+            peer = link.url,
+            id = event.id_hex(),
+            "mesh event from an unproven peer refused"
+        );
+        return;
+    }
     from_peer.insert(event.id);
     let url = link.url.clone();
     let done: Done = Arc::new(move |id, outcome| {

@@ -1,9 +1,14 @@
 //! The WebSocket to a peer relay, shared by sync runs and live mode:
 //! connect (ws:// or wss:// with rustls) with a timeout, send JSON, and
-//! receive the next message with a timeout. NIP-42 is handled here: an
-//! `["AUTH", challenge]` from the peer is answered with the node key, and
-//! the peer's OK for that answer is consumed, so callers only see their own
-//! traffic.
+//! receive the next message with a timeout. Authentication is handled
+//! here, both ways. For a peer configured with a node key, the peer first
+//! proves it holds that key (NODE-AUTH, `node_auth.rs`); only then is it
+//! treated as a mesh node. NIP-42: an `["AUTH", challenge]` from the peer
+//! is answered with the node key, the `relay` tag naming the URL we
+//! dialled (so the answer is useless to anyone who relayed the challenge)
+//! and, once the peer proved its key, a `p` tag naming it (which binds the
+//! answer to that node). The peer's OK for that answer is consumed, so
+//! callers only see their own traffic.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +34,17 @@ pub enum AuthStatus {
     Rejected(String),
 }
 
+/// Whether the peer proved it holds the node key configured for its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerProof {
+    /// No key configured for the peer: it is a public relay to us.
+    NotExpected,
+    /// Asked with this nonce; no answer yet.
+    Asked(String),
+    Proven,
+    Failed(String),
+}
+
 /// One open connection to a peer.
 pub struct PeerSocket {
     ws: Socket,
@@ -36,6 +52,12 @@ pub struct PeerSocket {
     pub timeout: Duration,
     key: Option<Arc<Keys>>,
     pub auth: AuthStatus,
+    /// The node key configured for the peer, if any.
+    expected: Option<[u8; 32]>,
+    pub proof: PeerProof,
+    /// A NIP-42 challenge held until the peer's proof is settled (the
+    /// answer names the peer's key only once it is proven).
+    held_challenge: Option<String>,
     /// When the peer last sent anything (pongs included).
     last_heard: tokio::time::Instant,
 }
@@ -49,11 +71,14 @@ fn install_tls_provider() {
 }
 
 impl PeerSocket {
-    /// Connects to `url`, giving up after `timeout`.
+    /// Connects to `url`, giving up after `timeout`. With `expected` (the
+    /// peer's configured node key) and our own key, the peer is asked to
+    /// prove its key before anything else: see [`PeerSocket::proof`].
     pub async fn connect(
         url: &str,
         timeout: Duration,
         key: Option<Arc<Keys>>,
+        expected: Option<[u8; 32]>,
     ) -> Result<PeerSocket, SyncError> {
         install_tls_provider();
         let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
@@ -61,14 +86,65 @@ impl PeerSocket {
             .await
             .map_err(|_| SyncError::Timeout(timeout))?
             .map_err(|e| SyncError::Connect(url.to_string(), e.to_string()))?;
-        Ok(PeerSocket {
+        let mut socket = PeerSocket {
             ws,
             url: url.to_string(),
             timeout,
             key,
             auth: AuthStatus::None,
+            expected,
+            proof: PeerProof::NotExpected,
+            held_challenge: None,
             last_heard: tokio::time::Instant::now(),
-        })
+        };
+        if socket.expected.is_some() && socket.key.is_some() {
+            socket.ask_proof().await?;
+        }
+        Ok(socket)
+    }
+
+    /// Did the peer prove it is the mesh node configured for its URL?
+    pub fn is_proven_node(&self) -> bool {
+        self.proof == PeerProof::Proven
+    }
+
+    /// Sends our nonce and waits (up to the timeout) for the peer's
+    /// proof, a NOTICE (a relay that does not know NODE-AUTH) or nothing;
+    /// then answers any NIP-42 challenge that came meanwhile.
+    async fn ask_proof(&mut self) -> Result<(), SyncError> {
+        let nonce = crate::node_auth::new_nonce();
+        self.send(serde_json::json!([crate::node_auth::MESSAGE, nonce]))
+            .await?;
+        self.proof = PeerProof::Asked(nonce);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while matches!(self.proof, PeerProof::Asked(_)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_array(left).await {
+                Ok(parts) => {
+                    if !self.handle_auth(&parts).await?
+                        && parts.first().and_then(Value::as_str) == Some("NOTICE")
+                    {
+                        let notice = parts.get(1).and_then(Value::as_str).unwrap_or("");
+                        self.proof = PeerProof::Failed(format!("the peer answered: {notice}"));
+                    }
+                }
+                Err(SyncError::Timeout(_)) => {
+                    self.proof = PeerProof::Failed("the peer sent no NODE-AUTH proof".into());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let PeerProof::Failed(reason) = &self.proof {
+            tracing::warn!(
+                peer = self.url,
+                reason,
+                "peer did not prove its node key; no mesh events with it"
+            );
+        }
+        if let Some(challenge) = self.held_challenge.take() {
+            self.answer_challenge(&challenge).await?;
+        }
+        Ok(())
     }
 
     pub async fn send(&mut self, value: Value) -> Result<(), SyncError> {
@@ -142,29 +218,25 @@ impl PeerSocket {
         self.last_heard.elapsed()
     }
 
-    /// Answers an AUTH challenge or records the OK to our answer; true when
-    /// the message was part of that exchange.
+    /// Answers an AUTH challenge, takes the peer's NODE-AUTH proof, or
+    /// records the OK to our answer; true when the message was part of
+    /// one of those exchanges.
     async fn handle_auth(&mut self, parts: &[Value]) -> Result<bool, SyncError> {
         let kind = parts.first().and_then(Value::as_str);
         match (kind, &self.auth) {
             (Some("AUTH"), _) => {
-                let (Some(challenge), Some(key)) =
-                    (parts.get(1).and_then(Value::as_str), &self.key)
-                else {
+                let Some(challenge) = parts.get(1).and_then(Value::as_str) else {
                     return Ok(true);
                 };
-                let event = key.sign(
-                    now(),
-                    22242,
-                    vec![
-                        vec!["relay".into(), self.url.clone()],
-                        vec!["challenge".into(), challenge.to_string()],
-                    ],
-                    String::new(),
-                );
-                self.auth = AuthStatus::Sent(event.id_hex());
-                self.send_text(format!("[\"AUTH\",{}]", event.to_json()))
-                    .await?;
+                if matches!(self.proof, PeerProof::Asked(_)) {
+                    self.held_challenge = Some(challenge.to_string());
+                } else {
+                    self.answer_challenge(challenge).await?;
+                }
+                Ok(true)
+            }
+            (Some(crate::node_auth::MESSAGE), _) => {
+                self.take_proof(parts.get(1));
                 Ok(true)
             }
             (Some("OK"), AuthStatus::Sent(id))
@@ -180,6 +252,37 @@ impl PeerSocket {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Checks the peer's answer to our nonce (only while one is asked).
+    fn take_proof(&mut self, event: Option<&Value>) {
+        let (PeerProof::Asked(nonce), Some(expected)) = (&self.proof, &self.expected) else {
+            return;
+        };
+        let json = event.map(Value::to_string).unwrap_or_default();
+        self.proof = match crate::node_auth::check(&json, expected, nonce, &self.url) {
+            Ok(()) => PeerProof::Proven,
+            Err(e) => PeerProof::Failed(e.to_string()),
+        };
+    }
+
+    /// Signs the peer's NIP-42 challenge with the node key, naming the URL
+    /// we dialled and, when proven, the peer's node key.
+    async fn answer_challenge(&mut self, challenge: &str) -> Result<(), SyncError> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        let mut tags = vec![
+            vec!["relay".into(), self.url.clone()],
+            vec!["challenge".into(), challenge.to_string()],
+        ];
+        if let (PeerProof::Proven, Some(expected)) = (&self.proof, &self.expected) {
+            tags.push(vec!["p".into(), hex::encode(expected)]);
+        }
+        let event = key.sign(now(), 22242, tags, String::new());
+        self.auth = AuthStatus::Sent(event.id_hex());
+        self.send_text(format!("[\"AUTH\",{}]", event.to_json()))
+            .await
     }
 
     /// After an `auth-required:` refusal: waits for our answer to the

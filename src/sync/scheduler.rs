@@ -93,13 +93,7 @@ impl SyncService {
             .into_iter()
             .filter_map(|(url, json)| Some((url, serde_json::from_slice(&json).ok()?)))
             .collect();
-        let added: Vec<PeerConfig> = local
-            .store
-            .peer_records(PeerRecord::AddedPeer)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, json)| serde_json::from_slice(&json).ok())
-            .collect();
+        let added = local.store.added_peers().unwrap_or_default();
         let service = Arc::new(SyncService {
             local,
             peers: Mutex::new(HashMap::new()),
@@ -161,7 +155,7 @@ impl SyncService {
             options: SyncOptions {
                 direction,
                 filter,
-                private: cfg.pubkey.is_some(),
+                peer_key: pubkey,
                 ..SyncOptions::default()
             },
             interval: Duration::from_secs(
@@ -183,7 +177,7 @@ impl SyncService {
                 direction: peer.options.direction,
                 feed: feed.clone(),
                 reconcile: peer.wake.clone(),
-                private: peer.options.private,
+                peer_key: peer.options.peer_key,
             };
             *peer.live.lock() = Some(tokio::spawn(live::run(link, self.stop.clone())));
         }
@@ -195,8 +189,20 @@ impl SyncService {
         ));
         *peer.task.lock() = Some(task);
         peers.insert(cfg.url.clone(), peer);
+        drop(peers);
         if let (Some(pubkey), Some(mesh)) = (pubkey, &self.mesh) {
-            mesh.add(pubkey);
+            let joins = !mesh.is_member(&pubkey);
+            mesh.add_peer(&cfg.url, pubkey);
+            // Its events were refused while it was outside the mesh.
+            if joins {
+                if let Err(e) = self
+                    .local
+                    .store
+                    .forget_refusals(crate::mesh::AUTHOR_REFUSAL)
+                {
+                    tracing::warn!(error = %e, "cannot forget refusals of a new mesh node");
+                }
+            }
         }
         Ok(())
     }
@@ -207,6 +213,9 @@ impl SyncService {
         let Some(peer) = self.peers.lock().remove(url) else {
             return false;
         };
+        if let Some(mesh) = &self.mesh {
+            mesh.remove_peer(url);
+        }
         for task in [peer.task.lock().take(), peer.live.lock().take()]
             .into_iter()
             .flatten()
@@ -324,7 +333,8 @@ impl SyncService {
         self.update(peer, |s| s.status = "syncing".into());
         let options = request.apply(peer.options.clone());
         let mut result = sync_with_peer(url, &self.local, &options, progress).await;
-        if let (Ok(report), true) = (&mut result, options.private) {
+        // The mesh trees, only with a peer that proved it is a mesh node.
+        if let Some(report) = result.as_mut().ok().filter(|r| r.mesh) {
             if let Err(e) = self.sync_mesh_scopes(url, &options, report).await {
                 result = Err(e);
             }

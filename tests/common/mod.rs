@@ -109,7 +109,14 @@ impl TestRelay {
     }
 
     pub async fn client(&self) -> Raw {
-        Raw::connect(&self.url).await
+        let mut raw = Raw::connect(&self.url).await;
+        raw.node = Some(hex::encode(self.node_key().public_key()));
+        raw
+    }
+
+    /// This relay's node key.
+    pub fn node_key(&self) -> Keys {
+        echorelay::secrets::node_key(self.dir.path()).expect("node key")
     }
 }
 
@@ -117,6 +124,11 @@ impl TestRelay {
 pub struct Raw {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub challenge: Option<String>,
+    /// The URL dialled: what AUTH events name in their `relay` tag.
+    pub url: String,
+    /// The relay's node key (hex), when known: AUTH events name it (`p`),
+    /// which binds the proof to that node and so grants mesh access.
+    pub node: Option<String>,
 }
 
 impl Raw {
@@ -127,6 +139,8 @@ impl Raw {
         let mut raw = Raw {
             ws,
             challenge: None,
+            url: url.to_string(),
+            node: None,
         };
         let first = raw.recv().await;
         assert_eq!(
@@ -242,15 +256,14 @@ impl Raw {
     /// NIP-42 authenticate as `keys`.
     pub async fn auth(&mut self, keys: &Keys) -> Value {
         let challenge = self.challenge.clone().expect("challenge");
-        let event = keys.sign(
-            echorelay::event::now(),
-            22242,
-            vec![
-                vec!["relay".into(), "ws://localhost".into()],
-                vec!["challenge".into(), challenge],
-            ],
-            String::new(),
-        );
+        let mut tags = vec![
+            vec!["relay".into(), self.url.clone()],
+            vec!["challenge".into(), challenge],
+        ];
+        if let Some(node) = &self.node {
+            tags.push(vec!["p".into(), node.clone()]);
+        }
+        let event = keys.sign(echorelay::event::now(), 22242, tags, String::new());
         self.send(json!([
             "AUTH",
             serde_json::from_str::<Value>(&event.to_json()).expect("json")
