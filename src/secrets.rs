@@ -25,6 +25,23 @@ pub enum SecretError {
     BadKey(PathBuf),
     #[error("{0} is empty")]
     Empty(PathBuf),
+    #[error("{0} is readable by group or others (mode {1:o}); run: chmod 600 {0}")]
+    Exposed(PathBuf, u32),
+}
+
+/// Reads a secret file, refusing one that others on the machine can read:
+/// a leaked node key lets anyone act as this mesh node.
+fn read_private(path: &Path) -> std::io::Result<Result<String, SecretError>> {
+    let text = std::fs::read_to_string(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Ok(Err(SecretError::Exposed(path.to_path_buf(), mode)));
+        }
+    }
+    Ok(Ok(text))
 }
 
 /// The node key of the data dir `dir`, created on first call.
@@ -54,15 +71,15 @@ pub fn existing_admin_token(configured: &str, dir: &Path) -> Result<String, Secr
         return Ok(configured.to_string());
     }
     let path = dir.join(ADMIN_TOKEN_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| SecretError::Read(path.clone(), e))?;
+    let text = read_private(&path).map_err(|e| SecretError::Read(path.clone(), e))??;
     first_line(&path, &text)
 }
 
 /// The first line of `path`; if the file does not exist, writes `make()`
 /// to it first (mode 0600, never replacing a file created concurrently).
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, SecretError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => return first_line(path, &text),
+    match read_private(path) {
+        Ok(text) => return first_line(path, &text?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(SecretError::Read(path.to_path_buf(), e)),
     }
@@ -91,8 +108,8 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
         Ok(()) => Ok(value),
         // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| SecretError::Read(path.to_path_buf(), e))?;
+            let text =
+                read_private(path).map_err(|e| SecretError::Read(path.to_path_buf(), e))??;
             first_line(path, &text)
         }
         Err(e) => Err(SecretError::Create(path.to_path_buf(), e)),
@@ -127,6 +144,21 @@ mod tests {
         }
         std::fs::write(dir.path().join(NODE_KEY_FILE), "not hex\n").unwrap();
         assert!(matches!(node_key(dir.path()), Err(SecretError::BadKey(_))));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        node_key(dir.path()).unwrap();
+        let path = dir.path().join(NODE_KEY_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let Err(err) = node_key(dir.path()) else {
+            panic!("a group-readable key was accepted");
+        };
+        assert!(matches!(err, SecretError::Exposed(_, 0o644)), "{err}");
+        assert!(err.to_string().contains("chmod 600"));
     }
 
     #[test]

@@ -469,6 +469,18 @@ mod tests {
         (event, json)
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("fresh").join("data");
+        let options = StoreOptions::from_config(&crate::config::Config::default());
+        Store::open(&data, &options).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
     #[test]
     fn a_tx_by_an_author_outside_the_mesh_is_refused_and_not_pulled() {
         let dir = tempfile::tempdir().unwrap();

@@ -143,7 +143,14 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         let (map_size_mb, max_map_size_mb) = (options.map_size_mb, options.max_map_size_mb);
-        std::fs::create_dir_all(dir)
+        // A new data dir is the node's alone (mode 0700): it holds the node
+        // key, the admin token and every event.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
             .map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
         let page = 4096u64;
         let map_size = (map_size_mb * MIB).div_ceil(page) * page;

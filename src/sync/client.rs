@@ -450,13 +450,19 @@ async fn fetch(
                                 && crate::mesh::is_mesh_kind(event.kind)
                                 && asked.remove(&event.id) =>
                         {
-                            done(
-                                event.id,
-                                Ingested::Refused {
-                                    reason: UNPROVEN_PEER.into(),
-                                    remember: false,
-                                },
-                            );
+                            // A stranger's is refused for good; a mesh
+                            // node's may come from a proven peer later.
+                            let forged = !local.store.is_trusted_author(event.kind, &event.pubkey);
+                            let reason = if forged {
+                                crate::mesh::AUTHOR_REFUSAL
+                            } else {
+                                UNPROVEN_PEER
+                            };
+                            let refusal = Ingested::Refused {
+                                reason: reason.into(),
+                                remember: forged,
+                            };
+                            done(event.id, refusal);
                         }
                         Ok(event) if asked.remove(&event.id) => {
                             group.push((event, text.len()));
