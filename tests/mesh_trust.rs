@@ -299,8 +299,8 @@ async fn forged_mesh_events_change_nothing_on_any_path() {
 
     // 2. `echorelay sync --dir down` from a plain relay holding them.
     let plain = PlainRelay::start(forged.clone(), None).await;
-    let out = cli(
-        &[
+    let sync_down = || async {
+        let args = [
             "sync",
             &plain.url,
             "--dir",
@@ -308,10 +308,10 @@ async fn forged_mesh_events_change_nothing_on_any_path() {
             "--json",
             "--timeout",
             "10",
-        ],
-        node.dir.path(),
-    )
-    .await;
+        ];
+        cli(&args, node.dir.path()).await
+    };
+    let out = sync_down().await;
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -326,19 +326,7 @@ async fn forged_mesh_events_change_nothing_on_any_path() {
         .all(|r| r["reason"].as_str().unwrap().starts_with("restricted:")));
     assert_eq!(graph_view(&node, &graph).await, before);
     // Remembered: the next run does not ask for them again.
-    let again = cli(
-        &[
-            "sync",
-            &plain.url,
-            "--dir",
-            "down",
-            "--json",
-            "--timeout",
-            "10",
-        ],
-        node.dir.path(),
-    )
-    .await;
+    let again = sync_down().await;
     let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(summary["skipped_refused"], forged.len(), "{summary}");
 
