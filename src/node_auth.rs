@@ -91,7 +91,8 @@ pub fn check(json: &str, expected: &[u8; 32], nonce: &str, url: &str) -> Result<
         return Err(ProofError::WrongNonce);
     }
     let named = event.tag_values("relay").next().unwrap_or("");
-    if normalize_url(named).is_none() || normalize_url(named) != normalize_url(url) {
+    let named_url = normalize_url(named);
+    if named_url.is_none() || named_url != normalize_url(url) {
         return Err(ProofError::WrongUrl(named.to_string()));
     }
     if event.created_at.abs_diff(now()) > WINDOW_SECS {
