@@ -57,23 +57,26 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let use_tree = std::env::args().any(|a| a == "--tree");
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
+    run(
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+        use_tree,
+        frame_limit,
+    );
+}
+
+/// Runs one side of the line protocol until `input` ends. A function of its
+/// streams so tests/negentropy_harness.rs can run two sides over pipes.
+pub fn run(input: impl BufRead, mut out: impl Write, use_tree: bool, frame_limit: usize) {
     let mut items = Vec::new();
     let mut storage: Option<Backing> = None;
     let mut initiator = false;
-    for line in stdin.lock().lines() {
+    for line in input.lines() {
         let Ok(line) = line else { break };
         let parts: Vec<&str> = line.trim().split(',').collect();
         let replies: Vec<String> = match parts.as_slice() {
             ["item", ts, id] => {
-                let (Ok(ts), Ok(bytes)) = (ts.parse::<u64>(), hex::decode(id)) else {
-                    fail("bad item line")
-                };
-                let Ok(id) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-                    fail("id must be 32 bytes")
-                };
-                items.push(Item::new(ts, id));
+                items.push(parse_item(ts, id));
                 Vec::new()
             }
             ["seal"] => {
@@ -110,6 +113,16 @@ fn main() {
         }
         let _ = out.flush();
     }
+}
+
+fn parse_item(ts: &str, id: &str) -> Item {
+    let (Ok(ts), Ok(bytes)) = (ts.parse::<u64>(), hex::decode(id)) else {
+        fail("bad item line")
+    };
+    let Ok(id) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+        fail("id must be 32 bytes")
+    };
+    Item::new(ts, id)
 }
 
 /// One `msg` line: the responder's reply, or the initiator's findings and

@@ -1,37 +1,31 @@
 //! The example README and PROTOCOL.md point to: `negentropy_harness`, the
-//! reference driver's line protocol. A client and a server process (vector
-//! and `--tree`) reconcile two sets to `done` and report exactly the
-//! difference.
+//! reference driver's line protocol. A client and a server side (vector and
+//! tree) reconcile two sets to `done` over socket pairs and report exactly the
+//! difference. The example's own source is compiled in here: `cargo test
+//! --all-targets` builds examples only as test targets, which have no `main`
+//! to run as a process.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::os::unix::net::UnixStream;
 
-fn harness() -> std::path::PathBuf {
-    // target/debug/deps/<test> → target/debug/examples/negentropy_harness
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    path.pop();
-    path.push("examples");
-    path.push("negentropy_harness");
-    path
+#[allow(dead_code)]
+#[path = "../examples/negentropy_harness.rs"]
+mod harness;
+
+/// One side of the harness on its own thread, fed and read through a
+/// socket pair (the stand-in for its stdin and stdout).
+fn side(tree: bool) -> (UnixStream, std::io::Lines<BufReader<UnixStream>>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let output = theirs.try_clone().unwrap();
+    std::thread::spawn(move || harness::run(BufReader::new(theirs), output, tree, 0));
+    let replies = BufReader::new(ours.try_clone().unwrap()).lines();
+    (ours, replies)
 }
 
 fn run_pair(tree: bool) {
-    let spawn = || {
-        let mut command = Command::new(harness());
-        if tree {
-            command.arg("--tree");
-        }
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run the harness (built by cargo test --all-targets)")
-    };
-    let (mut client, mut server) = (spawn(), spawn());
+    let (mut cin, mut cout) = side(tree);
+    let (mut sin, mut sout) = side(tree);
     let id = |n: u32| format!("{n:064x}");
-    let mut cin = client.stdin.take().unwrap();
-    let mut sin = server.stdin.take().unwrap();
     for n in 0..50 {
         writeln!(cin, "item,{},{}", 1000 + n, id(n)).unwrap();
     }
@@ -40,18 +34,16 @@ fn run_pair(tree: bool) {
     }
     writeln!(cin, "seal\ninitiate").unwrap();
     writeln!(sin, "seal").unwrap();
-    let mut cout = BufReader::new(client.stdout.take().unwrap()).lines();
-    let mut sout = BufReader::new(server.stdout.take().unwrap()).lines();
-    let (mut have, mut need) = (0, 0);
+    let (mut have, mut need) = (Vec::new(), Vec::new());
     loop {
         let line = cout.next().expect("client line").unwrap();
         if line == "done" {
             break;
         }
-        if line.starts_with("have,") {
-            have += 1;
-        } else if line.starts_with("need,") {
-            need += 1;
+        if let Some(found) = line.strip_prefix("have,") {
+            have.push(found.to_string());
+        } else if let Some(found) = line.strip_prefix("need,") {
+            need.push(found.to_string());
         } else {
             assert!(line.starts_with("msg,"), "{line}");
             writeln!(sin, "{line}").unwrap();
@@ -60,9 +52,10 @@ fn run_pair(tree: bool) {
             writeln!(cin, "{reply}").unwrap();
         }
     }
-    assert_eq!((have, need), (10, 10));
-    drop((cin, sin));
-    let _ = (client.wait(), server.wait());
+    have.sort();
+    need.sort();
+    assert_eq!(have, (0..10).map(id).collect::<Vec<_>>());
+    assert_eq!(need, (50..60).map(id).collect::<Vec<_>>());
 }
 
 #[test]
