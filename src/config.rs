@@ -116,6 +116,12 @@ pub struct ServerConfig {
     /// Bearer token of the control API; empty means a random one generated
     /// into `<data_dir>/admin.token` (mode 0600) at first start.
     pub admin_token: String,
+    /// Seconds a connection has to send each request's headers (both
+    /// listeners); slower and idle connections are closed.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may pause between chunks before the request
+    /// fails and the connection is closed.
+    pub body_timeout_secs: u64,
 }
 
 impl ServerConfig {
@@ -144,6 +150,8 @@ impl Default for ServerConfig {
             query_threads: 0,
             admin_listen: "127.0.0.1:7778".into(),
             admin_token: String::new(),
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
         }
     }
 }

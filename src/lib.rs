@@ -21,6 +21,8 @@ pub mod cli;
 pub mod config;
 /// Echo sync: node states pushed and pulled as events.
 pub mod echo;
+/// The HTTP edge: accept loop, timeouts and per-IP connection slots.
+pub mod edge;
 /// Signed events: parsing, id and signature checks, signing.
 pub mod event;
 /// NIP-01 filters: parsing and matching.

@@ -4,92 +4,11 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 use echorelay::event::{now, Keys};
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_echorelay");
-
-/// A `serve` child process, killed if a test panics before it is done.
-struct Serve {
-    child: Child,
-    /// `http://` address of its control API.
-    admin: String,
-}
-
-impl std::ops::Deref for Serve {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.child
-    }
-}
-
-impl std::ops::DerefMut for Serve {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.child
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `echorelay serve` and waits for its "listening" log line.
-fn spawn_serve(dir: &std::path::Path) -> (Serve, String) {
-    spawn_serve_with(dir, "")
-}
-
-fn spawn_serve_with(dir: &std::path::Path, extra_config: &str) -> (Serve, String) {
-    let config = dir.join("test.toml");
-    let text = format!(
-        "[server]\nadmin_listen = \"127.0.0.1:0\"\n\
-         [limits]\nevents_per_second = 0\nreqs_per_second = 0\n{extra_config}"
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("db"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let logged_addr = |line: &str| {
-        let pos = line.find("addr=Some(")?;
-        let rest = &line[pos + "addr=Some(".len()..];
-        Some(rest[..rest.find(')')?].to_string())
-    };
-    let mut admin = String::new();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
-        match logged_addr(&line) {
-            Some(addr) if line.contains("control API listening") => admin = addr,
-            Some(addr) if line.contains("relay listening") => break addr,
-            _ => {}
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (
-        Serve {
-            child,
-            admin: format!("http://{admin}"),
-        },
-        format!("ws://{addr}"),
-    )
-}
 
 fn export(dir: &std::path::Path, filter: Option<&str>) -> Vec<serde_json::Value> {
     let mut cmd = Command::new(BIN);
@@ -273,7 +192,7 @@ fn negentropy_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negentropy_trees_managed_while_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = spawn_serve_with(dir.path(), "[negentropy]\nmax_sync_events = 2\n");
+    let (mut child, url) = spawn_serve_with(dir.path(), "", "[negentropy]\nmax_sync_events = 2\n");
     let keys = Keys::generate();
     let mut c = Raw::connect(&url).await;
     for i in 0..4 {
@@ -636,7 +555,7 @@ async fn echo_sync_command() {
         "[[auth.tokens]]\nuser = \"cli\"\nsha256 = \"{}\"\n",
         hex::encode(Sha256::digest(token.as_bytes()))
     );
-    let (_serve, url) = spawn_serve_with(dir.path(), &extra);
+    let (_serve, url) = spawn_serve_with(dir.path(), "", &extra);
     let api = url.replace("ws://", "http://");
     let run = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = Command::new(BIN);

@@ -96,13 +96,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let config = &admin.relay.config;
+    let slots = Arc::new(crate::edge::IpSlots::new(
+        config.limits.max_connections_per_ip,
+    ));
+    let edge = crate::edge::Edge::new(&config.server, slots);
     let app = Router::new()
         .route("/api/v1/{method}", any(call))
         .fallback(unknown)
         .with_state(admin);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::edge::serve(listener, app, edge, shutdown).await
 }
 
 async fn call(

@@ -17,12 +17,12 @@ use serde_json::value::RawValue;
 use super::auth::AuthState;
 use super::client::{Client, TOO_MANY_QUERIES};
 use super::ingest;
-use super::limits::ConnectionSlot;
 use super::messages::{self, ClientMessage};
 use super::neg_sessions::{self, NegSessions};
 use super::outbox::{Frame, Outbox};
 use super::subscriptions::Subscription;
 use super::Relay;
+use crate::edge::Slot;
 use crate::event::{now, Event};
 use crate::filter::{Filter, FilterError};
 use crate::store::Stop;
@@ -50,13 +50,7 @@ enum Flow {
 
 /// Serves one upgraded connection; `auth` holds its NIP-42 challenge and
 /// the relay URL its AUTH events must name.
-pub async fn run(
-    relay: Arc<Relay>,
-    socket: WebSocket,
-    ip: IpAddr,
-    auth: AuthState,
-    slot: ConnectionSlot,
-) {
+pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthState, slot: Slot) {
     let (outbox, rx) = Outbox::new(relay.config.limits.max_pending_outbound_bytes);
     let client = Arc::new(Client {
         id: relay.next_client_id.fetch_add(1, Relaxed),

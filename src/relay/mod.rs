@@ -34,7 +34,7 @@ use crate::writer::{FanoutSender, WriterHandle};
 pub use neg_sessions::{NegDirectory, SessionInfo};
 pub use server::serve;
 
-use limits::{ConnectionCounter, IpRate};
+use limits::IpRate;
 use messages::ParseLimits;
 use policy::{ReadPolicy, WritePolicy};
 use subscriptions::Registry;
@@ -54,7 +54,8 @@ pub struct Relay {
     read_policy: Arc<ReadPolicy>,
     event_rate: IpRate,
     req_rate: IpRate,
-    connections: Arc<ConnectionCounter>,
+    /// Open connections per client IP, shared with the relay listener's edge.
+    pub(crate) connections: Arc<crate::edge::IpSlots>,
     query_slots: Arc<Semaphore>,
     /// `limits.max_ingest_bytes`: EVENT bytes between the socket and the
     /// commit, so that a flood waits in TCP buffers and not in memory.
@@ -100,7 +101,7 @@ impl Relay {
             read_policy: parts.read_policy,
             event_rate: IpRate::new(limits.events_per_second, limits.events_burst),
             req_rate: IpRate::new(limits.reqs_per_second, limits.reqs_burst),
-            connections: Arc::new(ConnectionCounter::new(limits.max_connections_per_ip)),
+            connections: Arc::new(crate::edge::IpSlots::new(limits.max_connections_per_ip)),
             query_slots: Arc::new(Semaphore::new(query_threads)),
             next_client_id: AtomicU64::new(1),
             parse_limits: ParseLimits {

@@ -10,11 +10,11 @@ use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
 use super::{connection, nip11, Relay};
+use crate::edge::{Slot, SlotCell};
 
 /// The WebSocket layer refuses (close 1009) messages over this multiple of
 /// `max_message_size`; between 1× and this, the relay answers with a NOTICE
@@ -28,21 +28,13 @@ pub async fn serve(
     other_apis: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let edge = crate::edge::Edge::new(&relay.config.server, relay.connections.clone());
     let app = Router::new()
         .route("/", get(root).options(preflight))
         .route("/metrics", get(metrics))
         .with_state(relay)
         .merge(other_apis);
-    // Small frames (OK, EOSE) must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::edge::serve(listener, app, edge, shutdown).await
 }
 
 async fn root(
@@ -57,7 +49,14 @@ async fn root(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if wants_ws {
         let ip = relay.origins.client_ip(&parts.headers, peer);
-        let Some(slot) = relay.connections.try_acquire(ip) else {
+        // The connection's own slot, unless it came through a trusted proxy:
+        // then the slot is taken here, for the client the proxy names.
+        let slot = parts
+            .extensions
+            .get::<SlotCell>()
+            .and_then(SlotCell::take)
+            .or_else(|| relay.connections.acquire(ip).inspect(Slot::mark_serving));
+        let Some(slot) = slot else {
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many connections from this address\n",

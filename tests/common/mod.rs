@@ -3,6 +3,10 @@
 //! (never sleeps) with a timeout so a missing reply fails instead of hanging.
 #![allow(dead_code)]
 
+mod serve;
+#[allow(unused_imports)]
+pub use serve::*;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,91 @@
+//! `echorelay serve` as a child process (the binary itself, its own file
+//! descriptors), configured by a TOML file in the test's directory.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_echorelay");
+
+/// A `serve` child process, killed if a test panics before it is done.
+pub struct Serve {
+    child: Child,
+    /// `http://` address of its control API.
+    pub admin: String,
+}
+
+impl std::ops::Deref for Serve {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Serve {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `echorelay serve` and waits for its "listening" log line.
+pub fn spawn_serve(dir: &std::path::Path) -> (Serve, String) {
+    spawn_serve_with(dir, "", "")
+}
+
+/// `server_keys` are added to the `[server]` table, `extra_tables` after it.
+pub fn spawn_serve_with(
+    dir: &std::path::Path,
+    server_keys: &str,
+    extra_tables: &str,
+) -> (Serve, String) {
+    let config = dir.join("test.toml");
+    let text = format!(
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\n{server_keys}\n\
+         [limits]\nevents_per_second = 0\nreqs_per_second = 0\n{extra_tables}"
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join("db"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let logged_addr = |line: &str| {
+        let pos = line.find("addr=Some(")?;
+        let rest = &line[pos + "addr=Some(".len()..];
+        Some(rest[..rest.find(')')?].to_string())
+    };
+    let mut admin = String::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        match logged_addr(&line) {
+            Some(addr) if line.contains("control API listening") => admin = addr,
+            Some(addr) if line.contains("relay listening") => break addr,
+            _ => {}
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Serve {
+            child,
+            admin: format!("http://{admin}"),
+        },
+        format!("ws://{addr}"),
+    )
+}
