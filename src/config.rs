@@ -307,6 +307,27 @@ pub struct AuthConfig {
     /// Pubkeys (hex) that may use the HTTP APIs with NIP-98; mesh nodes
     /// always may.
     pub nip98_pubkeys: Vec<String>,
+    /// Users' access to echo nodes that another user created.
+    pub echo_grants: Vec<EchoGrant>,
+}
+
+/// One user's access to an echo node another user pushed first.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EchoGrant {
+    pub node_id: String,
+    pub user: String,
+    #[serde(default)]
+    pub access: EchoAccess,
+}
+
+/// What a grant allows: `read` (pull, status) or `write` (push too).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum EchoAccess {
+    #[default]
+    Read,
+    Write,
 }
 
 /// One configured bearer token: only its sha256 is written down.
@@ -330,6 +351,7 @@ impl Default for AuthConfig {
             trusted_nodes: Vec::new(),
             tokens: Vec::new(),
             nip98_pubkeys: Vec::new(),
+            echo_grants: Vec::new(),
         }
     }
 }

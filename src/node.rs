@@ -121,7 +121,6 @@ pub async fn run_with_admin(
         Some(relay.registry.stored_feed()),
         Some(mesh.clone()),
     );
-    let mesh_for_graphs = mesh;
     let admin = match admin_listener {
         Some(admin_listener) => {
             let token = crate::secrets::admin_token(
@@ -152,22 +151,24 @@ pub async fn run_with_admin(
 
     let hub = Arc::new(crate::graph::Hub::default());
     hub.spawn_feed_listener(store.clone(), relay.registry.stored_feed().subscribe());
+    // One set of credentials (and one NIP-98 replay cache) for both APIs.
+    let tokens = crate::auth::TokenUsers::new(&relay.config, Some(mesh));
     let graphs = Arc::new(crate::graph::Graphs {
         store: store.clone(),
         writer: writer.handle(),
         node_key: node_key.clone(),
-        tokens: crate::auth::TokenUsers::new(&relay.config, Some(mesh_for_graphs.clone())),
+        tokens: tokens.clone(),
         hub,
         max_tx_size: relay.config.policy.max_event_size,
         store_dir: relay.config.store.data_dir.clone(),
-        mesh: mesh_for_graphs.clone(),
         sync: sync.clone(),
     });
     let echo = Arc::new(crate::echo::Echo::new(
         store.clone(),
         writer.handle(),
         node_key.clone(),
-        crate::auth::TokenUsers::new(&relay.config, Some(mesh_for_graphs.clone())),
+        tokens,
+        &relay.config.auth.echo_grants,
         relay.config.policy.max_event_size,
     ));
     let apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));

@@ -33,6 +33,33 @@ proptest! {
     }
 
     #[test]
+    fn mutated_nip98_headers_never_panic_nor_pass(pos in 0usize..2000, byte in any::<u8>()) {
+        use base64::Engine;
+        let event = Keys::generate().sign(
+            echorelay::event::now(),
+            27235,
+            vec![
+                vec!["u".into(), "http://node.example/echo/push".into()],
+                vec!["method".into(), "POST".into()],
+                vec!["payload".into(), "ab".repeat(32)],
+            ],
+            String::new(),
+        );
+        let mut json = event.to_json().into_bytes();
+        let pos = pos % json.len();
+        json[pos] = byte;
+        let header = base64::engine::general_purpose::STANDARD.encode(&json);
+        let verdict = echorelay::auth::check_nip98(&header, "POST", "/echo/push", "node.example");
+        if let Ok(event) = echorelay::auth::decode_nip98(&header) {
+            let _ = echorelay::auth::nip98_payload(&event);
+        }
+        // A mutation passes only if it changed nothing that was signed.
+        if let Ok(passed) = verdict {
+            prop_assert_eq!(passed, event);
+        }
+    }
+
+    #[test]
     fn mutated_event_messages_never_panic(pos in 0usize..400, byte in any::<u8>(), cut in 0usize..400) {
         let mut bytes = format!("[\"EVENT\",{}]", valid_event_json()).into_bytes();
         let pos = pos % bytes.len();

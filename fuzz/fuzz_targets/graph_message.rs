@@ -20,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = echorelay::auth::check_nip98(text, "GET", "/graphs", Some("node.example"));
+    let _ = echorelay::auth::check_nip98(text, "GET", "/graphs", "node.example");
 });

@@ -5,7 +5,8 @@
 #![no_main]
 
 use echorelay::node_auth::{check, is_nonce};
-use echorelay::relay::origin::{normalize_url, TrustedProxies};
+use echorelay::edge::TrustedProxies;
+use echorelay::relay::origin::normalize_url;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

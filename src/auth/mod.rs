@@ -1,17 +1,21 @@
 //! Who is calling the HTTP APIs (graph sync, echo sync): a bearer token
-//! (`Authorization: Bearer <token>` or `?token=`; tokens are kept as sha256
+//! (`Authorization: Bearer <token>`, or `?token=` on a request without an
+//! Authorization header, as seed 002's clients and browsers' `<img>` and
+//! WebSocket need; tokens are kept as sha256
 //! hashes with a user id, from `echorelay token add` or `[[auth.tokens]]`)
 //! or NIP-98 HTTP auth (a signed kind-27235 event; the user id is its
 //! pubkey). No valid credential is a 401.
 
 mod nip98;
+mod payload;
 mod tokens;
 
 use axum::http::{HeaderMap, Method};
 
 use crate::store::Store;
 
-pub use nip98::check as check_nip98;
+pub use nip98::{check as check_nip98, decode as decode_nip98, payload as nip98_payload, Replays};
+pub use payload::{bind_body, PayloadMismatch};
 pub use tokens::{hash_token, new_token, TokenUsers};
 
 /// An authenticated caller.
@@ -19,6 +23,9 @@ pub use tokens::{hash_token, new_token, TokenUsers};
 pub struct User {
     /// The token's user id, or the NIP-98 signer's hex pubkey.
     pub id: String,
+    /// Signed in with NIP-98 by a mesh node's key: acts for any user. (A
+    /// token's user id that happens to spell a node key is not one.)
+    pub mesh_node: bool,
 }
 
 /// Why a request is not authenticated (always answered 401).
@@ -28,6 +35,8 @@ pub enum AuthError {
     Missing,
     #[error("invalid token")]
     BadToken,
+    #[error("the Authorization header must be Bearer or Nostr (NIP-98)")]
+    Scheme,
     #[error("expired token")]
     Expired,
     #[error("invalid NIP-98 authorization: {0}")]
@@ -44,6 +53,10 @@ pub struct RequestInfo<'a> {
     pub headers: &'a HeaderMap,
     /// `?token=` from the query string, if any.
     pub query_token: Option<&'a str>,
+    /// The host the request was sent to (`Host`, or `X-Forwarded-Host`
+    /// from a trusted proxy); NIP-98 events must name it when no public URL
+    /// is configured.
+    pub host: Option<&'a str>,
 }
 
 /// Checks the request's credentials.
@@ -58,22 +71,33 @@ pub fn authenticate(
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     if let Some(encoded) = header.and_then(|h| h.strip_prefix("Nostr ")) {
-        let pubkey = nip98::check(
+        let host = configured
+            .public_host()
+            .or(request.host)
+            .ok_or_else(|| AuthError::BadNip98("the request names no host".into()))?;
+        let event = nip98::check(
             encoded.trim(),
             request.method.as_str(),
             request.path_and_query,
-            configured.public_host(),
+            host,
         )
         .map_err(AuthError::BadNip98)?;
-        let allowed =
-            crate::event::decode_hex::<32>(&pubkey).is_some_and(|k| configured.nip98_allowed(&k));
-        if !allowed {
+        if !configured.nip98_allowed(&event.pubkey) {
             return Err(AuthError::BadNip98("this key may not use the API".into()));
         }
-        return Ok(User { id: pubkey });
+        configured
+            .replays
+            .first_use(&event)
+            .map_err(AuthError::BadNip98)?;
+        return Ok(User {
+            id: hex::encode(event.pubkey),
+            mesh_node: configured.is_mesh_key(&event.pubkey),
+        });
     }
-    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
-        Some(token) => token.trim(),
+    // `?token=` only when the request has no Authorization header: a header
+    // is never overridden or completed by the URL.
+    let token = match header {
+        Some(h) => h.strip_prefix("Bearer ").ok_or(AuthError::Scheme)?.trim(),
         None => request.query_token.ok_or(AuthError::Missing)?,
     };
     if token.is_empty() {
@@ -90,7 +114,10 @@ pub fn authenticate(
         Some((_, expires_at)) if expires_at != 0 && expires_at <= crate::event::now() => {
             Err(AuthError::Expired)
         }
-        Some((user, _)) => Ok(User { id: user }),
+        Some((user, _)) => Ok(User {
+            id: user,
+            mesh_node: false,
+        }),
         None => Err(AuthError::BadToken),
     }
 }
@@ -107,8 +134,30 @@ pub fn authenticate_parts(
         path_and_query: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
         headers: &parts.headers,
         query_token: query_token(uri.query()),
+        host: request_host(configured, parts),
     };
     authenticate(store, configured, &request)
+}
+
+/// The host a request was sent to: `X-Forwarded-Host` when a trusted proxy
+/// forwarded it, else `Host` (or the authority of an absolute URI).
+fn request_host<'a>(
+    configured: &TokenUsers,
+    parts: &'a axum::http::request::Parts,
+) -> Option<&'a str> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let forwarded = peer
+        .filter(|ip| configured.is_trusted_proxy(*ip))
+        .and_then(|_| header("x-forwarded-host"))
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    forwarded
+        .or_else(|| header("host"))
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// `token=...` from a query string.

@@ -1,12 +1,17 @@
 //! NIP-98 HTTP auth: `Authorization: Nostr <base64 event>` where the event
 //! is kind 27235, signed, created within a minute of now, and names this
 //! request's URL (`u`) and method (`method`). The URL's path and query must
-//! equal the request's; when the relay knows its public URL
-//! (`server.relay_url`), the URL's host must be that one (default ports
-//! aside), so an auth event made for another server does not open this one.
-//! The request's own `Host` header proves nothing: the sender chooses it.
+//! equal the request's, and its host (default ports aside) this relay's:
+//! the host of `server.relay_url` when configured, else the one the request
+//! was sent to, so an auth event made for another server does not open this
+//! one. Each event is good for one request ([`Replays`]); a request with a
+//! body must name the body's sha256 in a `payload` tag (checked as the body
+//! is read, `auth/payload.rs`).
+
+use std::collections::HashMap;
 
 use base64::Engine;
+use parking_lot::Mutex;
 
 use crate::event::{now, Event};
 
@@ -17,15 +22,12 @@ const WINDOW_SECS: u64 = 60;
 /// Largest encoded header accepted.
 const MAX_HEADER: usize = 16 * 1024;
 
-/// Checks an encoded auth event for this request; returns the signer's
-/// hex pubkey.
-/// `host` is this relay's public host, when configured.
-pub fn check(
-    encoded: &str,
-    method: &str,
-    path_and_query: &str,
-    host: Option<&str>,
-) -> Result<String, String> {
+/// Most auth events remembered at once; past it, new ones are refused until
+/// old ones leave the window (only allowed keys' valid events get here).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// The auth event inside a header, not yet checked.
+pub fn decode(encoded: &str) -> Result<Event, String> {
     if encoded.len() > MAX_HEADER {
         return Err("header too large".into());
     }
@@ -33,7 +35,29 @@ pub fn check(
         .decode(encoded)
         .map_err(|_| "not base64".to_string())?;
     let json = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
-    let event = Event::from_json(&json).map_err(|e| e.to_string())?;
+    Event::from_json(&json).map_err(|e| e.to_string())
+}
+
+/// The sha256 a `payload` tag names, if the event has one (`Err` when the
+/// tag is not 64 hex characters).
+pub fn payload(event: &Event) -> Result<Option<[u8; 32]>, String> {
+    match event.tag_values("payload").next() {
+        None => Ok(None),
+        Some(hex) => crate::event::decode_hex::<32>(hex)
+            .map(Some)
+            .ok_or_else(|| "payload tag must be a sha256 in hex".into()),
+    }
+}
+
+/// Checks an encoded auth event for this request; returns the event.
+/// `host` is this relay's host: the public one, else the request's.
+pub fn check(
+    encoded: &str,
+    method: &str,
+    path_and_query: &str,
+    host: &str,
+) -> Result<Event, String> {
+    let event = decode(encoded)?;
     if event.kind != HTTP_AUTH_KIND {
         return Err(format!("kind must be {HTTP_AUTH_KIND}"));
     }
@@ -45,10 +69,8 @@ pub fn check(
     if path_of(url) != path_and_query {
         return Err("u tag does not match the request URL".into());
     }
-    if let Some(host) = host {
-        if !same_host(url, host) {
-            return Err("u tag names another host".into());
-        }
+    if !same_host(url, host) {
+        return Err("u tag names another host".into());
     }
     let tagged = event
         .tag_values("method")
@@ -57,7 +79,35 @@ pub fn check(
     if !tagged.eq_ignore_ascii_case(method) {
         return Err("method tag does not match the request".into());
     }
-    Ok(hex::encode(event.pubkey))
+    payload(&event)?;
+    Ok(event)
+}
+
+/// Auth events already used, for as long as they could be accepted: a
+/// captured header cannot be sent a second time. Keyed by signature, not
+/// id: a client that signs the same request again in the same second (same
+/// id, fresh BIP-340 nonce) makes a new header, while a replay repeats the
+/// signature, which no one without the key can vary.
+#[derive(Debug, Default)]
+pub struct Replays(Mutex<HashMap<[u8; 64], u64>>);
+
+impl Replays {
+    /// Records `event`'s first use; `Err` when it was used before.
+    pub fn first_use(&self, event: &Event) -> Result<(), String> {
+        let mut seen = self.0.lock();
+        if seen.contains_key(&event.sig) {
+            return Err("this auth event was already used".into());
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            let oldest = now().saturating_sub(WINDOW_SECS);
+            seen.retain(|_, created_at| *created_at >= oldest);
+            if seen.len() >= MAX_REMEMBERED {
+                return Err("too many recent auth events; retry shortly".into());
+            }
+        }
+        seen.insert(event.sig, event.created_at);
+        Ok(())
+    }
 }
 
 /// Whether the authority of `url` is `host`, ignoring case and the
@@ -112,18 +162,21 @@ mod tests {
         let keys = Keys::generate();
         let good = header(&keys, "https://node.example/graphs?x=1", "GET", now());
         let me = Ok(hex::encode(keys.public_key()));
-        let host = Some("node.example");
-        assert_eq!(check(&good, Method::GET.as_str(), "/graphs?x=1", host), me);
-        assert_eq!(check(&good, Method::GET.as_str(), "/graphs?x=1", None), me);
+        let signer = |r: Result<Event, String>| r.map(|e| hex::encode(e.pubkey));
+        let host = "node.example";
+        assert_eq!(
+            signer(check(&good, Method::GET.as_str(), "/graphs?x=1", host)),
+            me
+        );
         for other in ["NODE.example:443", "node.example:443"] {
             assert_eq!(
-                check(&good, Method::GET.as_str(), "/graphs?x=1", Some(other)),
+                signer(check(&good, Method::GET.as_str(), "/graphs?x=1", other)),
                 me
             );
         }
         for other in ["evil.example", "node.example:8443", "node.example.evil"] {
             assert_eq!(
-                check(&good, Method::GET.as_str(), "/graphs?x=1", Some(other)),
+                signer(check(&good, Method::GET.as_str(), "/graphs?x=1", other)),
                 Err("u tag names another host".into()),
                 "{other}"
             );
@@ -135,5 +188,25 @@ mod tests {
         assert!(check("%%%", Method::GET.as_str(), "/graphs", host).is_err());
         let not_json = base64::engine::general_purpose::STANDARD.encode("{}");
         assert!(check(&not_json, Method::GET.as_str(), "/graphs", host).is_err());
+    }
+
+    #[test]
+    fn an_auth_event_is_good_once_and_payloads_are_hashes() {
+        let keys = Keys::generate();
+        let event = decode(&header(&keys, "https://n/x", "GET", now())).unwrap();
+        let replays = Replays::default();
+        assert_eq!(replays.first_use(&event), Ok(()));
+        assert!(replays.first_use(&event).is_err(), "a replay");
+        assert_eq!(payload(&event), Ok(None));
+        let tagged = |value: &str| {
+            keys.sign(
+                now(),
+                HTTP_AUTH_KIND,
+                vec![vec!["payload".into(), value.into()]],
+                String::new(),
+            )
+        };
+        assert_eq!(payload(&tagged(&"ab".repeat(32))), Ok(Some([0xab; 32])));
+        assert!(payload(&tagged("not hex")).is_err());
     }
 }

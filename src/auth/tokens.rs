@@ -24,6 +24,10 @@ pub struct TokenUsers {
     mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
     /// The host of `server.relay_url`: NIP-98 events must name it.
     public_host: Option<String>,
+    /// Whose `X-Forwarded-Host` names the host a request was sent to.
+    proxies: crate::edge::TrustedProxies,
+    /// NIP-98 events already used; shared by every clone.
+    pub(crate) replays: std::sync::Arc<super::Replays>,
 }
 
 impl TokenUsers {
@@ -58,7 +62,15 @@ impl TokenUsers {
             nip98,
             mesh,
             public_host,
+            proxies: crate::edge::TrustedProxies::parse(&config.server.trusted_proxies)
+                .unwrap_or_default(),
+            replays: Default::default(),
         }
+    }
+
+    /// Is `ip` one of `server.trusted_proxies`?
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.proxies.contains(ip)
     }
 
     /// The host NIP-98 events must name, when the public URL is configured.
@@ -68,7 +80,12 @@ impl TokenUsers {
 
     /// May this key authenticate with NIP-98?
     pub fn nip98_allowed(&self, pubkey: &[u8; 32]) -> bool {
-        self.nip98.contains(pubkey) || self.mesh.as_ref().is_some_and(|m| m.is_member(pubkey))
+        self.nip98.contains(pubkey) || self.is_mesh_key(pubkey)
+    }
+
+    /// Is `pubkey` in the mesh set?
+    pub fn is_mesh_key(&self, pubkey: &[u8; 32]) -> bool {
+        self.mesh.as_ref().is_some_and(|m| m.is_member(pubkey))
     }
 
     pub fn user_of(&self, hash: &[u8; 32]) -> Option<(String, u64)> {

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::states::{self, NodeState};
 use super::{time, Echo, EchoCaller};
+use crate::config::EchoAccess;
 
 /// Largest request body (a state's data lives in one event).
 const MAX_BODY: usize = 1024 * 1024;
@@ -44,9 +45,19 @@ fn new_sync_id() -> String {
 
 /// The body as a JSON object, with the seed's errors.
 async fn read_body(body: Body) -> Result<Map<String, Value>, EchoError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "request too large"))?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        use crate::edge::caused_by;
+        if caused_by::<crate::auth::PayloadMismatch>(&e) {
+            error(StatusCode::UNAUTHORIZED, e.to_string())
+        } else if caused_by::<http_body_util::LengthLimitError>(&e) {
+            error(StatusCode::PAYLOAD_TOO_LARGE, "request too large")
+        } else {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        }
+    })?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(error(
@@ -150,10 +161,15 @@ fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, Ec
         tags,
         received_ms: crate::event::now_ms(),
         created_at: crate::event::now(),
+        owner: String::new(),
     })
 }
 
-pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
+pub async fn push(
+    State(echo): State<Arc<Echo>>,
+    EchoCaller(user): EchoCaller,
+    body: Body,
+) -> Response {
     let (body, node_id) = match body_with_node(body).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
@@ -202,6 +218,20 @@ pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
     }
     let _one_push_at_a_time = echo.push_lock.lock().await;
     let stored = echo.current(Some(&node_id)).await.into_iter().next();
+    let owner = stored.as_ref().map_or("", |s| s.owner.as_str());
+    if echo.grants.access(&user, &node_id, owner) != Some(EchoAccess::Write) {
+        let duration = echo.stats.finish(op, false);
+        let message = format!("node {node_id} belongs to another user");
+        return (
+            StatusCode::FORBIDDEN,
+            Json(reply("error", message, vec![], duration, 0.0)),
+        )
+            .into_response();
+    }
+    state.owner = match owner {
+        "" => user.id.clone(),
+        owner => owner.to_string(),
+    };
     if let (Some(stored), false) = (&stored, force) {
         if states::compare_versions(&state.version, &stored.version).is_le() {
             let conflicts = state.conflicts_with(stored);
@@ -276,7 +306,11 @@ pub async fn push(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
     .into_response()
 }
 
-pub async fn pull(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
+pub async fn pull(
+    State(echo): State<Arc<Echo>>,
+    EchoCaller(user): EchoCaller,
+    body: Body,
+) -> Response {
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
@@ -338,6 +372,7 @@ pub async fn pull(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
         .current(node_id.as_deref())
         .await
         .into_iter()
+        .filter(|s| echo.grants.access(&user, &s.node_id, &s.owner).is_some())
         .filter(|s| s.received_ms > since)
         .filter(|s| s.priority >= min_priority)
         .filter(|s| {
@@ -377,7 +412,11 @@ pub async fn pull(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body
     Json(reply).into_response()
 }
 
-pub async fn status(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Body) -> Response {
+pub async fn status(
+    State(echo): State<Arc<Echo>>,
+    EchoCaller(user): EchoCaller,
+    body: Body,
+) -> Response {
     let (body, node_id) = match body_with_node(body).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
@@ -389,6 +428,13 @@ pub async fn status(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Bo
             return error(StatusCode::BAD_REQUEST, "sync_id must be a string").into_response()
         }
     };
+    let current = echo.current(Some(&node_id)).await;
+    if let Some(state) = current.first() {
+        if echo.grants.access(&user, &node_id, &state.owner).is_none() {
+            let message = format!("node {node_id} belongs to another user");
+            return error(StatusCode::FORBIDDEN, message).into_response();
+        }
+    }
     let (stats, id) = (echo.stats.clone(), node_id.clone());
     let found = tokio::task::spawn_blocking(move || stats.status(&id, sync_id.as_deref()))
         .await
@@ -396,7 +442,7 @@ pub async fn status(State(echo): State<Arc<Echo>>, _caller: EchoCaller, body: Bo
         .flatten();
     match found {
         Some(status) => Json(status).into_response(),
-        None if !echo.current(Some(&node_id)).await.is_empty() => Json(json!({
+        None if !current.is_empty() => Json(json!({
             "status": "idle",
             "current_operation": null,
             "metrics": {"last_successful_sync": null, "sync_count_24h": 0, "average_duration_ms": 0, "error_rate": 0.0},

@@ -4,6 +4,7 @@
 //! replicate between nodes by reconciliation like everything else;
 //! `stats.rs` keeps the per-node operation history for status.
 
+mod access;
 mod http;
 pub mod states;
 mod stats;
@@ -33,6 +34,8 @@ pub struct Echo {
     pub writer: WriterHandle,
     pub node_key: Arc<Keys>,
     pub tokens: TokenUsers,
+    /// `auth.echo_grants`: access to nodes other users own.
+    grants: access::Grants,
     stats: Arc<stats::Stats>,
     /// Largest event peers accept (the write policy's): a bigger state
     /// would be stored here and never replicate.
@@ -48,11 +51,12 @@ pub fn routes(echo: Arc<Echo>) -> Router {
         .route("/echo/push", post(http::push))
         .route("/echo/pull", post(http::pull))
         .route("/echo/status", post(http::status))
+        .layer(axum::middleware::from_fn(crate::auth::bind_body))
         .with_state(echo)
 }
 
 /// An authenticated caller (bearer token or NIP-98), else 401.
-pub(crate) struct EchoCaller(#[allow(dead_code)] pub User);
+pub(crate) struct EchoCaller(pub User);
 
 impl FromRequestParts<Arc<Echo>> for EchoCaller {
     type Rejection = Response;
@@ -73,6 +77,7 @@ impl Echo {
         writer: WriterHandle,
         node_key: Arc<Keys>,
         tokens: TokenUsers,
+        grants: &[crate::config::EchoGrant],
         max_event_size: usize,
     ) -> Echo {
         Echo {
@@ -81,6 +86,7 @@ impl Echo {
             writer,
             node_key,
             tokens,
+            grants: access::Grants::new(grants),
             max_event_size,
             push_lock: tokio::sync::Mutex::new(()),
         }

@@ -2,8 +2,9 @@
 //! (`d` = node id), the state's `data` as canonical JSON content (keys
 //! sorted, no spaces), and the metadata as tags: `version`, `checksum`
 //! (sha256 of that canonical JSON), `resonance`, `priority`, `timestamp`
-//! (the client's ISO 8601), `received` (when this node accepted it, ms) and
-//! one `t` per tag. Signed by the node key, so states replicate in the mesh.
+//! (the client's ISO 8601), `received` (when this node accepted it, ms),
+//! `owner` (the user who pushed the node first, `echo/access.rs`) and one
+//! `t` per tag. Signed by the node key, so states replicate in the mesh.
 //!
 //! Versions are dotted numbers (`3`, `1.2.10`) compared part by part, or
 //! any other string compared as text; a push must carry a version greater
@@ -34,6 +35,8 @@ pub struct NodeState {
     /// The event's `created_at`: a new state of the same node signed by the
     /// same key must have a later one to replace it.
     pub created_at: u64,
+    /// The user who pushed the node first ("" on states from before owners).
+    pub owner: String,
 }
 
 /// The canonical JSON of `data`: what the checksum covers.
@@ -73,6 +76,7 @@ impl NodeState {
             vec!["priority".into(), self.priority.to_string()],
             vec!["timestamp".into(), self.timestamp.clone()],
             vec!["received".into(), self.received_ms.to_string()],
+            vec!["owner".into(), self.owner.clone()],
         ];
         tags.extend(self.tags.iter().map(|t| vec!["t".into(), t.clone()]));
         key.sign(
@@ -104,6 +108,7 @@ impl NodeState {
             tags: event.tag_values("t").map(str::to_string).collect(),
             received_ms: tag("received")?.parse().ok()?,
             created_at: event.created_at,
+            owner: tag("owner").unwrap_or_default(),
         })
     }
 
@@ -179,6 +184,7 @@ mod tests {
             tags: vec!["alpha".into()],
             received_ms: 1_000,
             created_at: 1,
+            owner: "alice".into(),
         };
         assert_eq!(NodeState::from_event(&state.to_event(&keys)), Some(state));
     }

@@ -185,6 +185,22 @@ where
     }
 }
 
+/// Whether `error` or anything in its chain of sources is a `T`: how a
+/// handler tells a body cut by the edge (timeout, NIP-98 payload mismatch,
+/// size limit) from other failures.
+pub fn caused_by<T: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<T>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(OVER_CAP).await;

@@ -97,6 +97,26 @@ fn content_type_for(ext: &str, stored: &str) -> String {
     }
 }
 
+/// Media a browser only displays (images other than SVG, which can carry
+/// script; audio; video): served inline. Everything else, PDF and HTML
+/// included, is an attachment.
+fn inline_safe(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let plain = !subtype.is_empty()
+        && subtype
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b));
+    plain && (matches!(kind, "audio" | "video") || (kind == "image" && !subtype.starts_with("svg")))
+}
+
 /// One handler for every method, so other methods get the seed's 405 body.
 pub async fn asset(
     State(graphs): State<Arc<Graphs>>,
@@ -121,7 +141,7 @@ pub async fn asset(
     }
     // Mesh nodes fetching a blob for their users skip the graph's ACL
     // (reading only).
-    let is_node = method == Method::GET && graphs.is_mesh_user(&user.id);
+    let is_node = method == Method::GET && user.mesh_node;
     if !is_node {
         if let Err(e) = graphs.graph_for(&graph, &user).await {
             return e.into_response();
@@ -156,6 +176,7 @@ async fn put(
             return match status {
                 Received::TooLarge => error(StatusCode::PAYLOAD_TOO_LARGE, "asset too large"),
                 Received::Broken => error(StatusCode::BAD_REQUEST, "missing body"),
+                Received::PayloadMismatch => super::PAYLOAD_MISMATCH.into_response(),
                 Received::Io => super::SERVER_ERROR.into_response(),
             };
         }
@@ -192,6 +213,8 @@ async fn put(
 pub(super) enum Received {
     TooLarge,
     Broken,
+    /// The body is not the one its NIP-98 auth event names.
+    PayloadMismatch,
     Io,
 }
 
@@ -200,7 +223,14 @@ pub(super) async fn receive(temp: &FsPath, body: Body) -> Result<(String, u64), 
     let mut spool = Spool::create(temp).await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        spool.write(&chunk.map_err(|_| Received::Broken)?).await?;
+        let chunk = chunk.map_err(|e| {
+            if crate::edge::caused_by::<crate::auth::PayloadMismatch>(&e) {
+                Received::PayloadMismatch
+            } else {
+                Received::Broken
+            }
+        })?;
+        spool.write(&chunk).await?;
     }
     spool.finish().await
 }
@@ -215,9 +245,12 @@ pub(super) struct Spool {
 
 impl Spool {
     pub(super) async fn create(temp: &FsPath) -> Result<Spool, Received> {
-        let file = tokio::fs::File::create(temp)
-            .await
-            .map_err(|_| Received::Io)?;
+        // Blobs are users' data: readable by this node's user only.
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options.open(temp).await.map_err(|_| Received::Io)?;
         Ok(Spool {
             file,
             hasher: Sha256::new(),
@@ -275,8 +308,28 @@ async fn get(
     let stream = file_chunks(file);
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
-    if let Ok(v) = content_type_for(ext, &record.asset_type).parse() {
+    let content_type = content_type_for(ext, &record.asset_type);
+    if let Ok(v) = content_type.parse() {
         headers.insert(header::CONTENT_TYPE, v);
+    }
+    // Uploads are any user's bytes: never sniffed, never run as a page of
+    // this origin, and downloaded unless they are plain media.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    let disposition = if inline_safe(&content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
+    // `name` is checked to be [A-Za-z0-9_-] with one dot: safe to quote.
+    if let Ok(v) = format!("{disposition}; filename=\"{name}\"").parse() {
+        headers.insert(header::CONTENT_DISPOSITION, v);
     }
     if let Ok(v) = record.asset_type.parse() {
         headers.insert("x-asset-type", v);
@@ -359,4 +412,27 @@ pub(super) async fn publish(graphs: &Arc<Graphs>, record: &AssetRecord) -> Resul
         content,
     );
     graphs.store_event(event).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inline_safe;
+
+    #[test]
+    fn only_plain_media_is_inline() {
+        for inline in ["image/png", "IMAGE/JPEG", "video/mp4", "audio/mpeg; x=1"] {
+            assert!(inline_safe(inline), "{inline}");
+        }
+        for attachment in [
+            "image/svg+xml",
+            "text/html",
+            "application/pdf",
+            "application/octet-stream",
+            "image/",
+            "image/png<script>",
+            "",
+        ] {
+            assert!(!inline_safe(attachment), "{attachment}");
+        }
+    }
 }

@@ -91,7 +91,9 @@ async fn receive(
 ) -> Result<(), String> {
     let failed = |why: Received| match why {
         Received::TooLarge => "blob larger than the limit".to_string(),
-        Received::Broken | Received::Io => "cannot write the blob".to_string(),
+        Received::Broken | Received::Io | Received::PayloadMismatch => {
+            "cannot write the blob".to_string()
+        }
     };
     let mut spool = Spool::create(temp).await.map_err(failed)?;
     let mut buf = vec![0u8; 64 * 1024];

@@ -47,8 +47,6 @@ pub struct Graphs {
     pub max_tx_size: usize,
     /// The data directory (asset blobs live under `assets/`).
     pub store_dir: std::path::PathBuf,
-    /// Who is in the mesh (nodes authenticating with NIP-98).
-    pub mesh: Arc<crate::mesh::Mesh>,
     /// The sync service, for the mesh peers to fetch blobs from.
     pub sync: Arc<crate::sync::SyncService>,
 }
@@ -72,6 +70,7 @@ pub fn routes(graphs: Arc<Graphs>) -> Router {
         .route("/sync/{graph}/snapshot/import", post(snapshot::import))
         .route("/assets/{graph}/{name}", any(assets::asset))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn(crate::auth::bind_body))
         .with_state(graphs)
 }
 
@@ -90,6 +89,10 @@ impl IntoResponse for GraphError {
 const UNAUTHORIZED: GraphError = GraphError(StatusCode::UNAUTHORIZED, "unauthorized");
 const FORBIDDEN: GraphError = GraphError(StatusCode::FORBIDDEN, "forbidden");
 const NOT_FOUND: GraphError = GraphError(StatusCode::NOT_FOUND, "not found");
+const PAYLOAD_MISMATCH: GraphError = GraphError(
+    StatusCode::UNAUTHORIZED,
+    "invalid NIP-98 authorization: the body's sha256 is not the payload tag",
+);
 const SERVER_ERROR: GraphError = GraphError(StatusCode::INTERNAL_SERVER_ERROR, "server error");
 
 /// An authenticated caller of the graph API (401 otherwise).
@@ -160,11 +163,6 @@ impl Graphs {
             Access::None => Err(FORBIDDEN),
             access => Ok((meta, access)),
         }
-    }
-
-    /// Is this user id a mesh node's key (NIP-98 from another node)?
-    fn is_mesh_user(&self, user_id: &str) -> bool {
-        crate::event::decode_hex::<32>(user_id).is_some_and(|k| self.mesh.is_member(&k))
     }
 
     /// URLs of the peers that are mesh nodes.

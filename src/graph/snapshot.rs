@@ -150,6 +150,7 @@ pub(super) async fn upload(
                     GraphError(StatusCode::PAYLOAD_TOO_LARGE, "asset too large").into_response()
                 }
                 Received::Broken => bad("missing body"),
+                Received::PayloadMismatch => super::PAYLOAD_MISMATCH.into_response(),
                 Received::Io => SERVER_ERROR.into_response(),
             };
         }

@@ -24,16 +24,17 @@ pub async fn upgrade(
     caller: GraphCaller,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let (graph, user_id) = (caller.graph, caller.user.id);
+    let (graph, user) = (caller.graph, caller.user);
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(graphs, graph, user_id, socket))
+        .on_upgrade(move |socket| run(graphs, graph, user, socket))
 }
 
 fn error(message: &str) -> String {
     json!({"type": "error", "message": message}).to_string()
 }
 
-async fn run(graphs: Arc<Graphs>, graph: String, user_id: String, socket: WebSocket) {
+async fn run(graphs: Arc<Graphs>, graph: String, user: crate::auth::User, socket: WebSocket) {
+    let user_id = user.id.clone();
     let (mut sink, mut stream) = socket.split();
     let (id, mut outgoing) = graphs.hub.join(&graph, &user_id);
     let mut client_id = String::new();
@@ -43,7 +44,6 @@ async fn run(graphs: Arc<Graphs>, graph: String, user_id: String, socket: WebSoc
         let reply = tokio::select! {
             _ = recheck.tick() => {
                 // Deleted, or the user removed: the socket ends.
-                let user = crate::auth::User { id: user_id.clone() };
                 match graphs.graph_for(&graph, &user).await {
                     Ok(_) => None,
                     Err(_) => {

@@ -1,0 +1,266 @@
+//! The graph and echo HTTP APIs under attack, over real HTTP: replayed and
+//! re-bodied NIP-98 headers, NIP-98 made for another host, `?token=` next to
+//! a header, uploads that would run as pages of this origin, and one user
+//! pushing to another user's echo node.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use common::*;
+use echorelay::config::{Config, EchoAccess, EchoGrant, TokenConfig};
+use echorelay::event::Keys;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const ALICE: &str = "alice-secret-token";
+const BOB: &str = "bob-secret-token";
+const CAROL: &str = "carol-secret-token";
+
+fn with_users(c: &mut Config) {
+    c.auth.tokens = [("alice", ALICE), ("bob", BOB), ("carol", CAROL)]
+        .iter()
+        .map(|(user, token)| TokenConfig {
+            user: user.to_string(),
+            sha256: hex::encode(Sha256::digest(token.as_bytes())),
+            expires_at: 0,
+        })
+        .collect();
+}
+
+/// `Authorization: Nostr ...` for one request; `payload` is the body hashed.
+fn nip98(keys: &Keys, url: &str, method: &str, payload: Option<&str>) -> String {
+    let mut tags = vec![
+        vec!["u".to_string(), url.to_string()],
+        vec!["method".to_string(), method.to_string()],
+    ];
+    if let Some(body) = payload {
+        let hash = hex::encode(Sha256::digest(body.as_bytes()));
+        tags.push(vec!["payload".into(), hash]);
+    }
+    let event = keys.sign(echorelay::event::now(), 27235, tags, String::new());
+    format!(
+        "Nostr {}",
+        base64::engine::general_purpose::STANDARD.encode(event.to_json())
+    )
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: &str,
+) -> (u16, String, Value) {
+    let headers = [
+        ("Authorization", auth),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, head, body) = http_request(addr, method, path, &headers, body).await;
+    (
+        status,
+        head,
+        serde_json::from_str(&body).unwrap_or(json!(body)),
+    )
+}
+
+async fn graph_names(addr: SocketAddr) -> Vec<String> {
+    let (status, _, listed) = send(addr, "GET", "/graphs", &format!("Bearer {ALICE}"), "").await;
+    assert_eq!(status, 200);
+    listed["graphs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["graph-name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nip98_headers_are_single_use_bound_to_the_body_and_the_host() {
+    let keys = Keys::generate();
+    let relay = TestRelay::start_with(|c| {
+        with_users(c);
+        c.auth.nip98_pubkeys = vec![hex::encode(keys.public_key())];
+    })
+    .await;
+    let addr = relay.addr;
+    let url = format!("http://{addr}/graphs");
+
+    // A replay: the same header twice.
+    let header = nip98(&keys, &url, "GET", None);
+    assert_eq!(send(addr, "GET", "/graphs", &header, "").await.0, 200);
+    let (status, _, reply) = send(addr, "GET", "/graphs", &header, "").await;
+    assert_eq!(status, 401, "a replayed header: {reply}");
+
+    // Made for another host: the request's Host is this relay's.
+    let elsewhere = nip98(&keys, "http://elsewhere.example/graphs", "GET", None);
+    assert_eq!(send(addr, "GET", "/graphs", &elsewhere, "").await.0, 401);
+
+    // A body the event does not name: refused, nothing created.
+    let signed_for = json!({"graph-name": "meant"}).to_string();
+    let sent = json!({"graph-name": "injected"}).to_string();
+    let header = nip98(&keys, &url, "POST", Some(&signed_for));
+    let (status, _, reply) = send(addr, "POST", "/graphs", &header, &sent).await;
+    assert!(status == 401 || status == 400, "{status} {reply}");
+    let unbound = nip98(&keys, &url, "POST", None);
+    let (status, _, reply) = send(addr, "POST", "/graphs", &unbound, &sent).await;
+    assert_eq!(status, 401, "a body without a payload tag: {reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("payload"),
+        "{reply}"
+    );
+    assert!(graph_names(addr).await.is_empty());
+    // The body it names: created.
+    let header = nip98(&keys, &url, "POST", Some(&signed_for));
+    let (status, _, reply) = send(addr, "POST", "/graphs", &header, &signed_for).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // `?token=` does not stand in for a header that fails.
+    let path = format!("/graphs?token={ALICE}");
+    assert_eq!(
+        send(addr, "GET", &path, "Basic YWxpY2U6eA==", "").await.0,
+        401
+    );
+    assert_eq!(send(addr, "GET", &path, "Bearer wrong", "").await.0, 401);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_never_run_as_pages_and_rebodied_uploads_are_refused() {
+    let keys = Keys::generate();
+    let relay = TestRelay::start_with(|c| {
+        with_users(c);
+        c.auth.nip98_pubkeys = vec![hex::encode(keys.public_key())];
+    })
+    .await;
+    let addr = relay.addr;
+    let auth = format!("Bearer {ALICE}");
+    let (_, _, created) = send(addr, "POST", "/graphs", &auth, r#"{"graph-name":"f"}"#).await;
+    let graph = created["graph-id"].as_str().unwrap().to_string();
+    let script = "<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>";
+    for (name, declared, inline) in [
+        ("a1.svg", "image/svg+xml", false),
+        ("a2.html", "text/html", false),
+        ("a3.bin", "text/html", false),
+        ("a4.pdf", "application/pdf", false),
+        ("a5.png", "image/png", true),
+    ] {
+        let path = format!("/assets/{graph}/{name}");
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", declared)];
+        let (status, _, _) = http_request(addr, "PUT", &path, &headers, script).await;
+        assert_eq!(status, 200, "{name}");
+        let (status, head, body) = http_request(addr, "GET", &path, &headers[..1], "").await;
+        assert_eq!((status, body.as_str()), (200, script), "{name}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(head.contains("content-security-policy: sandbox"), "{head}");
+        let disposition = if inline { "inline" } else { "attachment" };
+        assert!(
+            head.contains(&format!(
+                "content-disposition: {disposition}; filename=\"{name}\""
+            )),
+            "{name}: {head}"
+        );
+    }
+    #[cfg(unix)]
+    for blob in std::fs::read_dir(relay.dir.path().join("assets")).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = blob.unwrap().metadata().unwrap();
+        if meta.is_file() {
+            assert_eq!(meta.permissions().mode() & 0o077, 0, "blobs are 0600");
+        }
+    }
+
+    // A NIP-98 upload whose body is not the one signed for: not stored.
+    let graphs_url = format!("http://{addr}/graphs");
+    let body = r#"{"graph-name":"mine"}"#;
+    let header = nip98(&keys, &graphs_url, "POST", Some(body));
+    let (_, _, created) = send(addr, "POST", "/graphs", &header, body).await;
+    let graph = created["graph-id"].as_str().unwrap().to_string();
+    let path = format!("/assets/{graph}/b1.png");
+    let url = format!("http://{addr}{path}");
+    let header = nip98(&keys, &url, "PUT", Some("the signed bytes"));
+    let (status, _, reply) = send(addr, "PUT", &path, &header, "other bytes").await;
+    assert_eq!(status, 401, "{reply}");
+    let header = nip98(&keys, &url, "GET", None);
+    assert_eq!(send(addr, "GET", &path, &header, "").await.0, 404);
+    let header = nip98(&keys, &url, "PUT", Some("the signed bytes"));
+    let (status, _, reply) = send(addr, "PUT", &path, &header, "the signed bytes").await;
+    assert_eq!(status, 200, "the body it names: {reply}");
+    relay.stop().await;
+}
+
+fn push_body(node: &str, version: &str, data: Value) -> String {
+    let checksum = hex::encode(Sha256::digest(data.to_string().as_bytes()));
+    json!({
+        "node_id": node,
+        "state": {
+            "timestamp": "2026-11-22T10:00:00.000Z",
+            "data": data,
+            "metadata": {"version": version, "checksum": checksum, "resonance_level": 0.5},
+        },
+    })
+    .to_string()
+}
+
+async fn pulled_nodes(addr: SocketAddr, token: &str) -> Vec<String> {
+    let (status, _, pulled) =
+        send(addr, "POST", "/echo/pull", &format!("Bearer {token}"), "{}").await;
+    assert_eq!(status, 200, "{pulled}");
+    pulled["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["node_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_node_belongs_to_its_first_pusher() {
+    let relay = TestRelay::start_with(|c| {
+        with_users(c);
+        c.auth.echo_grants = vec![EchoGrant {
+            node_id: "n1".into(),
+            user: "carol".into(),
+            access: EchoAccess::Read,
+        }];
+    })
+    .await;
+    let addr = relay.addr;
+    let bearer = |t: &str| format!("Bearer {t}");
+    let push = |token: &'static str, version: &'static str| async move {
+        let body = push_body("n1", version, json!({"by": token}));
+        send(addr, "POST", "/echo/push", &bearer(token), &body).await
+    };
+    assert_eq!(push(ALICE, "1").await.0, 200);
+    let (status, _, reply) = push(BOB, "2").await;
+    assert_eq!(status, 403, "{reply}");
+    assert_eq!(reply["status"], "error");
+    assert_eq!(push(CAROL, "2").await.0, 403, "read grant only");
+    assert_eq!(pulled_nodes(addr, ALICE).await, ["n1"]);
+    assert!(pulled_nodes(addr, BOB).await.is_empty(), "hidden from bob");
+    assert_eq!(pulled_nodes(addr, CAROL).await, ["n1"], "granted read");
+    let status_of = |token: &'static str| async move {
+        let body = json!({"node_id": "n1"}).to_string();
+        send(addr, "POST", "/echo/status", &bearer(token), &body)
+            .await
+            .0
+    };
+    assert_eq!(status_of(BOB).await, 403);
+    assert_eq!(status_of(CAROL).await, 200);
+
+    // A mesh node acts for any user; the node stays alice's.
+    let node = relay.node_key();
+    let body = push_body("n1", "3", json!({"by": "node"}));
+    let header = nip98(
+        &node,
+        &format!("http://{addr}/echo/push"),
+        "POST",
+        Some(&body),
+    );
+    let (status, _, reply) = send(addr, "POST", "/echo/push", &header, &body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(push(ALICE, "4").await.0, 200);
+    assert_eq!(push(BOB, "5").await.0, 403);
+    relay.stop().await;
+}
