@@ -20,7 +20,6 @@ use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
 
 const ALICE: &str = "alice-secret-token";
-const BIN: &str = env!("CARGO_BIN_EXE_echorelay");
 
 fn with_alice(c: &mut echorelay::config::Config) {
     c.auth.tokens = vec![echorelay::config::TokenConfig {
@@ -525,4 +524,61 @@ async fn relayed_challenges_and_impostors_get_no_mesh_access() {
     for r in [a, b] {
         r.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgeries_stored_before_the_check_are_inert() {
+    let node = TestRelay::start_with(with_alice).await;
+    let body = json!({"graph-name": "g"}).to_string();
+    let (status, created) = call(node.addr, "POST", "/graphs", &body).await;
+    assert_eq!(status, 200, "{created}");
+    let graph = created["graph-id"].as_str().unwrap().to_string();
+    let before = graph_view(&node, &graph).await;
+    let dir = node.stop().await;
+
+    // Stored as a version without author checks would have: here by an
+    // import that (wrongly) trusts the forger.
+    let forger = Keys::generate();
+    // The tx first (a deletion would refuse it), the deletion last.
+    let all = forgeries(&forger, &graph);
+    let forged = [&all[2], &all[3], &all[4], &all[0]];
+    let file = dir.path().join("forged.jsonl");
+    let lines: Vec<String> = forged.iter().map(|e| e.to_json()).collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let trusting = dir.path().join("trusting.toml");
+    let forger_hex = hex::encode(forger.public_key());
+    std::fs::write(
+        &trusting,
+        format!("[auth]\ntrusted_nodes = [\"{forger_hex}\"]\n"),
+    )
+    .unwrap();
+    let config = trusting.to_str().unwrap();
+    let out = cli(
+        &["import", file.to_str().unwrap(), "--config", config],
+        dir.path(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let filter = json!({"authors": [forger_hex], "kinds": [34071, 34072, 34073]}).to_string();
+    let out = cli(&["export", "--filter", &filter], dir.path()).await;
+    let stored = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(stored.lines().count(), 3, "the forgeries are in the store");
+    assert!(stored.contains(r#"\"deleted\":true"#), "{stored}");
+
+    // The node as configured (the forger outside its mesh): nothing acts.
+    let node = TestRelay::start_in(dir, "127.0.0.1:0".parse().unwrap(), with_alice).await;
+    let (list, pulled) = graph_view(&node, &graph).await;
+    assert_eq!(list, before.0, "not deleted, renamed or given away");
+    // (The inert tx still holds its log position until issue 13 takes t
+    // from the home node's signed tag; no forged tx is served.)
+    assert_eq!(pulled["txs"], before.1["txs"]);
+    let asset = format!("/assets/{graph}/a.png");
+    assert_eq!(call(node.addr, "GET", &asset, "").await.0, 404);
+    let (status, echo) = call(node.addr, "POST", "/echo/pull", "{}").await;
+    assert_eq!((status, &echo["changes"]), (200, &json!([])), "{echo}");
+    node.stop().await;
 }
