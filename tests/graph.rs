@@ -11,10 +11,8 @@ use base64::Engine;
 use common::*;
 use echorelay::config::{Config, TokenConfig};
 use echorelay::event::Keys;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio_tungstenite::tungstenite::Message;
 
 const ALICE: &str = "alice-secret-token";
 const BOB: &str = "bob-secret-token";
@@ -56,61 +54,6 @@ async fn create_graph(addr: SocketAddr, token: &str, name: &str) -> String {
     let (status, reply) = call(addr, "POST", "/graphs", Some(token), &body).await;
     assert_eq!(status, 200, "{reply}");
     reply["graph-id"].as_str().unwrap().to_string()
-}
-
-/// A graph socket that hands back messages by type.
-struct GraphSocket {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-}
-
-impl GraphSocket {
-    async fn open(addr: SocketAddr, graph: &str, token: &str) -> GraphSocket {
-        let url = format!("ws://{addr}/sync/{graph}?token={token}");
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("connect");
-        GraphSocket { ws }
-    }
-
-    async fn send(&mut self, value: Value) {
-        self.ws
-            .send(Message::Text(value.to_string().into()))
-            .await
-            .unwrap();
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.unwrap();
-    }
-
-    /// The next message of `kind`, skipping others (presence chatter).
-    async fn next(&mut self, kind: &str) -> Value {
-        self.next_of(&[kind]).await
-    }
-
-    /// The next message of any of `kinds`.
-    async fn next_of(&mut self, kinds: &[&str]) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a graph message")
-                .expect("socket closed")
-                .expect("socket error");
-            if let Message::Text(text) = msg {
-                let value: Value = serde_json::from_str(text.as_str()).unwrap();
-                if kinds.iter().any(|k| value["type"] == *k) {
-                    return value;
-                }
-            }
-        }
-    }
-
-    async fn ask(&mut self, value: Value, reply: &str) -> Value {
-        self.send(value).await;
-        self.next(reply).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,7 +189,7 @@ fn forgeries(forger: &Keys, graph: &str) -> Vec<Event> {
             forger,
             4071,
             later,
-            vec![vec!["g", graph]],
+            vec![vec!["g", graph], vec!["t", "1"]],
             "[:db/add 1 :title \"forged\"]",
         ),
         event_at(
@@ -435,8 +435,10 @@ async fn relayed_challenges_and_impostors_get_no_mesh_access() {
         TestRelay::start_with(|c| c.auth.trusted_nodes = vec![hex::encode(ka.public_key())]).await;
     let mut on_b = b.client().await;
     on_b.auth(&b.node_key()).await;
-    let secret = event_at(&b.node_key(), 4071, now(), vec![vec!["g", "g1"]], "secret");
-    on_b.publish_ok(&secret).await;
+    let (index, txs) = homed_graph(&b.node_key(), "g1", &["secret"]);
+    for event in std::iter::once(&index).chain(&txs) {
+        on_b.publish_ok(event).await;
+    }
 
     // A wrong relay tag is refused outright.
     let mut wrong = b.client().await;
@@ -482,7 +484,9 @@ async fn relayed_challenges_and_impostors_get_no_mesh_access() {
     let impostor = PlainRelay::start(vec![planted.clone()], Some(impostor_key)).await;
     let mut on_a = a.client().await;
     on_a.auth(&ka).await;
-    let mine = event_at(&ka, 4071, now(), vec![vec!["g", "g2"]], "a's private tx");
+    let (index, mut txs) = homed_graph(&ka, "g2", &["a's private tx"]);
+    let mine = txs.remove(0);
+    on_a.publish_ok(&index).await;
     on_a.publish_ok(&mine).await;
     let peer = json!({"peer_url": impostor.url, "dir": "both", "interval_secs": 3600,
                       "pubkey": hex::encode(b.node_key().public_key())});
@@ -539,9 +543,10 @@ async fn forgeries_stored_before_the_check_are_inert() {
     // Stored as a version without author checks would have: here by an
     // import that (wrongly) trusts the forger.
     let forger = Keys::generate();
-    // The tx first (a deletion would refuse it), the deletion last.
+    // (Its forged tx cannot be stored even so: the forger is not the
+    // graph's home.) The deletion last.
     let all = forgeries(&forger, &graph);
-    let forged = [&all[2], &all[3], &all[4], &all[0]];
+    let forged = [&all[3], &all[4], &all[0]];
     let file = dir.path().join("forged.jsonl");
     let lines: Vec<String> = forged.iter().map(|e| e.to_json()).collect();
     std::fs::write(&file, lines.join("\n")).unwrap();
@@ -573,9 +578,7 @@ async fn forgeries_stored_before_the_check_are_inert() {
     let node = TestRelay::start_in(dir, "127.0.0.1:0".parse().unwrap(), with_alice).await;
     let (list, pulled) = graph_view(&node, &graph).await;
     assert_eq!(list, before.0, "not deleted, renamed or given away");
-    // (The inert tx still holds its log position until issue 13 takes t
-    // from the home node's signed tag; no forged tx is served.)
-    assert_eq!(pulled["txs"], before.1["txs"]);
+    assert_eq!(pulled, before.1);
     let asset = format!("/assets/{graph}/a.png");
     assert_eq!(call(node.addr, "GET", &asset, "").await.0, 404);
     let (status, echo) = call(node.addr, "POST", "/echo/pull", "{}").await;

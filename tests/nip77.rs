@@ -290,26 +290,15 @@ async fn each_graph_gets_its_own_tree() {
     let mut c = relay.client().await;
     c.auth(&keys).await;
     let mut alpha = Vec::new();
-    for i in 0..3 {
-        let e = event_at(
-            &keys,
-            4071,
-            now(),
-            vec![vec!["g", "alpha"]],
-            &format!("tx{i}"),
-        );
+    let (index, txs) = homed_graph(&keys, "alpha", &["tx0", "tx1", "tx2"]);
+    c.publish_ok(&index).await;
+    for e in txs {
         c.publish_ok(&e).await;
         alpha.push(e.id);
     }
-    for i in 0..2 {
-        c.publish_ok(&event_at(
-            &keys,
-            4071,
-            now(),
-            vec![vec!["g", "beta"]],
-            &format!("b{i}"),
-        ))
-        .await;
+    let (index, txs) = homed_graph(&keys, "beta", &["b0", "b1"]);
+    for e in std::iter::once(index).chain(txs) {
+        c.publish_ok(&e).await;
     }
     let empty = VectorStorage::new(vec![]);
     let (diff, _) = reconcile(
@@ -417,7 +406,9 @@ async fn graph_events_stay_inside_the_mesh() {
     let relay = TestRelay::start_with(|c| c.auth.trusted_nodes = vec![node_hex]).await;
     let mut member = relay.client().await;
     member.auth(&node).await;
-    let tx = event_at(&node, 4071, now(), vec![vec!["g", "secret"]], "tx");
+    let (index, mut txs) = homed_graph(&node, "secret", &["tx"]);
+    member.publish_ok(&index).await;
+    let tx = txs.remove(0);
     member.publish_ok(&tx).await;
     let public = note(&node, "public");
     member.publish_ok(&public).await;

@@ -14,7 +14,10 @@ use axum::http::{HeaderMap, Method};
 
 use crate::store::Store;
 
-pub use nip98::{check as check_nip98, decode as decode_nip98, payload as nip98_payload, Replays};
+pub use nip98::{
+    check as check_nip98, decode as decode_nip98, header as nip98_header, payload as nip98_payload,
+    Replays,
+};
 pub use payload::{bind_body, PayloadMismatch};
 pub use tokens::{hash_token, new_token, TokenUsers};
 

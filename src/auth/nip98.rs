@@ -83,6 +83,27 @@ pub fn check(
     Ok(event)
 }
 
+/// `Authorization: Nostr ...` for one request this node makes (to a mesh
+/// peer), with the body's sha256 as `payload` when there is a body.
+pub fn header(key: &crate::event::Keys, url: &str, method: &str, body: &[u8]) -> String {
+    use sha2::Digest;
+    let mut tags = vec![
+        vec!["u".to_string(), url.to_string()],
+        vec!["method".to_string(), method.to_string()],
+    ];
+    if !body.is_empty() {
+        tags.push(vec![
+            "payload".into(),
+            hex::encode(sha2::Sha256::digest(body)),
+        ]);
+    }
+    let event = key.sign(now(), HTTP_AUTH_KIND, tags, String::new());
+    format!(
+        "Nostr {}",
+        base64::engine::general_purpose::STANDARD.encode(event.to_json())
+    )
+}
+
 /// Auth events already used, for as long as they could be accepted: a
 /// captured header cannot be sent a second time. Keyed by signature, not
 /// id: a client that signs the same request again in the same second (same

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use tokio::io::AsyncReadExt;
 
 use super::assets::{AssetRecord, Received, Spool};
@@ -19,12 +18,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries every mesh peer; true once the blob is in place.
 pub async fn blob_from_peers(graphs: &Arc<Graphs>, record: &AssetRecord) -> bool {
     for url in graphs.mesh_peer_urls() {
-        let http_url = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
-            (Some(rest), _) => format!("http://{}", rest.split('/').next().unwrap_or(rest)),
-            (_, Some(rest)) => format!("https://{}", rest.split('/').next().unwrap_or(rest)),
-            _ => continue,
-        };
-        let Ok(endpoint) = Endpoint::parse(&http_url) else {
+        let Some(endpoint) = http_endpoint(&url) else {
             continue;
         };
         match tokio::time::timeout(TIMEOUT, fetch_from(graphs, &endpoint, record)).await {
@@ -36,25 +30,27 @@ pub async fn blob_from_peers(graphs: &Arc<Graphs>, record: &AssetRecord) -> bool
     false
 }
 
+/// A peer's relay URL as the HTTP endpoint of the same host (ws:// read as
+/// http://, wss:// as https://).
+pub(super) fn http_endpoint(relay_url: &str) -> Option<Endpoint> {
+    let http_url = match (
+        relay_url.strip_prefix("ws://"),
+        relay_url.strip_prefix("wss://"),
+    ) {
+        (Some(rest), _) => format!("http://{}", rest.split('/').next().unwrap_or(rest)),
+        (_, Some(rest)) => format!("https://{}", rest.split('/').next().unwrap_or(rest)),
+        _ => return None,
+    };
+    Endpoint::parse(&http_url).ok()
+}
+
 async fn fetch_from(
     graphs: &Graphs,
     endpoint: &Endpoint,
     record: &AssetRecord,
 ) -> Result<(), String> {
     let path = format!("/assets/{}/{}", record.graph_id, record.name);
-    let auth = graphs.node_key.sign(
-        crate::event::now(),
-        27235,
-        vec![
-            vec!["u".into(), endpoint.url(&path)],
-            vec!["method".into(), "GET".into()],
-        ],
-        String::new(),
-    );
-    let auth = format!(
-        "Nostr {}",
-        base64::engine::general_purpose::STANDARD.encode(auth.to_json())
-    );
+    let auth = crate::auth::nip98_header(&graphs.node_key, &endpoint.url(&path), "GET", b"");
     let reply = http_client::request(
         endpoint,
         "GET",

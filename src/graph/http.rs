@@ -95,6 +95,11 @@ pub async fn create_graph(
         deleted: false,
         epoch: 0,
         reset_at: 0,
+        reset_t: 0,
+        homes: vec![crate::store::HomeTerm {
+            node: hex::encode(graphs.node_key.public_key()),
+            from_t: 1,
+        }],
     };
     graphs.publish_meta(&meta).await?;
     Ok(Json(json!({ "graph-id": meta.graph_id })))
@@ -167,10 +172,20 @@ pub async fn tx_batch(
     body: Bytes,
 ) -> Result<Json<Value>, GraphError> {
     let body = json_body(&body)?;
+    // A mesh node forwards its user's batch and names that user and client.
+    let forwarded = caller.user.mesh_node;
+    let named = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .filter(|_| forwarded)
+            .map(|v| v.chars().take(256).collect::<String>())
+    };
+    let (user_id, client_id) = (named("author"), named("client"));
     let origin = Origin {
-        user_id: &caller.user.id,
-        client_id: "http",
+        user_id: user_id.as_deref().unwrap_or(&caller.user.id),
+        client_id: client_id.as_deref().unwrap_or("http"),
         socket: None,
+        forwarded,
     };
     Ok(Json(
         log::tx_batch(&graphs, &caller.graph, &body, origin).await,
@@ -204,10 +219,11 @@ pub(super) async fn reset_log(
         }
         let metas = index::read(&store, Some(&id))?;
         let txn = store.read_txn()?;
-        Ok::<_, crate::store::StoreError>((metas, store.graph_state(&txn, &id)?))
+        let state = store.graph_state(&txn, &id)?;
+        Ok::<_, crate::store::StoreError>((metas, state, store.graph_t(&txn, &id)?))
     })
     .await;
-    let Ok(Ok((metas, state))) = found else {
+    let Ok(Ok((metas, state, head))) = found else {
         return Err(SERVER_ERROR);
     };
     let mut meta = metas
@@ -217,6 +233,9 @@ pub(super) async fn reset_log(
     // The graph's own epoch may be ahead of this index event's (a reset
     // signed by another node): start from the higher one.
     meta.epoch = meta.epoch.max(state.epoch) + 1;
+    // Positions up to here count as filled everywhere, even on a node that
+    // never received some of the txs the reset removes.
+    meta.reset_t = meta.reset_t.max(head);
     meta.touch();
     meta.reset_at = meta.updated_at;
     graphs.publish_meta(&meta).await?;

@@ -184,6 +184,9 @@ impl Hub {
     ) {
         let hub = self.clone();
         tokio::spawn(async move {
+            // A tx stored beyond a gap does not move the head: only a head
+            // that moved is announced.
+            let mut announced: std::collections::HashMap<String, u64> = Default::default();
             loop {
                 let mut touched: HashSet<String> = HashSet::new();
                 match feed.recv().await {
@@ -217,7 +220,11 @@ impl Hub {
                 .flatten()
                 .unwrap_or_default();
                 for (graph, t) in ts {
-                    hub.changed(&graph, t, None);
+                    let last = announced.entry(graph.clone()).or_default();
+                    if t != *last {
+                        *last = t;
+                        hub.changed(&graph, t, None);
+                    }
                 }
             }
         });

@@ -46,6 +46,15 @@ pub struct GraphMeta {
     /// When the last reset happened (ms): older snapshots are not offered.
     #[serde(default)]
     pub reset_at: u64,
+    /// The log head when the last reset happened: positions up to it count
+    /// as filled (their txs went with the old epoch).
+    #[serde(default)]
+    pub reset_t: u64,
+    /// The graph's home node of every term (SPEC §4, `store/graph_order.rs`);
+    /// the last one sequences the log now. Read from the store, which holds
+    /// the homes of the best index event it has seen.
+    #[serde(default)]
+    pub homes: Vec<crate::store::HomeTerm>,
 }
 
 /// What a user may do with a graph.
@@ -67,6 +76,11 @@ impl GraphMeta {
             Some(_) => Access::Member,
             None => Access::None,
         }
+    }
+
+    /// The node that sequences the graph's log now (hex key).
+    pub fn home(&self) -> Option<&str> {
+        self.homes.last().map(|h| h.node.as_str())
     }
 
     /// Marks a change: `updated-at` moves at least a second on, so the new
@@ -117,8 +131,18 @@ pub fn read(store: &Store, graph: Option<&str>) -> Result<Vec<GraphMeta>, StoreE
             .ok()
             .filter(|meta| event.d_tag() == meta.graph_id)
     };
-    // Deletion is final: a deleted index event wins over any other.
-    let mut out = store.newest_per_d(&filter, parse, |m| (m.deleted, m.updated_at))?;
+    // Deletion is final: a deleted index event wins over any other; then the
+    // one that knows more home terms (a handover is not undone by a rename
+    // written where it was not yet known).
+    let mut out =
+        store.newest_per_d(&filter, parse, |m| (m.deleted, m.homes.len(), m.updated_at))?;
+    let txn = store.read_txn()?;
+    for meta in &mut out {
+        let homes = store.graph_homes(&txn, &meta.graph_id)?;
+        if !homes.is_empty() {
+            meta.homes = homes;
+        }
+    }
     out.sort_by(|a, b| {
         a.created_at
             .cmp(&b.created_at)

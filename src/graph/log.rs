@@ -1,8 +1,10 @@
 //! A graph's log as the protocol sees it: `pull` and `tx/batch`, shared by
-//! the WebSocket and the HTTP mirror. A batch is checked in the seed's
-//! order — invalid t-before, stale, empty tx data, invalid tx — then each tx
-//! becomes a kind-4071 event signed by the node key, and the writer appends
-//! them in one transaction only if the log is still at `t-before`.
+//! the WebSocket and the HTTP mirror. Only the graph's home sequences: on
+//! any other node a batch is forwarded to the home (`forward.rs`). On the
+//! home a batch is checked in the seed's order — invalid t-before, stale,
+//! empty tx data, invalid tx — then each tx becomes a kind-4071 event signed
+//! by the node key carrying its `t` and the home's `term`, and the writer
+//! appends them in one transaction only if the log is still at `t-before`.
 
 use std::sync::Arc;
 
@@ -59,15 +61,26 @@ pub async fn pull(graphs: &Arc<Graphs>, graph: &str, since: u64) -> Result<Value
     .map_err(|e| e.to_string())
 }
 
-/// The graph's current `t` and reset epoch, from one snapshot.
-pub async fn position(graphs: &Arc<Graphs>, graph: &str) -> Result<(u64, u64), String> {
+/// A graph's place as one snapshot sees it.
+pub struct Position {
+    /// The log head.
+    pub t: u64,
+    /// The reset epoch.
+    pub epoch: u64,
+    /// The home of every term; the last sequences now.
+    pub homes: Vec<crate::store::HomeTerm>,
+}
+
+/// The graph's current head, reset epoch and homes, from one snapshot.
+pub async fn position(graphs: &Arc<Graphs>, graph: &str) -> Result<Position, String> {
     let (store, graph) = (graphs.store.clone(), graph.to_string());
     tokio::task::spawn_blocking(move || {
         let txn = store.read_txn()?;
-        Ok::<_, crate::store::StoreError>((
-            store.graph_t(&txn, &graph)?,
-            store.graph_state(&txn, &graph)?.epoch,
-        ))
+        Ok::<_, crate::store::StoreError>(Position {
+            t: store.graph_t(&txn, &graph)?,
+            epoch: store.graph_state(&txn, &graph)?.epoch,
+            homes: store.graph_homes(&txn, &graph)?,
+        })
     })
     .await
     .map_err(|e| e.to_string())?
@@ -80,10 +93,25 @@ pub struct Origin<'a> {
     pub client_id: &'a str,
     /// The hub id of the sending socket (None over HTTP).
     pub socket: Option<u64>,
+    /// Sent on by a mesh node for its user: the reply carries the signed
+    /// tx events.
+    pub forwarded: bool,
 }
 
-fn reject(reason: &str) -> Value {
+pub(super) fn reject(reason: &str) -> Value {
     json!({"type": "tx/reject", "reason": reason})
+}
+
+pub(super) fn server_error() -> Value {
+    json!({"type": "error", "message": "server error"})
+}
+
+/// Where a batch goes in the log: its first t, the home's term, and the
+/// graph's reset epoch.
+struct Sequence {
+    first_t: u64,
+    term: u64,
+    epoch: u64,
 }
 
 /// A parsed `tx/batch`: `t-before` is valid; the txs' own problems are
@@ -136,19 +164,32 @@ pub async fn tx_batch(
         Ok(request) => request,
         Err(reason) => return reject(reason),
     };
-    let t_before = request.t_before;
-    let Ok((current, epoch)) = position(graphs, graph).await else {
-        return json!({"type": "error", "message": "server error"});
+    let Ok(place) = position(graphs, graph).await else {
+        return server_error();
     };
-    if t_before != current {
-        return json!({"type": "tx/reject", "reason": "stale", "t": current});
+    let me = hex::encode(graphs.node_key.public_key());
+    match place.homes.last() {
+        Some(home) if home.node == me => {}
+        Some(home) => {
+            return super::forward::tx_batch(graphs, graph, &home.node, body, &origin).await
+        }
+        None => return reject(super::forward::HOME_UNREACHABLE),
+    }
+    let t_before = request.t_before;
+    if t_before != place.t {
+        return json!({"type": "tx/reject", "reason": "stale", "t": place.t});
     }
     let txs = match request.txs {
         Ok(txs) => txs,
         Err(reason) => return reject(reason),
     };
-    let Some(events) = sign_txs(graphs, graph, txs, &origin, epoch).await else {
-        return json!({"type": "error", "message": "server error"});
+    let sequence = Sequence {
+        first_t: t_before + 1,
+        term: place.homes.len() as u64 - 1,
+        epoch: place.epoch,
+    };
+    let Some(events) = sign_txs(graphs, graph, txs, &origin, sequence).await else {
+        return server_error();
     };
     // Peers apply the same event size limit: a bigger tx would be stored
     // here and never replicate.
@@ -159,6 +200,11 @@ pub async fn tx_batch(
         return reject("invalid tx");
     }
     let ids: Vec<[u8; 32]> = events.iter().map(|(e, _)| e.id).collect();
+    let events_json: Vec<String> = if origin.forwarded {
+        events.iter().map(|(_, json)| json.clone()).collect()
+    } else {
+        Vec::new()
+    };
     if origin.socket.is_some() {
         graphs.hub.mark_local(ids.iter().copied());
     }
@@ -171,7 +217,14 @@ pub async fn tx_batch(
             if let Some(socket) = origin.socket {
                 graphs.hub.changed(graph, t, Some(socket));
             }
-            json!({"type": "tx/batch/ok", "t": t})
+            let mut reply = json!({"type": "tx/batch/ok", "t": t});
+            if origin.forwarded {
+                // The forwarding node stores them at once (they are mesh
+                // events: only a mesh caller gets them).
+                let events: Vec<&String> = events_json.iter().collect();
+                reply["events"] = json!(events);
+            }
+            reply
         }
         WriteOutcome::Graph(GraphBatchOutcome::Stale { t }) => {
             graphs.hub.unmark_local(ids);
@@ -180,7 +233,7 @@ pub async fn tx_batch(
         other => {
             graphs.hub.unmark_local(ids);
             tracing::warn!(graph, outcome = ?other, "graph batch not stored");
-            json!({"type": "error", "message": "server error"})
+            server_error()
         }
     }
 }
@@ -191,26 +244,23 @@ async fn sign_txs(
     graph: &str,
     txs: Vec<String>,
     origin: &Origin<'_>,
-    epoch: u64,
+    sequence: Sequence,
 ) -> Option<Vec<(Event, String)>> {
     let key = graphs.node_key.clone();
     let tags = vec![
         vec!["g".to_string(), graph.to_string()],
         vec!["author".to_string(), origin.user_id.to_string()],
         vec!["client".to_string(), origin.client_id.to_string()],
-        vec!["epoch".to_string(), epoch.to_string()],
+        vec!["epoch".to_string(), sequence.epoch.to_string()],
+        vec!["term".to_string(), sequence.term.to_string()],
     ];
     tokio::task::spawn_blocking(move || {
         let now = crate::event::now();
         txs.into_iter()
-            .map(|tx| {
-                // Identical txs in one second are still separate log
-                // entries: a nonce keeps their event ids apart.
+            .zip(sequence.first_t..)
+            .map(|(tx, t)| {
                 let mut tags = tags.clone();
-                tags.push(vec![
-                    "nonce".to_string(),
-                    hex::encode(rand::random::<[u8; 8]>()),
-                ]);
+                tags.push(vec!["t".to_string(), t.to_string()]);
                 let event = key.sign(now, GRAPH_TX_KIND, tags, tx);
                 let json = event.to_json();
                 (event, json)

@@ -29,6 +29,15 @@ pub async fn upgrade(
         .on_upgrade(move |socket| run(graphs, graph, user, socket))
 }
 
+/// Resolves once the node stops (or its stop signal is gone).
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 fn error(message: &str) -> String {
     json!({"type": "error", "message": message}).to_string()
 }
@@ -40,8 +49,11 @@ async fn run(graphs: Arc<Graphs>, graph: String, user: crate::auth::User, socket
     let mut client_id = String::new();
     let mut recheck = tokio::time::interval(ACCESS_RECHECK);
     recheck.tick().await;
+    let stopped = stopped(graphs.shutdown.clone());
+    tokio::pin!(stopped);
     loop {
         let reply = tokio::select! {
+            () = &mut stopped => break,
             _ = recheck.tick() => {
                 // Deleted, or the user removed: the socket ends.
                 match graphs.graph_for(&graph, &user).await {
@@ -97,7 +109,7 @@ async fn handle(
                 *client_id = client.chars().take(256).collect();
             }
             Some(match log::position(graphs, graph).await {
-                Ok((t, _)) => json!({"type": "hello", "t": t}).to_string(),
+                Ok(place) => json!({"type": "hello", "t": place.t}).to_string(),
                 Err(_) => error("server error"),
             })
         }
@@ -122,6 +134,7 @@ async fn handle(
                 user_id,
                 client_id,
                 socket: Some(socket),
+                forwarded: false,
             };
             Some(
                 log::tx_batch(graphs, graph, &message, origin)

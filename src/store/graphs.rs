@@ -92,11 +92,24 @@ struct IndexFields {
     epoch: u64,
     #[serde(default)]
     deleted: bool,
+    #[serde(default)]
+    homes: Vec<super::graph_order::HomeTerm>,
+    /// The head when a reset raised the epoch: positions up to it count as
+    /// filled (their txs are gone with the old epoch).
+    #[serde(default, rename = "reset-t")]
+    reset_t: u64,
 }
 
-/// The fields of an index event that names its own graph (`d`).
+/// The fields of an index event that names its own graph (`d`). An index
+/// event from before homes existed names its signer as the only home.
 fn index_fields(event: &Event) -> Option<IndexFields> {
-    let fields = serde_json::from_str::<IndexFields>(&event.content).ok()?;
+    let mut fields = serde_json::from_str::<IndexFields>(&event.content).ok()?;
+    if fields.homes.is_empty() {
+        fields.homes = vec![super::graph_order::HomeTerm {
+            node: hex::encode(event.pubkey),
+            from_t: 1,
+        }];
+    }
     (fields.graph_id == event.d_tag()).then_some(fields)
 }
 
@@ -109,7 +122,7 @@ pub fn graph_of(event: &Event) -> Option<&str> {
 }
 
 /// Key prefix of one graph in `graph_log` (and its key in `graph_t`).
-fn graph_key(graph: &str) -> Vec<u8> {
+pub(super) fn graph_key(graph: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(graph.len() + 1);
     schema::push_tag_value(&mut key, graph);
     key
@@ -148,6 +161,8 @@ impl Store {
             ..Default::default()
         };
         let mut states: std::collections::BTreeMap<Vec<u8>, GraphState> = Default::default();
+        let mut homes: std::collections::BTreeMap<Vec<u8>, Vec<super::graph_order::HomeTerm>> =
+            Default::default();
         self.query(&txn, &filter, u64::MAX, crate::event::now(), &mut |found| {
             let Some(fields) = Event::from_json(found.json)
                 .ok()
@@ -156,7 +171,12 @@ impl Store {
             else {
                 return Ok(true);
             };
-            let state = states.entry(graph_key(&fields.graph_id)).or_default();
+            let key = graph_key(&fields.graph_id);
+            let best = homes.entry(key.clone()).or_default();
+            if super::graph_order::later_homes(&fields.homes, best) {
+                *best = fields.homes.clone();
+            }
+            let state = states.entry(key).or_default();
             state.epoch = state.epoch.max(fields.epoch);
             state.deleted |= fields.deleted;
             Ok(true)
@@ -170,6 +190,7 @@ impl Store {
             }
         }
         drop(txn);
+        self.recompute_graph_homes(homes)?;
         if stale.is_empty() {
             return Ok(());
         }
@@ -206,6 +227,7 @@ impl Store {
             return Ok(());
         };
         let graph = fields.graph_id.as_str();
+        self.adopt_homes(txn, trees, graph, fields.homes.clone())?;
         let old = self.graph_state(txn, graph)?;
         let new = GraphState {
             epoch: old.epoch.max(fields.epoch),
@@ -213,6 +235,9 @@ impl Store {
         };
         if new == old {
             return Ok(());
+        }
+        if new.epoch > old.epoch {
+            self.advance_head(txn, graph, fields.reset_t)?;
         }
         let prefix = graph_key(graph);
         self.dbs.graph_state.put(txn, &prefix, &new.encode())?;
@@ -281,7 +306,8 @@ impl Store {
         let mut low = prefix.clone();
         low.extend_from_slice(&since.saturating_add(1).to_be_bytes());
         let mut high = prefix.clone();
-        high.extend_from_slice(&u64::MAX.to_be_bytes());
+        // Served up to the head only: beyond it, a gap is still being filled.
+        high.extend_from_slice(&self.graph_t(txn, graph)?.to_be_bytes());
         let bounds = (
             std::ops::Bound::Included(&low[..]),
             std::ops::Bound::Included(&high[..]),
@@ -318,25 +344,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Gives a just-stored tx event the next position of its graph.
-    pub(super) fn append_to_graph_log(
-        &self,
-        txn: &mut RwTxn,
-        event: &Event,
-        seq: u64,
-    ) -> Result<(), StoreError> {
-        let Some(graph) = graph_of(event) else {
-            return Ok(());
-        };
-        let t = self.graph_t(txn, graph)? + 1;
-        let prefix = graph_key(graph);
-        let mut key = prefix.clone();
-        key.extend_from_slice(&t.to_be_bytes());
-        self.dbs.graph_log.put(txn, &key, &schema::seq_key(seq))?;
-        self.dbs.graph_t.put(txn, &prefix, &t.to_be_bytes())?;
-        Ok(())
     }
 
     /// Applies a client's batch if `t_before` is current.
@@ -502,53 +509,5 @@ mod tests {
         );
         let txn = store.read_txn().unwrap();
         assert_eq!(store.graph_t(&txn, "g1").unwrap(), 0);
-    }
-
-    #[test]
-    fn batches_append_in_order_and_stale_ones_write_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions::from_config(&crate::config::Config::default());
-        let store = Store::open(dir.path(), &options).unwrap();
-        let keys = Keys::generate();
-        let config = crate::config::Config::default();
-        store.mesh().admit(keys.public_key(), &config, &[]);
-        let first = vec![tx(&keys, "g1", "a"), tx(&keys, "g1", "b")];
-        let outcome = store
-            .apply_batch(&[BatchItem::GraphBatch {
-                graph: "g1",
-                t_before: 0,
-                events: &first,
-            }])
-            .unwrap();
-        assert!(matches!(
-            &outcome[0],
-            WriteOutcome::Graph(GraphBatchOutcome::Appended { t: 2, seqs }) if seqs.len() == 2
-        ));
-        let stale = vec![tx(&keys, "g1", "c")];
-        let outcome = store
-            .apply_batch(&[BatchItem::GraphBatch {
-                graph: "g1",
-                t_before: 1,
-                events: &stale,
-            }])
-            .unwrap();
-        assert_eq!(
-            outcome[0],
-            WriteOutcome::Graph(GraphBatchOutcome::Stale { t: 2 })
-        );
-        // A tx arriving as a plain event (from a peer) takes the next t.
-        let (event, json) = tx(&keys, "g1", "from a peer");
-        store
-            .apply_batch(&[BatchItem::Insert {
-                event: &event,
-                json: &json,
-            }])
-            .unwrap();
-        let txn = store.read_txn().unwrap();
-        assert_eq!(store.graph_t(&txn, "g1").unwrap(), 3);
-        assert_eq!(store.graph_t(&txn, "other").unwrap(), 0);
-        let pulled = store.graph_pull(&txn, "g1", 1, 100, 1 << 20).unwrap();
-        let got: Vec<(u64, &str)> = pulled.iter().map(|p| (p.t, p.tx.as_str())).collect();
-        assert_eq!(got, vec![(2, "b"), (3, "from a peer")]);
     }
 }

@@ -3,6 +3,7 @@
 //! [`Store::apply_batch`] (see `writer.rs`), so there is a single place where
 //! events, indexes and deletion records change.
 
+mod graph_order;
 mod graphs;
 mod query;
 pub mod schema;
@@ -16,6 +17,7 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
+pub use graph_order::{later_homes, t_of, term_of, HomeTerm, INDEX_UNKNOWN};
 pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx, KvRow};
 pub use query::{Found, IndexName, QueryPlan, Stop};
 pub use schema::Header;
@@ -84,6 +86,8 @@ pub(crate) struct Dbs {
     pub tokens: Db,
     pub graph_state: Db,
     pub graph_kvs: Db,
+    pub graph_homes: Db,
+    pub graph_conflicts: Db,
     pub echo_stats: Db,
 }
 
@@ -190,6 +194,8 @@ impl Store {
             tokens: create("tokens")?,
             graph_state: create("graph_state")?,
             graph_kvs: create("graph_kvs")?,
+            graph_homes: create("graph_homes")?,
+            graph_conflicts: create("graph_conflicts")?,
             echo_stats: create("echo_stats")?,
         };
         wtxn.commit()?;

@@ -22,8 +22,10 @@
 //! | `sync_refused`  | id                                          | reason         |
 //! | `peer_state`    | peer URL                                    | state JSON     |
 //! | `added_peers`   | peer URL                                    | peer JSON      |
-//! | `graph_log`     | tagvalue(graph) ‖ t                         | seq            |
-//! | `graph_t`       | tagvalue(graph)                             | t              |
+//! | `graph_log`     | tagvalue(graph) ‖ t (the tx's own `t` tag)  | seq            |
+//! | `graph_t`       | tagvalue(graph)                             | contiguous head t |
+//! | `graph_homes`   | tagvalue(graph)                             | JSON [{node, from-t}] |
+//! | `graph_conflicts`| tagvalue(graph) ‖ t ‖ id                   | event JSON     |
 //! | `tokens`        | sha256(token)                               | expiry ‖ user id |
 //! | `graph_state`   | tagvalue(graph)                             | epoch ‖ deleted|
 //! | `graph_kvs`     | tagvalue(graph) ‖ addr                      | JSON [content, addresses] |

@@ -96,8 +96,15 @@ impl Trees {
         txn: &RwTxn,
         event: &Event,
     ) -> Result<(), StoreError> {
-        if event.kind == GRAPH_TX_KIND && self.enabled {
-            self.ensure_graph_scope(store, event);
+        // A graph's tree exists from its index event on, so a node that has
+        // just learned of a graph reconciles its txs in the same sync.
+        let graph = match event.kind {
+            GRAPH_TX_KIND => event.tag_values("g").next(),
+            crate::mesh::GRAPH_INDEX_KIND => Some(event.d_tag()).filter(|d| !d.is_empty()),
+            _ => None,
+        };
+        if let (Some(graph), true) = (graph, self.enabled) {
+            self.ensure_graph_scope(store, graph);
         }
         for (scope, writer) in &mut self.writers {
             if Self::covers(store, scope, event) {
@@ -107,12 +114,9 @@ impl Trees {
         Ok(())
     }
 
-    /// A graph's first transaction creates its tree (empty until now, so it
-    /// is ready at once).
-    fn ensure_graph_scope(&mut self, store: &Store, event: &Event) {
-        let Some(graph) = event.tag_values("g").next() else {
-            return;
-        };
+    /// A graph's first event creates its tree (empty until now, so it is
+    /// ready at once).
+    fn ensure_graph_scope(&mut self, store: &Store, graph: &str) {
         let filter = graph_scope(graph);
         if self.writers.iter().any(|(s, _)| s.filter == filter) {
             return;

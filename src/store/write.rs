@@ -4,6 +4,7 @@
 
 use heed::RwTxn;
 
+use super::graph_order::Placement;
 use super::graphs::GraphBatchOutcome;
 use super::schema::{self, Header};
 use super::scopes::Trees;
@@ -120,13 +121,23 @@ impl Store {
             self.dbs.ids.delete(txn, &event.id)?;
             return Ok(WriteOutcome::Refused(reason));
         }
+        let log_position = match self.place_graph_tx(txn, event)? {
+            Placement::NotATx => None,
+            Placement::At { graph, t } => Some((graph, t)),
+            Placement::Refused(reason) => {
+                self.dbs.ids.delete(txn, &event.id)?;
+                return Ok(WriteOutcome::Refused(reason));
+            }
+        };
         if event.kind == 5 {
             self.apply_deletion(txn, trees, event)?;
         }
         *next_seq += 1;
         self.put_event(txn, seq, event, json)?;
         trees.insert(self, txn, event)?;
-        self.append_to_graph_log(txn, event, seq)?;
+        if let Some((graph, t)) = log_position {
+            self.put_in_log(txn, &graph, t, seq)?;
+        }
         self.apply_graph_index(txn, trees, event)?;
         Ok(WriteOutcome::Stored { seq })
     }
@@ -359,7 +370,7 @@ fn index_keys(header: &Header, tags: &[Vec<String>], seq: u64) -> Vec<(IndexDb, 
     keys
 }
 
-fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+pub(super) fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(
         bytes
             .try_into()

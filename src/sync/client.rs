@@ -377,7 +377,9 @@ fn dedup(diff: &mut Diff) {
     diff.need.dedup();
 }
 
-/// Fetches `need` in pipelined REQ batches and stores what arrives.
+/// Fetches `need` and stores what arrives. A graph tx that came before its
+/// graph's index event is asked for once more at the end, when the index
+/// has been stored.
 async fn fetch(
     peer: &mut PeerSocket,
     local: &Local,
@@ -387,6 +389,28 @@ async fn fetch(
     state: &mut Progress,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(), SyncError> {
+    let deferred = fetch_round(peer, local, need, opts, report, state, progress, true).await?;
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    fetch_round(peer, local, &deferred, opts, report, state, progress, false)
+        .await
+        .map(drop)
+}
+
+/// One pass of pipelined REQ batches; returns the ids deferred (refused
+/// only because their graph's index had not arrived) when `defer`.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_round(
+    peer: &mut PeerSocket,
+    local: &Local,
+    need: &[[u8; 32]],
+    opts: &SyncOptions,
+    report: &mut SyncReport,
+    state: &mut Progress,
+    progress: &mut impl FnMut(&Progress),
+    defer: bool,
+) -> Result<Vec<[u8; 32]>, SyncError> {
     let private = peer.is_proven_node();
     let mut batches: VecDeque<&[[u8; 32]]> = need.chunks(opts.fetch_batch.max(1)).collect();
     let mut in_flight: HashMap<String, HashSet<[u8; 32]>> = HashMap::new();
@@ -394,12 +418,17 @@ async fn fetch(
     let refused = Arc::new(AtomicU64::new(0));
     let remembered: Arc<parking_lot::Mutex<RefusedList>> = Default::default();
     let listed: Arc<parking_lot::Mutex<Vec<(String, String)>>> = Default::default();
+    let deferred: Arc<parking_lot::Mutex<Vec<[u8; 32]>>> = Default::default();
     let done: Done = {
         let (stored, refused) = (stored.clone(), refused.clone());
         let (remembered, listed) = (remembered.clone(), listed.clone());
+        let later = deferred.clone();
         Arc::new(move |id, outcome| match outcome {
             Ingested::Stored => {
                 stored.fetch_add(1, Relaxed);
+            }
+            Ingested::Refused { reason, .. } if defer && reason == crate::store::INDEX_UNKNOWN => {
+                later.lock().push(id);
             }
             Ingested::Refused { reason, remember } => {
                 refused.fetch_add(1, Relaxed);
@@ -484,7 +513,7 @@ async fn fetch(
                         let part = std::mem::take(&mut group);
                         pending_writes.push(ingest_group(local, part, done.clone()).await);
                     }
-                    state.fetched_count = stored.load(Relaxed);
+                    state.fetched_count = report.fetched + stored.load(Relaxed);
                     progress(state);
                 }
                 _ => {}
@@ -504,12 +533,14 @@ async fn fetch(
     tokio::task::spawn_blocking(move || store.remember_refused(&refused_ids))
         .await
         .map_err(|e| SyncError::Protocol(e.to_string()))??;
-    report.fetched = stored.load(Relaxed);
-    report.fetch_refused = refused.load(Relaxed);
-    report.fetch_refusals = std::mem::take(&mut *listed.lock());
+    report.fetched += stored.load(Relaxed);
+    report.fetch_refused += refused.load(Relaxed);
+    let room = MAX_LISTED_REFUSALS.saturating_sub(report.fetch_refusals.len());
+    let listed = std::mem::take(&mut *listed.lock());
+    report.fetch_refusals.extend(listed.into_iter().take(room));
     state.fetched_count = report.fetched;
     progress(state);
-    received
+    received.map(|()| std::mem::take(&mut *deferred.lock()))
 }
 
 /// Sends `have` as EVENTs with a bounded window, reading every OK.
@@ -524,6 +555,7 @@ async fn upload(
 ) -> Result<(), SyncError> {
     let mut queue: VecDeque<[u8; 32]> = have.iter().copied().collect();
     let mut waiting: HashSet<String> = HashSet::new();
+    let mut requeued: HashSet<String> = HashSet::new();
     loop {
         let room = opts.upload_window.max(1).saturating_sub(waiting.len());
         let ids: Vec<[u8; 32]> = (0..room).map_while(|_| queue.pop_front()).collect();
@@ -560,6 +592,11 @@ async fn upload(
         let reason = msg.get(3).and_then(Value::as_str).unwrap_or("").to_string();
         if accepted || reason.starts_with("duplicate:") {
             report.sent += 1;
+        } else if reason == crate::store::INDEX_UNKNOWN && requeued.insert(id.clone()) {
+            // A graph tx ahead of its index event: once more, at the end.
+            if let Some(raw) = crate::event::decode_hex::<32>(&id) {
+                queue.push_back(raw);
+            }
         } else {
             report.refused.push((id, reason));
         }

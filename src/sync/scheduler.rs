@@ -373,6 +373,37 @@ impl SyncService {
         options: &SyncOptions,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
+        // Graph index events first: a graph's txs are stored only once its
+        // index (and so its home) is known, and a newly learned graph's tree
+        // appears with its index, so the scopes are listed again after it.
+        let mut done: Vec<crate::filter::Filter> = Vec::new();
+        for index_first in [true, false] {
+            for scope in self.mesh_scopes().await? {
+                let holds_index = scope
+                    .filter
+                    .kinds
+                    .as_ref()
+                    .is_some_and(|k| k.contains(&crate::mesh::GRAPH_INDEX_KIND));
+                if holds_index != index_first || done.contains(&scope.filter) {
+                    continue;
+                }
+                done.push(scope.filter.clone());
+                let scoped = SyncOptions {
+                    filter: scope.filter,
+                    ..options.clone()
+                };
+                let part = sync_with_peer(url, &self.local, &scoped, |_| {}).await?;
+                report.fetched += part.fetched;
+                report.sent += part.sent;
+                report.have += part.have;
+                report.need += part.need;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ready trees of mesh kinds.
+    async fn mesh_scopes(&self) -> Result<Vec<crate::store::Scope>, SyncError> {
         let store = self.local.store.clone();
         let scopes = tokio::task::spawn_blocking(move || {
             let txn = store.read_txn()?;
@@ -380,21 +411,10 @@ impl SyncService {
         })
         .await
         .map_err(|e| SyncError::Protocol(e.to_string()))??;
-        for scope in scopes {
-            if scope.status != ScopeStatus::Ready || !crate::mesh::is_mesh_scope(&scope.filter) {
-                continue;
-            }
-            let scoped = SyncOptions {
-                filter: scope.filter,
-                ..options.clone()
-            };
-            let part = sync_with_peer(url, &self.local, &scoped, |_| {}).await?;
-            report.fetched += part.fetched;
-            report.sent += part.sent;
-            report.have += part.have;
-            report.need += part.need;
-        }
-        Ok(())
+        Ok(scopes
+            .into_iter()
+            .filter(|s| s.status == ScopeStatus::Ready && crate::mesh::is_mesh_scope(&s.filter))
+            .collect())
     }
 
     fn update(&self, peer: &Arc<Peer>, change: impl FnOnce(&mut PeerState)) {

@@ -3,7 +3,10 @@
 //! (never sleeps) with a timeout so a missing reply fails instead of hanging.
 #![allow(dead_code)]
 
+mod graph_socket;
 mod serve;
+#[allow(unused_imports)]
+pub use graph_socket::GraphSocket;
 #[allow(unused_imports)]
 pub use serve::*;
 
@@ -275,6 +278,25 @@ impl Raw {
         .await;
         self.recv().await
     }
+}
+
+/// A graph homed at `home` (SPEC §4): its index event, then one tx event
+/// per entry of `txs` at t = 1, 2, …, all signed by the home.
+pub fn homed_graph(home: &Keys, graph: &str, txs: &[&str]) -> (Event, Vec<Event>) {
+    let homes = json!([{"node": hex::encode(home.public_key()), "from-t": 1}]);
+    let meta = json!({"graph-id": graph, "graph-name": graph, "owner": "alice",
+                      "created-at": 1, "updated-at": 1, "homes": homes});
+    let at = echorelay::event::now();
+    let index = event_at(home, 34071, at, vec![vec!["d", graph]], &meta.to_string());
+    let txs = txs
+        .iter()
+        .zip(1u64..)
+        .map(|(tx, t)| {
+            let t = t.to_string();
+            event_at(home, 4071, at, vec![vec!["g", graph], vec!["t", &t]], tx)
+        })
+        .collect();
+    (index, txs)
 }
 
 pub fn note(keys: &Keys, content: &str) -> Event {

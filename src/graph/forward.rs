@@ -1,0 +1,135 @@
+//! A `tx/batch` on a node that is not the graph's home goes to the home
+//! (SPEC §4): `POST /sync/<graph>/tx/batch` on the home's listener (the
+//! peer URL configured for the home's key, ws:// read as http://), NIP-98
+//! signed by this node's key with the body as payload, naming the user and
+//! client it acts for. The home's verdict is the answer: `tx/batch/ok` with
+//! the new t (its signed tx events come along and are stored here at once,
+//! so this node's sockets see `changed` without waiting for sync), `stale`
+//! with the home's t, or the home's reject. A home that cannot be reached,
+//! or answers with events it did not sign, gets the batch refused with
+//! `tx/reject` reason [`HOME_UNREACHABLE`]; nothing is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::log::{reject, Origin};
+use super::Graphs;
+use crate::event::Event;
+use crate::store::WriteOutcome;
+
+/// The reject reason when the home cannot sequence a batch for us.
+pub const HOME_UNREACHABLE: &str = "home unreachable";
+
+/// How long the home has to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest reply read from the home (a batch's signed events).
+const MAX_REPLY: u64 = 256 * 1024 * 1024;
+
+/// Sends `body` to `home` for `origin`'s user and returns the home's verdict.
+pub async fn tx_batch(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    home: &str,
+    body: &Value,
+    origin: &Origin<'_>,
+) -> Value {
+    match ask_home(graphs, graph, home, body, origin).await {
+        Ok(reply) => reply,
+        Err(why) => {
+            tracing::info!(graph, home, error = why, "tx/batch not forwarded");
+            reject(HOME_UNREACHABLE)
+        }
+    }
+}
+
+async fn ask_home(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    home: &str,
+    body: &Value,
+    origin: &Origin<'_>,
+) -> Result<Value, String> {
+    let url = graphs
+        .sync
+        .peer_configs()
+        .into_iter()
+        .find(|p| p.pubkey.as_deref() == Some(home))
+        .map(|p| p.url)
+        .ok_or("no peer is configured with the home's key")?;
+    let endpoint = super::fetch::http_endpoint(&url).ok_or("the home's URL is not ws(s)://")?;
+    let mut sent = body.clone();
+    sent["author"] = Value::from(origin.user_id);
+    sent["client"] = Value::from(origin.client_id);
+    let sent = sent.to_string().into_bytes();
+    let path = format!("/sync/{graph}/tx/batch");
+    let auth = crate::auth::nip98_header(&graphs.node_key, &endpoint.url(&path), "POST", &sent);
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let reply = crate::http_client::request(&endpoint, "POST", &path, &headers, &sent, TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    if reply.status != 200 {
+        return Err(format!("the home answered HTTP {}", reply.status));
+    }
+    let bytes = tokio::time::timeout(TIMEOUT, reply.bytes(MAX_REPLY))
+        .await
+        .map_err(|_| "the home's reply did not finish".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut verdict: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("the home's reply: {e}"))?;
+    if verdict["type"] == "tx/batch/ok" {
+        let events = verdict
+            .as_object_mut()
+            .and_then(|o| o.remove("events"))
+            .ok_or("the home's ok carries no events")?;
+        store_home_events(graphs, graph, home, events).await?;
+    }
+    Ok(verdict)
+}
+
+/// Checks that every event is a tx of `graph` signed by `home`, then stores
+/// them; an impostor at the home's URL cannot make us acknowledge a batch.
+async fn store_home_events(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    home: &str,
+    events: Value,
+) -> Result<(), String> {
+    let Value::Array(events) = events else {
+        return Err("the home's events are not a list".into());
+    };
+    let (graph_id, home_key) = (graph.to_string(), home.to_string());
+    let checked = tokio::task::spawn_blocking(move || {
+        events
+            .iter()
+            .map(|json| {
+                let event = json
+                    .as_str()
+                    .and_then(|j| Event::from_json(j).ok())
+                    .ok_or("a malformed event")?;
+                let ours = hex::encode(event.pubkey) == home_key
+                    && crate::store::graph_of(&event) == Some(graph_id.as_str());
+                if !ours || event.verify().is_err() {
+                    return Err("an event the home did not sign for this graph");
+                }
+                Ok(event)
+            })
+            .collect::<Result<Vec<Event>, &str>>()
+            .map_err(str::to_string)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    // The home has committed them: whatever happens here, the batch is
+    // accepted (txs not stored now arrive by sync).
+    for event in checked {
+        match graphs.writer.write(event).await {
+            WriteOutcome::Stored { .. } | WriteOutcome::Duplicate => {}
+            other => tracing::info!(graph, outcome = ?other, "a forwarded tx waits for sync"),
+        }
+    }
+    Ok(())
+}

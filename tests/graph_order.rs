@@ -1,0 +1,213 @@
+//! One order per graph across mesh nodes (SPEC §4), over real sockets: the
+//! graph's home sequences every tx, other nodes forward to it, and every
+//! node serves the same txs in the same order with the same t. The home
+//! going away refuses writes elsewhere (`home unreachable`), never forks.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use echorelay::config::{Config, TokenConfig};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const ALICE: &str = "alice-secret-token";
+
+fn with_alice(c: &mut Config) {
+    c.auth.tokens = vec![TokenConfig {
+        user: "alice".into(),
+        sha256: hex::encode(Sha256::digest(ALICE.as_bytes())),
+        expires_at: 0,
+    }];
+}
+
+fn key_of(relay: &TestRelay) -> String {
+    hex::encode(relay.node_key().public_key())
+}
+
+/// `from` syncs live with `to`, knowing its key.
+async fn peer(from: &TestRelay, to: &TestRelay) {
+    let body = json!({"peer_url": to.url, "pubkey": key_of(to), "dir": "both",
+                      "interval_secs": 1, "live": true});
+    from.admin().call("AddPeer", &body).await.unwrap();
+}
+
+async fn create_graph(addr: SocketAddr) -> String {
+    let auth = format!("Bearer {ALICE}");
+    let headers = [("Authorization", auth.as_str())];
+    let body = json!({"graph-name": "shared"}).to_string();
+    let (status, _, reply) = http_request(addr, "POST", "/graphs", &headers, &body).await;
+    assert_eq!(status, 200, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    reply["graph-id"].as_str().unwrap().to_string()
+}
+
+/// Waits until `relay` knows the graph (its index event arrived).
+async fn await_graph(relay: &TestRelay, graph: &str) {
+    let auth = format!("Bearer {ALICE}");
+    let path = format!("/graphs/{graph}/access");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while http_get(relay.addr, &path, &[("Authorization", &auth)])
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "graph never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The whole log as one node serves it: (t, [(t, tx)]).
+async fn log_of(relay: &TestRelay, graph: &str) -> (u64, Vec<(u64, String)>) {
+    let auth = format!("Bearer {ALICE}");
+    let path = format!("/sync/{graph}/pull?since=0");
+    let (status, _, body) = http_get(relay.addr, &path, &[("Authorization", &auth)]).await;
+    assert_eq!(status, 200, "{body}");
+    let pulled: Value = serde_json::from_str(&body).unwrap();
+    let txs = pulled["txs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["t"].as_u64().unwrap(),
+                x["tx"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (pulled["t"].as_u64().unwrap(), txs)
+}
+
+/// Waits until every relay serves `count` txs, then asserts they serve the
+/// same log, gap-free from t=1.
+async fn await_one_log(relays: &[&TestRelay], graph: &str, count: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut logs = Vec::new();
+        for relay in relays {
+            logs.push(log_of(relay, graph).await);
+        }
+        if logs.iter().all(|(_, txs)| txs.len() == count) {
+            for (head, txs) in &logs {
+                assert_eq!(*head, count as u64);
+                let ts: Vec<u64> = txs.iter().map(|(t, _)| *t).collect();
+                assert_eq!(ts, (1..=count as u64).collect::<Vec<_>>(), "gap-free");
+            }
+            assert!(logs.windows(2).all(|w| w[0] == w[1]), "one order: {logs:?}");
+            return logs[0].1.iter().map(|(_, tx)| tx.clone()).collect();
+        }
+        let sizes: Vec<usize> = logs.iter().map(|(_, txs)| txs.len()).collect();
+        assert!(tokio::time::Instant::now() < deadline, "logs: {sizes:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a batch of one tx and returns the reply.
+async fn batch(socket: &mut GraphSocket, t_before: u64, tx: &str) -> Value {
+    socket
+        .send(json!({"type": "tx/batch", "t-before": t_before, "txs": [tx]}))
+        .await;
+    socket.next_of(&["tx/batch/ok", "tx/reject", "error"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_two_nodes_end_in_one_order() {
+    let a = TestRelay::start_with(with_alice).await;
+    let b = TestRelay::start_with(with_alice).await;
+    peer(&a, &b).await;
+    peer(&b, &a).await;
+    let graph = create_graph(a.addr).await;
+    await_graph(&b, &graph).await;
+    let mut on_a = GraphSocket::open(a.addr, &graph, ALICE).await;
+    let mut on_b = GraphSocket::open(b.addr, &graph, ALICE).await;
+    assert_eq!(batch(&mut on_a, 0, "base").await["t"], 1);
+    await_one_log(&[&a, &b], &graph, 1).await;
+
+    // Both clients write on t-before 1: B's goes to the home (A) and wins,
+    // A's is stale there, with the home's t.
+    let from_b = batch(&mut on_b, 1, "from B").await;
+    assert_eq!(from_b, json!({"type": "tx/batch/ok", "t": 2}));
+    let from_a = batch(&mut on_a, 1, "from A").await;
+    assert_eq!(
+        from_a,
+        json!({"type": "tx/reject", "reason": "stale", "t": 2})
+    );
+    // B stored the home's signed tx with the reply: its own pull has it.
+    let (head, txs) = log_of(&b, &graph).await;
+    assert_eq!((head, txs.last().unwrap().1.as_str()), (2, "from B"));
+    assert_eq!(batch(&mut on_a, 2, "from A").await["t"], 3);
+    let order = await_one_log(&[&a, &b], &graph, 3).await;
+    assert_eq!(order, ["base", "from B", "from A"]);
+
+    // The home goes away: B refuses writes and still serves its log.
+    let addr = a.addr;
+    let dir = a.stop().await;
+    let cut_off = batch(&mut on_b, 3, "while A is down").await;
+    assert_eq!(
+        cut_off,
+        json!({"type": "tx/reject", "reason": "home unreachable"})
+    );
+    assert_eq!(log_of(&b, &graph).await.0, 3, "nothing stored, pulls work");
+    // The home comes back at its URL: writes through B resume.
+    let a = TestRelay::start_in(dir, addr, with_alice).await;
+    let resumed = batch(&mut on_b, 3, "after A is back").await;
+    assert_eq!(resumed["t"], 4, "{resumed}");
+    let order = await_one_log(&[&a, &b], &graph, 4).await;
+    assert_eq!(order.last().unwrap(), "after A is back");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A client that writes `n` txs through `relay`, re-basing on every stale.
+async fn writer(addr: SocketAddr, graph: String, name: &'static str, n: usize) {
+    let mut socket = GraphSocket::open(addr, &graph, ALICE).await;
+    let mut t = socket.ask(json!({"type": "hello"}), "hello").await["t"]
+        .as_u64()
+        .unwrap();
+    for i in 0..n {
+        loop {
+            let reply = batch(&mut socket, t, &format!("{name}{i}")).await;
+            t = reply["t"].as_u64().unwrap_or_else(|| panic!("{reply}"));
+            if reply["type"] == "tx/batch/ok" {
+                break;
+            }
+            assert_eq!(reply["reason"], "stale", "{reply}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_the_home_in_the_middle_keep_one_gap_free_log() {
+    let (a, b, c) = (
+        TestRelay::start_with(with_alice).await,
+        TestRelay::start_with(with_alice).await,
+        TestRelay::start_with(with_alice).await,
+    );
+    for (from, to) in [(&a, &b), (&b, &a), (&b, &c), (&c, &b), (&a, &c), (&c, &a)] {
+        peer(from, to).await;
+    }
+    let graph = create_graph(b.addr).await;
+    await_graph(&a, &graph).await;
+    await_graph(&c, &graph).await;
+    const EACH: usize = 70;
+    let writers = [(&a, "a"), (&b, "b"), (&c, "c")]
+        .map(|(relay, name)| tokio::spawn(writer(relay.addr, graph.clone(), name, EACH)));
+    for w in writers {
+        w.await.unwrap();
+    }
+    let order = await_one_log(&[&a, &b, &c], &graph, 3 * EACH).await;
+    for name in ["a", "b", "c"] {
+        // Each client's own txs keep the order it wrote them in.
+        let mine: Vec<&String> = order.iter().filter(|tx| tx.starts_with(name)).collect();
+        let want: Vec<String> = (0..EACH).map(|i| format!("{name}{i}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>());
+    }
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
