@@ -92,17 +92,21 @@ async fn await_one_log(relays: &[&TestRelay], graph: &str, count: usize) -> Vec<
         for relay in relays {
             logs.push(log_of(relay, graph).await);
         }
-        if logs.iter().all(|(_, txs)| txs.len() == count) {
+        // (Counts can match before they agree: a node that has not yet
+        // heard of a move still serves its former home's tx.)
+        let same = logs.windows(2).all(|w| w[0] == w[1]);
+        if same && logs.iter().all(|(_, txs)| txs.len() == count) {
             for (head, txs) in &logs {
                 assert_eq!(*head, count as u64);
                 let ts: Vec<u64> = txs.iter().map(|(t, _)| *t).collect();
                 assert_eq!(ts, (1..=count as u64).collect::<Vec<_>>(), "gap-free");
             }
-            assert!(logs.windows(2).all(|w| w[0] == w[1]), "one order: {logs:?}");
             return logs[0].1.iter().map(|(_, tx)| tx.clone()).collect();
         }
-        let sizes: Vec<usize> = logs.iter().map(|(_, txs)| txs.len()).collect();
-        assert!(tokio::time::Instant::now() < deadline, "logs: {sizes:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not one log: {logs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -209,5 +213,140 @@ async fn three_nodes_with_the_home_in_the_middle_keep_one_gap_free_log() {
     }
     for r in [a, b, c] {
         r.stop().await;
+    }
+}
+
+/// Runs `echorelay graph ARGS --json` against `relay`'s control API.
+async fn graph_cli(relay: &TestRelay, args: &[&str]) -> (bool, Value, String) {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("graph")
+        .args(args)
+        .args(["--json", "--url", &format!("http://{}", relay.admin_addr)])
+        .args(["--token", ADMIN_TOKEN]);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.success(), reply, stderr)
+}
+
+/// Two nodes that trust each other's key whatever their peer lists say.
+async fn trusting_pair() -> (TestRelay, TestRelay) {
+    let a = TestRelay::start_with(with_alice).await;
+    let ka = key_of(&a);
+    let b = TestRelay::start_with(|c| {
+        with_alice(c);
+        c.auth.trusted_nodes = vec![ka];
+    })
+    .await;
+    let kb = key_of(&b);
+    let addr = a.addr;
+    let a = TestRelay::start_in(a.stop().await, addr, |c| {
+        with_alice(c);
+        c.auth.trusted_nodes = vec![kb];
+    })
+    .await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts() {
+    let (a, b) = trusting_pair().await;
+    peer(&a, &b).await;
+    peer(&b, &a).await;
+    let graph = create_graph(a.addr).await;
+    await_graph(&b, &graph).await;
+    let mut on_a = GraphSocket::open(a.addr, &graph, ALICE).await;
+    assert_eq!(batch(&mut on_a, 0, "a1").await["t"], 1);
+    await_one_log(&[&a, &b], &graph, 1).await;
+
+    // Bad input: a key outside the mesh; a plain move from a non-home.
+    let stranger = hex::encode(echorelay::event::Keys::generate().public_key());
+    let (ok, _, err) = graph_cli(&a, &["move", &graph, "--to", &stranger]).await;
+    assert!(!ok && err.contains("not a node key of the mesh"), "{err}");
+    let (ok, _, err) = graph_cli(&b, &["move", &graph, "--to", &key_of(&b)]).await;
+    assert!(!ok && err.contains("not the graph's home"), "{err}");
+
+    // Partition: the links go, the keys stay trusted.
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let body = json!({ "peer_url": to.url });
+        from.admin().call("RemovePeer", &body).await.unwrap();
+    }
+    // B declares A lost and takes the graph from t=2; A, cut off, goes on.
+    let (ok, moved, err) = graph_cli(&b, &["move", &graph, "--to", &key_of(&b), "--force"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        (moved["term"].clone(), moved["from-t"].clone()),
+        (json!(1), json!(2))
+    );
+    let mut on_b = GraphSocket::open(b.addr, &graph, ALICE).await;
+    assert_eq!(batch(&mut on_a, 1, "a2 (old home)").await["t"], 2);
+    assert_eq!(batch(&mut on_b, 1, "b2 (new home)").await["t"], 2);
+
+    // Healed: both serve B's order; A's post-move tx is a listed conflict.
+    peer(&a, &b).await;
+    peer(&b, &a).await;
+    let order = await_one_log(&[&a, &b], &graph, 2).await;
+    assert_eq!(order, ["a1", "b2 (new home)"]);
+    // Listed where it was accepted (and on any node it reached before the
+    // move did): here the old home.
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, listed, err) = graph_cli(&a, &["conflicts", &graph]).await;
+            assert!(ok, "{err}");
+            let txs: Vec<&str> = listed["conflicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["tx"].as_str().unwrap())
+                .collect();
+            if txs == ["a2 (old home)"] {
+                assert_eq!(listed["conflicts"][0]["t"], 2);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{listed}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A now forwards to B; the list shows the new home everywhere.
+    assert_eq!(batch(&mut on_a, 2, "a3 via B").await["t"], 3);
+    let (_, listed, _) = graph_cli(&a, &["list"]).await;
+    let entry = &listed["graphs"][0];
+    assert_eq!(
+        (entry["home"].as_str().unwrap(), &entry["term"]),
+        (key_of(&b).as_str(), &json!(1))
+    );
+
+    // A plain move on the home hands it on: B gives it back to A.
+    let (ok, moved, err) = graph_cli(&b, &["move", &graph, "--to", &key_of(&a)]).await;
+    assert!(ok, "{err}");
+    assert_eq!(moved["from-t"], 4);
+    await_home(&a, &graph, &key_of(&a)).await;
+    assert_eq!(batch(&mut on_b, 3, "b4 via A").await["t"], 4);
+    let order = await_one_log(&[&a, &b], &graph, 4).await;
+    assert_eq!(order[2..], ["a3 via B", "b4 via A"]);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Waits until `relay` names `home` as the graph's home.
+async fn await_home(relay: &TestRelay, graph: &str, home: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listed, _) = graph_cli(relay, &["list"]).await;
+        let found = listed["graphs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|g| g["graph-id"] == graph && g["home"] == home);
+        if found {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

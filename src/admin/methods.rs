@@ -71,6 +71,18 @@ const METHODS: &[MethodSpec] = &[
         name: "SyncWithPeer",
         read_only: false,
     },
+    MethodSpec {
+        name: "ListGraphs",
+        read_only: true,
+    },
+    MethodSpec {
+        name: "MoveGraph",
+        read_only: false,
+    },
+    MethodSpec {
+        name: "GetGraphConflicts",
+        read_only: false,
+    },
 ];
 
 pub(super) fn find(name: &str) -> Option<&'static MethodSpec> {
@@ -98,6 +110,13 @@ pub enum Call {
         connection_id: Option<String>,
     },
     SyncWithPeer(String, SyncRequest),
+    ListGraphs,
+    MoveGraph {
+        graph_id: String,
+        to: String,
+        force: bool,
+    },
+    GetGraphConflicts(String),
 }
 
 impl Call {
@@ -130,6 +149,17 @@ impl Call {
                     .map(str::to_string),
             },
             "SyncWithPeer" => Call::SyncWithPeer(peer_url(args)?.to_string(), sync_request(args)?),
+            "ListGraphs" => Call::ListGraphs,
+            "MoveGraph" => Call::MoveGraph {
+                graph_id: required_str(args, "graph_id")?,
+                to: required_str(args, "to")?,
+                force: match args.get("force") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => return Err(ApiError::bad_request("force must be true or false")),
+                },
+            },
+            "GetGraphConflicts" => Call::GetGraphConflicts(required_str(args, "graph_id")?),
             other => return Err(ApiError::not_found(format!("unknown endpoint: {other}"))),
         })
     }
@@ -161,6 +191,13 @@ pub(super) async fn dispatch(admin: &Arc<Admin>, call: Call) -> Response {
             connection_id,
         } => close_session(admin, &subscription_id, connection_id.as_deref()),
         Call::SyncWithPeer(url, request) => return sync_with_peer(admin, url, request),
+        Call::ListGraphs => super::graphs::list(admin).await,
+        Call::MoveGraph {
+            graph_id,
+            to,
+            force,
+        } => super::graphs::move_home(admin, &graph_id, &to, force).await,
+        Call::GetGraphConflicts(graph_id) => super::graphs::conflicts(admin, &graph_id).await,
     };
     match result {
         Ok(value) => Json(value).into_response(),
@@ -332,6 +369,13 @@ fn peer_url(args: &Value) -> Result<&str, ApiError> {
         )));
     }
     Ok(url)
+}
+
+fn required_str(args: &Value, name: &str) -> Result<String, ApiError> {
+    optional_str(args, name)?
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))
 }
 
 fn optional_str<'a>(args: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {

@@ -6,6 +6,7 @@
 //! `client.rs` is the small HTTP client the CLI uses to call them.
 
 pub mod client;
+mod graphs;
 mod methods;
 
 pub use methods::Call;

@@ -4,6 +4,7 @@
 mod control;
 mod echo_sync;
 mod export;
+mod graph;
 mod import;
 mod negentropy;
 mod peers;
@@ -55,6 +56,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Push, pull or watch Echo node states on a node (ECHO_API_URL, ECHO_TOKEN).
     EchoSync(echo_sync::EchoSyncArgs),
+    /// List graphs and their home nodes, move a graph's home, list conflicts (control API).
+    Graph(graph::GraphArgs),
 }
 
 /// Options shared by every subcommand that touches a node's local state.
@@ -121,6 +124,7 @@ pub fn main() -> i32 {
         Command::Sessions(args) => sessions::run(args),
         Command::Token(args) => token::run(args),
         Command::EchoSync(args) => echo_sync::run(args),
+        Command::Graph(args) => graph::run(args),
     };
     match result {
         Ok(code) => code,

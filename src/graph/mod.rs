@@ -9,6 +9,7 @@
 mod assets;
 mod fetch;
 mod forward;
+pub mod home;
 mod http;
 mod hub;
 pub mod index;

@@ -357,11 +357,21 @@ impl Store {
         next_seq: &mut u64,
     ) -> Result<WriteOutcome, StoreError> {
         let t = self.graph_t(txn, graph)?;
-        let reset_since_signed = match events.first() {
-            Some((event, _)) => self.graph_refusal(txn, event)?.is_some(),
+        let homes = self.graph_homes(txn, graph)?;
+        // Signed before a reset, or by a home the graph has just moved away
+        // from: the client re-bases (and reaches the new home).
+        let outdated = match events.first() {
+            Some((event, _)) => {
+                let current_term = homes.len().checked_sub(1);
+                let still_home = homes.last().map(|h| h.node.as_str())
+                    == Some(hex::encode(event.pubkey).as_str());
+                self.graph_refusal(txn, event)?.is_some()
+                    || current_term != Some(super::graph_order::term_of(event) as usize)
+                    || !still_home
+            }
             None => false,
         };
-        if t != t_before || reset_since_signed {
+        if t != t_before || outdated {
             return Ok(WriteOutcome::Graph(GraphBatchOutcome::Stale { t }));
         }
         let mut seqs = Vec::with_capacity(events.len());
