@@ -163,6 +163,30 @@ async fn concurrent_writes_on_two_nodes_end_in_one_order() {
     assert_eq!(resumed["t"], 4, "{resumed}");
     let order = await_one_log(&[&a, &b], &graph, 4).await;
     assert_eq!(order.last().unwrap(), "after A is back");
+
+    // A reset asked of B is made by the home, at the home's head: both
+    // nodes drop the old txs and go on from t=5 with no gap.
+    let auth = format!("Bearer {ALICE}");
+    let reset = format!("/sync/{graph}/admin/reset");
+    let (status, _, body) =
+        http_request(b.addr, "DELETE", &reset, &[("Authorization", &auth)], "").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while log_of(&a, &graph).await.1.len() + log_of(&b, &graph).await.1.len() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "old txs stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(batch(&mut on_b, 4, "after reset").await["t"], 5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for node in [&a, &b] {
+        while log_of(node, &graph).await != (5, vec![(5, "after reset".to_string())]) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log after the reset"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     a.stop().await;
     b.stop().await;
 }

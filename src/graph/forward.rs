@@ -7,7 +7,9 @@
 //! so this node's sockets see `changed` without waiting for sync), `stale`
 //! with the home's t, or the home's reject. A home that cannot be reached,
 //! or answers with events it did not sign, gets the batch refused with
-//! `tx/reject` reason [`HOME_UNREACHABLE`]; nothing is stored.
+//! `tx/reject` reason [`HOME_UNREACHABLE`]; nothing is stored. A reset
+//! goes to the home the same way (only the home knows the head it is made
+//! at), answered 503 `home unreachable` when it cannot be reached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,12 +46,23 @@ pub async fn tx_batch(
     }
 }
 
-async fn ask_home(
+/// Asks the home to reset the graph's log (keeping its snapshot rows);
+/// returns the reset's time (ms).
+pub async fn reset(graphs: &Arc<Graphs>, graph: &str, home: &str) -> Result<u64, String> {
+    let path = format!("/sync/{graph}/admin/reset?rows=keep");
+    let reply = call_home(graphs, home, "DELETE", &path, b"").await?;
+    reply["reset-at"]
+        .as_u64()
+        .ok_or_else(|| format!("the home answered {reply}"))
+}
+
+/// One authenticated request to the home's listener; its JSON reply.
+async fn call_home(
     graphs: &Arc<Graphs>,
-    graph: &str,
     home: &str,
-    body: &Value,
-    origin: &Origin<'_>,
+    method: &str,
+    path: &str,
+    body: &[u8],
 ) -> Result<Value, String> {
     let url = graphs
         .sync
@@ -59,17 +72,12 @@ async fn ask_home(
         .map(|p| p.url)
         .ok_or("no peer is configured with the home's key")?;
     let endpoint = super::fetch::http_endpoint(&url).ok_or("the home's URL is not ws(s)://")?;
-    let mut sent = body.clone();
-    sent["author"] = Value::from(origin.user_id);
-    sent["client"] = Value::from(origin.client_id);
-    let sent = sent.to_string().into_bytes();
-    let path = format!("/sync/{graph}/tx/batch");
-    let auth = crate::auth::nip98_header(&graphs.node_key, &endpoint.url(&path), "POST", &sent);
+    let auth = crate::auth::nip98_header(&graphs.node_key, &endpoint.url(path), method, body);
     let headers = [
         ("Authorization", auth.as_str()),
         ("Content-Type", "application/json"),
     ];
-    let reply = crate::http_client::request(&endpoint, "POST", &path, &headers, &sent, TIMEOUT)
+    let reply = crate::http_client::request(&endpoint, method, path, &headers, body, TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     if reply.status != 200 {
@@ -79,8 +87,22 @@ async fn ask_home(
         .await
         .map_err(|_| "the home's reply did not finish".to_string())?
         .map_err(|e| e.to_string())?;
-    let mut verdict: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("the home's reply: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("the home's reply: {e}"))
+}
+
+async fn ask_home(
+    graphs: &Arc<Graphs>,
+    graph: &str,
+    home: &str,
+    body: &Value,
+    origin: &Origin<'_>,
+) -> Result<Value, String> {
+    let mut sent = body.clone();
+    sent["author"] = Value::from(origin.user_id);
+    sent["client"] = Value::from(origin.client_id);
+    let path = format!("/sync/{graph}/tx/batch");
+    let sent = sent.to_string().into_bytes();
+    let mut verdict = call_home(graphs, home, "POST", &path, &sent).await?;
     if verdict["type"] == "tx/batch/ok" {
         let events = verdict
             .as_object_mut()

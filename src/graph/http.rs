@@ -195,9 +195,16 @@ pub async fn tx_batch(
 pub async fn reset(
     State(graphs): State<Arc<Graphs>>,
     caller: GraphCaller,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, GraphError> {
     manage(caller.access)?;
-    reset_log(&graphs, &caller.graph, true).await?;
+    // A mesh node forwarding a reset keeps this node's rows (its own were
+    // the ones to clear) and needs the reset's time for its snapshot.
+    let forwarded = caller.user.mesh_node && query.get("rows").map(String::as_str) == Some("keep");
+    let reset_at = reset_log(&graphs, &caller.graph, !forwarded).await?;
+    if forwarded {
+        return Ok(Json(json!({"ok": true, "reset-at": reset_at})));
+    }
     Ok(Json(json!({"ok": true})))
 }
 
@@ -211,6 +218,31 @@ pub(super) async fn reset_log(
     graph: &str,
     clear_rows: bool,
 ) -> Result<u64, GraphError> {
+    let place = log::position(graphs, graph)
+        .await
+        .map_err(|_| SERVER_ERROR)?;
+    let me = hex::encode(graphs.node_key.public_key());
+    let home = place
+        .homes
+        .last()
+        .map(|h| h.node.clone())
+        .unwrap_or_default();
+    if home != me {
+        // Only the home knows the head a reset is made at (`reset-t`).
+        if clear_rows {
+            let (store, id) = (graphs.store.clone(), graph.to_string());
+            tokio::task::spawn_blocking(move || store.put_kv_rows(&id, &[], true))
+                .await
+                .map_err(|_| SERVER_ERROR)?
+                .map_err(|_| SERVER_ERROR)?;
+        }
+        return super::forward::reset(graphs, graph, &home)
+            .await
+            .map_err(|why| {
+                tracing::info!(graph, home, error = why, "reset not forwarded");
+                super::HOME_UNREACHABLE
+            });
+    }
     let store = graphs.store.clone();
     let id = graph.to_string();
     let found = tokio::task::spawn_blocking(move || {

@@ -97,6 +97,8 @@ const PAYLOAD_MISMATCH: GraphError = GraphError(
     StatusCode::UNAUTHORIZED,
     "invalid NIP-98 authorization: the body's sha256 is not the payload tag",
 );
+const HOME_UNREACHABLE: GraphError =
+    GraphError(StatusCode::SERVICE_UNAVAILABLE, forward::HOME_UNREACHABLE);
 const SERVER_ERROR: GraphError = GraphError(StatusCode::INTERNAL_SERVER_ERROR, "server error");
 
 /// An authenticated caller of the graph API (401 otherwise).
