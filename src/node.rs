@@ -86,6 +86,11 @@ pub async fn run_with_admin(
         metrics.clone(),
         Some(fanout.clone()),
     );
+    // Before serving: graph logs from before homes take the home's order.
+    match writer.handle().upgrade_graph_logs(node_key.clone()).await {
+        crate::store::WriteOutcome::Purged { .. } => {}
+        other => tracing::error!(outcome = ?other, "graph logs not upgraded"),
+    }
     let verify = VerifyPool::new(config.server.verify_threads);
     let (stop_tx, stop_rx) = watch::channel(false);
     let purge_every = Duration::from_secs(config.store.purge_interval_secs.max(1));

@@ -50,6 +50,10 @@ enum Request {
         events: Vec<(Event, String)>,
         reply: Reply,
     },
+    UpgradeGraphLogs {
+        key: Arc<crate::event::Keys>,
+        reply: Reply,
+    },
     Shutdown,
 }
 
@@ -212,6 +216,17 @@ impl WriterHandle {
         outcome.await.unwrap_or_else(|_| gone())
     }
 
+    /// Upgrades graph logs from before homes (once; see
+    /// `store/graph_upgrade.rs`) and waits for it.
+    pub async fn upgrade_graph_logs(&self, key: Arc<crate::event::Keys>) -> WriteOutcome {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let reply: Reply = Box::new(move |o: &WriteOutcome| {
+            let _ = done.send(o.clone());
+        });
+        self.send(Request::UpgradeGraphLogs { key, reply });
+        outcome.await.unwrap_or_else(|_| gone())
+    }
+
     /// Asks for a purge of expired events; skipped when the inbox is full
     /// (the next tick will ask again).
     pub fn purge_expired(&self, reply: Reply) {
@@ -229,7 +244,9 @@ impl Request {
     fn fail(self, outcome: &WriteOutcome) {
         match self {
             Request::Events { events, reply } => reply(&vec![outcome.clone(); events.len()]),
-            Request::GraphBatch { reply, .. } | Request::Purge { reply } => reply(outcome),
+            Request::GraphBatch { reply, .. }
+            | Request::Purge { reply }
+            | Request::UpgradeGraphLogs { reply, .. } => reply(outcome),
             Request::Shutdown => {}
         }
     }
@@ -354,6 +371,9 @@ fn commit_batch(
                     .map(|(event, json)| BatchItem::Insert { event, json }),
             ),
             Request::Purge { .. } => items.push(BatchItem::PurgeExpired { now }),
+            Request::UpgradeGraphLogs { key, .. } => {
+                items.push(BatchItem::UpgradeGraphLogs { key })
+            }
             Request::GraphBatch {
                 graph,
                 t_before,
@@ -410,6 +430,12 @@ fn commit_batch(
                         }));
                     }
                 }
+            }
+            Request::UpgradeGraphLogs { reply, .. } => {
+                let Some(outcome) = outcomes.next() else {
+                    break;
+                };
+                reply(&outcome);
             }
             Request::Purge { reply } => {
                 let Some(outcome) = outcomes.next() else {

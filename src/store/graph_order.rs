@@ -279,7 +279,7 @@ impl Store {
         Ok(())
     }
 
-    fn event_at(&self, txn: &RoTxn, seq: u64) -> Result<Option<Event>, StoreError> {
+    pub(super) fn event_at(&self, txn: &RoTxn, seq: u64) -> Result<Option<Event>, StoreError> {
         let Some(value) = self.dbs.events.get(txn, &super::schema::seq_key(seq))? else {
             return Ok(None);
         };

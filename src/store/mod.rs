@@ -4,6 +4,7 @@
 //! events, indexes and deletion records change.
 
 mod graph_order;
+mod graph_upgrade;
 mod graphs;
 mod query;
 pub mod schema;

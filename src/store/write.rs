@@ -29,6 +29,9 @@ pub enum BatchItem<'a> {
         t_before: u64,
         events: &'a [(Event, String)],
     },
+    /// Once, before serving: graph logs from before homes take the home's
+    /// order (`graph_upgrade.rs`); `key` is this node's.
+    UpgradeGraphLogs { key: &'a crate::event::Keys },
 }
 
 /// What happened to one batch item.
@@ -83,6 +86,9 @@ impl Store {
                     events,
                     &mut next_seq,
                 )?,
+                BatchItem::UpgradeGraphLogs { key } => {
+                    self.upgrade_graph_logs(&mut txn, &mut trees, key, &mut next_seq)?
+                }
             };
             outcomes.push(outcome);
         }
@@ -140,6 +146,36 @@ impl Store {
         }
         self.apply_graph_index(txn, trees, event)?;
         Ok(WriteOutcome::Stored { seq })
+    }
+
+    /// Stores a graph tx the way versions before homes did (at the graph's
+    /// next local position, no `t` tag checked), for the upgrade's tests.
+    #[cfg(test)]
+    pub(super) fn put_legacy_tx(&self, event: &Event) -> Result<(), StoreError> {
+        let mut txn = self.env().write_txn()?;
+        let mut trees = self.trees_for_batch(&txn)?;
+        let seq = self.last_seq(&txn)? + 1;
+        self.dbs
+            .ids
+            .put(&mut txn, &event.id, &schema::seq_key(seq))?;
+        self.put_event(&mut txn, seq, event, &event.to_json())?;
+        trees.insert(self, &txn, event)?;
+        let graph = super::graphs::graph_of(event).ok_or(StoreError::Corrupt("no g tag"))?;
+        let t = self.graph_t(&txn, graph)? + 1;
+        self.dbs.graph_log.put(
+            &mut txn,
+            &super::graph_order::log_key(graph, t),
+            &schema::seq_key(seq),
+        )?;
+        self.dbs
+            .graph_t
+            .put(&mut txn, &super::graphs::graph_key(graph), &t.to_be_bytes())?;
+        trees.flush(self, &mut txn)?;
+        self.dbs
+            .meta
+            .put(&mut txn, NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Why a new event (its id already claimed) may not be stored, if it
