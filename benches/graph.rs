@@ -3,7 +3,9 @@
 //! machine's rate of signing tx events on all cores (each tx becomes one
 //! signed event); pull latency at 100 k txs next to the socket's ping
 //! round trip; asset upload / download MB/s next to a plain file copy of
-//! the same size. All in one run.
+//! the same size; tx/batch through a node that forwards to the graph's home
+//! next to the same client on the home (throughput, and p50/p99 latency of
+//! one-tx batches). All in one run.
 //!
 //! `cargo bench --bench graph` (full size); `cargo test` runs a small pass.
 //! Env: TXS (default 100000), BATCH (default 100), ASSET_MB (default 64).
@@ -95,9 +97,31 @@ async fn write_txs(addr: SocketAddr, graph: String, txs: usize, batch: usize) {
     while sent < txs {
         let n = batch.min(txs - sent);
         let message = json!({"type": "tx/batch", "t-before": t, "txs": vec![body; n]});
-        let reply = ask(&mut ws, &message, "tx/batch/ok").await;
+        let reply = ask_batch(&mut ws, &message).await;
         t = reply["t"].as_u64().expect("t");
-        sent += n;
+        // A node that forwards may be behind its home: stale, re-based.
+        if reply["type"] == "tx/batch/ok" {
+            sent += n;
+        }
+    }
+}
+
+/// Sends a batch and waits for its verdict (ok, or stale with the t).
+async fn ask_batch(ws: &mut Socket, message: &Value) -> Value {
+    ws.send(Message::Text(message.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        let Some(Ok(Message::Text(text))) = ws.next().await else {
+            panic!("socket closed");
+        };
+        let value: Value = serde_json::from_str(text.as_str()).expect("json");
+        match value["type"].as_str() {
+            Some("tx/batch/ok") => return value,
+            Some("tx/reject") if value["reason"] == "stale" => return value,
+            Some("tx/reject" | "error") => panic!("batch refused: {value}"),
+            _ => {}
+        }
     }
 }
 
@@ -227,5 +251,103 @@ fn main() {
         println!("asset upload:   {up:>8.0} MiB/s ({:.1} % of copy)", 100.0 * up / copy_rate);
         println!("asset download: {down:>8.0} MiB/s ({:.1} % of copy)", 100.0 * down / copy_rate);
         relay.stop().await;
+        forwarding(txs.min(20_000), batch).await;
     });
+}
+
+/// Two mesh nodes, the graph homed on the first: the same client work on
+/// the home and through the second node, which forwards every batch.
+async fn forwarding(txs: usize, batch: usize) {
+    let (dir_home, dir_other) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let key_hex = |dir: &tempfile::TempDir| {
+        hex::encode(
+            echorelay::secrets::node_key(dir.path())
+                .expect("key")
+                .public_key(),
+        )
+    };
+    let (home_key, other_key) = (key_hex(&dir_home), key_hex(&dir_other));
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let (home_listener, other_listener) =
+        (bind().await.expect("bind"), bind().await.expect("bind"));
+    let url_of = |l: &tokio::net::TcpListener| format!("ws://{}", l.local_addr().expect("addr"));
+    let (home_url, other_url) = (url_of(&home_listener), url_of(&other_listener));
+    let config = |dir: &tempfile::TempDir, peer_url: &str, peer_key: &str| {
+        let mut config = Config::default();
+        config.store.data_dir = dir.path().to_path_buf();
+        config.limits.events_per_second = 0;
+        config.limits.reqs_per_second = 0;
+        config.auth.tokens = vec![TokenConfig {
+            user: "bench".into(),
+            sha256: hex::encode(Sha256::digest(TOKEN.as_bytes())),
+            expires_at: 0,
+        }];
+        config.peers = vec![
+            serde_json::from_value(json!({"url": peer_url, "pubkey": peer_key,
+            "live": true, "interval_secs": 3600}))
+            .expect("peer"),
+        ];
+        config
+    };
+    let home = common::start_relay_on(config(&dir_home, &other_url, &other_key), home_listener);
+    let other = common::start_relay_on(config(&dir_other, &home_url, &home_key), other_listener);
+    let addr = |url: &str| -> SocketAddr { url.trim_start_matches("ws://").parse().expect("addr") };
+    let (home_addr, other_addr) = (addr(&home_url), addr(&other_url));
+    let graph = create_graph(home_addr).await;
+    // The index reaches the other node by its live link.
+    while http(other_addr, "GET", &format!("/graphs/{graph}/access"), b"")
+        .await
+        .0
+        != 200
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut rates = Vec::new();
+    for (label, addr) in [
+        ("on the home", home_addr),
+        ("through a forwarding node", other_addr),
+    ] {
+        let started = Instant::now();
+        write_txs(addr, graph.clone(), txs / 2, batch).await;
+        let rate = (txs / 2) as f64 / started.elapsed().as_secs_f64();
+        rates.push(rate);
+        println!("tx/batch {label}, batches of {batch}: {rate:>9.0} txs/s");
+    }
+    println!(
+        "forwarding keeps {:.1} % of the home's rate",
+        100.0 * rates[1] / rates[0]
+    );
+    let mut p50s = Vec::new();
+    for (label, addr) in [
+        ("on the home", home_addr),
+        ("through a forwarding node", other_addr),
+    ] {
+        let mut ws = open(addr, &graph).await;
+        let mut t = ask(&mut ws, &json!({"type": "hello"}), "hello").await["t"].clone();
+        let mut times = Vec::new();
+        while times.len() < 200 {
+            let message = json!({"type": "tx/batch", "t-before": t, "txs": ["[:db/add 1 :x 1]"]});
+            let started = Instant::now();
+            let reply = ask_batch(&mut ws, &message).await;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            if reply["type"] == "tx/batch/ok" {
+                times.push(elapsed);
+            }
+            t = reply["t"].clone();
+        }
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        p50s.push((p50, p99));
+        println!("one-tx batch {label}: p50 {p50:.3} ms  p99 {p99:.3} ms");
+    }
+    println!(
+        "added by forwarding: p50 {:+.3} ms  p99 {:+.3} ms",
+        p50s[1].0 - p50s[0].0,
+        p50s[1].1 - p50s[0].1
+    );
+    home.stop().await;
+    other.stop().await;
 }

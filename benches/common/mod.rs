@@ -108,11 +108,19 @@ pub struct BenchRelay {
     node: tokio::task::JoinHandle<Result<(), echorelay::node::NodeError>>,
 }
 
-pub async fn start_relay(mut config: echorelay::config::Config) -> BenchRelay {
-    config.server.admin_listen = String::new();
+pub async fn start_relay(config: echorelay::config::Config) -> BenchRelay {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    start_relay_on(config, listener)
+}
+
+/// Starts a relay on a listener already bound (its URL known in advance).
+pub fn start_relay_on(
+    mut config: echorelay::config::Config,
+    listener: tokio::net::TcpListener,
+) -> BenchRelay {
+    config.server.admin_listen = String::new();
     let url = format!("ws://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let node = tokio::spawn(echorelay::node::run(config, listener, async move {
