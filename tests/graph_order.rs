@@ -9,29 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use echorelay::config::{Config, TokenConfig};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-
-const ALICE: &str = "alice-secret-token";
-
-fn with_alice(c: &mut Config) {
-    c.auth.tokens = vec![TokenConfig {
-        user: "alice".into(),
-        sha256: hex::encode(Sha256::digest(ALICE.as_bytes())),
-        expires_at: 0,
-    }];
-}
 
 fn key_of(relay: &TestRelay) -> String {
     hex::encode(relay.node_key().public_key())
-}
-
-/// `from` syncs live with `to`, knowing its key.
-async fn peer(from: &TestRelay, to: &TestRelay) {
-    let body = json!({"peer_url": to.url, "pubkey": key_of(to), "dir": "both",
-                      "interval_secs": 1, "live": true});
-    from.admin().call("AddPeer", &body).await.unwrap();
 }
 
 async fn create_graph(addr: SocketAddr) -> String {
@@ -123,8 +104,8 @@ async fn batch(socket: &mut GraphSocket, t_before: u64, tx: &str) -> Value {
 async fn concurrent_writes_on_two_nodes_end_in_one_order() {
     let a = TestRelay::start_with(with_alice).await;
     let b = TestRelay::start_with(with_alice).await;
-    peer(&a, &b).await;
-    peer(&b, &a).await;
+    live_peer(&a, &b).await;
+    live_peer(&b, &a).await;
     let graph = create_graph(a.addr).await;
     await_graph(&b, &graph).await;
     let mut on_a = GraphSocket::open(a.addr, &graph, ALICE).await;
@@ -217,7 +198,7 @@ async fn three_nodes_with_the_home_in_the_middle_keep_one_gap_free_log() {
         TestRelay::start_with(with_alice).await,
     );
     for (from, to) in [(&a, &b), (&b, &a), (&b, &c), (&c, &b), (&a, &c), (&c, &a)] {
-        peer(from, to).await;
+        live_peer(from, to).await;
     }
     let graph = create_graph(b.addr).await;
     await_graph(&a, &graph).await;
@@ -257,30 +238,11 @@ async fn graph_cli(relay: &TestRelay, args: &[&str]) -> (bool, Value, String) {
     (out.status.success(), reply, stderr)
 }
 
-/// Two nodes that trust each other's key whatever their peer lists say.
-async fn trusting_pair() -> (TestRelay, TestRelay) {
-    let a = TestRelay::start_with(with_alice).await;
-    let ka = key_of(&a);
-    let b = TestRelay::start_with(|c| {
-        with_alice(c);
-        c.auth.trusted_nodes = vec![ka];
-    })
-    .await;
-    let kb = key_of(&b);
-    let addr = a.addr;
-    let a = TestRelay::start_in(a.stop().await, addr, |c| {
-        with_alice(c);
-        c.auth.trusted_nodes = vec![kb];
-    })
-    .await;
-    (a, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts() {
     let (a, b) = trusting_pair().await;
-    peer(&a, &b).await;
-    peer(&b, &a).await;
+    live_peer(&a, &b).await;
+    live_peer(&b, &a).await;
     let graph = create_graph(a.addr).await;
     await_graph(&b, &graph).await;
     let mut on_a = GraphSocket::open(a.addr, &graph, ALICE).await;
@@ -295,10 +257,8 @@ async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts(
     assert!(!ok && err.contains("not the graph's home"), "{err}");
 
     // Partition: the links go, the keys stay trusted.
-    for (from, to) in [(&a, &b), (&b, &a)] {
-        let body = json!({ "peer_url": to.url });
-        from.admin().call("RemovePeer", &body).await.unwrap();
-    }
+    cut_peer(&a, &b).await;
+    cut_peer(&b, &a).await;
     // B declares A lost and takes the graph from t=2; A, cut off, goes on.
     let (ok, moved, err) = graph_cli(&b, &["move", &graph, "--to", &key_of(&b), "--force"]).await;
     assert!(ok, "{err}");
@@ -311,8 +271,8 @@ async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts(
     assert_eq!(batch(&mut on_b, 1, "b2 (new home)").await["t"], 2);
 
     // Healed: both serve B's order; A's post-move tx is a listed conflict.
-    peer(&a, &b).await;
-    peer(&b, &a).await;
+    live_peer(&a, &b).await;
+    live_peer(&b, &a).await;
     let order = await_one_log(&[&a, &b], &graph, 2).await;
     assert_eq!(order, ["a1", "b2 (new home)"]);
     // Listed where it was accepted (and on any node it reached before the

@@ -193,6 +193,23 @@ async fn pull(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<(i32, Value)> {
                         change["metadata"]["version"].as_str().unwrap_or("?")
                     );
                 }
+                // Concurrent states other nodes accepted: never silent.
+                for conflict in change["conflicts"].as_array().into_iter().flatten() {
+                    let fields: Vec<&str> = conflict["fields"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["field"].as_str())
+                        .collect();
+                    println!(
+                        "{id}  conflict: version {} from node {} (kept: {} from {}); differs in {}",
+                        conflict["version"].as_str().unwrap_or("?"),
+                        conflict["origin"].as_str().unwrap_or("?"),
+                        conflict["winner_version"].as_str().unwrap_or("?"),
+                        conflict["winner_origin"].as_str().unwrap_or("?"),
+                        fields.join(", ")
+                    );
+                }
                 changes.push(change.clone());
             }
         }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::conflicts::Resolved;
 use super::states::{self, NodeState};
 use super::{time, Echo, EchoCaller};
 use crate::config::EchoAccess;
@@ -162,6 +163,9 @@ fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, Ec
         received_ms: crate::event::now_ms(),
         created_at: crate::event::now(),
         owner: String::new(),
+        base: String::new(),
+        origin: String::new(),
+        id: String::new(),
     })
 }
 
@@ -217,7 +221,12 @@ pub async fn push(
             .into_response();
     }
     let _one_push_at_a_time = echo.push_lock.lock().await;
-    let stored = echo.current(Some(&node_id)).await.into_iter().next();
+    let stored = echo
+        .current(Some(&node_id))
+        .await
+        .into_iter()
+        .next()
+        .map(|resolved| resolved.winner);
     let owner = stored.as_ref().map_or("", |s| s.owner.as_str());
     if echo.grants.access(&user, &node_id, owner) != Some(EchoAccess::Write) {
         let duration = echo.stats.finish(op, false);
@@ -254,6 +263,9 @@ pub async fn push(
         }
     }
     if let Some(stored) = &stored {
+        // Pushed on the current state: it supersedes it and every state in
+        // conflict with it (none has a higher version).
+        state.base = stored.version.clone();
         // The new state must win everywhere: newer received time (pulls,
         // peers) and newer created_at (replaces our own previous event).
         state.received_ms = state.received_ms.max(stored.received_ms + 1);
@@ -368,39 +380,57 @@ pub async fn pull(
     let op = echo
         .stats
         .begin(node_id.as_deref().unwrap_or("*"), "pull", &sync_id);
-    let mut changes: Vec<NodeState> = echo
+    // A node changes when any of its heads does (a conflicting state that
+    // arrives later lists the node again).
+    let changed_ms = |r: &Resolved| {
+        r.losers
+            .iter()
+            .fold(r.winner.received_ms, |m, s| m.max(s.received_ms))
+    };
+    let mut changes: Vec<Resolved> = echo
         .current(node_id.as_deref())
         .await
         .into_iter()
-        .filter(|s| echo.grants.access(&user, &s.node_id, &s.owner).is_some())
-        .filter(|s| s.received_ms > since)
-        .filter(|s| s.priority >= min_priority)
-        .filter(|s| {
-            types
-                .as_ref()
-                .is_none_or(|t| s.tags.iter().any(|tag| t.contains(tag)))
-        })
-        .filter(|s| {
-            cursor
-                .as_ref()
-                .is_none_or(|(ms, node)| (s.received_ms, &s.node_id) > (*ms, node))
+        .filter(|r| {
+            let s = &r.winner;
+            echo.grants.access(&user, &s.node_id, &s.owner).is_some()
+                && changed_ms(r) > since
+                && s.priority >= min_priority
+                && types
+                    .as_ref()
+                    .is_none_or(|t| s.tags.iter().any(|tag| t.contains(tag)))
+                && cursor
+                    .as_ref()
+                    .is_none_or(|(ms, node)| (changed_ms(r), &s.node_id) > (*ms, node))
         })
         .collect();
-    changes.sort_by(|a, b| (a.received_ms, &a.node_id).cmp(&(b.received_ms, &b.node_id)));
+    changes.sort_by(|a, b| {
+        (changed_ms(a), &a.winner.node_id).cmp(&(changed_ms(b), &b.winner.node_id))
+    });
     let more = changes.len() > batch;
     changes.truncate(batch);
     let data_size: usize = changes
         .iter()
-        .map(|s| states::canonical(&s.data).len())
+        .map(|r| states::canonical(&r.winner.data).len())
         .sum();
     let next = changes
         .last()
         .filter(|_| more)
-        .map(|s| format!("{}:{}", s.received_ms, s.node_id));
+        .map(|r| format!("{}:{}", changed_ms(r), r.winner.node_id));
+    let shown: Vec<Value> = changes
+        .iter()
+        .map(|r| {
+            let mut change = r.winner.to_json();
+            if !r.losers.is_empty() {
+                change["conflicts"] = json!(r.conflicts());
+            }
+            change
+        })
+        .collect();
     let duration = echo.stats.finish(op, true);
     let mut reply = json!({
         "status": "success",
-        "changes": changes.iter().map(NodeState::to_json).collect::<Vec<_>>(),
+        "changes": shown,
         "sync_id": sync_id,
         "timestamp": time::format(crate::event::now_ms()),
         "metrics": {"duration_ms": duration, "data_size": data_size, "change_count": changes.len()},
@@ -428,9 +458,13 @@ pub async fn status(
             return error(StatusCode::BAD_REQUEST, "sync_id must be a string").into_response()
         }
     };
-    let current = echo.current(Some(&node_id)).await;
-    if let Some(state) = current.first() {
-        if echo.grants.access(&user, &node_id, &state.owner).is_none() {
+    let current = echo.current(Some(&node_id)).await.into_iter().next();
+    if let Some(resolved) = &current {
+        if echo
+            .grants
+            .access(&user, &node_id, &resolved.winner.owner)
+            .is_none()
+        {
             let message = format!("node {node_id} belongs to another user");
             return error(StatusCode::FORBIDDEN, message).into_response();
         }
@@ -440,14 +474,23 @@ pub async fn status(
         .await
         .ok()
         .flatten();
+    let conflicts = current
+        .as_ref()
+        .map(Resolved::conflicts)
+        .unwrap_or_default();
+    let with_conflicts = |mut status: Value| {
+        if !conflicts.is_empty() {
+            status["conflicts"] = json!(conflicts);
+        }
+        Json(status).into_response()
+    };
     match found {
-        Some(status) => Json(status).into_response(),
-        None if !current.is_empty() => Json(json!({
+        Some(status) => with_conflicts(status),
+        None if current.is_some() => with_conflicts(json!({
             "status": "idle",
             "current_operation": null,
             "metrics": {"last_successful_sync": null, "sync_count_24h": 0, "average_duration_ms": 0, "error_rate": 0.0},
-        }))
-        .into_response(),
+        })),
         None => error(StatusCode::NOT_FOUND, format!("unknown node {node_id}")).into_response(),
     }
 }

@@ -5,6 +5,7 @@
 //! `stats.rs` keeps the per-node operation history for status.
 
 mod access;
+pub mod conflicts;
 mod http;
 pub mod states;
 mod stats;
@@ -92,9 +93,9 @@ impl Echo {
         }
     }
 
-    /// The current state of one node, or of every node: the newest state
-    /// event per node id, whichever mesh node signed it.
-    async fn current(&self, node_id: Option<&str>) -> Vec<NodeState> {
+    /// The current state of one node, or of every node, with the states it
+    /// is in conflict with (`conflicts.rs`), whichever mesh nodes signed them.
+    async fn current(&self, node_id: Option<&str>) -> Vec<conflicts::Resolved> {
         let store = self.store.clone();
         let node_id = node_id.map(str::to_string);
         tokio::task::spawn_blocking(move || {
@@ -105,10 +106,13 @@ impl Echo {
             if let Some(id) = &node_id {
                 filter.tags.insert(b'd', vec![id.clone()]);
             }
-            let rank = |s: &NodeState| (s.received_ms, s.version.clone());
-            store
-                .newest_per_d(&filter, NodeState::from_event, rank)
-                .ok()
+            let states = store.all_per_d(&filter, NodeState::from_event).ok()?;
+            Some(
+                states
+                    .into_values()
+                    .filter_map(conflicts::resolve)
+                    .collect::<Vec<_>>(),
+            )
         })
         .await
         .ok()

@@ -3,8 +3,8 @@
 //! sorted, no spaces), and the metadata as tags: `version`, `checksum`
 //! (sha256 of that canonical JSON), `resonance`, `priority`, `timestamp`
 //! (the client's ISO 8601), `received` (when this node accepted it, ms),
-//! `owner` (the user who pushed the node first, `echo/access.rs`) and one
-//! `t` per tag. Signed by the node key, so states replicate in the mesh.
+//! `owner` (the user who pushed the node first, `echo/access.rs`), `base`
+//! (the version it was pushed on, `echo/conflicts.rs`) and one `t` per tag. Signed by the node key, so states replicate in the mesh.
 //!
 //! Versions are dotted numbers (`3`, `1.2.10`) compared part by part, or
 //! any other string compared as text; a push must carry a version greater
@@ -37,6 +37,13 @@ pub struct NodeState {
     pub created_at: u64,
     /// The user who pushed the node first ("" on states from before owners).
     pub owner: String,
+    /// The version this state was pushed on ("" for a node's first state,
+    /// or a state from before bases): see `conflicts.rs`.
+    pub base: String,
+    /// The node that accepted it (the signer's key, hex).
+    pub origin: String,
+    /// Its event id (hex): the last tie-break between concurrent states.
+    pub id: String,
 }
 
 /// The canonical JSON of `data`: what the checksum covers.
@@ -77,6 +84,7 @@ impl NodeState {
             vec!["timestamp".into(), self.timestamp.clone()],
             vec!["received".into(), self.received_ms.to_string()],
             vec!["owner".into(), self.owner.clone()],
+            vec!["base".into(), self.base.clone()],
         ];
         tags.extend(self.tags.iter().map(|t| vec!["t".into(), t.clone()]));
         key.sign(
@@ -109,6 +117,9 @@ impl NodeState {
             received_ms: tag("received")?.parse().ok()?,
             created_at: event.created_at,
             owner: tag("owner").unwrap_or_default(),
+            base: tag("base").unwrap_or_default(),
+            origin: hex::encode(event.pubkey),
+            id: event.id_hex(),
         })
     }
 
@@ -185,7 +196,19 @@ mod tests {
             received_ms: 1_000,
             created_at: 1,
             owner: "alice".into(),
+            base: "0".into(),
+            origin: hex::encode(keys.public_key()),
+            id: String::new(),
         };
-        assert_eq!(NodeState::from_event(&state.to_event(&keys)), Some(state));
+        let event = state.to_event(&keys);
+        let read = NodeState::from_event(&event).unwrap();
+        assert_eq!(read.id, event.id_hex());
+        assert_eq!(
+            NodeState {
+                id: String::new(),
+                ..read
+            },
+            state
+        );
     }
 }

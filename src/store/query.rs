@@ -190,20 +190,16 @@ impl Store {
         Ok(accepted)
     }
 
-    /// Of the addressable events matching `filter`, whichever mesh node
-    /// signed them (mesh kinds by anyone else are skipped), one item per
-    /// `d` tag: `parse` reads an item from an event (`None`
-    /// skips it) and the highest `rank` wins. Mesh nodes each sign their
-    /// own version of an address, so the newest is decided by content, not
-    /// by the NIP-01 coordinate.
-    pub fn newest_per_d<T, R: Ord>(
+    /// Every stored event matching `filter` by a mesh author (for mesh
+    /// kinds; any author otherwise) that `parse` accepts, grouped by `d`:
+    /// one per signer for an addressable kind.
+    pub fn all_per_d<T>(
         &self,
         filter: &Filter,
         parse: impl Fn(&Event) -> Option<T>,
-        rank: impl Fn(&T) -> R,
-    ) -> Result<Vec<T>, StoreError> {
+    ) -> Result<std::collections::HashMap<String, Vec<T>>, StoreError> {
         let txn = self.read_txn()?;
-        let mut newest: std::collections::HashMap<String, T> = Default::default();
+        let mut found_per_d: std::collections::HashMap<String, Vec<T>> = Default::default();
         self.query(&txn, filter, u64::MAX, crate::event::now(), &mut |found| {
             let Ok(event) = Event::from_json(found.json) else {
                 return Ok(true);
@@ -213,18 +209,40 @@ impl Store {
             if !self.is_trusted_author(event.kind, &event.pubkey) {
                 return Ok(true);
             }
-            let Some(item) = parse(&event) else {
-                return Ok(true);
-            };
-            let better = newest
-                .get(event.d_tag())
-                .is_none_or(|held| rank(&item) > rank(held));
-            if better {
-                newest.insert(event.d_tag().to_string(), item);
+            if let Some(item) = parse(&event) {
+                found_per_d
+                    .entry(event.d_tag().to_string())
+                    .or_default()
+                    .push(item);
             }
             Ok(true)
         })?;
-        Ok(newest.into_values().collect())
+        Ok(found_per_d)
+    }
+
+    /// Of the addressable events matching `filter`, whichever mesh node
+    /// signed them, one item per `d` tag: the highest `rank` of
+    /// [`Store::all_per_d`].
+    pub fn newest_per_d<T, R: Ord>(
+        &self,
+        filter: &Filter,
+        parse: impl Fn(&Event) -> Option<T>,
+        rank: impl Fn(&T) -> R,
+    ) -> Result<Vec<T>, StoreError> {
+        Ok(self
+            .all_per_d(filter, parse)?
+            .into_values()
+            // On a tie the first found (the newest `created_at`) stays.
+            .filter_map(|items| {
+                items.into_iter().reduce(|best, item| {
+                    if rank(&item) > rank(&best) {
+                        item
+                    } else {
+                        best
+                    }
+                })
+            })
+            .collect())
     }
 
     /// Streams every stored event in insertion order (for `export`).

@@ -280,6 +280,52 @@ impl Raw {
     }
 }
 
+/// The bearer token of the user "alice" in [`with_alice`].
+pub const ALICE: &str = "alice-secret-token";
+
+/// Gives the graph and echo APIs one user, alice, with the token [`ALICE`].
+pub fn with_alice(c: &mut Config) {
+    use sha2::Digest;
+    c.auth.tokens = vec![echorelay::config::TokenConfig {
+        user: "alice".into(),
+        sha256: hex::encode(sha2::Sha256::digest(ALICE.as_bytes())),
+        expires_at: 0,
+    }];
+}
+
+/// Two relays (with [`with_alice`]) that trust each other's node key
+/// whatever their peer lists say, so links can be cut and healed.
+pub async fn trusting_pair() -> (TestRelay, TestRelay) {
+    let a = TestRelay::start_with(with_alice).await;
+    let ka = hex::encode(a.node_key().public_key());
+    let b = TestRelay::start_with(|c| {
+        with_alice(c);
+        c.auth.trusted_nodes = vec![ka];
+    })
+    .await;
+    let kb = hex::encode(b.node_key().public_key());
+    let addr = a.addr;
+    let a = TestRelay::start_in(a.stop().await, addr, |c| {
+        with_alice(c);
+        c.auth.trusted_nodes = vec![kb];
+    })
+    .await;
+    (a, b)
+}
+
+/// `from` syncs live with `to`, knowing its key.
+pub async fn live_peer(from: &TestRelay, to: &TestRelay) {
+    let body = json!({"peer_url": to.url, "pubkey": hex::encode(to.node_key().public_key()),
+                      "dir": "both", "interval_secs": 1, "live": true});
+    from.admin().call("AddPeer", &body).await.unwrap();
+}
+
+/// `from` drops its link to `to` (the key stays trusted if configured).
+pub async fn cut_peer(from: &TestRelay, to: &TestRelay) {
+    let body = json!({ "peer_url": to.url });
+    from.admin().call("RemovePeer", &body).await.unwrap();
+}
+
 /// A graph homed at `home` (SPEC §4): its index event, then one tx event
 /// per entry of `txs` at t = 1, 2, …, all signed by the home.
 pub fn homed_graph(home: &Keys, graph: &str, txs: &[&str]) -> (Event, Vec<Event>) {
