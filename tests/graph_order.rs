@@ -334,3 +334,53 @@ async fn await_home(relay: &TestRelay, graph: &str, home: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_txs_out_of_order_are_refused_over_nip01() {
+    let other = echorelay::event::Keys::generate();
+    let relay = TestRelay::start_with(|c| {
+        c.auth.trusted_nodes = vec![hex::encode(other.public_key())];
+    })
+    .await;
+    let home = relay.node_key();
+    let mut c = relay.client().await;
+    c.auth(&home).await;
+    let (index, txs) = homed_graph(&home, "g", &["first"]);
+    let ok = |reply: &Value| reply[2] == json!(true);
+    let reason = |reply: Value| reply[3].as_str().unwrap_or("").to_string();
+    let early = c.publish(&txs[0]).await;
+    assert!(reason(early).starts_with("error:"), "a tx before its index");
+    assert!(ok(&c.publish(&index).await));
+    assert!(ok(&c.publish(&txs[0]).await));
+    let tx = |keys: &echorelay::event::Keys, tags: Vec<Vec<&str>>| {
+        event_at(keys, 4071, echorelay::event::now(), tags, "x")
+    };
+    let cases = [
+        (tx(&home, vec![vec!["g", "g"]]), "invalid: a graph tx needs"),
+        (
+            tx(&home, vec![vec!["g", "g"], vec!["t", "1"]]),
+            "invalid: t already taken",
+        ),
+        (
+            tx(&other, vec![vec!["g", "g"], vec!["t", "2"]]),
+            "restricted: not signed by the graph's home",
+        ),
+        (
+            tx(
+                &home,
+                vec![vec!["g", "g"], vec!["t", "2"], vec!["term", "1"]],
+            ),
+            "restricted:",
+        ),
+    ];
+    for (event, want) in cases {
+        let reply = c.publish(&event).await;
+        assert!(reason(reply.clone()).starts_with(want), "{want}: {reply}");
+    }
+    // Nothing of it is stored.
+    let mut check = relay.client().await;
+    check.auth(&home).await;
+    let ids = check.req_ids(&[json!({"kinds": [4071]})]).await;
+    assert_eq!(ids, vec![txs[0].id_hex()]);
+    relay.stop().await;
+}
