@@ -167,6 +167,7 @@ pub async fn run_with_admin(
         max_tx_size: relay.config.policy.max_event_size,
         store_dir: relay.config.store.data_dir.clone(),
         sync: sync.clone(),
+        home_connections: crate::graph::home_connections(),
         shutdown: stop_tx.subscribe(),
     });
     let echo = Arc::new(crate::echo::Echo::new(

@@ -1,6 +1,7 @@
 //! A `tx/batch` on a node that is not the graph's home goes to the home
 //! (SPEC §4): `POST /sync/<graph>/tx/batch` on the home's listener (the
-//! peer URL configured for the home's key, ws:// read as http://), NIP-98
+//! peer URL configured for the home's key, ws:// read as http://, over a
+//! kept-alive connection, 10 s per call), NIP-98
 //! signed by this node's key with the body as payload, naming the user and
 //! client it acts for. The home's verdict is the answer: `tx/batch/ok` with
 //! the new t (its signed tx events come along and are stored here at once,
@@ -27,7 +28,12 @@ pub const HOME_UNREACHABLE: &str = "home unreachable";
 /// How long the home has to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest reply read from the home (a batch's signed events).
-const MAX_REPLY: u64 = 256 * 1024 * 1024;
+const MAX_REPLY: usize = 256 * 1024 * 1024;
+
+/// The kept-alive connections a node keeps to graph homes.
+pub fn connections() -> crate::http_client::Pool {
+    crate::http_client::Pool::new(MAX_REPLY, TIMEOUT)
+}
 
 /// Sends `body` to `home` for `origin`'s user and returns the home's verdict.
 pub async fn tx_batch(
@@ -77,17 +83,15 @@ async fn call_home(
         ("Authorization", auth.as_str()),
         ("Content-Type", "application/json"),
     ];
-    let reply = crate::http_client::request(&endpoint, method, path, &headers, body, TIMEOUT)
+    let reply = graphs
+        .home_connections
+        .request(&endpoint, method, path, &headers, body)
         .await
         .map_err(|e| e.to_string())?;
     if reply.status != 200 {
         return Err(format!("the home answered HTTP {}", reply.status));
     }
-    let bytes = tokio::time::timeout(TIMEOUT, reply.bytes(MAX_REPLY))
-        .await
-        .map_err(|_| "the home's reply did not finish".to_string())?
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("the home's reply: {e}"))
+    serde_json::from_slice(&reply.body).map_err(|e| format!("the home's reply: {e}"))
 }
 
 async fn ask_home(

@@ -9,6 +9,7 @@
 mod assets;
 mod fetch;
 mod forward;
+pub use forward::connections as home_connections;
 pub mod home;
 mod http;
 mod hub;
@@ -51,6 +52,8 @@ pub struct Graphs {
     pub store_dir: std::path::PathBuf,
     /// The sync service, for the mesh peers to fetch blobs from.
     pub sync: Arc<crate::sync::SyncService>,
+    /// Kept-alive connections to graph homes (forwarded batches, resets).
+    pub home_connections: crate::http_client::Pool,
     /// Turns true when the node stops: graph sockets close then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

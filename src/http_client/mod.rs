@@ -1,7 +1,12 @@
-//! A small HTTP/1.0 client for what this node asks of other HTTP servers:
-//! the CLI's JSON calls (`echo-sync`) and asset blobs from mesh peers.
-//! One request per connection (`Connection: close`, so a body simply ends
-//! with the connection); http:// and https:// (rustls, webpki roots).
+//! A small HTTP client for what this node asks of other HTTP servers: the
+//! CLI's JSON calls (`echo-sync`) and asset blobs from mesh peers, one
+//! request per connection (`Connection: close`, so a body simply ends with
+//! the connection); and kept-alive connections for frequent calls to the
+//! same node ([`Pool`]). http:// and https:// (rustls, webpki roots).
+
+mod pool;
+
+pub use pool::{FullReply, Pool};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,25 +122,36 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<Reply, HttpError> {
     let work = async {
-        let tcp = tokio::net::TcpStream::connect(&endpoint.authority)
-            .await
-            .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
-        if !endpoint.tls {
-            return exchange(tcp, endpoint, method, path, headers, body).await;
-        }
-        let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
-            .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
-        let connector =
-            tls_connector().map_err(|e| HttpError::Connect(endpoint.authority.clone(), e))?;
-        let stream = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
+        let stream = open(endpoint).await?;
         exchange(stream, endpoint, method, path, headers, body).await
     };
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| HttpError::Timeout(endpoint.authority.clone(), timeout))?
+}
+
+/// A stream both ways to `endpoint`, for any byte stream.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
+
+/// Connects to `endpoint` (TLS with the webpki roots for https://).
+async fn open(endpoint: &Endpoint) -> Result<Box<dyn Stream>, HttpError> {
+    let tcp = tokio::net::TcpStream::connect(&endpoint.authority)
+        .await
+        .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    if !endpoint.tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+        .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
+    let connector =
+        tls_connector().map_err(|e| HttpError::Connect(endpoint.authority.clone(), e))?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
+    Ok(Box::new(stream))
 }
 
 async fn exchange<S>(
