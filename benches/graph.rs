@@ -65,8 +65,8 @@ async fn open(addr: SocketAddr, graph: &str) -> Socket {
     tokio_tungstenite::connect_async(url).await.expect("ws").0
 }
 
-/// Sends and waits for the reply of `kind`.
-async fn ask(ws: &mut Socket, message: &Value, kind: &str) -> Value {
+/// Sends and waits for the first reply of one of `kinds`.
+async fn ask(ws: &mut Socket, message: &Value, kinds: &[&str]) -> Value {
     ws.send(Message::Text(message.to_string().into()))
         .await
         .expect("send");
@@ -75,7 +75,7 @@ async fn ask(ws: &mut Socket, message: &Value, kind: &str) -> Value {
             panic!("socket closed");
         };
         let value: Value = serde_json::from_str(text.as_str()).expect("json");
-        if value["type"] == kind {
+        if kinds.iter().any(|kind| value["type"] == *kind) {
             return value;
         }
     }
@@ -87,7 +87,7 @@ async fn write_txs(addr: SocketAddr, graph: String, txs: usize, batch: usize) {
     let mut t = ask(
         &mut ws,
         &json!({"type": "hello", "client": "bench"}),
-        "hello",
+        &["hello"],
     )
     .await["t"]
         .as_u64()
@@ -108,21 +108,11 @@ async fn write_txs(addr: SocketAddr, graph: String, txs: usize, batch: usize) {
 
 /// Sends a batch and waits for its verdict (ok, or stale with the t).
 async fn ask_batch(ws: &mut Socket, message: &Value) -> Value {
-    ws.send(Message::Text(message.to_string().into()))
-        .await
-        .expect("send");
-    loop {
-        let Some(Ok(Message::Text(text))) = ws.next().await else {
-            panic!("socket closed");
-        };
-        let value: Value = serde_json::from_str(text.as_str()).expect("json");
-        match value["type"].as_str() {
-            Some("tx/batch/ok") => return value,
-            Some("tx/reject") if value["reason"] == "stale" => return value,
-            Some("tx/reject" | "error") => panic!("batch refused: {value}"),
-            _ => {}
-        }
+    let verdict = ask(ws, message, &["tx/batch/ok", "tx/reject", "error"]).await;
+    if verdict["type"] != "tx/batch/ok" && verdict["reason"] != "stale" {
+        panic!("batch refused: {verdict}");
     }
+    verdict
 }
 
 fn sign_rate(n: usize) -> f64 {
@@ -204,7 +194,7 @@ fn main() {
         let graph = create_graph(addr).await;
         write_txs(addr, graph.clone(), txs, 1000).await;
         let mut ws = open(addr, &graph).await;
-        let t = ask(&mut ws, &json!({"type": "hello"}), "hello").await["t"]
+        let t = ask(&mut ws, &json!({"type": "hello"}), &["hello"]).await["t"]
             .as_u64()
             .expect("t");
         let mut rows = Vec::new();
@@ -216,7 +206,7 @@ fn main() {
             let mut times = Vec::new();
             for _ in 0..200 {
                 let started = Instant::now();
-                ask(&mut ws, &message, kind).await;
+                ask(&mut ws, &message, &[kind]).await;
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
             }
             times.sort_by(f64::total_cmp);
@@ -326,7 +316,7 @@ async fn forwarding(txs: usize, batch: usize) {
         ("through a forwarding node", other_addr),
     ] {
         let mut ws = open(addr, &graph).await;
-        let mut t = ask(&mut ws, &json!({"type": "hello"}), "hello").await["t"].clone();
+        let mut t = ask(&mut ws, &json!({"type": "hello"}), &["hello"]).await["t"].clone();
         let mut times = Vec::new();
         while times.len() < 200 {
             let message = json!({"type": "tx/batch", "t-before": t, "txs": ["[:db/add 1 :x 1]"]});

@@ -65,6 +65,18 @@ async fn send(
     )
 }
 
+/// A relay with the three users and a key allowed to use NIP-98.
+async fn nip98_relay() -> (Keys, TestRelay) {
+    let keys = Keys::generate();
+    let allowed = hex::encode(keys.public_key());
+    let relay = TestRelay::start_with(|c| {
+        with_users(c);
+        c.auth.nip98_pubkeys = vec![allowed];
+    })
+    .await;
+    (keys, relay)
+}
+
 async fn graph_names(addr: SocketAddr) -> Vec<String> {
     let (status, _, listed) = send(addr, "GET", "/graphs", &format!("Bearer {ALICE}"), "").await;
     assert_eq!(status, 200);
@@ -78,12 +90,7 @@ async fn graph_names(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nip98_headers_are_single_use_bound_to_the_body_and_the_host() {
-    let keys = Keys::generate();
-    let relay = TestRelay::start_with(|c| {
-        with_users(c);
-        c.auth.nip98_pubkeys = vec![hex::encode(keys.public_key())];
-    })
-    .await;
+    let (keys, relay) = nip98_relay().await;
     let addr = relay.addr;
     let url = format!("http://{addr}/graphs");
 
@@ -128,12 +135,7 @@ async fn nip98_headers_are_single_use_bound_to_the_body_and_the_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_never_run_as_pages_and_rebodied_uploads_are_refused() {
-    let keys = Keys::generate();
-    let relay = TestRelay::start_with(|c| {
-        with_users(c);
-        c.auth.nip98_pubkeys = vec![hex::encode(keys.public_key())];
-    })
-    .await;
+    let (keys, relay) = nip98_relay().await;
     let addr = relay.addr;
     let auth = format!("Bearer {ALICE}");
     let (_, _, created) = send(addr, "POST", "/graphs", &auth, r#"{"graph-name":"f"}"#).await;

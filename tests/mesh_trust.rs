@@ -16,18 +16,7 @@ use echorelay::event::{now, Event, Keys};
 use echorelay::negentropy::{Item, Negentropy, VectorStorage};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
-
-const ALICE: &str = "alice-secret-token";
-
-fn with_alice(c: &mut echorelay::config::Config) {
-    c.auth.tokens = vec![echorelay::config::TokenConfig {
-        user: "alice".into(),
-        sha256: hex::encode(Sha256::digest(ALICE.as_bytes())),
-        expires_at: 0,
-    }];
-}
 
 async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let auth = format!("Bearer {ALICE}");
