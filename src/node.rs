@@ -178,6 +178,7 @@ pub async fn run_with_admin(
         &relay.config.auth.echo_grants,
         relay.config.policy.max_event_size,
     ));
+    crate::graph::spawn_gap_watcher(graphs.clone(), relay.registry.stored_feed().subscribe());
     let apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));
     let signal_tx = stop_tx.clone();
     let served = crate::relay::serve(relay.clone(), listener, apis, async move {

@@ -9,7 +9,9 @@
 mod assets;
 mod fetch;
 mod forward;
+mod gaps;
 pub use forward::connections as home_connections;
+pub use gaps::spawn_watcher as spawn_gap_watcher;
 pub mod home;
 mod http;
 mod hub;

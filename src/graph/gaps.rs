@@ -1,0 +1,51 @@
+//! Gaps in a graph's log are fetched, not waited for: when a tx is stored
+//! beyond the first gap (it came by a live link or reconciliation ahead of
+//! an earlier one), this node asks its peers for a sync at once instead of
+//! waiting for the next scheduled run. At most one such request per
+//! [`PAUSE`], whatever the number of graphs or txs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::Graphs;
+use crate::writer::Committed;
+
+/// Least time between two syncs asked for because of gaps.
+const PAUSE: Duration = Duration::from_secs(2);
+
+/// Watches stored txs for ones placed beyond their graph's head.
+pub fn spawn_watcher(graphs: Arc<Graphs>, mut feed: broadcast::Receiver<Arc<Committed>>) {
+    tokio::spawn(async move {
+        let mut last_ask: Option<tokio::time::Instant> = None;
+        loop {
+            let committed = match feed.recv().await {
+                Ok(committed) => committed,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let event = &committed.event;
+            let (Some(graph), Some(t)) = (crate::store::graph_of(event), crate::store::t_of(event))
+            else {
+                continue;
+            };
+            if last_ask.is_some_and(|at| at.elapsed() < PAUSE) {
+                continue;
+            }
+            let (store, graph) = (graphs.store.clone(), graph.to_string());
+            let head = tokio::task::spawn_blocking(move || {
+                let txn = store.read_txn().ok()?;
+                store.graph_t(&txn, &graph).ok()
+            })
+            .await
+            .ok()
+            .flatten();
+            if head.is_some_and(|head| t > head + 1) {
+                tracing::debug!(t, ?head, "a gap in a graph log: syncing with peers now");
+                graphs.sync.trigger(None, None);
+                last_ask = Some(tokio::time::Instant::now());
+            }
+        }
+    });
+}
