@@ -54,6 +54,13 @@ enum Request {
         key: Arc<crate::event::Keys>,
         reply: Reply,
     },
+    IfHead {
+        event: Event,
+        json: String,
+        graph: String,
+        head: u64,
+        reply: Reply,
+    },
     Shutdown,
 }
 
@@ -216,6 +223,24 @@ impl WriterHandle {
         outcome.await.unwrap_or_else(|_| gone())
     }
 
+    /// Stores `event` only if `graph`'s head is still `head` when its write
+    /// transaction runs ([`crate::store::HEAD_MOVED`] otherwise).
+    pub async fn write_if_head(&self, event: Event, graph: String, head: u64) -> WriteOutcome {
+        let json = event.to_json();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let reply: Reply = Box::new(move |o: &WriteOutcome| {
+            let _ = done.send(o.clone());
+        });
+        self.send(Request::IfHead {
+            event,
+            json,
+            graph,
+            head,
+            reply,
+        });
+        outcome.await.unwrap_or_else(|_| gone())
+    }
+
     /// Upgrades graph logs from before homes (once; see
     /// `store/graph_upgrade.rs`) and waits for it.
     pub async fn upgrade_graph_logs(&self, key: Arc<crate::event::Keys>) -> WriteOutcome {
@@ -246,7 +271,8 @@ impl Request {
             Request::Events { events, reply } => reply(&vec![outcome.clone(); events.len()]),
             Request::GraphBatch { reply, .. }
             | Request::Purge { reply }
-            | Request::UpgradeGraphLogs { reply, .. } => reply(outcome),
+            | Request::UpgradeGraphLogs { reply, .. }
+            | Request::IfHead { reply, .. } => reply(outcome),
             Request::Shutdown => {}
         }
     }
@@ -374,6 +400,18 @@ fn commit_batch(
             Request::UpgradeGraphLogs { key, .. } => {
                 items.push(BatchItem::UpgradeGraphLogs { key })
             }
+            Request::IfHead {
+                event,
+                json,
+                graph,
+                head,
+                ..
+            } => items.push(BatchItem::InsertIfHead {
+                event,
+                json,
+                graph,
+                head: *head,
+            }),
             Request::GraphBatch {
                 graph,
                 t_before,
@@ -436,6 +474,21 @@ fn commit_batch(
                     break;
                 };
                 reply(&outcome);
+            }
+            Request::IfHead {
+                event, json, reply, ..
+            } => {
+                let Some(outcome) = outcomes.next() else {
+                    break;
+                };
+                reply(&outcome);
+                if let WriteOutcome::Stored { seq } = outcome {
+                    committed.push(Arc::new(Committed {
+                        seq: Some(seq),
+                        event,
+                        json,
+                    }));
+                }
             }
             Request::Purge { reply } => {
                 let Some(outcome) = outcomes.next() else {

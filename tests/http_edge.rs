@@ -218,3 +218,28 @@ async fn a_stalled_request_body_fails_and_closes_the_connection() {
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_keeps_its_connection_counted() {
+    let relay = TestRelay::start_with(|c| c.limits.max_connections_per_ip = 2).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(relay.addr).await.unwrap();
+        // Upgrade asked for without `Connection: upgrade`: refused, kept alive.
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 4"));
+        held.push(stream);
+    }
+    let (status, _, _) = http_get(relay.addr, "/", &[]).await;
+    assert_eq!(status, 429, "both refused upgrades still hold their slots");
+    drop(held);
+    relay.stop().await;
+}

@@ -78,6 +78,12 @@ pub fn authenticate(
             .public_host()
             .or(request.host)
             .ok_or_else(|| AuthError::BadNip98("the request names no host".into()))?;
+        // The key is checked before the signature: a stranger's header
+        // costs no Schnorr verification.
+        let claimed = nip98::decode(encoded.trim()).map_err(AuthError::BadNip98)?;
+        if !configured.nip98_allowed(&claimed.pubkey) {
+            return Err(AuthError::BadNip98("this key may not use the API".into()));
+        }
         let event = nip98::check(
             encoded.trim(),
             request.method.as_str(),
@@ -85,9 +91,6 @@ pub fn authenticate(
             host,
         )
         .map_err(AuthError::BadNip98)?;
-        if !configured.nip98_allowed(&event.pubkey) {
-            return Err(AuthError::BadNip98("this key may not use the API".into()));
-        }
         configured
             .replays
             .first_use(&event)

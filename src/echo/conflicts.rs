@@ -32,8 +32,22 @@ fn supersedes(newer: &NodeState, older: &NodeState) -> bool {
 }
 
 /// Picks the winner among one node id's states (any order); `None` when
-/// there are none.
+/// there are none. The node belongs to the owner of its earliest accepted
+/// state: states another user pushed elsewhere before that state reached
+/// them are not part of it (they can neither win nor be shown).
 pub fn resolve(states: Vec<NodeState>) -> Option<Resolved> {
+    let owner = states
+        .iter()
+        .filter(|s| !s.owner.is_empty())
+        .min_by(|a, b| (a.received_ms, &a.id).cmp(&(b.received_ms, &b.id)))
+        .map(|s| s.owner.clone());
+    let states: Vec<NodeState> = match &owner {
+        Some(owner) => states
+            .into_iter()
+            .filter(|s| s.owner.is_empty() || &s.owner == owner)
+            .collect(),
+        None => states,
+    };
     let superseded: Vec<bool> = states
         .iter()
         .map(|s| states.iter().any(|t| supersedes(t, s)))
@@ -52,7 +66,10 @@ pub fn resolve(states: Vec<NodeState>) -> Option<Resolved> {
             .then(b.id.cmp(&a.id))
     });
     let mut heads = heads.into_iter();
-    let winner = heads.next()?;
+    let mut winner = heads.next()?;
+    if let Some(owner) = owner {
+        winner.owner = owner;
+    }
     Some(Resolved {
         winner,
         losers: heads.collect(),
@@ -121,6 +138,23 @@ mod tests {
             ("3", 0)
         );
         assert!(resolve(vec![]).is_none());
+    }
+
+    #[test]
+    fn the_first_owner_keeps_the_node_whatever_version_others_push() {
+        let mut alice = state("1", "", "a", 10);
+        alice.owner = "alice".into();
+        let mut mallory = state("999999", "", "b", 20);
+        mallory.owner = "mallory".into();
+        let resolved = resolve(vec![mallory, alice]).unwrap();
+        assert_eq!(
+            (
+                resolved.winner.owner.as_str(),
+                resolved.winner.version.as_str()
+            ),
+            ("alice", "1")
+        );
+        assert!(resolved.losers.is_empty(), "mallory's state is not shown");
     }
 
     #[test]

@@ -221,12 +221,16 @@ pub async fn push(
             .into_response();
     }
     let _one_push_at_a_time = echo.push_lock.lock().await;
-    let stored = echo
-        .current(Some(&node_id))
-        .await
-        .into_iter()
-        .next()
-        .map(|resolved| resolved.winner);
+    let Ok(found) = echo.current(Some(&node_id)).await else {
+        let duration = echo.stats.finish(op, false);
+        let message = "the stored state cannot be read".to_string();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(reply("error", message, vec![], duration, 0.0)),
+        )
+            .into_response();
+    };
+    let stored = found.into_iter().next().map(|resolved| resolved.winner);
     let owner = stored.as_ref().map_or("", |s| s.owner.as_str());
     if echo.grants.access(&user, &node_id, owner) != Some(EchoAccess::Write) {
         let duration = echo.stats.finish(op, false);
@@ -387,9 +391,14 @@ pub async fn pull(
             .iter()
             .fold(r.winner.received_ms, |m, s| m.max(s.received_ms))
     };
-    let mut changes: Vec<Resolved> = echo
-        .current(node_id.as_deref())
-        .await
+    let Ok(found) = echo.current(node_id.as_deref()).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored states cannot be read",
+        )
+        .into_response();
+    };
+    let mut changes: Vec<Resolved> = found
         .into_iter()
         .filter(|r| {
             let s = &r.winner;
@@ -458,7 +467,14 @@ pub async fn status(
             return error(StatusCode::BAD_REQUEST, "sync_id must be a string").into_response()
         }
     };
-    let current = echo.current(Some(&node_id)).await.into_iter().next();
+    let Ok(found) = echo.current(Some(&node_id)).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored state cannot be read",
+        )
+        .into_response();
+    };
+    let current = found.into_iter().next();
     if let Some(resolved) = &current {
         if echo
             .grants

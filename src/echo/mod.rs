@@ -95,7 +95,9 @@ impl Echo {
 
     /// The current state of one node, or of every node, with the states it
     /// is in conflict with (`conflicts.rs`), whichever mesh nodes signed them.
-    async fn current(&self, node_id: Option<&str>) -> Vec<conflicts::Resolved> {
+    /// `Err` when the store cannot be read: callers fail closed (no state
+    /// read means no owner known, not "a new node").
+    async fn current(&self, node_id: Option<&str>) -> Result<Vec<conflicts::Resolved>, ()> {
         let store = self.store.clone();
         let node_id = node_id.map(str::to_string);
         tokio::task::spawn_blocking(move || {
@@ -117,7 +119,7 @@ impl Echo {
         .await
         .ok()
         .flatten()
-        .unwrap_or_default()
+        .ok_or(())
     }
 
     /// Stores an event this node signed; true once committed.

@@ -56,7 +56,8 @@ pub fn checksum(data: &Map<String, Value>) -> String {
     hex::encode(Sha256::digest(canonical(data).as_bytes()))
 }
 
-/// Orders versions: dotted numbers numerically, anything else as text.
+/// Orders versions: dotted numbers numerically, anything else as text, and
+/// dotted numbers before text (so the order is total: `1a` vs `10` and `2`).
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
     let numeric = |v: &str| -> Option<Vec<u64>> { v.split('.').map(|p| p.parse().ok()).collect() };
     match (numeric(a), numeric(b)) {
@@ -68,7 +69,10 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
                 .find(|o| o.is_ne())
                 .unwrap_or(Ordering::Equal)
         }
-        _ => a.cmp(b),
+        // A total order: every numeric version before every text one.
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.cmp(b),
     }
 }
 
@@ -172,6 +176,9 @@ mod tests {
         assert_eq!(compare_versions("2", "2.0"), Ordering::Equal);
         assert_eq!(compare_versions("3", "10"), Ordering::Less);
         assert_eq!(compare_versions("b", "a"), Ordering::Greater);
+        // Total: no cycle between numbers and text.
+        assert_eq!(compare_versions("10", "1a"), Ordering::Less);
+        assert_eq!(compare_versions("2", "1a"), Ordering::Less);
     }
 
     #[test]

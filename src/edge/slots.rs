@@ -1,4 +1,5 @@
-//! Open connections per client IP (`limits.max_connections_per_ip`).
+//! Open connections per client IP (`limits.max_connections_per_ip`; an
+//! IPv6 client counts as its /64).
 //!
 //! A slot is taken when a connection is accepted (or, behind a trusted
 //! proxy, when a WebSocket upgrade names its client) and given back when the
@@ -60,6 +61,7 @@ impl IpSlots {
     /// of `ip` that has not sent a request yet when at the cap; `None` when
     /// all of them are serving.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let ip = bucket(ip);
         let mut by_ip = self.by_ip.lock();
         let held = by_ip.entry(ip).or_default();
         if held.len() >= self.max {
@@ -83,7 +85,21 @@ impl IpSlots {
 
     /// Open connections of `ip` (for tests and metrics).
     pub fn count(&self, ip: IpAddr) -> usize {
-        self.by_ip.lock().get(&ip).map_or(0, Vec::len)
+        self.by_ip.lock().get(&bucket(ip)).map_or(0, Vec::len)
+    }
+}
+
+/// The address a slot is counted under: an IPv6 client is its /64 (one
+/// host usually holds a whole /64 and could take a new address per
+/// connection).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -157,6 +173,15 @@ mod tests {
         assert_eq!(slots.count(ip), 1);
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(slots.acquire(other).is_some(), "counted per address");
+        let one_host = Arc::new(IpSlots::new(1));
+        let _first = one_host.acquire("2001:db8::1".parse().unwrap()).unwrap();
+        _first.mark_serving();
+        assert!(
+            one_host
+                .acquire("2001:db8::ffff".parse().unwrap())
+                .is_none(),
+            "an IPv6 /64 is one address"
+        );
         drop(newcomer);
         assert_eq!(slots.count(ip), 0);
     }

@@ -18,6 +18,9 @@ use crate::event::Keys;
 use crate::store::{HomeTerm, Store, StoreError, WriteOutcome};
 use crate::writer::WriterHandle;
 
+/// How often a move is tried while batches keep moving the head.
+const MOVE_ATTEMPTS: usize = 20;
+
 /// Why a move was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
@@ -91,36 +94,47 @@ pub async fn move_home(
     let to_key = crate::event::decode_hex::<32>(to)
         .filter(|key| store.mesh().is_member(key))
         .ok_or_else(|| MoveError::NotMesh(to.to_string()))?;
-    let (reader, id) = (store.clone(), graph.to_string());
-    let (meta, head) = tokio::task::spawn_blocking(move || {
-        let meta = index::read(&reader, Some(&id))?
-            .into_iter()
-            .find(|m| m.graph_id == id && !m.deleted);
-        let txn = reader.read_txn()?;
-        Ok::<_, StoreError>((meta, reader.graph_t(&txn, &id)?))
-    })
-    .await
-    .map_err(|e| MoveError::NotStored(e.to_string()))??;
-    let mut meta = meta.ok_or(MoveError::NotFound)?;
-    let current = meta.home().unwrap_or_default().to_string();
-    if current == hex::encode(to_key) {
-        return Err(MoveError::AlreadyHome(current));
+    // The head handed over is the head when the move is stored: a batch
+    // committed in between makes the writer refuse it, and it is tried again.
+    for _ in 0..MOVE_ATTEMPTS {
+        let (reader, id) = (store.clone(), graph.to_string());
+        let (meta, head) = tokio::task::spawn_blocking(move || {
+            let meta = index::read(&reader, Some(&id))?
+                .into_iter()
+                .find(|m| m.graph_id == id && !m.deleted);
+            let txn = reader.read_txn()?;
+            Ok::<_, StoreError>((meta, reader.graph_t(&txn, &id)?))
+        })
+        .await
+        .map_err(|e| MoveError::NotStored(e.to_string()))??;
+        let mut meta = meta.ok_or(MoveError::NotFound)?;
+        let current = meta.home().unwrap_or_default().to_string();
+        if current == hex::encode(to_key) {
+            return Err(MoveError::AlreadyHome(current));
+        }
+        if !force && current != hex::encode(node_key.public_key()) {
+            return Err(MoveError::NotHome(current));
+        }
+        meta.homes.push(HomeTerm {
+            node: hex::encode(to_key),
+            from_t: head + 1,
+        });
+        meta.touch();
+        let event = meta.to_event(node_key);
+        match writer.write_if_head(event, graph.to_string(), head).await {
+            WriteOutcome::Stored { .. } => {
+                return Ok(json!({
+                    "graph-id": meta.graph_id,
+                    "home": meta.home(),
+                    "term": meta.homes.len() - 1,
+                    "from-t": head + 1,
+                }))
+            }
+            WriteOutcome::Refused(reason) if reason == crate::store::HEAD_MOVED => continue,
+            other => return Err(MoveError::NotStored(format!("{other:?}"))),
+        }
     }
-    if !force && current != hex::encode(node_key.public_key()) {
-        return Err(MoveError::NotHome(current));
-    }
-    meta.homes.push(HomeTerm {
-        node: hex::encode(to_key),
-        from_t: head + 1,
-    });
-    meta.touch();
-    match writer.write(meta.to_event(node_key)).await {
-        WriteOutcome::Stored { .. } => Ok(json!({
-            "graph-id": meta.graph_id,
-            "home": meta.home(),
-            "term": meta.homes.len() - 1,
-            "from-t": head + 1,
-        })),
-        other => Err(MoveError::NotStored(format!("{other:?}"))),
-    }
+    Err(MoveError::NotStored(
+        "the log kept moving; try again".into(),
+    ))
 }

@@ -201,7 +201,7 @@ pub async fn reset(
     // A mesh node forwarding a reset keeps this node's rows (its own were
     // the ones to clear) and needs the reset's time for its snapshot.
     let forwarded = caller.user.mesh_node && query.get("rows").map(String::as_str) == Some("keep");
-    let reset_at = reset_log(&graphs, &caller.graph, !forwarded).await?;
+    let reset_at = reset_log(&graphs, &caller.graph, !forwarded, forwarded).await?;
     if forwarded {
         return Ok(Json(json!({"ok": true, "reset-at": reset_at})));
     }
@@ -213,10 +213,13 @@ pub async fn reset(
 /// With `clear_rows` the graph's snapshot rows go too (an admin reset; a
 /// reset snapshot upload has just replaced them). Snapshots uploaded before
 /// the reset are no longer offered for download.
+/// `forwarded`: asked by a mesh node that thinks this node is the home; if
+/// it is not, the reset is refused rather than sent on again.
 pub(super) async fn reset_log(
     graphs: &Arc<Graphs>,
     graph: &str,
     clear_rows: bool,
+    forwarded: bool,
 ) -> Result<u64, GraphError> {
     let place = log::position(graphs, graph)
         .await
@@ -227,6 +230,9 @@ pub(super) async fn reset_log(
         .last()
         .map(|h| h.node.clone())
         .unwrap_or_default();
+    if home != me && forwarded {
+        return Err(super::HOME_UNREACHABLE);
+    }
     if home != me {
         // Only the home knows the head a reset is made at (`reset-t`).
         if clear_rows {

@@ -170,6 +170,9 @@ pub async fn tx_batch(
     let me = hex::encode(graphs.node_key.public_key());
     match place.homes.last() {
         Some(home) if home.node == me => {}
+        // Sent on by a node that thinks we are the home: never on again
+        // (two nodes that disagree about a move would pass it back and forth).
+        Some(_) if origin.forwarded => return reject(super::forward::HOME_UNREACHABLE),
         Some(home) => {
             return super::forward::tx_batch(graphs, graph, &home.node, body, &origin).await
         }

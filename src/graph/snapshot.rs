@@ -206,7 +206,7 @@ pub(super) async fn upload(
     // A reset comes first, so this snapshot is the one offered after it.
     let mut reset_at = 0;
     if reset {
-        match super::http::reset_log(&graphs, &graph, false).await {
+        match super::http::reset_log(&graphs, &graph, false, false).await {
             Ok(at) => reset_at = at,
             Err(e) => return e.into_response(),
         }

@@ -22,11 +22,17 @@ const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn upgrade(
     State(graphs): State<Arc<Graphs>>,
     caller: GraphCaller,
+    slot: Option<axum::Extension<crate::edge::SlotCell>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let (graph, user) = (caller.graph, caller.user);
+    // The socket keeps its connection's per-IP slot for its lifetime.
+    let slot = slot.and_then(|cell| cell.take());
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(graphs, graph, user, socket))
+        .on_upgrade(move |socket| async move {
+            run(graphs, graph, user, socket).await;
+            drop(slot);
+        })
 }
 
 /// Resolves once the node stops (or its stop signal is gone).

@@ -48,6 +48,11 @@ async fn root(
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if wants_ws {
+        // A refused upgrade leaves the connection (and its slot) as it was.
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
         let ip = relay.origins.client_ip(&parts.headers, peer);
         // The connection's own slot, unless it came through a trusted proxy:
         // then the slot is taken here, for the client the proxy names.
@@ -68,10 +73,6 @@ async fn root(
             .relay_url(&parts.headers, peer, parts.uri.path());
         let configured = !relay.origins.relay_url.is_empty();
         let auth = super::auth::AuthState::new(url, configured, &relay.node_key.public_key());
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
-            Err(rejection) => return rejection.into_response(),
-        };
         let hard_limit = relay
             .config
             .limits

@@ -54,10 +54,17 @@ pub fn term_of(event: &Event) -> u64 {
     tag_u64(event, "term").unwrap_or(0)
 }
 
-/// Which of two home lists describes the later state of the graph.
+/// Which of two home lists describes the later state of the graph: more
+/// terms, then (a total order, so every node keeps the same one) the larger
+/// list, entry by entry from the last.
 pub fn later_homes(a: &[HomeTerm], b: &[HomeTerm]) -> bool {
-    let last = |h: &[HomeTerm]| h.last().map(|x| (x.from_t, x.node.clone()));
-    (a.len(), last(a)) > (b.len(), last(b))
+    let key = |h: &[HomeTerm]| -> (usize, Vec<(u64, String)>) {
+        (
+            h.len(),
+            h.iter().rev().map(|x| (x.from_t, x.node.clone())).collect(),
+        )
+    };
+    key(a) > key(b)
 }
 
 impl Store {
@@ -205,13 +212,17 @@ impl Store {
         let key = super::graphs::graph_key(graph);
         let encoded = serde_json::to_vec(&homes).map_err(|_| StoreError::Corrupt("graph homes"))?;
         self.dbs.graph_homes.put(txn, &key, &encoded)?;
-        // Only positions from the first changed term on can be affected.
+        // Only positions from the first changed term on can be affected:
+        // from where either list's version of that term begins.
         let first_changed = homes
             .iter()
             .zip(held.iter())
             .position(|(a, b)| a != b)
             .unwrap_or(held.len().min(homes.len()));
-        let from_t = homes.get(first_changed).map_or(u64::MAX, |h| h.from_t);
+        let start_of = |list: &[HomeTerm]| list.get(first_changed).map_or(u64::MAX, |h| h.from_t);
+        let from_t = start_of(&homes).min(start_of(&held));
+        // Txs refused under the old homes may fit the new ones.
+        self.dbs.sync_refused.clear(txn)?;
         let mut misplaced = Vec::new();
         let end = log_key(graph, u64::MAX);
         let start = log_key(graph, from_t);
@@ -228,7 +239,11 @@ impl Store {
             let Some(event) = self.event_at(txn, seq)? else {
                 continue;
             };
-            let (t, term) = (t_of(&event).unwrap_or(0), term_of(&event) as usize);
+            // A tx from before homes is the upgrade's (`graph_upgrade.rs`).
+            let Some(t) = t_of(&event) else {
+                continue;
+            };
+            let term = term_of(&event) as usize;
             let fits = homes.get(term).is_some_and(|h| {
                 h.node == hex::encode(event.pubkey)
                     && t >= h.from_t
@@ -242,7 +257,7 @@ impl Store {
             }
         }
         if let Some(t) = lowest {
-            let head = self.graph_t(txn, graph)?.min(t - 1);
+            let head = self.graph_t(txn, graph)?.min(t.saturating_sub(1));
             self.dbs.graph_t.put(txn, &key, &head.to_be_bytes())?;
         }
         Ok(())

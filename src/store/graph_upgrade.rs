@@ -1,8 +1,8 @@
 //! The one-time upgrade of graph logs written before homes existed, when
 //! each node numbered txs in its own arrival order. On the home (the node
 //! that signed the graph's index event) every such tx is signed again with
-//! its position as `t` — the home's order becomes the graph's order — and
-//! the old event goes. On every other node the old txs go: the home's
+//! `t` = 1, 2, … in its local order — the home's order becomes the graph's
+//! order — and the old event goes. On every other node the old txs go: the home's
 //! re-signed ones arrive by sync and are placed at their `t`. Runs once,
 //! through the writer, before the node serves; marked done in `meta`.
 
@@ -42,7 +42,10 @@ impl Store {
         }
         let me = hex::encode(key.public_key());
         let mut count = 0;
-        let mut emptied = std::collections::BTreeSet::new();
+        // Per graph, in its old order: the home numbers them again from 1
+        // (a reset before the upgrade left its old numbering with a hole at
+        // the start, which other nodes would wait on for ever).
+        let mut next_t: std::collections::BTreeMap<String, u64> = Default::default();
         for (seq, position) in legacy {
             let Some(old) = self.event_at(txn, seq)? else {
                 continue;
@@ -53,22 +56,22 @@ impl Store {
             if t_of(&old).is_some() {
                 continue;
             }
+            if !next_t.contains_key(&graph) {
+                next_t.insert(graph.clone(), 1);
+                let head = super::graphs::graph_key(&graph);
+                self.dbs.graph_t.put(txn, &head, &0u64.to_be_bytes())?;
+            }
             self.remove(txn, trees, seq)?;
             self.dbs.graph_log.delete(txn, &log_key(&graph, position))?;
             count += 1;
             let homes = self.graph_homes(txn, &graph)?;
             if homes.len() == 1 && homes[0].node == me {
-                let new = resigned(key, &old, position);
+                let t = next_t.get_mut(&graph).ok_or(StoreError::Corrupt("graph"))?;
+                let new = resigned(key, &old, *t);
+                *t += 1;
                 let json = new.to_json();
                 self.insert(txn, trees, &new, &json, next_seq)?;
-            } else {
-                emptied.insert(graph);
             }
-        }
-        for graph in emptied {
-            let head = super::graphs::graph_key(&graph);
-            self.dbs.graph_t.put(txn, &head, &0u64.to_be_bytes())?;
-            self.advance_head(txn, &graph, 0)?;
         }
         self.dbs.meta.put(txn, UPGRADED, &[1])?;
         if count > 0 {
@@ -157,7 +160,16 @@ mod tests {
     fn the_home_resigns_its_order_and_others_wait_for_it() {
         let (home, other) = (Keys::generate(), Keys::generate());
         let (_h, on_home) = node_store(&home, &other);
-        legacy_graph(&on_home, &home, &["a", "b", "c"]);
+        legacy_graph(&on_home, &home, &["gone", "a", "b", "c"]);
+        // A reset before the upgrade removed the first one (its position 1
+        // stays empty in the old numbering).
+        let mut txn = on_home.env().write_txn().unwrap();
+        on_home
+            .dbs
+            .graph_log
+            .delete(&mut txn, &log_key("g1", 1))
+            .unwrap();
+        txn.commit().unwrap();
         assert_eq!(upgrade(&on_home, &home), WriteOutcome::Purged { count: 3 });
         let (head, txs) = served(&on_home);
         assert_eq!(head, 3);

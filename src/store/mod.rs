@@ -23,7 +23,7 @@ pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx, KvR
 pub use query::{Found, IndexName, QueryPlan, Stop};
 pub use schema::Header;
 pub use scopes::{graph_scope, scope_filter, Scope, ScopeStatus, TreeWindow, GRAPH_TX_KIND};
-pub use write::{BatchItem, WriteOutcome};
+pub use write::{BatchItem, WriteOutcome, HEAD_MOVED};
 
 type Db = Database<Bytes, Bytes>;
 

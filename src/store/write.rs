@@ -13,6 +13,9 @@ use crate::event::{Coordinate, Event, KindClass};
 
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
 
+/// An [`BatchItem::InsertIfHead`] whose graph moved on meanwhile.
+pub const HEAD_MOVED: &str = "error: the graph's log moved on";
+
 /// Most expired events removed by one purge request.
 const PURGE_CHUNK: usize = 10_000;
 
@@ -32,6 +35,14 @@ pub enum BatchItem<'a> {
     /// Once, before serving: graph logs from before homes take the home's
     /// order (`graph_upgrade.rs`); `key` is this node's.
     UpgradeGraphLogs { key: &'a crate::event::Keys },
+    /// An event stored only while `graph`'s head is still `head` (a home
+    /// move names the head it hands over from).
+    InsertIfHead {
+        event: &'a Event,
+        json: &'a str,
+        graph: &'a str,
+        head: u64,
+    },
 }
 
 /// What happened to one batch item.
@@ -88,6 +99,18 @@ impl Store {
                 )?,
                 BatchItem::UpgradeGraphLogs { key } => {
                     self.upgrade_graph_logs(&mut txn, &mut trees, key, &mut next_seq)?
+                }
+                BatchItem::InsertIfHead {
+                    event,
+                    json,
+                    graph,
+                    head,
+                } => {
+                    if self.graph_t(&txn, graph)? == *head {
+                        self.insert(&mut txn, &mut trees, event, json, &mut next_seq)?
+                    } else {
+                        WriteOutcome::Refused(HEAD_MOVED.into())
+                    }
                 }
             };
             outcomes.push(outcome);
