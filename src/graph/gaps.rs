@@ -19,8 +19,16 @@ const PAUSE: Duration = Duration::from_secs(2);
 pub fn spawn_watcher(graphs: Arc<Graphs>, mut feed: broadcast::Receiver<Arc<Committed>>) {
     tokio::spawn(async move {
         let mut last_ask: Option<tokio::time::Instant> = None;
+        // It holds the graphs (and through them the store): it must end with
+        // the node, not only with the feed.
+        let stopped = super::stopped(graphs.shutdown.clone());
+        tokio::pin!(stopped);
         loop {
-            let committed = match feed.recv().await {
+            let next = tokio::select! {
+                () = &mut stopped => return,
+                next = feed.recv() => next,
+            };
+            let committed = match next {
                 Ok(committed) => committed,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,

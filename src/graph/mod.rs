@@ -60,6 +60,15 @@ pub struct Graphs {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Resolves once the node stops (or its stop signal is gone).
+pub(crate) async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The graph routes, to be merged into the relay's router.
 pub fn routes(graphs: Arc<Graphs>) -> Router {
     Router::new()

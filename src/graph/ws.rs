@@ -35,15 +35,6 @@ pub async fn upgrade(
         })
 }
 
-/// Resolves once the node stops (or its stop signal is gone).
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 fn error(message: &str) -> String {
     json!({"type": "error", "message": message}).to_string()
 }
@@ -55,7 +46,7 @@ async fn run(graphs: Arc<Graphs>, graph: String, user: crate::auth::User, socket
     let mut client_id = String::new();
     let mut recheck = tokio::time::interval(ACCESS_RECHECK);
     recheck.tick().await;
-    let stopped = stopped(graphs.shutdown.clone());
+    let stopped = super::stopped(graphs.shutdown.clone());
     tokio::pin!(stopped);
     loop {
         let reply = tokio::select! {
