@@ -198,13 +198,26 @@ pub async fn run_with_admin(
     }
     drop(sync);
     drop(relay);
+    // Tasks that hold the store (feed listeners, sockets told to stop) end
+    // on their own wake-up; the LMDB environment closes only when the last
+    // holder is gone, so a node restarted in the same process (tests, an
+    // embedding) must not find it still open.
     tokio::task::spawn_blocking(move || {
         verify.shutdown();
         writer.shutdown();
-        store.sync();
     })
     .await
     .map_err(std::io::Error::other)?;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if Arc::strong_count(&store) > 1 {
+        tracing::warn!("tasks still hold the store after shutdown");
+    }
+    tokio::task::spawn_blocking(move || store.sync())
+        .await
+        .map_err(std::io::Error::other)?;
     tracing::info!("relay stopped; every acknowledged event is committed");
     served.map_err(NodeError::from)
 }

@@ -89,7 +89,12 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
     let value = make();
     // Written under a temporary name and linked into place, so a reader in
     // another process never sees a half-written file and a crash leaves none.
-    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // (Unique per call: two threads of one process may race here too.)
+    let temp = path.with_extension(format!(
+        "tmp-{}-{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -73,6 +73,9 @@ impl TestRelay {
             .await
             .expect("bind");
         let admin_addr = admin.local_addr().expect("addr");
+        // The key exists before the node starts, so a test reading it
+        // (`node_key`) never races the node creating it.
+        echorelay::secrets::node_key(&config.store.data_dir).expect("node key");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             echorelay::node::run_with_admin(config, listener, Some(admin), async move {
