@@ -20,7 +20,12 @@ pub struct Pool {
     idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
     max_body: usize,
     timeout: Duration,
+    /// Calls in flight at once: each may buffer up to `max_body`.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Most calls a pool has in flight at once.
+const MAX_IN_FLIGHT: usize = 16;
 
 /// A whole reply: status and body.
 pub struct FullReply {
@@ -29,13 +34,14 @@ pub struct FullReply {
 }
 
 impl Pool {
-    /// Replies are read whole, at most `max_body` bytes, each call within
-    /// `timeout`.
+    /// Replies are read whole, at most `max_body` bytes, each call (its wait
+    /// for one of the [`MAX_IN_FLIGHT`] turns included) within `timeout`.
     pub fn new(max_body: usize, timeout: Duration) -> Pool {
         Pool {
             idle: Mutex::default(),
             max_body,
             timeout,
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
     }
 
@@ -50,6 +56,11 @@ impl Pool {
     ) -> Result<FullReply, HttpError> {
         let (max_body, timeout) = (self.max_body, self.timeout);
         let work = async {
+            let _turn = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|e| HttpError::Io(std::io::Error::other(e)))?;
             // An idle connection the server has closed since (its keep-alive
             // ran out) is found here, before anything is sent on it.
             let mut sender = match self.take(endpoint) {
