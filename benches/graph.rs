@@ -115,6 +115,20 @@ async fn ask_batch(ws: &mut Socket, message: &Value) -> Value {
     verdict
 }
 
+/// A node in `dir` without rate limits, with the bench user's token.
+fn bench_config(dir: &tempfile::TempDir) -> Config {
+    let mut config = Config::default();
+    config.store.data_dir = dir.path().to_path_buf();
+    config.limits.events_per_second = 0;
+    config.limits.reqs_per_second = 0;
+    config.auth.tokens = vec![TokenConfig {
+        user: "bench".into(),
+        sha256: hex::encode(Sha256::digest(TOKEN.as_bytes())),
+        expires_at: 0,
+    }];
+    config
+}
+
 fn sign_rate(n: usize) -> f64 {
     let threads = common::cores();
     let started = Instant::now();
@@ -157,16 +171,7 @@ fn main() {
     println!("signing tx events on all cores (baseline): {baseline:>9.0} txs/s");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.store.data_dir = dir.path().to_path_buf();
-        config.limits.events_per_second = 0;
-        config.limits.reqs_per_second = 0;
-        config.auth.tokens = vec![TokenConfig {
-            user: "bench".into(),
-            sha256: hex::encode(Sha256::digest(TOKEN.as_bytes())),
-            expires_at: 0,
-        }];
-        let relay = common::start_relay(config).await;
+        let relay = common::start_relay(bench_config(&dir)).await;
         let addr: SocketAddr = relay.url.trim_start_matches("ws://").parse().expect("addr");
 
         for clients in [1usize, 8] {
@@ -266,15 +271,7 @@ async fn forwarding(txs: usize, batch: usize) {
     let url_of = |l: &tokio::net::TcpListener| format!("ws://{}", l.local_addr().expect("addr"));
     let (home_url, other_url) = (url_of(&home_listener), url_of(&other_listener));
     let config = |dir: &tempfile::TempDir, peer_url: &str, peer_key: &str| {
-        let mut config = Config::default();
-        config.store.data_dir = dir.path().to_path_buf();
-        config.limits.events_per_second = 0;
-        config.limits.reqs_per_second = 0;
-        config.auth.tokens = vec![TokenConfig {
-            user: "bench".into(),
-            sha256: hex::encode(Sha256::digest(TOKEN.as_bytes())),
-            expires_at: 0,
-        }];
+        let mut config = bench_config(dir);
         config.peers = vec![
             serde_json::from_value(json!({"url": peer_url, "pubkey": peer_key,
             "live": true, "interval_secs": 3600}))
