@@ -220,8 +220,11 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     pub max_subscriptions: usize,
     pub max_filters: usize,
-    /// Largest `limit` honoured; also used when a filter has none.
+    /// Largest `limit` honoured; also used when a filter has none. Filters
+    /// with `ids` are not cut by it: every requested stored id is returned.
     pub max_limit: u64,
+    /// Most ids one filter may list (CLOSED `invalid:` past it).
+    pub max_ids_per_filter: usize,
     pub max_subid_length: usize,
     /// Bytes queued to one connection before it is dropped as a slow reader.
     pub max_pending_outbound_bytes: usize,
@@ -244,6 +247,7 @@ impl Default for LimitsConfig {
             max_subscriptions: 200,
             max_filters: 32,
             max_limit: 500,
+            max_ids_per_filter: 5000,
             max_subid_length: 64,
             max_pending_outbound_bytes: 32 * 1024 * 1024,
             max_ingest_bytes: 64 * 1024 * 1024,

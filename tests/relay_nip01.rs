@@ -321,3 +321,32 @@ async fn refused_req_closes_the_subscription_it_replaces() {
     );
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_filters_return_every_id_asked_and_bound_the_list() {
+    let relay = TestRelay::start_with(|c| c.limits.max_ids_per_filter = 1500).await;
+    let mut c = relay.client().await;
+    let keys = Keys::generate();
+    let events: Vec<_> = (0..1200).map(|i| note(&keys, &format!("n{i}"))).collect();
+    for event in &events {
+        c.send_text(format!("[\"EVENT\",{}]", event.to_json())).await;
+    }
+    for _ in &events {
+        assert_eq!(c.recv().await[2], true);
+    }
+    // More than max_limit (500), asked by id as NDK does after a
+    // reconciliation: all of them.
+    let ids: Vec<String> = events.iter().map(|e| e.id_hex()).collect();
+    let got = c.req_ids(&[json!({ "ids": ids })]).await;
+    assert_eq!(got.len(), 1200);
+    let got = c.req_ids(&[json!({"ids": ids, "limit": 10})]).await;
+    assert_eq!(got.len(), 10, "a smaller limit still counts");
+    let too_many: Vec<String> = (0..1501u32).map(|n| format!("{n:064x}")).collect();
+    let reply = c.ask(json!(["REQ", "big", {"ids": too_many}])).await;
+    assert_eq!(reply[0], "CLOSED", "{reply}");
+    assert!(reply[2].as_str().unwrap().contains("at most 1500 ids"), "{reply}");
+    let (_, _, info) = http_get(relay.addr, "/", &[("accept", "application/nostr+json")]).await;
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["limitation"]["max_ids_per_filter"], 1500);
+    relay.stop().await;
+}

@@ -333,8 +333,16 @@ fn admit_query(
     let refusal = if !relay.req_rate.check(client.ip) {
         Some("rate-limited: slow down, too many requests".to_string())
     } else {
+        let max_ids = relay.config.limits.max_ids_per_filter;
         match &filters {
             Err(e) => Some(e.to_string()),
+            Ok(list)
+                if list
+                    .iter()
+                    .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids)) =>
+            {
+                Some(format!("invalid: a filter may list at most {max_ids} ids"))
+            }
             Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
                 Some("auth-required: this relay only serves authenticated users".into())
             }
@@ -435,7 +443,12 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
     let max_limit = relay.config.limits.max_limit;
     let mut seen = (sub.filters.len() > 1).then(HashSet::new);
     for filter in &sub.filters {
-        let limit = filter.limit.unwrap_or(max_limit).min(max_limit);
+        // Asked by id: every one of them (NDK fetches what reconciliation
+        // said it needs in one REQ); a smaller `limit` still counts.
+        let limit = match &filter.ids {
+            Some(ids) => filter.limit.unwrap_or(u64::MAX).min(ids.len() as u64),
+            None => filter.limit.unwrap_or(max_limit).min(max_limit),
+        };
         relay.store.query(&txn, filter, limit, now, &mut |found| {
             if sub.is_cancelled() {
                 return Err(Stop);

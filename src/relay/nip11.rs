@@ -27,6 +27,7 @@ pub fn document(config: &Config) -> Value {
             "max_subscriptions": limits.max_subscriptions,
             "max_filters": limits.max_filters,
             "max_limit": limits.max_limit,
+            "max_ids_per_filter": limits.max_ids_per_filter,
             "default_limit": limits.max_limit,
             "max_subid_length": limits.max_subid_length,
             "max_event_tags": policy.max_tags,
