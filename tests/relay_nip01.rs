@@ -329,7 +329,8 @@ async fn ids_filters_return_every_id_asked_and_bound_the_list() {
     let keys = Keys::generate();
     let events: Vec<_> = (0..1200).map(|i| note(&keys, &format!("n{i}"))).collect();
     for event in &events {
-        c.send_text(format!("[\"EVENT\",{}]", event.to_json())).await;
+        c.send_text(format!("[\"EVENT\",{}]", event.to_json()))
+            .await;
     }
     for _ in &events {
         assert_eq!(c.recv().await[2], true);
@@ -344,7 +345,10 @@ async fn ids_filters_return_every_id_asked_and_bound_the_list() {
     let too_many: Vec<String> = (0..1501u32).map(|n| format!("{n:064x}")).collect();
     let reply = c.ask(json!(["REQ", "big", {"ids": too_many}])).await;
     assert_eq!(reply[0], "CLOSED", "{reply}");
-    assert!(reply[2].as_str().unwrap().contains("at most 1500 ids"), "{reply}");
+    assert!(
+        reply[2].as_str().unwrap().contains("at most 1500 ids"),
+        "{reply}"
+    );
     let (_, _, info) = http_get(relay.addr, "/", &[("accept", "application/nostr+json")]).await;
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["limitation"]["max_ids_per_filter"], 1500);
