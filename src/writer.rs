@@ -193,15 +193,7 @@ impl WriterHandle {
     /// async callers that answer only after commit).
     pub async fn write(&self, event: Event) -> WriteOutcome {
         let json = event.to_json();
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        self.submit(
-            event,
-            json,
-            Box::new(move |o: &WriteOutcome| {
-                let _ = done.send(o.clone());
-            }),
-        );
-        outcome.await.unwrap_or_else(|_| gone())
+        self.ask(|reply| self.submit(event, json, reply)).await
     }
 
     /// [`WriterHandle::submit_graph_batch`], waiting for the outcome.
@@ -211,44 +203,40 @@ impl WriterHandle {
         t_before: u64,
         events: Vec<(Event, String)>,
     ) -> WriteOutcome {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        self.submit_graph_batch(
-            graph,
-            t_before,
-            events,
-            Box::new(move |o: &WriteOutcome| {
-                let _ = done.send(o.clone());
-            }),
-        );
-        outcome.await.unwrap_or_else(|_| gone())
+        self.ask(|reply| self.submit_graph_batch(graph, t_before, events, reply))
+            .await
     }
 
     /// Stores `event` only if `graph`'s head is still `head` when its write
     /// transaction runs ([`crate::store::HEAD_MOVED`] otherwise).
     pub async fn write_if_head(&self, event: Event, graph: String, head: u64) -> WriteOutcome {
         let json = event.to_json();
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        let reply: Reply = Box::new(move |o: &WriteOutcome| {
-            let _ = done.send(o.clone());
-        });
-        self.send(Request::IfHead {
-            event,
-            json,
-            graph,
-            head,
-            reply,
-        });
-        outcome.await.unwrap_or_else(|_| gone())
+        self.ask(|reply| {
+            self.send(Request::IfHead {
+                event,
+                json,
+                graph,
+                head,
+                reply,
+            })
+        })
+        .await
     }
 
     /// Upgrades graph logs from before homes (once; see
     /// `store/graph_upgrade.rs`) and waits for it.
     pub async fn upgrade_graph_logs(&self, key: Arc<crate::event::Keys>) -> WriteOutcome {
+        self.ask(|reply| self.send(Request::UpgradeGraphLogs { key, reply }))
+            .await
+    }
+
+    /// Submits through `submit` with a reply that resolves the returned
+    /// future (or "shutting down" if the writer drops it unanswered).
+    async fn ask(&self, submit: impl FnOnce(Reply)) -> WriteOutcome {
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let reply: Reply = Box::new(move |o: &WriteOutcome| {
+        submit(Box::new(move |o: &WriteOutcome| {
             let _ = done.send(o.clone());
-        });
-        self.send(Request::UpgradeGraphLogs { key, reply });
+        }));
         outcome.await.unwrap_or_else(|_| gone())
     }
 

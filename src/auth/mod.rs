@@ -84,8 +84,8 @@ pub fn authenticate(
         if !configured.nip98_allowed(&claimed.pubkey) {
             return Err(AuthError::BadNip98("this key may not use the API".into()));
         }
-        let event = nip98::check(
-            encoded.trim(),
+        let event = nip98::check_event(
+            claimed,
             request.method.as_str(),
             request.path_and_query,
             host,
@@ -151,19 +151,17 @@ fn request_host<'a>(
     configured: &TokenUsers,
     parts: &'a axum::http::request::Parts,
 ) -> Option<&'a str> {
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip());
-    let forwarded = peer
-        .filter(|ip| configured.is_trusted_proxy(*ip))
-        .and_then(|_| header("x-forwarded-host"))
-        .and_then(|v| v.split(',').next())
-        .map(str::trim);
-    forwarded
-        .or_else(|| header("host"))
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+    peer.and_then(|ip| {
+        configured
+            .proxies()
+            .forwarded(&parts.headers, ip, "x-forwarded-host")
+    })
+    .or_else(|| parts.headers.get("host").and_then(|v| v.to_str().ok()))
+    .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// `token=...` from a query string.

@@ -57,7 +57,16 @@ pub fn check(
     path_and_query: &str,
     host: &str,
 ) -> Result<Event, String> {
-    let event = decode(encoded)?;
+    check_event(decode(encoded)?, method, path_and_query, host)
+}
+
+/// [`check`] of an already decoded auth event.
+pub fn check_event(
+    event: Event,
+    method: &str,
+    path_and_query: &str,
+    host: &str,
+) -> Result<Event, String> {
     if event.kind != HTTP_AUTH_KIND {
         return Err(format!("kind must be {HTTP_AUTH_KIND}"));
     }

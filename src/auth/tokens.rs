@@ -68,9 +68,9 @@ impl TokenUsers {
         }
     }
 
-    /// Is `ip` one of `server.trusted_proxies`?
-    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
-        self.proxies.contains(ip)
+    /// The proxies whose `X-Forwarded-Host` is believed.
+    pub fn proxies(&self) -> &crate::edge::TrustedProxies {
+        &self.proxies
     }
 
     /// The host NIP-98 events must name, when the public URL is configured.

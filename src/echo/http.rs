@@ -206,40 +206,25 @@ pub async fn push(
             "metrics": {"duration_ms": duration_ms, "data_size": data_size, "resonance_strength": resonance},
         })
     };
-    if states::checksum(&state.data) != state.checksum {
+    // A refused push: the operation ends as failed, the reply says why.
+    let refuse = |op, status: StatusCode, message: String| {
         let duration = echo.stats.finish(op, false);
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(reply(
-                "error",
-                "checksum does not match the sha256 of the canonical data".into(),
-                vec![],
-                duration,
-                0.0,
-            )),
-        )
-            .into_response();
+        (status, Json(reply("error", message, vec![], duration, 0.0))).into_response()
+    };
+    if states::checksum(&state.data) != state.checksum {
+        let message = "checksum does not match the sha256 of the canonical data";
+        return refuse(op, StatusCode::BAD_REQUEST, message.into());
     }
     let _one_push_at_a_time = echo.push_lock.lock().await;
     let Ok(found) = echo.current(Some(&node_id)).await else {
-        let duration = echo.stats.finish(op, false);
         let message = "the stored state cannot be read".to_string();
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(reply("error", message, vec![], duration, 0.0)),
-        )
-            .into_response();
+        return refuse(op, StatusCode::INTERNAL_SERVER_ERROR, message);
     };
     let stored = found.into_iter().next().map(|resolved| resolved.winner);
     let owner = stored.as_ref().map_or("", |s| s.owner.as_str());
     if echo.grants.access(&user, &node_id, owner) != Some(EchoAccess::Write) {
-        let duration = echo.stats.finish(op, false);
         let message = format!("node {node_id} belongs to another user");
-        return (
-            StatusCode::FORBIDDEN,
-            Json(reply("error", message, vec![], duration, 0.0)),
-        )
-            .into_response();
+        return refuse(op, StatusCode::FORBIDDEN, message);
     }
     state.owner = match owner {
         "" => user.id.clone(),
@@ -276,26 +261,16 @@ pub async fn push(
         state.created_at = state.created_at.max(stored.created_at + 1);
     }
     if state.created_at > crate::event::now() + MAX_AHEAD_SECS {
-        let duration = echo.stats.finish(op, false);
         let message = "too many pushes for this node in the last minute; retry shortly".to_string();
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            Json(reply("error", message, vec![], duration, 0.0)),
-        )
-            .into_response();
+        return refuse(op, StatusCode::TOO_MANY_REQUESTS, message);
     }
     let event = state.to_event(&echo.node_key);
     if event.to_json().len() > echo.max_event_size {
-        let duration = echo.stats.finish(op, false);
         let message = format!(
             "the state is larger than {} bytes as an event",
             echo.max_event_size
         );
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Json(reply("error", message, vec![], duration, 0.0)),
-        )
-            .into_response();
+        return refuse(op, StatusCode::PAYLOAD_TOO_LARGE, message);
     }
     let stored_ok = echo.store_event(event).await;
     let duration = echo.stats.finish(op, stored_ok);

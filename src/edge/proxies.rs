@@ -75,6 +75,27 @@ impl TrustedProxies {
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|range| range.contains(ip))
     }
+
+    /// A forwarding header (`X-Forwarded-Host`, `-Proto`): its first value,
+    /// believed only when `peer` is one of these proxies.
+    pub fn forwarded<'a>(
+        &self,
+        headers: &'a axum::http::HeaderMap,
+        peer: IpAddr,
+        name: &str,
+    ) -> Option<&'a str> {
+        if !self.contains(peer) {
+            return None;
+        }
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .split(',')
+            .next()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
 }
 
 #[cfg(test)]

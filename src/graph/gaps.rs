@@ -19,6 +19,7 @@ const PAUSE: Duration = Duration::from_secs(2);
 pub fn spawn_watcher(graphs: Arc<Graphs>, mut feed: broadcast::Receiver<Arc<Committed>>) {
     tokio::spawn(async move {
         let mut last_ask: Option<tokio::time::Instant> = None;
+        let mut highest: std::collections::HashMap<String, u64> = Default::default();
         // It holds the graphs (and through them the store): it must end with
         // the node, not only with the feed.
         let stopped = super::stopped(graphs.shutdown.clone());
@@ -38,7 +39,12 @@ pub fn spawn_watcher(graphs: Arc<Graphs>, mut feed: broadcast::Receiver<Arc<Comm
             else {
                 continue;
             };
-            if last_ask.is_some_and(|at| at.elapsed() < PAUSE) {
+            // Txs mostly arrive in order: the store is asked only about a tx
+            // that is not the next one this watcher saw for its graph.
+            let seen = highest.entry(graph.to_string()).or_insert(0);
+            let in_order = *seen != 0 && t == *seen + 1;
+            *seen = (*seen).max(t);
+            if in_order || last_ask.is_some_and(|at| at.elapsed() < PAUSE) {
                 continue;
             }
             let (store, graph) = (graphs.store.clone(), graph.to_string());

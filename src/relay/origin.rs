@@ -67,14 +67,10 @@ impl Origins {
         if !self.relay_url.is_empty() {
             return self.relay_url.clone();
         }
-        let from_proxy = self.proxies.contains(canonical(peer.ip()));
         let forwarded = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_ascii_lowercase())
-                .filter(|v| from_proxy && !v.is_empty())
+            self.proxies
+                .forwarded(headers, peer.ip(), name)
+                .map(str::to_ascii_lowercase)
         };
         let scheme = match forwarded("x-forwarded-proto").as_deref() {
             Some("https" | "wss") => "wss",

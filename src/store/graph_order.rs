@@ -319,20 +319,7 @@ pub(super) fn log_key(graph: &str, t: u64) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::event::Keys;
-    use crate::store::{BatchItem, GraphBatchOutcome, StoreOptions, WriteOutcome};
-
-    fn store_with(nodes: &[&Keys]) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions::from_config(&crate::config::Config::default());
-        let store = Store::open(dir.path(), &options).unwrap();
-        let mut config = crate::config::Config::default();
-        config.auth.trusted_nodes = nodes[1..]
-            .iter()
-            .map(|k| hex::encode(k.public_key()))
-            .collect();
-        store.mesh().admit(nodes[0].public_key(), &config, &[]);
-        (dir, store)
-    }
+    use crate::store::{BatchItem, GraphBatchOutcome, WriteOutcome};
 
     fn index(signer: &Keys, homes: &[(&Keys, u64)], at: u64) -> Event {
         let homes: Vec<_> = homes
@@ -389,7 +376,7 @@ mod tests {
     #[test]
     fn only_the_home_sequences_and_the_log_is_served_up_to_its_first_gap() {
         let (home, other) = (Keys::generate(), Keys::generate());
-        let (_dir, store) = store_with(&[&home, &other]);
+        let (_dir, store) = crate::store::mesh_store(&home, &[&other]);
         let early = tx(&home, Some(1), 0, "a");
         assert_eq!(refused(insert(&store, &early)), INDEX_UNKNOWN);
         let idx = index(&home, &[(&home, 1)], 10);
@@ -448,7 +435,7 @@ mod tests {
     #[test]
     fn a_forced_move_turns_the_old_homes_later_txs_into_conflicts() {
         let (a, b) = (Keys::generate(), Keys::generate());
-        let (_dir, store) = store_with(&[&a, &b]);
+        let (_dir, store) = crate::store::mesh_store(&a, &[&b]);
         let idx = index(&a, &[(&a, 1)], 10);
         insert(&store, &(idx.clone(), idx.to_json()));
         for t in 1..=4 {

@@ -103,17 +103,7 @@ fn resigned(key: &Keys, old: &Event, t: u64) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BatchItem, StoreOptions};
-
-    fn node_store(key: &Keys, other: &Keys) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions::from_config(&crate::config::Config::default());
-        let store = Store::open(dir.path(), &options).unwrap();
-        let mut config = crate::config::Config::default();
-        config.auth.trusted_nodes = vec![hex::encode(other.public_key())];
-        store.mesh().admit(key.public_key(), &config, &[]);
-        (dir, store)
-    }
+    use crate::store::BatchItem;
 
     /// A graph as a version before homes wrote it: an index without
     /// `homes` signed by `home`, and txs numbered locally.
@@ -159,7 +149,7 @@ mod tests {
     #[test]
     fn the_home_resigns_its_order_and_others_wait_for_it() {
         let (home, other) = (Keys::generate(), Keys::generate());
-        let (_h, on_home) = node_store(&home, &other);
+        let (_h, on_home) = crate::store::mesh_store(&home, &[&other]);
         legacy_graph(&on_home, &home, &["gone", "a", "b", "c"]);
         // A reset before the upgrade removed the first one (its position 1
         // stays empty in the old numbering).
@@ -185,7 +175,7 @@ mod tests {
 
         // Another node had them in another order: it drops its numbering,
         // then takes the home's re-signed txs at their t.
-        let (_o, on_other) = node_store(&other, &home);
+        let (_o, on_other) = crate::store::mesh_store(&other, &[&home]);
         legacy_graph(&on_other, &home, &["c", "a", "b"]);
         assert_eq!(
             upgrade(&on_other, &other),

@@ -255,21 +255,9 @@ impl Store {
             }
         }
         for (key, seq) in doomed {
-            let seq = u64::from_be_bytes(
-                seq.as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("graph log seq"))?,
-            );
-            let obsolete = match self.dbs.events.get(txn, &schema::seq_key(seq))? {
-                Some(value) => {
-                    let (_, json) =
-                        schema::Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
-                    let tx = std::str::from_utf8(json)
-                        .ok()
-                        .and_then(|j| Event::from_json(j).ok())
-                        .ok_or(StoreError::Corrupt("stored event JSON"))?;
-                    new.refusal(epoch_of(&tx)).is_some()
-                }
+            let seq = super::write::be_u64(&seq)?;
+            let obsolete = match self.event_at(txn, seq)? {
+                Some(tx) => new.refusal(epoch_of(&tx)).is_some(),
                 None => true,
             };
             if obsolete {
@@ -500,12 +488,8 @@ mod tests {
 
     #[test]
     fn a_tx_by_an_author_outside_the_mesh_is_refused_and_not_pulled() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions::from_config(&crate::config::Config::default());
-        let store = Store::open(dir.path(), &options).unwrap();
         let (node, stranger) = (Keys::generate(), Keys::generate());
-        let config = crate::config::Config::default();
-        store.mesh().admit(node.public_key(), &config, &[]);
+        let (_dir, store) = crate::store::mesh_store(&node, &[]);
         let (forged, json) = tx(&stranger, "g1", "forged");
         let outcome = store
             .apply_batch(&[BatchItem::Insert {

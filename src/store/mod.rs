@@ -541,3 +541,22 @@ impl Store {
 pub(crate) fn is_map_full(err: &heed::Error) -> bool {
     matches!(err, heed::Error::Mdb(heed::MdbError::MapFull))
 }
+
+/// A store in a temporary directory whose mesh is `node` and `trusted`
+/// (for the store's own tests).
+#[cfg(test)]
+pub(crate) fn mesh_store(
+    node: &crate::event::Keys,
+    trusted: &[&crate::event::Keys],
+) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::from_config(&crate::config::Config::default());
+    let store = Store::open(dir.path(), &options).unwrap();
+    let mut config = crate::config::Config::default();
+    config.auth.trusted_nodes = trusted
+        .iter()
+        .map(|k| hex::encode(k.public_key()))
+        .collect();
+    store.mesh().admit(node.public_key(), &config, &[]);
+    (dir, store)
+}
