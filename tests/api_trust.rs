@@ -266,3 +266,36 @@ async fn an_echo_node_belongs_to_its_first_pusher() {
     assert_eq!(push(BOB, "5").await.0, 403);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_mesh_node_may_name_the_author_or_keep_rows() {
+    let relay = TestRelay::start_with(with_users).await;
+    let addr = relay.addr;
+    let auth = format!("Bearer {ALICE}");
+    let (_, _, created) = send(addr, "POST", "/graphs", &auth, r#"{"graph-name":"g"}"#).await;
+    let graph = created["graph-id"].as_str().unwrap().to_string();
+    // A user claims to forward for bob: the tx is still alice's.
+    let path = format!("/sync/{graph}/tx/batch");
+    let body = json!({"t-before": 0, "txs": ["x"], "author": "bob", "client": "forged"});
+    let (status, _, reply) = send(addr, "POST", &path, &auth, &body.to_string()).await;
+    assert_eq!(
+        (status, reply["type"].clone()),
+        (200, json!("tx/batch/ok")),
+        "{reply}"
+    );
+    assert!(
+        reply.get("events").is_none(),
+        "signed txs go to mesh nodes only"
+    );
+    let mut node = relay.client().await;
+    node.auth(&relay.node_key()).await;
+    let stored = node.req("tx", &[json!({"kinds": [4071]})]).await;
+    let tags = stored[0]["tags"].as_array().unwrap();
+    assert!(tags.contains(&json!(["author", "alice"])), "{tags:?}");
+    assert!(tags.contains(&json!(["client", "http"])), "{tags:?}");
+    // `rows=keep` from a user is an ordinary reset (no mesh-only reply).
+    let reset = format!("/sync/{graph}/admin/reset?rows=keep");
+    let (status, _, reply) = send(addr, "DELETE", &reset, &auth, "").await;
+    assert_eq!((status, reply), (200, json!({"ok": true})));
+    relay.stop().await;
+}
