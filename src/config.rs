@@ -111,7 +111,8 @@ pub struct ServerConfig {
     pub verify_threads: usize,
     /// Concurrent REQ/COUNT queries on the blocking pool; 0 means 2 per core.
     pub query_threads: usize,
-    /// Address of the control API (JSON over HTTP); empty disables it.
+    /// Address of the control API (JSON over HTTP): HOST:PORT, `auto`
+    /// (relay port + 1, see [`ServerConfig::admin_addr`]) or empty (off).
     pub admin_listen: String,
     /// Bearer token of the control API; empty means a random one generated
     /// into `<data_dir>/admin.token` (mode 0600) at first start.
@@ -124,18 +125,41 @@ pub struct ServerConfig {
     pub body_timeout_secs: u64,
 }
 
+/// `server.admin_listen`'s default: the control API follows the relay port.
+pub const ADMIN_LISTEN_AUTO: &str = "auto";
+
 impl ServerConfig {
-    /// The control API's address, `None` when disabled.
+    /// The control API's address, `None` when disabled (`""`). `auto`
+    /// (the default) is the relay's port + 1 on loopback (on the relay's
+    /// own address when that is a loopback one), so nodes started with
+    /// different `--listen` never collide; port 0 stays 0 (any free port).
     pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.admin_listen.is_empty() {
-            return Ok(None);
+        match self.admin_listen.as_str() {
+            "" => Ok(None),
+            ADMIN_LISTEN_AUTO => {
+                let port = match self.listen.port() {
+                    0 => 0,
+                    port => port.checked_add(1).ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "server.admin_listen = \"auto\" needs a relay port below 65535 \
+                             (server.listen is {}); set server.admin_listen",
+                            self.listen
+                        ))
+                    })?,
+                };
+                let ip = if self.listen.ip().is_loopback() {
+                    self.listen.ip()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                };
+                Ok(Some(SocketAddr::new(ip, port)))
+            }
+            text => text.parse().map(Some).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "server.admin_listen must be HOST:PORT, \"auto\" or empty, got {text:?}"
+                ))
+            }),
         }
-        self.admin_listen.parse().map(Some).map_err(|_| {
-            ConfigError::Invalid(format!(
-                "server.admin_listen must be HOST:PORT or empty, got {:?}",
-                self.admin_listen
-            ))
-        })
     }
 }
 
@@ -148,7 +172,7 @@ impl Default for ServerConfig {
             trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
             verify_threads: 0,
             query_threads: 0,
-            admin_listen: "127.0.0.1:7778".into(),
+            admin_listen: ADMIN_LISTEN_AUTO.into(),
             admin_token: String::new(),
             header_timeout_secs: 10,
             body_timeout_secs: 30,
@@ -215,9 +239,14 @@ impl Default for InfoConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Largest client message answered normally; bigger ones get a NOTICE.
-    /// WebSocket messages over 4× this are refused with close code 1009.
+    /// Largest client message answered normally; a bigger one is refused in
+    /// the form its sender waits for (OK false, CLOSED, NEG-ERR). WebSocket
+    /// messages over 4× this (or over `max_negentropy_message_size`, if
+    /// larger) close the connection with code 1009.
     pub max_message_size: usize,
+    /// Largest NEG-OPEN / NEG-MSG: a client without a frame size limit
+    /// sends messages of several MB in a big reconciliation.
+    pub max_negentropy_message_size: usize,
     pub max_subscriptions: usize,
     pub max_filters: usize,
     /// Largest `limit` honoured; also used when a filter has none. Filters
@@ -238,12 +267,18 @@ pub struct LimitsConfig {
     /// REQ and COUNT messages per second per IP (0: unlimited), and the burst.
     pub reqs_per_second: u32,
     pub reqs_burst: u32,
+    /// The hard ceiling of the rate limits: a connection over its rate is
+    /// paused (not read) until the limiter allows its next message; one
+    /// that would wait longer than this many milliseconds gets
+    /// `rate-limited:` instead. 0: refuse at once, never pause.
+    pub max_pace_ms: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_message_size: 512 * 1024,
+            max_negentropy_message_size: 8 * 1024 * 1024,
             max_subscriptions: 200,
             max_filters: 32,
             max_limit: 500,
@@ -256,6 +291,7 @@ impl Default for LimitsConfig {
             events_burst: 2000,
             reqs_per_second: 100,
             reqs_burst: 400,
+            max_pace_ms: 5000,
         }
     }
 }
@@ -265,6 +301,9 @@ impl Default for LimitsConfig {
 pub struct PolicyConfig {
     /// Largest accepted event, in bytes of its JSON.
     pub max_event_size: usize,
+    /// Longest accepted `content`, in characters (0: bounded only by
+    /// `max_event_size`). NIP-11 shows it only when set.
+    pub max_content_length: usize,
     pub max_tags: usize,
     /// How far in the future created_at may be, in seconds.
     pub max_future_seconds: u64,
@@ -282,6 +321,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             max_event_size: 64 * 1024,
+            max_content_length: 0,
             max_tags: 2000,
             max_future_seconds: 900,
             max_past_seconds: 0,
@@ -368,6 +408,8 @@ pub struct NegentropyConfig {
     pub enabled: bool,
     /// Largest reply frame in bytes (0: none, else at least 4096). Every cut
     /// costs a pass over the rest of the set, so keep it well above 60 kB.
+    /// The default is strfry's 500 kB: its hex NEG-MSG (~1 000 030 bytes)
+    /// still fits a client whose WebSocket cap is 1 MiB.
     pub frame_size_limit: usize,
     /// Most events a session built from a query may hold; above it the
     /// client gets `blocked: too many query results`.
@@ -384,7 +426,7 @@ impl Default for NegentropyConfig {
     fn default() -> Self {
         NegentropyConfig {
             enabled: true,
-            frame_size_limit: 250_000,
+            frame_size_limit: 500_000,
             max_sync_events: 1_000_000,
             max_sessions_per_connection: 8,
             idle_timeout_secs: 300,

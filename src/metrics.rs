@@ -13,16 +13,19 @@ pub enum Rejection {
     RateLimited,
     AuthRequired,
     Restricted,
+    /// NIP-77's `closed:` (a session that is gone).
+    Closed,
     Error,
 }
 
-const REJECTIONS: [(Rejection, &str); 7] = [
+const REJECTIONS: [(Rejection, &str); 8] = [
     (Rejection::Invalid, "invalid"),
     (Rejection::Duplicate, "duplicate"),
     (Rejection::Blocked, "blocked"),
     (Rejection::RateLimited, "rate-limited"),
     (Rejection::AuthRequired, "auth-required"),
     (Rejection::Restricted, "restricted"),
+    (Rejection::Closed, "closed"),
     (Rejection::Error, "error"),
 ];
 
@@ -38,6 +41,33 @@ impl Rejection {
     }
 }
 
+/// The reply a refusal was sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReply {
+    Ok,
+    Closed,
+    NegErr,
+    Notice,
+}
+
+const REFUSED_REPLIES: [RefusedReply; 4] = [
+    RefusedReply::Ok,
+    RefusedReply::Closed,
+    RefusedReply::NegErr,
+    RefusedReply::Notice,
+];
+
+impl RefusedReply {
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusedReply::Ok => "OK",
+            RefusedReply::Closed => "CLOSED",
+            RefusedReply::NegErr => "NEG-ERR",
+            RefusedReply::Notice => "NOTICE",
+        }
+    }
+}
+
 /// Upper bounds of the write-batch-size histogram buckets.
 const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 
@@ -45,11 +75,15 @@ const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 pub struct Metrics {
     pub events_stored: AtomicU64,
     pub events_ephemeral: AtomicU64,
-    rejected: [AtomicU64; 7],
+    rejected: [AtomicU64; 8],
+    /// Refusals sent to clients, by reply and reason prefix.
+    refusals: [[AtomicU64; 8]; 4],
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_dropped_slow: AtomicU64,
     pub reqs_total: AtomicU64,
+    /// Messages whose connection was paused for the rate limit.
+    pub messages_paced: AtomicU64,
     pub events_purged: AtomicU64,
     /// Mesh-kind events refused because their author is not in the mesh
     /// set, whatever path brought them (client, sync, live link, import).
@@ -67,6 +101,15 @@ impl Metrics {
             .position(|(r, _)| *r == which)
             .unwrap_or(REJECTIONS.len() - 1);
         self.rejected[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn count_refusal(&self, reply: RefusedReply, why: Rejection) {
+        let r = REFUSED_REPLIES
+            .iter()
+            .position(|x| *x == reply)
+            .unwrap_or(0);
+        let w = REJECTIONS.iter().position(|(x, _)| *x == why).unwrap_or(0);
+        self.refusals[r][w].fetch_add(1, Relaxed);
     }
 
     pub fn rejected(&self, which: Rejection) -> u64 {
@@ -163,6 +206,12 @@ impl Metrics {
             "counter",
             self.reqs_total.load(Relaxed),
         );
+        counter(
+            "echorelay_messages_paced_total",
+            "EVENT/REQ/COUNT messages whose connection was paused (not read) for the rate limit.",
+            "counter",
+            self.messages_paced.load(Relaxed),
+        );
         let _ = writeln!(out, "# HELP echorelay_events_rejected_total Events refused, by reason.\n# TYPE echorelay_events_rejected_total counter");
         for (i, (_, name)) in REJECTIONS.iter().enumerate() {
             let _ = writeln!(
@@ -170,6 +219,17 @@ impl Metrics {
                 "echorelay_events_rejected_total{{reason=\"{name}\"}} {}",
                 self.rejected[i].load(Relaxed)
             );
+        }
+        let _ = writeln!(out, "# HELP echorelay_refusals_total Refusals sent to clients (OK false, CLOSED, NEG-ERR, NOTICE), by reply and reason prefix.\n# TYPE echorelay_refusals_total counter");
+        for (r, reply) in REFUSED_REPLIES.iter().enumerate() {
+            for (w, (_, prefix)) in REJECTIONS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "echorelay_refusals_total{{reply=\"{}\",reason=\"{prefix}\"}} {}",
+                    reply.name(),
+                    self.refusals[r][w].load(Relaxed)
+                );
+            }
         }
         let _ = writeln!(out, "# HELP echorelay_write_batch_size Events per LMDB write transaction.\n# TYPE echorelay_write_batch_size histogram");
         for (i, bound) in BATCH_BUCKETS.iter().enumerate() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::address::ADMIN_URL_FILE;
 use crate::admin::Admin;
 use crate::budget::IngestBudget;
 use crate::config::Config;
@@ -32,12 +33,36 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
-    #[error("cannot listen on {0} (server.admin_listen): {1}")]
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(
+        "cannot listen on {0} for the control API (set server.admin_listen or \
+         serve --admin-listen): {1}"
+    )]
     AdminListen(SocketAddr, std::io::Error),
+    #[error("cannot listen on {0} (server.listen, serve --listen): {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot write {ADMIN_URL_FILE} in the data directory: {0}")]
+    AdminUrl(std::io::Error),
 }
 
 /// How long shutdown waits for connections to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `echorelay serve`: the node's files first (node key, admin token), then
+/// the control API's listener (its address written to `admin.url`), then the
+/// relay's, so whoever waits for the relay port finds everything in place.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let admin = prepare(&config).await?;
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| NodeError::Listen(listen, e))?;
+    run_with_admin(config, listener, admin, shutdown).await
+}
 
 /// Runs a node on `listener` (and the control API on
 /// `server.admin_listen`) until `shutdown` resolves.
@@ -46,15 +71,26 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let admin = match config.server.admin_addr().map_err(std::io::Error::other)? {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| NodeError::AdminListen(addr, e))?,
-        ),
-        None => None,
-    };
+    let admin = prepare(&config).await?;
     run_with_admin(config, listener, admin, shutdown).await
+}
+
+/// Creates the node's secrets and binds the control API (publishing its
+/// address), before any relay listener exists.
+async fn prepare(config: &Config) -> Result<Option<TcpListener>, NodeError> {
+    let dir = &config.store.data_dir;
+    crate::secrets::node_key(dir)?;
+    let Some(addr) = config.server.admin_addr()? else {
+        crate::admin::address::publish(dir, None).map_err(NodeError::AdminUrl)?;
+        return Ok(None);
+    };
+    crate::secrets::admin_token(&config.server.admin_token, dir)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| NodeError::AdminListen(addr, e))?;
+    crate::admin::address::publish(dir, Some(listener.local_addr()?))
+        .map_err(NodeError::AdminUrl)?;
+    Ok(Some(listener))
 }
 
 /// [`run`] with the control API on an already bound listener (or none).

@@ -149,6 +149,8 @@ async fn subscription_and_rate_limits() {
         c.limits.events_burst = 2;
         c.limits.reqs_per_second = 1;
         c.limits.reqs_burst = 5;
+        // Refuse at once instead of pacing (tests/interop.rs tests pacing).
+        c.limits.max_pace_ms = 0;
     })
     .await;
     let keys = Keys::generate();

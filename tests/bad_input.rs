@@ -205,8 +205,29 @@ async fn oversized_messages() {
     );
     still_usable(&mut c).await;
 
-    // An event over max_event_size (64 KiB) but under the message limit.
+    // Each oversized message is refused in the form its sender waits for.
     let keys = Keys::generate();
+    let huge = keys.sign(now(), 1, vec![], "h".repeat(600_000));
+    let reply = c.publish(&huge).await;
+    assert_eq!(reply[0], "OK", "{reply}");
+    assert_eq!(reply[1], huge.id_hex());
+    assert_eq!(reply[2], false);
+    assert!(reason(&reply).starts_with("invalid: message too large"));
+    let many_ids: Vec<String> = (0..9000u32).map(|n| format!("{n:064x}")).collect();
+    let reply = c.ask(json!(["REQ", "wide", {"ids": many_ids}])).await;
+    assert_eq!(reply, json!(["CLOSED", "wide", reason(&reply)]));
+    assert!(reason(&reply).starts_with("invalid: message too large"));
+    let reply = c.ask(json!(["COUNT", "wide", {"ids": many_ids}])).await;
+    assert_eq!(reply[0], "CLOSED", "{reply}");
+    // NEG-OPEN and NEG-MSG have their own, larger limit (8 MiB): 1 MB gets
+    // past the size gate (and is then judged as negentropy).
+    let neg_open = |hex: String| json!(["NEG-OPEN", "n", {}, hex]);
+    let reply = c.ask(neg_open(format!("61{}", "00".repeat(500_000)))).await;
+    assert_eq!(reply[0], "NEG-ERR", "{reply}");
+    assert!(!reason(&reply).contains("too large"), "{reply}");
+    still_usable(&mut c).await;
+
+    // An event over max_event_size (64 KiB) but under the message limit.
     let fat = keys.sign(now(), 1, vec![], "b".repeat(100_000));
     let reply = c.publish(&fat).await;
     assert_eq!(reply[2], false);
@@ -215,14 +236,15 @@ async fn oversized_messages() {
         "{reply}"
     );
 
-    // Past the WebSocket hard limit (4 × 512 KiB): close code 1009. The relay
+    // Past the WebSocket hard limit (the larger of 4 × 512 KiB and the 8 MiB
+    // negentropy limit): close code 1009. The relay
     // closes before the client finished writing, so write and read at once.
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (mut sink, mut stream) = c.ws.split();
     let writer = tokio::spawn(async move {
         let _ = sink
-            .send(Message::Text("c".repeat(3 * 1024 * 1024).into()))
+            .send(Message::Text("c".repeat(9 * 1024 * 1024).into()))
             .await;
     });
     let mut code = None;
@@ -234,6 +256,20 @@ async fn oversized_messages() {
     }
     assert_eq!(code, Some(1009));
     writer.abort();
+    relay.stop().await;
+
+    // Over the negentropy limit (1 MiB here) but under the socket's: NEG-ERR.
+    let relay = TestRelay::start_with(|c| c.limits.max_negentropy_message_size = 1 << 20).await;
+    let mut c = relay.client().await;
+    let reply = c
+        .ask(json!(["NEG-OPEN", "n", {}, "61".repeat(600_000)]))
+        .await;
+    assert_eq!(reply[0], "NEG-ERR", "{reply}");
+    assert!(reason(&reply).starts_with("invalid: message too large"));
+    let reply = c.ask(json!(["NEG-MSG", "n", "61".repeat(600_000)])).await;
+    assert_eq!(reply, json!(["NEG-ERR", "n", reason(&reply)]));
+    assert!(reason(&reply).starts_with("invalid: message too large"));
+    still_usable(&mut c).await;
     relay.stop().await;
 }
 

@@ -4,53 +4,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 use echorelay::event::{now, Keys};
 use serde_json::{json, Value};
 
-fn js_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
-fn ensure_node_modules() {
-    if js_dir().join("node_modules/nostr-tools").exists() {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(js_dir())
-        .status()
-        .expect("npm is needed for the nostr-tools tests");
-    assert!(status.success(), "npm ci in tests/js failed");
-}
-
 fn nostr_tools_sync(url: &str, filter: Value, local: &[(u64, String)]) -> Value {
-    let mut child = Command::new("node")
-        .arg(js_dir().join("nip77.mjs"))
-        .arg(url)
-        .arg(filter.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node is needed for the nostr-tools tests");
     let items: Vec<Value> = local.iter().map(|(ts, id)| json!([ts, id])).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Array(items).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nostr-tools: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("nostr-tools printed JSON")
+    run_node_json(
+        "nip77.mjs",
+        &[url.to_string(), filter.to_string()],
+        &Value::Array(items).to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,6 +232,12 @@ async fn nip11_and_metrics() {
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["supported_nips"], json!([1, 9, 11, 40, 42, 45, 77]));
     assert_eq!(doc["limitation"]["max_limit"], 500);
+    // Only limits that are enforced: no content cap, no lower created_at
+    // bound by default (max_event_size is not a content cap).
+    for absent in ["max_content_length", "created_at_lower_limit"] {
+        assert!(doc["limitation"].get(absent).is_none(), "{absent}: {doc}");
+    }
+    assert_eq!(doc["limitation"]["created_at_upper_limit"], 900);
 
     let keys = Keys::generate();
     let mut c = relay.client().await;
@@ -352,5 +358,35 @@ async fn ids_filters_return_every_id_asked_and_bound_the_list() {
     let (_, _, info) = http_get(relay.addr, "/", &[("accept", "application/nostr+json")]).await;
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["limitation"]["max_ids_per_filter"], 1500);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nip11_shows_the_content_and_age_limits_that_are_set_and_enforced() {
+    let relay = TestRelay::start_with(|c| {
+        c.policy.max_content_length = 10;
+        c.policy.max_past_seconds = 3600;
+    })
+    .await;
+    let (_, _, body) = http_get(relay.addr, "/", &[("Accept", "application/nostr+json")]).await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["limitation"]["max_content_length"], 10);
+    assert_eq!(doc["limitation"]["created_at_lower_limit"], 3600);
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    // Counted in characters, as NIP-11 says: ten of them in 20 bytes pass.
+    c.publish_ok(&note(&keys, &"é".repeat(5).repeat(2))).await;
+    let reply = c.publish(&note(&keys, "eleven char")).await;
+    assert_eq!(reply[2], false);
+    assert_eq!(
+        reply[3],
+        "invalid: content is too long (11 > 10 characters)"
+    );
+    let old = event_at(&keys, 1, now() - 7200, vec![], "old");
+    let reply = c.publish(&old).await;
+    assert!(
+        reply[3].as_str().unwrap().contains("too far in the past"),
+        "{reply}"
+    );
     relay.stop().await;
 }

@@ -5,6 +5,7 @@
 //! progress records as NDJSON. `methods.rs` implements the methods,
 //! `client.rs` is the small HTTP client the CLI uses to call them.
 
+pub mod address;
 pub mod client;
 mod graphs;
 mod methods;

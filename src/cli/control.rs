@@ -14,8 +14,8 @@ use crate::admin::client::AdminClient;
 pub struct ControlArgs {
     #[command(flatten)]
     node: NodeArgs,
-    /// Control API address, e.g. http://127.0.0.1:7778 (default: from
-    /// server.admin_listen).
+    /// Control API address, e.g. http://127.0.0.1:7778 (default: the one
+    /// the node wrote to <data>/admin.url, else server.admin_listen).
     #[arg(long, env = "ECHORELAY_ADMIN_URL", global = true)]
     url: Option<String>,
     /// Admin token (default: server.admin_token, else <data>/admin.token).
@@ -36,16 +36,7 @@ impl ControlArgs {
         let config = self.node.load()?;
         let url = match &self.url {
             Some(url) => url.clone(),
-            None => {
-                let mut addr = config
-                    .server
-                    .admin_addr()?
-                    .context("the control API is off (server.admin_listen is empty)")?;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                format!("http://{addr}")
-            }
+            None => local_admin_url(&config)?,
         };
         let token = match &self.token {
             Some(token) => token.clone(),
@@ -57,6 +48,21 @@ impl ControlArgs {
         };
         Ok(AdminClient::new(&url, &token)?)
     }
+}
+
+/// The control API of the node on this machine using `config`'s data dir:
+/// the address it published at start (it follows its `--listen`), else the
+/// configured one.
+fn local_admin_url(config: &crate::config::Config) -> anyhow::Result<String> {
+    let configured = config
+        .server
+        .admin_addr()?
+        .context("the control API is off (server.admin_listen is empty)")?;
+    let auto = config.server.admin_listen == crate::config::ADMIN_LISTEN_AUTO;
+    Ok(auto
+        .then(|| crate::admin::address::published(&config.store.data_dir))
+        .flatten()
+        .unwrap_or_else(|| crate::admin::address::local_url(configured)))
 }
 
 /// Runs `call` on a small runtime and returns its result.

@@ -14,6 +14,10 @@ pub struct ServeArgs {
     /// Listen address (overrides server.listen).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Control API address (overrides server.admin_listen): HOST:PORT,
+    /// "auto" (relay port + 1) or "" (off).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
@@ -21,15 +25,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(admin_listen) = args.admin_listen {
+        config.server.admin_listen = admin_listen;
+    }
+    config.server.admin_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        crate::node::run(config, listener, shutdown_signal()).await?;
+        crate::node::serve(config, shutdown_signal()).await?;
         Ok(0)
     })
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
@@ -129,7 +130,18 @@ fn accept(
         request.extensions_mut().insert(cell.clone());
         let request =
             request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
-        app.clone().oneshot(request)
+        let (method, path) = (request.method().clone(), request.uri().path().to_string());
+        app.clone().oneshot(request).map(move |served| {
+            if let Ok(response) = &served {
+                if response.status().is_client_error() {
+                    // Refusals are logged, at debug: an operator debugging
+                    // a client can see them, a flood cannot fill the log.
+                    let status = response.status().as_u16();
+                    tracing::debug!(%peer, %method, path, status, "HTTP request refused");
+                }
+            }
+            served
+        })
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

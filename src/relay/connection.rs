@@ -17,7 +17,8 @@ use serde_json::value::RawValue;
 use super::auth::AuthState;
 use super::client::{Client, TOO_MANY_QUERIES};
 use super::ingest;
-use super::messages::{self, ClientMessage};
+use super::limits::{Admission, IpRate};
+use super::messages::{self, ClientMessage, Oversized};
 use super::neg_sessions::{self, NegSessions};
 use super::outbox::{Frame, Outbox};
 use super::subscriptions::Subscription;
@@ -65,7 +66,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthSta
     relay.metrics.connections_open.fetch_add(1, Relaxed);
     relay.metrics.connections_total.fetch_add(1, Relaxed);
     let (sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(client.clone(), sink, rx));
+    let mut writer = tokio::spawn(write_loop(relay.clone(), client.clone(), sink, rx));
     client
         .outbox
         .send(messages::auth_challenge(client.auth.challenge()));
@@ -173,6 +174,7 @@ fn close_code_for(err: axum::Error) -> Option<u16> {
 const FRAMES_PER_FLUSH: usize = 64;
 
 async fn write_loop(
+    relay: Arc<Relay>,
     client: Arc<Client>,
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Frame>,
@@ -196,6 +198,7 @@ async fn write_loop(
                 }
             };
             for text in single.into_iter().chain(texts) {
+                relay.refusals.observe(client.id, client.ip, &text);
                 let len = text.len();
                 if sink.feed(Message::Text(text.into())).await.is_err() {
                     return;
@@ -218,13 +221,17 @@ async fn write_loop(
 }
 
 async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, text: &str) {
-    let max = relay.config.limits.max_message_size;
-    if text.len() > max {
-        client.outbox.send(messages::notice_msg(&format!(
-            "invalid: message too large ({} > {max} bytes)",
-            text.len()
-        )));
-        return;
+    let limits = &relay.config.limits;
+    if text.len() > limits.max_message_size {
+        let negentropy = matches!(messages::message_type(text), Some("NEG-OPEN" | "NEG-MSG"));
+        let limit = match negentropy {
+            true => limits.max_negentropy_message_size,
+            false => limits.max_message_size,
+        };
+        if text.len() > limit {
+            refuse_oversized(relay, client, local, text, limit);
+            return;
+        }
     }
     match messages::parse_client_message(text, &relay.parse_limits) {
         Err(e) => {
@@ -235,12 +242,34 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
             };
             client.outbox.send(reply);
         }
-        Ok(ClientMessage::Event(raw)) => ingest::admit(relay, client, &mut local.burst, raw),
+        Ok(ClientMessage::Event(raw)) => {
+            match paced(relay, client, &mut local.burst, &relay.event_rate).await {
+                true => ingest::admit(relay, client, &mut local.burst, raw),
+                false => ingest::refuse_over_rate(relay, client, raw),
+            }
+        }
         Ok(ClientMessage::Req { sub_id, filters }) => {
-            handle_req(relay, client, local, sub_id, filters)
+            match paced(relay, client, &mut local.burst, &relay.req_rate).await {
+                true => handle_req(relay, client, local, sub_id, filters),
+                false => {
+                    if local.subs.remove(&sub_id) {
+                        relay.registry.remove(client.id, &sub_id);
+                    }
+                    client
+                        .outbox
+                        .send(messages::closed(&sub_id, REQ_RATE_LIMITED));
+                }
+            }
         }
         Ok(ClientMessage::Count { sub_id, filters }) => {
-            handle_count(relay, client, sub_id, filters)
+            match paced(relay, client, &mut local.burst, &relay.req_rate).await {
+                true => handle_count(relay, client, sub_id, filters),
+                false => {
+                    client
+                        .outbox
+                        .send(messages::closed(&sub_id, REQ_RATE_LIMITED));
+                }
+            }
         }
         Ok(ClientMessage::Close(sub_id)) => {
             if local.subs.remove(&sub_id) {
@@ -269,6 +298,34 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
             local.neg.close(&sub_id);
         }
     }
+}
+
+/// Refuses a message over its size limit in the form its sender waits for:
+/// OK false, CLOSED or NEG-ERR (which also end the subscription or session
+/// of that id), NOTICE only when neither type nor id can be read.
+fn refuse_oversized(relay: &Relay, client: &Client, local: &mut Local, text: &str, limit: usize) {
+    let reason = format!(
+        "invalid: message too large ({} > {limit} bytes)",
+        text.len()
+    );
+    let reply = match messages::classify_oversized(text) {
+        Oversized::Event(id) => {
+            relay.metrics.reject(&reason);
+            messages::ok(&id, false, &reason)
+        }
+        Oversized::Query(sub_id) => {
+            if local.subs.remove(&sub_id) {
+                relay.registry.remove(client.id, &sub_id);
+            }
+            messages::closed(&sub_id, &reason)
+        }
+        Oversized::Negentropy(sub_id) => {
+            local.neg.close(&sub_id);
+            neg_sessions::neg_err(&sub_id, &reason)
+        }
+        Oversized::Unknown => messages::notice_msg(&reason),
+    };
+    client.outbox.send(reply);
 }
 
 async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
@@ -322,7 +379,29 @@ async fn handle_node_auth(relay: &Arc<Relay>, client: &Arc<Client>, nonce: Strin
         .await;
 }
 
-/// Shared REQ/COUNT admission: rate, filter errors and auth. Returns the
+/// The refusal of a REQ or COUNT past the rate limit's hard ceiling.
+const REQ_RATE_LIMITED: &str = "rate-limited: slow down, too many requests";
+
+/// Waits until `rate` allows one more message from `client`: its socket is
+/// not read meanwhile, so TCP paces the sender. The EVENTs read so far go on
+/// first, so the wait holds nothing up. False past the hard ceiling
+/// (`limits.max_pace_ms`): the message is to be refused.
+async fn paced(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    burst: &mut ingest::Burst,
+    rate: &IpRate,
+) -> bool {
+    if let Admission::Now = rate.try_now(client.ip) {
+        return true;
+    }
+    ingest::flush(relay, client, burst).await;
+    relay.metrics.messages_paced.fetch_add(1, Relaxed);
+    let ceiling = Duration::from_millis(relay.config.limits.max_pace_ms);
+    rate.pace(client.ip, ceiling).await
+}
+
+/// Shared REQ/COUNT admission: filter errors and auth. Returns the
 /// filters or sends the CLOSED itself.
 fn admit_query(
     relay: &Relay,
@@ -330,39 +409,35 @@ fn admit_query(
     sub_id: &str,
     filters: Result<Vec<Filter>, FilterError>,
 ) -> Option<Vec<Filter>> {
-    let refusal = if !relay.req_rate.check(client.ip) {
-        Some("rate-limited: slow down, too many requests".to_string())
-    } else {
-        let max_ids = relay.config.limits.max_ids_per_filter;
-        match &filters {
-            Err(e) => Some(e.to_string()),
-            Ok(list)
-                if list
-                    .iter()
-                    .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids)) =>
-            {
-                Some(format!("invalid: a filter may list at most {max_ids} ids"))
-            }
-            Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
-                Some("auth-required: this relay only serves authenticated users".into())
-            }
-            Ok(list)
-                if list
-                    .iter()
-                    .any(|f| relay.read_policy.mesh_refusal(client, f).is_some()) =>
-            {
-                list.iter()
-                    .find_map(|f| relay.read_policy.mesh_refusal(client, f))
-                    .map(str::to_string)
-            }
-            Ok(list)
-                if !client.auth.is_authenticated()
-                    && list.iter().any(|f| relay.read_policy.needs_auth(f)) =>
-            {
-                Some("auth-required: these kinds are only served to their parties".into())
-            }
-            Ok(_) => None,
+    let max_ids = relay.config.limits.max_ids_per_filter;
+    let refusal = match &filters {
+        Err(e) => Some(e.to_string()),
+        Ok(list)
+            if list
+                .iter()
+                .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids)) =>
+        {
+            Some(format!("invalid: a filter may list at most {max_ids} ids"))
         }
+        Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
+            Some("auth-required: this relay only serves authenticated users".into())
+        }
+        Ok(list)
+            if list
+                .iter()
+                .any(|f| relay.read_policy.mesh_refusal(client, f).is_some()) =>
+        {
+            list.iter()
+                .find_map(|f| relay.read_policy.mesh_refusal(client, f))
+                .map(str::to_string)
+        }
+        Ok(list)
+            if !client.auth.is_authenticated()
+                && list.iter().any(|f| relay.read_policy.needs_auth(f)) =>
+        {
+            Some("auth-required: these kinds are only served to their parties".into())
+        }
+        Ok(_) => None,
     };
     match refusal {
         Some(reason) => {

@@ -1,5 +1,6 @@
 //! The EVENT path of one connection: admission on the connection's task
-//! (rate limit, parse, auth and write policy), then id + signature checks on
+//! (parse, auth and write policy; the rate is paced before, in
+//! `connection.rs`), then id + signature checks on
 //! the verify pool, then the writer, then the OKs.
 //!
 //! EVENTs travel in groups. The reader collects the EVENTs of one read
@@ -56,12 +57,14 @@ pub(super) fn admit(relay: &Relay, client: &Client, burst: &mut Burst, raw: &Raw
     }
 }
 
+/// Refuses an EVENT its connection sent past the rate limit's hard ceiling.
+pub(super) fn refuse_over_rate(relay: &Relay, client: &Client, raw: &RawValue) {
+    let id = messages::salvage_event_id(raw);
+    let reason = "rate-limited: slow down, too many events";
+    client.outbox.send(refusal(relay, id.as_deref(), reason));
+}
+
 fn check(relay: &Relay, client: &Client, raw: &RawValue) -> Result<(Event, String), String> {
-    if !relay.event_rate.check(client.ip) {
-        let id = messages::salvage_event_id(raw);
-        let reason = "rate-limited: slow down, too many events";
-        return Err(refusal(relay, id.as_deref(), reason));
-    }
     let event = Event::from_raw(raw).map_err(|e| {
         let id = messages::salvage_event_id(raw);
         refusal(relay, id.as_deref(), &e.to_string())

@@ -226,6 +226,52 @@ pub fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// A message over its size limit, as far as its first elements can be read:
+/// enough to refuse it in the form its sender waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Oversized {
+    /// An EVENT whose id could be read: OK false.
+    Event(String),
+    /// REQ or COUNT: CLOSED.
+    Query(String),
+    /// NEG-OPEN or NEG-MSG: NEG-ERR.
+    Negentropy(String),
+    /// Nothing the sender waits for could be read: NOTICE.
+    Unknown,
+}
+
+/// The message's type (its first element), when it is a JSON array that
+/// starts with a string. Cheap: reads only the first few bytes.
+pub fn message_type(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('[')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let end = rest.find('"')?;
+    let kind = &rest[..end];
+    (!kind.contains('\\')).then_some(kind)
+}
+
+/// Reads an oversized message's type and id (one pass of the JSON parser,
+/// nothing kept but borrowed slices), so it can be refused as what it is.
+pub fn classify_oversized(text: &str) -> Oversized {
+    let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(text) else {
+        return Oversized::Unknown;
+    };
+    let kind = parts.first().and_then(|r| as_string(r));
+    let second = parts.get(1);
+    match kind.as_deref() {
+        Some("EVENT") => second
+            .and_then(|raw| salvage_event_id(raw))
+            .map_or(Oversized::Unknown, Oversized::Event),
+        Some("REQ" | "COUNT") => second
+            .and_then(|r| as_string(r))
+            .map_or(Oversized::Unknown, Oversized::Query),
+        Some("NEG-OPEN" | "NEG-MSG") => second
+            .and_then(|r| as_string(r))
+            .map_or(Oversized::Unknown, Oversized::Negentropy),
+        _ => Oversized::Unknown,
+    }
+}
+
 /// Best effort: the `id` of an event that failed to parse, so the refusal can
 /// be an OK (which needs the id) rather than a NOTICE.
 pub fn salvage_event_id(raw: &RawValue) -> Option<String> {

@@ -16,6 +16,7 @@ mod nip11;
 pub mod origin;
 mod outbox;
 pub mod policy;
+mod refusals;
 mod server;
 pub mod subscriptions;
 
@@ -68,6 +69,8 @@ pub struct Relay {
     /// This node's key: named by mesh-grade NIP-42 proofs, and signing the
     /// node's half of the mesh handshake (NODE-AUTH).
     pub(crate) node_key: Arc<crate::event::Keys>,
+    /// Logs and counts every refusal sent to a client.
+    refusals: refusals::RefusalLog,
 }
 
 /// The pieces [`Relay::new`] needs that outlive it (threads, channels).
@@ -112,6 +115,7 @@ impl Relay {
             store: parts.store,
             writer: parts.writer,
             verify: parts.verify,
+            refusals: refusals::RefusalLog::new(parts.metrics.clone()),
             metrics: parts.metrics,
             shutdown: parts.shutdown,
             fanout: parts.fanout,

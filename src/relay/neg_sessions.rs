@@ -193,18 +193,17 @@ pub fn handle_open(
     message: String,
 ) {
     let cfg = &relay.config.negentropy;
-    let filter = match serde_json::from_str::<serde_json::Value>(filter.get()) {
-        Ok(value) if value.is_object() => Filter::from_value(&value).map_err(|e| e.to_string()),
-        _ => Err("invalid: NEG-OPEN takes one filter object".to_string()),
-    };
-    let filter = match filter {
-        Ok(f) => f,
+    let filters = match parse_filters(filter, relay.config.limits.max_filters) {
+        Ok(filters) => filters,
         Err(reason) => {
             client.outbox.send(neg_err(&sub_id, &reason));
             return;
         }
     };
-    if let Some(reason) = relay.read_policy.mesh_refusal(client, &filter) {
+    if let Some(reason) = filters
+        .iter()
+        .find_map(|f| relay.read_policy.mesh_refusal(client, f))
+    {
         client.outbox.send(neg_err(&sub_id, reason));
         return;
     }
@@ -258,7 +257,7 @@ pub fn handle_open(
         let frame_limit = relay.config.negentropy.frame_size_limit;
         let job_client = client.clone();
         let result = super::connection::on_query_pool(&relay, move |relay| {
-            let set = choose_set(relay, &job_client, &filter, cap)?;
+            let set = choose_set(relay, &job_client, &filters, cap)?;
             let reply = respond(relay, &set, &initial, frame_limit).map_err(OpenError::Other)?;
             Ok::<_, OpenError>((set, reply))
         })
@@ -292,25 +291,64 @@ pub fn handle_open(
     });
 }
 
-/// A tree when one serves the filter and the client may read exactly what
-/// trees hold (no restricted kinds visible to it); else a vector.
+/// NEG-OPEN's filter: one object, or an array of them (NDK's sync sends
+/// one). A one-element array is that filter; several reconcile their union.
+fn parse_filters(raw: &RawValue, max_filters: usize) -> Result<Vec<Filter>, String> {
+    let value = serde_json::from_str::<serde_json::Value>(raw.get())
+        .map_err(|_| "invalid: NEG-OPEN filter is not JSON".to_string())?;
+    let objects = match value {
+        serde_json::Value::Object(_) => vec![value],
+        serde_json::Value::Array(list) if list.is_empty() => {
+            return Err("invalid: NEG-OPEN filter array is empty".into())
+        }
+        serde_json::Value::Array(list) if list.len() > max_filters => {
+            return Err(format!(
+                "invalid: too many filters ({} > {max_filters})",
+                list.len()
+            ))
+        }
+        serde_json::Value::Array(list) => list,
+        _ => return Err("invalid: NEG-OPEN takes a filter object or an array of filters".into()),
+    };
+    objects
+        .iter()
+        .map(|object| {
+            if !object.is_object() {
+                return Err("invalid: NEG-OPEN filters must be objects".to_string());
+            }
+            Filter::from_value(object).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// A tree when a single filter matches one and the client may read exactly
+/// what trees hold (no restricted kinds visible to it); else a vector of the
+/// union of the filters.
 fn choose_set(
     relay: &Relay,
     client: &Client,
-    filter: &Filter,
+    filters: &[Filter],
     cap: usize,
 ) -> Result<SessionSet, OpenError> {
     let store_error = |e: crate::store::StoreError| OpenError::Other(format!("error: {e}"));
     let txn = relay.store.read_txn().map_err(store_error)?;
-    if let Some(id) = relay.store.tree_for(&txn, filter).map_err(store_error)? {
-        let scope = crate::store::scope_filter(filter);
-        if relay.read_policy.trees_fit(client, &scope) {
-            return Ok(SessionSet::Tree(TreeWindow::new(id, filter)));
+    if let [filter] = filters {
+        if let Some(id) = relay.store.tree_for(&txn, filter).map_err(store_error)? {
+            let scope = crate::store::scope_filter(filter);
+            if relay.read_policy.trees_fit(client, &scope) {
+                return Ok(SessionSet::Tree(TreeWindow::new(id, filter)));
+            }
         }
     }
-    Ok(SessionSet::Vector(Arc::new(build_storage(
-        relay, &txn, client, filter, cap,
-    )?)))
+    let mut items = Vec::new();
+    for filter in filters {
+        collect_items(relay, &txn, client, filter, cap, &mut items)?;
+    }
+    let storage = VectorStorage::new(items);
+    if storage.items().len() > cap {
+        return Err(OpenError::TooMany(cap));
+    }
+    Ok(SessionSet::Vector(Arc::new(storage)))
 }
 
 /// Answers one negentropy message from a session's set.
@@ -332,17 +370,18 @@ fn respond(
     .map_err(invalid)
 }
 
-/// The sorted set a session reconciles against: the filter's events the
-/// client may read, refused above `cap`.
-fn build_storage(
+/// Adds the filter's events the client may read to `items`, refused when
+/// this filter alone passes `cap` (the union is checked after dedup).
+fn collect_items(
     relay: &Relay,
     txn: &heed::RoTxn,
     client: &Client,
     filter: &Filter,
     cap: usize,
-) -> Result<VectorStorage, OpenError> {
-    let mut items = Vec::new();
+    items: &mut Vec<Item>,
+) -> Result<(), OpenError> {
     let limit = filter.limit.unwrap_or(u64::MAX).min(cap as u64 + 1);
+    let mut taken = 0usize;
     let mut over = false;
     relay
         .store
@@ -353,10 +392,11 @@ fn build_storage(
             {
                 return Ok(false);
             }
-            if items.len() >= cap {
+            if taken >= cap {
                 over = true;
                 return Err(Stop);
             }
+            taken += 1;
             items.push(Item::new(found.header.created_at, found.header.id));
             Ok(true)
         })
@@ -364,7 +404,7 @@ fn build_storage(
     if over {
         return Err(OpenError::TooMany(cap));
     }
-    Ok(VectorStorage::new(items))
+    Ok(())
 }
 
 pub fn handle_msg(

@@ -31,17 +31,23 @@ pub fn document(config: &Config) -> Value {
             "default_limit": limits.max_limit,
             "max_subid_length": limits.max_subid_length,
             "max_event_tags": policy.max_tags,
-            "max_content_length": policy.max_event_size,
             "min_pow_difficulty": 0,
             "auth_required": config.auth.require_for_read,
             "payment_required": false,
             "restricted_writes": config.auth.require_for_write
                 || !policy.pubkey_allow.is_empty()
                 || !policy.kind_allow.is_empty(),
-            "created_at_lower_limit": policy.max_past_seconds,
             "created_at_upper_limit": policy.max_future_seconds,
         },
     });
+    // Only limits that are enforced: 0 means "none", which NIP-11 says by
+    // leaving the field out.
+    if policy.max_content_length > 0 {
+        doc["limitation"]["max_content_length"] = json!(policy.max_content_length);
+    }
+    if policy.max_past_seconds > 0 {
+        doc["limitation"]["created_at_lower_limit"] = json!(policy.max_past_seconds);
+    }
     for (key, value) in [
         ("pubkey", &info.pubkey),
         ("contact", &info.contact),

@@ -16,6 +16,7 @@ use super::client::Client;
 
 pub struct WritePolicy {
     max_event_size: usize,
+    max_content_length: usize,
     max_tags: usize,
     max_future: u64,
     max_past: u64,
@@ -33,6 +34,7 @@ impl WritePolicy {
     pub fn new(cfg: &PolicyConfig) -> WritePolicy {
         WritePolicy {
             max_event_size: cfg.max_event_size,
+            max_content_length: cfg.max_content_length,
             max_tags: cfg.max_tags,
             max_future: cfg.max_future_seconds,
             max_past: cfg.max_past_seconds,
@@ -51,6 +53,16 @@ impl WritePolicy {
                 "invalid: event is too large ({json_len} > {} bytes)",
                 self.max_event_size
             ));
+        }
+        if self.max_content_length > 0 {
+            // NIP-11 counts content in characters, not bytes.
+            let chars = event.content.chars().count();
+            if chars > self.max_content_length {
+                return Err(format!(
+                    "invalid: content is too long ({chars} > {} characters)",
+                    self.max_content_length
+                ));
+            }
         }
         if event.tags.len() > self.max_tags {
             return Err(format!(

@@ -17,8 +17,9 @@ use super::{connection, nip11, Relay};
 use crate::edge::{Slot, SlotCell};
 
 /// The WebSocket layer refuses (close 1009) messages over this multiple of
-/// `max_message_size`; between 1× and this, the relay answers with a NOTICE
-/// and keeps the connection.
+/// `max_message_size` (or over `max_negentropy_message_size`, if larger);
+/// below that, an oversized message is refused in its own form and the
+/// connection stays.
 const HARD_LIMIT_FACTOR: usize = 4;
 
 /// Serves until `shutdown` resolves.
@@ -73,11 +74,11 @@ async fn root(
             .relay_url(&parts.headers, peer, parts.uri.path());
         let configured = !relay.origins.relay_url.is_empty();
         let auth = super::auth::AuthState::new(url, configured, &relay.node_key.public_key());
-        let hard_limit = relay
-            .config
-            .limits
+        let limits = &relay.config.limits;
+        let hard_limit = limits
             .max_message_size
-            .saturating_mul(HARD_LIMIT_FACTOR);
+            .saturating_mul(HARD_LIMIT_FACTOR)
+            .max(limits.max_negentropy_message_size);
         return upgrade
             .max_message_size(hard_limit)
             .max_frame_size(hard_limit)

@@ -4,9 +4,12 @@
 #![allow(dead_code)]
 
 mod graph_socket;
+mod js;
 mod serve;
 #[allow(unused_imports)]
 pub use graph_socket::GraphSocket;
+#[allow(unused_imports)]
+pub use js::*;
 #[allow(unused_imports)]
 pub use serve::*;
 

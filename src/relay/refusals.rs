@@ -1,0 +1,136 @@
+//! Every refusal a client is sent (OK false, CLOSED, NEG-ERR, NOTICE), seen
+//! where all replies leave: the connection's socket writer. Each one is
+//! logged at debug (connection, address, reply type, reason prefix) and
+//! counted in /metrics by reply and prefix; a warn summary comes at most
+//! once per [`SUMMARY_EVERY`], so a flood of refusals cannot flood the log.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::metrics::{RefusedReply, Rejection};
+
+/// Shortest time between two warn summaries.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// A refusal read back from a reply about to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub reply: RefusedReply,
+    pub reason: String,
+}
+
+/// The refusal `text` carries, if it is one. Cheap for everything else: a
+/// stored or live EVENT, EOSE or OK true is told apart by its first bytes.
+pub fn sniff(text: &str) -> Option<Seen> {
+    let bytes = text.as_bytes();
+    let reply = match bytes.get(2)? {
+        b'O' if text.starts_with("[\"OK\",") => {
+            // `["OK","<64 hex>",false,...`: anything else is an acceptance.
+            if text.get(73..78) != Some("false") {
+                return None;
+            }
+            RefusedReply::Ok
+        }
+        b'C' if text.starts_with("[\"CLOSED\",") => RefusedReply::Closed,
+        b'N' if text.starts_with("[\"NEG-ERR\",") => RefusedReply::NegErr,
+        b'N' if text.starts_with("[\"NOTICE\",") => RefusedReply::Notice,
+        _ => return None,
+    };
+    let parts: Vec<Value> = serde_json::from_str(text).ok()?;
+    let at = match reply {
+        RefusedReply::Notice => 1,
+        RefusedReply::Ok => 3,
+        RefusedReply::Closed | RefusedReply::NegErr => 2,
+    };
+    let reason = parts.get(at)?.as_str()?.to_string();
+    Some(Seen { reply, reason })
+}
+
+/// The relay-wide refusal log.
+pub struct RefusalLog {
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Refusals since the last warn summary, and when that was.
+    since_summary: AtomicU64,
+    last_summary: Mutex<Instant>,
+}
+
+impl RefusalLog {
+    pub fn new(metrics: std::sync::Arc<crate::metrics::Metrics>) -> RefusalLog {
+        RefusalLog {
+            metrics,
+            since_summary: AtomicU64::new(0),
+            last_summary: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Logs and counts `text` if it is a refusal to connection `client`.
+    pub fn observe(&self, client: u64, ip: IpAddr, text: &str) {
+        let Some(seen) = sniff(text) else { return };
+        let prefix = seen.reason.split(':').next().unwrap_or("");
+        tracing::debug!(
+            client,
+            %ip,
+            reply = seen.reply.name(),
+            prefix,
+            reason = %seen.reason,
+            "refused"
+        );
+        self.metrics
+            .count_refusal(seen.reply, Rejection::of_reason(&seen.reason));
+        let pending = self.since_summary.fetch_add(1, Relaxed) + 1;
+        let Some(mut last) = self.last_summary.try_lock() else {
+            return;
+        };
+        if last.elapsed() >= SUMMARY_EVERY {
+            let window = last.elapsed();
+            *last = Instant::now();
+            let refused = self.since_summary.swap(0, Relaxed).max(pending);
+            tracing::warn!(
+                refused,
+                seconds = window.as_secs(),
+                last_reason = %seen.reason,
+                "client messages refused (per-refusal detail at debug level, counts in /metrics)"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::messages;
+
+    #[test]
+    fn refusals_are_told_from_everything_else() {
+        let id = "ab".repeat(32);
+        let seen = |text: &str| sniff(text).map(|s| (s.reply, s.reason));
+        assert_eq!(
+            seen(&messages::ok(&id, false, "invalid: bad sig")),
+            Some((RefusedReply::Ok, "invalid: bad sig".into()))
+        );
+        assert_eq!(seen(&messages::ok(&id, true, "")), None);
+        assert_eq!(seen(&messages::ok(&id, true, "duplicate: have it")), None);
+        assert_eq!(
+            seen(&messages::closed("s", "rate-limited: slow")),
+            Some((RefusedReply::Closed, "rate-limited: slow".into()))
+        );
+        assert_eq!(
+            seen(&crate::relay::neg_sessions::neg_err(
+                "n",
+                "blocked: too many"
+            )),
+            Some((RefusedReply::NegErr, "blocked: too many".into()))
+        );
+        assert_eq!(
+            seen(&messages::notice_msg("invalid: not JSON")),
+            Some((RefusedReply::Notice, "invalid: not JSON".into()))
+        );
+        assert_eq!(seen(&messages::event("s", "{}")), None);
+        assert_eq!(seen(&messages::eose("s")), None);
+        assert_eq!(seen("[\"N"), None);
+    }
+}
