@@ -1,10 +1,9 @@
 //! One WebSocket connection: a reader loop that parses and dispatches client
 //! messages, and a writer task that drains the connection's [`Outbox`]. No
 //! handler waits for a write or a query to finish before reading the next
-//! message: EVENTs go to the verify pool, queries to the blocking pool, and
-//! their answers come back through the outbox.
+//! message: EVENTs go to the verify pool, queries (`queries.rs`) to the
+//! blocking pool, and their answers come back through the outbox.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,18 +14,16 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 
 use super::auth::AuthState;
-use super::client::{Client, TOO_MANY_QUERIES};
+use super::client::Client;
 use super::ingest;
 use super::limits::{Admission, IpRate};
 use super::messages::{self, ClientMessage, Oversized};
 use super::neg_sessions::{self, NegSessions};
 use super::outbox::{Frame, Outbox};
-use super::subscriptions::Subscription;
+use super::queries::{self, OpenSubs};
 use super::Relay;
 use crate::edge::Slot;
-use crate::event::{now, Event};
-use crate::filter::{Filter, FilterError};
-use crate::store::Stop;
+use crate::event::Event;
 
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -35,7 +32,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Per-connection state only the reader loop touches.
 struct Local {
-    subs: HashSet<String>,
+    subs: OpenSubs,
     neg: Arc<NegSessions>,
     burst: ingest::Burst,
 }
@@ -72,7 +69,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthSta
         .send(messages::auth_challenge(client.auth.challenge()));
 
     let mut local = Local {
-        subs: HashSet::new(),
+        subs: OpenSubs::default(),
         neg: Arc::new(NegSessions::default()),
         burst: ingest::Burst::default(),
     };
@@ -250,32 +247,17 @@ async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local
         }
         Ok(ClientMessage::Req { sub_id, filters }) => {
             match paced(relay, client, &mut local.burst, &relay.req_rate).await {
-                true => handle_req(relay, client, local, sub_id, filters),
-                false => {
-                    if local.subs.remove(&sub_id) {
-                        relay.registry.remove(client.id, &sub_id);
-                    }
-                    client
-                        .outbox
-                        .send(messages::closed(&sub_id, REQ_RATE_LIMITED));
-                }
+                true => queries::handle_req(relay, client, &mut local.subs, sub_id, filters),
+                false => queries::refuse_over_rate(relay, client, &mut local.subs, &sub_id),
             }
         }
         Ok(ClientMessage::Count { sub_id, filters }) => {
             match paced(relay, client, &mut local.burst, &relay.req_rate).await {
-                true => handle_count(relay, client, sub_id, filters),
-                false => {
-                    client
-                        .outbox
-                        .send(messages::closed(&sub_id, REQ_RATE_LIMITED));
-                }
+                true => queries::handle_count(relay, client, sub_id, filters),
+                false => queries::refuse_over_rate(relay, client, &mut local.subs, &sub_id),
             }
         }
-        Ok(ClientMessage::Close(sub_id)) => {
-            if local.subs.remove(&sub_id) {
-                relay.registry.remove(client.id, &sub_id);
-            }
-        }
+        Ok(ClientMessage::Close(sub_id)) => local.subs.end(relay, client, &sub_id),
         Ok(ClientMessage::Auth(raw)) => handle_auth(relay, client, raw).await,
         Ok(ClientMessage::NodeAuth(nonce)) => handle_node_auth(relay, client, nonce).await,
         Ok(ClientMessage::NegOpen { sub_id, .. })
@@ -314,9 +296,7 @@ fn refuse_oversized(relay: &Relay, client: &Client, local: &mut Local, text: &st
             messages::ok(&id, false, &reason)
         }
         Oversized::Query(sub_id) => {
-            if local.subs.remove(&sub_id) {
-                relay.registry.remove(client.id, &sub_id);
-            }
+            local.subs.end(relay, client, &sub_id);
             messages::closed(&sub_id, &reason)
         }
         Oversized::Negentropy(sub_id) => {
@@ -379,9 +359,6 @@ async fn handle_node_auth(relay: &Arc<Relay>, client: &Arc<Client>, nonce: Strin
         .await;
 }
 
-/// The refusal of a REQ or COUNT past the rate limit's hard ceiling.
-const REQ_RATE_LIMITED: &str = "rate-limited: slow down, too many requests";
-
 /// Waits until `rate` allows one more message from `client`: its socket is
 /// not read meanwhile, so TCP paces the sender. The EVENTs read so far go on
 /// first, so the wait holds nothing up. False past the hard ceiling
@@ -399,209 +376,4 @@ async fn paced(
     relay.metrics.messages_paced.fetch_add(1, Relaxed);
     let ceiling = Duration::from_millis(relay.config.limits.max_pace_ms);
     rate.pace(client.ip, ceiling).await
-}
-
-/// Shared REQ/COUNT admission: filter errors and auth. Returns the
-/// filters or sends the CLOSED itself.
-fn admit_query(
-    relay: &Relay,
-    client: &Client,
-    sub_id: &str,
-    filters: Result<Vec<Filter>, FilterError>,
-) -> Option<Vec<Filter>> {
-    let max_ids = relay.config.limits.max_ids_per_filter;
-    let refusal = match &filters {
-        Err(e) => Some(e.to_string()),
-        Ok(list)
-            if list
-                .iter()
-                .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids)) =>
-        {
-            Some(format!("invalid: a filter may list at most {max_ids} ids"))
-        }
-        Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
-            Some("auth-required: this relay only serves authenticated users".into())
-        }
-        Ok(list)
-            if list
-                .iter()
-                .any(|f| relay.read_policy.mesh_refusal(client, f).is_some()) =>
-        {
-            list.iter()
-                .find_map(|f| relay.read_policy.mesh_refusal(client, f))
-                .map(str::to_string)
-        }
-        Ok(list)
-            if !client.auth.is_authenticated()
-                && list.iter().any(|f| relay.read_policy.needs_auth(f)) =>
-        {
-            Some("auth-required: these kinds are only served to their parties".into())
-        }
-        Ok(_) => None,
-    };
-    match refusal {
-        Some(reason) => {
-            client.outbox.send(messages::closed(sub_id, &reason));
-            None
-        }
-        None => filters.ok(),
-    }
-}
-
-fn handle_req(
-    relay: &Arc<Relay>,
-    client: &Arc<Client>,
-    local: &mut Local,
-    sub_id: String,
-    filters: Result<Vec<Filter>, FilterError>,
-) {
-    // A refused REQ closes an open subscription of the same id: the client
-    // was told CLOSED, so nothing more may arrive under it.
-    let close_previous = |local: &mut Local| {
-        if local.subs.remove(&sub_id) {
-            relay.registry.remove(client.id, &sub_id);
-        }
-    };
-    let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
-        close_previous(local);
-        return;
-    };
-    let Some(permit) = client.query_permit() else {
-        client
-            .outbox
-            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
-        close_previous(local);
-        return;
-    };
-    if !local.subs.contains(&sub_id) && local.subs.len() >= relay.config.limits.max_subscriptions {
-        let reason = format!(
-            "blocked: too many subscriptions (max {})",
-            relay.config.limits.max_subscriptions
-        );
-        client.outbox.send(messages::closed(&sub_id, &reason));
-        return;
-    }
-    relay.metrics.reqs_total.fetch_add(1, Relaxed);
-    local.subs.insert(sub_id.clone());
-    let sub = Arc::new(Subscription::new(client.clone(), sub_id, filters));
-    relay.registry.insert(sub.clone());
-    let relay = relay.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let query_sub = sub.clone();
-        let done = on_query_pool(&relay, move |relay| run_req(relay, &query_sub)).await;
-        if !matches!(done, Some(Ok(()))) {
-            relay.registry.remove(sub.client.id, &sub.id);
-            sub.client
-                .outbox
-                .send(messages::closed(&sub.id, "error: query failed"));
-        }
-    });
-}
-
-/// Runs `work` on the blocking pool once a query slot is free; `None` when
-/// the relay is shutting down or the work panicked.
-pub(super) async fn on_query_pool<T: Send + 'static>(
-    relay: &Arc<Relay>,
-    work: impl FnOnce(&Relay) -> T + Send + 'static,
-) -> Option<T> {
-    let _permit = relay.query_slots.clone().acquire_owned().await.ok()?;
-    let relay = relay.clone();
-    tokio::task::spawn_blocking(move || work(&relay)).await.ok()
-}
-
-/// The stored-events phase of a REQ, on the blocking pool.
-fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreError> {
-    let txn = relay.store.read_txn()?;
-    let snapshot = relay.store.last_seq(&txn)?;
-    let now = now();
-    let max_limit = relay.config.limits.max_limit;
-    let mut seen = (sub.filters.len() > 1).then(HashSet::new);
-    for filter in &sub.filters {
-        // Asked by id: every one of them (NDK fetches what reconciliation
-        // said it needs in one REQ); a smaller `limit` still counts.
-        let limit = match &filter.ids {
-            Some(ids) => filter.limit.unwrap_or(u64::MAX).min(ids.len() as u64),
-            None => filter.limit.unwrap_or(max_limit).min(max_limit),
-        };
-        relay.store.query(&txn, filter, limit, now, &mut |found| {
-            if sub.is_cancelled() {
-                return Err(Stop);
-            }
-            if !relay
-                .read_policy
-                .can_see_stored(&sub.client, &found.header, found.json)
-            {
-                return Ok(false);
-            }
-            if let Some(seen) = seen.as_mut() {
-                if !seen.insert(found.seq) {
-                    return Ok(false);
-                }
-            }
-            sub.client.outbox.send(messages::event(&sub.id, found.json));
-            Ok(true)
-        })?;
-    }
-    drop(txn);
-    sub.finish_query(snapshot);
-    Ok(())
-}
-
-fn handle_count(
-    relay: &Arc<Relay>,
-    client: &Arc<Client>,
-    sub_id: String,
-    filters: Result<Vec<Filter>, FilterError>,
-) {
-    let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
-        return;
-    };
-    let Some(permit) = client.query_permit() else {
-        client
-            .outbox
-            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
-        return;
-    };
-    let relay = relay.clone();
-    let client = client.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let query_client = client.clone();
-        let result =
-            on_query_pool(&relay, move |relay| count(relay, &query_client, &filters)).await;
-        let reply = match result {
-            Some(Ok(n)) => messages::count(&sub_id, n),
-            _ => messages::closed(&sub_id, "error: count failed"),
-        };
-        client.outbox.send(reply);
-    });
-}
-
-fn count(
-    relay: &Relay,
-    client: &Client,
-    filters: &[Filter],
-) -> Result<u64, crate::store::StoreError> {
-    let txn = relay.store.read_txn()?;
-    let now = now();
-    let mut seen = (filters.len() > 1).then(HashSet::new);
-    let mut total = 0;
-    for filter in filters {
-        total += relay
-            .store
-            .query(&txn, filter, u64::MAX, now, &mut |found| {
-                if client.outbox.is_overflowed() {
-                    return Err(Stop);
-                }
-                if !relay
-                    .read_policy
-                    .can_see_stored(client, &found.header, found.json)
-                {
-                    return Ok(false);
-                }
-                Ok(seen.as_mut().is_none_or(|s| s.insert(found.seq)))
-            })?;
-    }
-    Ok(total)
 }

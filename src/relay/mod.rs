@@ -16,6 +16,7 @@ mod nip11;
 pub mod origin;
 mod outbox;
 pub mod policy;
+mod queries;
 mod refusals;
 mod server;
 pub mod subscriptions;

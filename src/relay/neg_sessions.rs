@@ -256,7 +256,7 @@ pub fn handle_open(
         let cap = relay.config.negentropy.max_sync_events;
         let frame_limit = relay.config.negentropy.frame_size_limit;
         let job_client = client.clone();
-        let result = super::connection::on_query_pool(&relay, move |relay| {
+        let result = super::queries::on_query_pool(&relay, move |relay| {
             let set = choose_set(relay, &job_client, &filters, cap)?;
             let reply = respond(relay, &set, &initial, frame_limit).map_err(OpenError::Other)?;
             Ok::<_, OpenError>((set, reply))
@@ -464,7 +464,7 @@ pub fn handle_msg(
     tokio::spawn(async move {
         let _permit = permit;
         let frame_limit = relay.config.negentropy.frame_size_limit;
-        let result = super::connection::on_query_pool(&relay, move |relay| {
+        let result = super::queries::on_query_pool(&relay, move |relay| {
             respond(relay, &storage, &query, frame_limit)
         })
         .await;

@@ -1,0 +1,242 @@
+//! REQ and COUNT on one connection: admission (filter errors, id caps,
+//! auth and mesh rules), the stored-events phase on the query pool, and the
+//! connection's set of open subscriptions. The rate limit is paced before
+//! these run, in `connection.rs`.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::client::{Client, TOO_MANY_QUERIES};
+use super::messages;
+use super::subscriptions::Subscription;
+use super::Relay;
+use crate::event::now;
+use crate::filter::{Filter, FilterError};
+use crate::store::Stop;
+
+/// The refusal of a REQ or COUNT past the rate limit's hard ceiling.
+const REQ_RATE_LIMITED: &str = "rate-limited: slow down, too many requests";
+
+/// The subscription ids open on one connection.
+#[derive(Default)]
+pub(super) struct OpenSubs(HashSet<String>);
+
+impl OpenSubs {
+    /// Ends subscription `sub_id` if it is open (CLOSE, or a refusal the
+    /// client was told about under that id).
+    pub(super) fn end(&mut self, relay: &Relay, client: &Client, sub_id: &str) {
+        if self.0.remove(sub_id) {
+            relay.registry.remove(client.id, sub_id);
+        }
+    }
+}
+
+/// Refuses a REQ or COUNT sent past the rate limit's hard ceiling (and ends
+/// an open subscription of that id).
+pub(super) fn refuse_over_rate(relay: &Relay, client: &Client, subs: &mut OpenSubs, sub_id: &str) {
+    subs.end(relay, client, sub_id);
+    client
+        .outbox
+        .send(messages::closed(sub_id, REQ_RATE_LIMITED));
+}
+
+/// Shared REQ/COUNT admission: filter errors and auth. Returns the
+/// filters or sends the CLOSED itself.
+fn admit_query(
+    relay: &Relay,
+    client: &Client,
+    sub_id: &str,
+    filters: Result<Vec<Filter>, FilterError>,
+) -> Option<Vec<Filter>> {
+    let max_ids = relay.config.limits.max_ids_per_filter;
+    let refusal = match &filters {
+        Err(e) => Some(e.to_string()),
+        Ok(list)
+            if list
+                .iter()
+                .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids)) =>
+        {
+            Some(format!("invalid: a filter may list at most {max_ids} ids"))
+        }
+        Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
+            Some("auth-required: this relay only serves authenticated users".into())
+        }
+        Ok(list)
+            if list
+                .iter()
+                .any(|f| relay.read_policy.mesh_refusal(client, f).is_some()) =>
+        {
+            list.iter()
+                .find_map(|f| relay.read_policy.mesh_refusal(client, f))
+                .map(str::to_string)
+        }
+        Ok(list)
+            if !client.auth.is_authenticated()
+                && list.iter().any(|f| relay.read_policy.needs_auth(f)) =>
+        {
+            Some("auth-required: these kinds are only served to their parties".into())
+        }
+        Ok(_) => None,
+    };
+    match refusal {
+        Some(reason) => {
+            client.outbox.send(messages::closed(sub_id, &reason));
+            None
+        }
+        None => filters.ok(),
+    }
+}
+
+pub(super) fn handle_req(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    subs: &mut OpenSubs,
+    sub_id: String,
+    filters: Result<Vec<Filter>, FilterError>,
+) {
+    // A refused REQ closes an open subscription of the same id: the client
+    // was told CLOSED, so nothing more may arrive under it.
+    let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
+        subs.end(relay, client, &sub_id);
+        return;
+    };
+    let Some(permit) = client.query_permit() else {
+        client
+            .outbox
+            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
+        subs.end(relay, client, &sub_id);
+        return;
+    };
+    if !subs.0.contains(&sub_id) && subs.0.len() >= relay.config.limits.max_subscriptions {
+        let reason = format!(
+            "blocked: too many subscriptions (max {})",
+            relay.config.limits.max_subscriptions
+        );
+        client.outbox.send(messages::closed(&sub_id, &reason));
+        return;
+    }
+    relay.metrics.reqs_total.fetch_add(1, Relaxed);
+    subs.0.insert(sub_id.clone());
+    let sub = Arc::new(Subscription::new(client.clone(), sub_id, filters));
+    relay.registry.insert(sub.clone());
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let query_sub = sub.clone();
+        let done = on_query_pool(&relay, move |relay| run_req(relay, &query_sub)).await;
+        if !matches!(done, Some(Ok(()))) {
+            relay.registry.remove(sub.client.id, &sub.id);
+            sub.client
+                .outbox
+                .send(messages::closed(&sub.id, "error: query failed"));
+        }
+    });
+}
+
+/// Runs `work` on the blocking pool once a query slot is free; `None` when
+/// the relay is shutting down or the work panicked.
+pub(super) async fn on_query_pool<T: Send + 'static>(
+    relay: &Arc<Relay>,
+    work: impl FnOnce(&Relay) -> T + Send + 'static,
+) -> Option<T> {
+    let _permit = relay.query_slots.clone().acquire_owned().await.ok()?;
+    let relay = relay.clone();
+    tokio::task::spawn_blocking(move || work(&relay)).await.ok()
+}
+
+/// The stored-events phase of a REQ, on the blocking pool.
+fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreError> {
+    let txn = relay.store.read_txn()?;
+    let snapshot = relay.store.last_seq(&txn)?;
+    let now = now();
+    let max_limit = relay.config.limits.max_limit;
+    let mut seen = (sub.filters.len() > 1).then(HashSet::new);
+    for filter in &sub.filters {
+        // Asked by id: every one of them (NDK fetches what reconciliation
+        // said it needs in one REQ); a smaller `limit` still counts.
+        let limit = match &filter.ids {
+            Some(ids) => filter.limit.unwrap_or(u64::MAX).min(ids.len() as u64),
+            None => filter.limit.unwrap_or(max_limit).min(max_limit),
+        };
+        relay.store.query(&txn, filter, limit, now, &mut |found| {
+            if sub.is_cancelled() {
+                return Err(Stop);
+            }
+            if !relay
+                .read_policy
+                .can_see_stored(&sub.client, &found.header, found.json)
+            {
+                return Ok(false);
+            }
+            if let Some(seen) = seen.as_mut() {
+                if !seen.insert(found.seq) {
+                    return Ok(false);
+                }
+            }
+            sub.client.outbox.send(messages::event(&sub.id, found.json));
+            Ok(true)
+        })?;
+    }
+    drop(txn);
+    sub.finish_query(snapshot);
+    Ok(())
+}
+
+pub(super) fn handle_count(
+    relay: &Arc<Relay>,
+    client: &Arc<Client>,
+    sub_id: String,
+    filters: Result<Vec<Filter>, FilterError>,
+) {
+    let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
+        return;
+    };
+    let Some(permit) = client.query_permit() else {
+        client
+            .outbox
+            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
+        return;
+    };
+    let relay = relay.clone();
+    let client = client.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let query_client = client.clone();
+        let result =
+            on_query_pool(&relay, move |relay| count(relay, &query_client, &filters)).await;
+        let reply = match result {
+            Some(Ok(n)) => messages::count(&sub_id, n),
+            _ => messages::closed(&sub_id, "error: count failed"),
+        };
+        client.outbox.send(reply);
+    });
+}
+
+fn count(
+    relay: &Relay,
+    client: &Client,
+    filters: &[Filter],
+) -> Result<u64, crate::store::StoreError> {
+    let txn = relay.store.read_txn()?;
+    let now = now();
+    let mut seen = (filters.len() > 1).then(HashSet::new);
+    let mut total = 0;
+    for filter in filters {
+        total += relay
+            .store
+            .query(&txn, filter, u64::MAX, now, &mut |found| {
+                if client.outbox.is_overflowed() {
+                    return Err(Stop);
+                }
+                if !relay
+                    .read_policy
+                    .can_see_stored(client, &found.header, found.json)
+                {
+                    return Ok(false);
+                }
+                Ok(seen.as_mut().is_none_or(|s| s.insert(found.seq)))
+            })?;
+    }
+    Ok(total)
+}
