@@ -8,6 +8,10 @@
 //!    each way, milliseconds; our tree-backed responder and vector
 //!    initiator next to the `negentropy` crate with sorted vectors.
 //! 3. Tree insert throughput (ids/s) in batches of 10 000.
+//! 4. Server frame limit (issue 14): rounds and bytes for the `negentropy`
+//!    crate as initiator with 60 kB frames (nostr-sdk's default) against our
+//!    tree responder at 250 kB (the old default) and 500 kB (strfry's, the
+//!    new default), at n = 100 k and 1 M with d = 2 000.
 //!
 //! `cargo bench --bench negentropy` (N=1000000 by default); `cargo test`
 //! runs a small smoke pass.
@@ -184,6 +188,72 @@ fn run_oracle(
     (rounds, up, down, ms(started), have.len(), need.len())
 }
 
+/// The `negentropy` crate as initiator against our tree as responder:
+/// (rounds, bytes up, bytes down, ms, have + need).
+fn run_crate_client(
+    client: &[Item],
+    tree: &StandaloneTree,
+    client_frame: usize,
+    server_frame: usize,
+) -> (usize, usize, usize, f64, usize) {
+    let cs = oracle_storage(client);
+    let started = Instant::now();
+    let mut c = Oracle::borrowed(&cs, client_frame as u64).expect("client");
+    let mut msg = c.initiate().expect("initiate");
+    let (mut up, mut down, mut rounds) = (msg.len(), 0, 0);
+    let (mut have, mut need) = (Vec::new(), Vec::new());
+    loop {
+        let reply = tree
+            .with_reader(|r| {
+                Negentropy::new(r, server_frame)
+                    .expect("server")
+                    .reconcile(&msg)
+                    .expect("reply")
+            })
+            .expect("reader");
+        rounds += 1;
+        down += reply.len();
+        match c
+            .reconcile_with_ids(&reply, &mut have, &mut need)
+            .expect("client round")
+        {
+            Some(next) => {
+                up += next.len();
+                msg = next;
+            }
+            None => break,
+        }
+    }
+    have.sort_unstable();
+    have.dedup();
+    need.sort_unstable();
+    need.dedup();
+    (rounds, up, down, ms(started), have.len() + need.len())
+}
+
+fn server_frame_limits(sizes: &[usize]) {
+    for &n in sizes {
+        let base = items(n, 21);
+        let mut rng = Rng(7);
+        let (mut server, mut client) = (base.clone(), base);
+        for _ in 0..1000 {
+            server.push(rng.item());
+            client.push(rng.item());
+        }
+        server.sort_unstable();
+        client.sort_unstable();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = StandaloneTree::create(dir.path(), server.iter().copied()).expect("tree");
+        for server_frame in [250_000usize, 500_000] {
+            let (rounds, up, down, ms, found) =
+                run_crate_client(&client, &tree, 60_000, server_frame);
+            println!(
+                "| {n:>9} | {server_frame:>7} | {rounds:>3} | {up:>9} | {down:>9} | {ms:>8.1} | {found} |"
+            );
+        }
+    }
+}
+
 fn reconciliation(n: usize) {
     let base = items(n, 11);
     for d in [0usize, 100, 10_000] {
@@ -233,4 +303,10 @@ fn main() {
     println!("| d | frames | rounds | bytes up | bytes down | ms | have+need |");
     println!("|---|---|---|---|---|---|---|");
     reconciliation(n);
+    println!();
+    println!("Server frame limit: negentropy crate initiator, 60 kB frames, d = 2 000");
+    println!("| n | server frame | rounds | bytes up | bytes down | ms | have+need |");
+    println!("|---|---|---|---|---|---|---|");
+    let sizes: Vec<usize> = if full { vec![100_000, n] } else { vec![n] };
+    server_frame_limits(&sizes);
 }
