@@ -73,6 +73,7 @@ fn main() {
             verify: verify.handle(),
             policy: None,
             node_key: None,
+            deflate: true,
         };
         let opts = SyncOptions {
             direction: Direction::Down,

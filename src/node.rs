@@ -154,6 +154,7 @@ pub async fn run_with_admin(
             &relay.config.policy,
         ))),
         node_key: Some(node_key.clone()),
+        deflate: relay.config.server.permessage_deflate,
     };
     let sync = crate::sync::SyncService::start(
         local,

@@ -50,6 +50,7 @@ fn local_node_with(policy: Option<echorelay::config::PolicyConfig>) -> LocalNode
         verify: verify.handle(),
         policy,
         node_key: Some(Arc::new(Keys::generate())),
+        deflate: true,
     };
     LocalNode {
         local,
@@ -356,6 +357,7 @@ async fn peers_added_triggered_and_removed_at_run_time() {
         verify: verify.handle(),
         policy: None,
         node_key: None,
+        deflate: true,
     };
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let service = SyncService::start(local, &[], stop, None, None);

@@ -79,6 +79,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         verify: verify.handle(),
         policy,
         node_key: Some(Arc::new(crate::secrets::node_key(&config.store.data_dir)?)),
+        deflate: config.server.permessage_deflate,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

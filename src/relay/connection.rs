@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 
@@ -21,14 +20,15 @@ use super::messages::{self, ClientMessage, Oversized};
 use super::neg_sessions::{self, NegSessions};
 use super::outbox::{Frame, Outbox};
 use super::queries::{self, OpenSubs};
+use super::socket::{Frames, Socket};
 use super::Relay;
 use crate::edge::Slot;
 use crate::event::Event;
 
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 const CLOSE_INVALID_UTF8: u16 = 1007;
-const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Per-connection state only the reader loop touches.
 struct Local {
@@ -36,6 +36,9 @@ struct Local {
     neg: Arc<NegSessions>,
     burst: ingest::Burst,
 }
+
+/// How long the socket may take to send the close frame it owes.
+const FLUSH_OWED: Duration = Duration::from_secs(1);
 
 /// Most messages read in one burst before the burst's EVENTs are handed on.
 const READ_BURST: usize = 64;
@@ -48,7 +51,7 @@ enum Flow {
 
 /// Serves one upgraded connection; `auth` holds its NIP-42 challenge and
 /// the relay URL its AUTH events must name.
-pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthState, slot: Slot) {
+pub async fn run(relay: Arc<Relay>, socket: Socket, ip: IpAddr, auth: AuthState, slot: Slot) {
     let (outbox, rx) = Outbox::new(relay.config.limits.max_pending_outbound_bytes);
     let client = Arc::new(Client {
         id: relay.next_client_id.fetch_add(1, Relaxed),
@@ -62,7 +65,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthSta
     });
     relay.metrics.connections_open.fetch_add(1, Relaxed);
     relay.metrics.connections_total.fetch_add(1, Relaxed);
-    let (sink, mut stream) = socket.split();
+    let (sink, mut stream) = Frames(socket).split();
     let mut writer = tokio::spawn(write_loop(relay.clone(), client.clone(), sink, rx));
     client
         .outbox
@@ -90,6 +93,10 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthSta
                 }
                 ingest::flush(&relay, &client, &mut local.burst).await;
                 if let Flow::Stop = flow {
+                    // One more read lets the socket send what it owes: the
+                    // echo of the client's close, or its own close after a
+                    // bad frame (1009, 1007, 1002). It returns at once.
+                    let _ = tokio::time::timeout(FLUSH_OWED, stream.next()).await;
                     break;
                 }
             }
@@ -112,7 +119,7 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthSta
         tracing::info!(client = client.id, %ip, "dropped a slow reader over its outbound limit");
         writer.abort();
     } else {
-        client.outbox.close(1000, "");
+        client.outbox.finish();
         if tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer)
             .await
             .is_err()
@@ -124,46 +131,51 @@ pub async fn run(relay: Arc<Relay>, socket: WebSocket, ip: IpAddr, auth: AuthSta
     drop(slot);
 }
 
-/// Handles one read from the socket.
+/// Handles one read from the socket. On a read error the socket has
+/// already queued the close frame it deserves (1009 oversized, 1007 invalid
+/// UTF-8, 1002 protocol error); the writer's `finish` sends it.
 async fn on_message(
     relay: &Arc<Relay>,
     client: &Arc<Client>,
     local: &mut Local,
-    incoming: Option<Result<Message, axum::Error>>,
+    incoming: Option<yawc::Result<yawc::Frame>>,
 ) -> Flow {
-    match incoming {
-        None | Some(Ok(Message::Close(_))) => return Flow::Stop,
-        Some(Ok(Message::Text(text))) => handle_text(relay, client, local, text.as_str()).await,
-        Some(Ok(Message::Binary(_))) => {
+    use yawc::OpCode;
+    let frame = match incoming {
+        None => return Flow::Stop,
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) => {
+            tracing::debug!(client = client.id, ip = %client.ip, error = %e, "socket closed on a bad frame");
+            // Errors found above the frame layer leave the close to us.
+            use yawc::WebSocketError as E;
+            match e {
+                E::InvalidUTF8 => client.outbox.close(CLOSE_INVALID_UTF8, "invalid UTF-8"),
+                E::InvalidFragment | E::InvalidContinuationFrame | E::FragmentTimeout => client
+                    .outbox
+                    .close(CLOSE_PROTOCOL_ERROR, "invalid fragment"),
+                _ => {}
+            }
+            return Flow::Stop;
+        }
+    };
+    match frame.opcode() {
+        OpCode::Text => match std::str::from_utf8(frame.payload()) {
+            Ok(text) => handle_text(relay, client, local, text).await,
+            Err(_) => {
+                client.outbox.close(CLOSE_INVALID_UTF8, "invalid UTF-8");
+                return Flow::Stop;
+            }
+        },
+        OpCode::Binary => {
             client.outbox.send(messages::notice_msg(
                 "invalid: binary messages are not supported",
             ));
         }
-        Some(Ok(_)) => {}
-        Some(Err(e)) => {
-            if let Some(code) = close_code_for(e) {
-                let reason = if code == CLOSE_TOO_BIG {
-                    "message too big"
-                } else {
-                    "invalid UTF-8"
-                };
-                client.outbox.close(code, reason);
-            }
-            return Flow::Stop;
-        }
+        OpCode::Close => return Flow::Stop,
+        // Pings are answered by the socket; fragments arrive reassembled.
+        OpCode::Ping | OpCode::Pong | OpCode::Continuation => {}
     }
     Flow::Continue
-}
-
-/// Maps a socket read error to the close code it deserves, if any.
-fn close_code_for(err: axum::Error) -> Option<u16> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let inner = err.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(_)) => Some(CLOSE_TOO_BIG),
-        Some(WsError::Utf8(_)) => Some(CLOSE_INVALID_UTF8),
-        _ => None,
-    }
 }
 
 /// Frames written before one flush: under load many OKs and EVENTs share a
@@ -173,7 +185,7 @@ const FRAMES_PER_FLUSH: usize = 64;
 async fn write_loop(
     relay: Arc<Relay>,
     client: Arc<Client>,
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut sink: futures_util::stream::SplitSink<Frames, yawc::Frame>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Frame>,
 ) {
     while let Some(frame) = rx.recv().await {
@@ -185,11 +197,14 @@ async fn write_loop(
                 Frame::Text(text) => (Some(text), Vec::new()),
                 Frame::Texts(texts) => (None, texts),
                 Frame::Close(code, reason) => {
-                    let close = CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(close))).await;
+                    let close = yawc::Frame::close(code.into(), reason);
+                    let _ = sink.send(close).await;
+                    // A close frame went out: close() adds none.
+                    let _ = sink.close().await;
+                    return;
+                }
+                Frame::Finish => {
+                    // A normal close, unless the socket already sent one.
                     let _ = sink.close().await;
                     return;
                 }
@@ -197,7 +212,7 @@ async fn write_loop(
             for text in single.into_iter().chain(texts) {
                 relay.refusals.observe(client.id, client.ip, &text);
                 let len = text.len();
-                if sink.feed(Message::Text(text.into())).await.is_err() {
+                if sink.feed(yawc::Frame::text(text)).await.is_err() {
                     return;
                 }
                 client.outbox.sent(len);

@@ -19,6 +19,7 @@ pub mod policy;
 mod queries;
 mod refusals;
 mod server;
+mod socket;
 pub mod subscriptions;
 
 use std::sync::atomic::AtomicU64;
@@ -72,6 +73,8 @@ pub struct Relay {
     pub(crate) node_key: Arc<crate::event::Keys>,
     /// Logs and counts every refusal sent to a client.
     refusals: refusals::RefusalLog,
+    /// How relay sockets are upgraded (limits, deflate and its shared pool).
+    socket_options: yawc::Options,
 }
 
 /// The pieces [`Relay::new`] needs that outlive it (threads, channels).
@@ -117,6 +120,7 @@ impl Relay {
             writer: parts.writer,
             verify: parts.verify,
             refusals: refusals::RefusalLog::new(parts.metrics.clone()),
+            socket_options: socket::options(&config),
             metrics: parts.metrics,
             shutdown: parts.shutdown,
             fanout: parts.fanout,

@@ -14,6 +14,9 @@ pub enum Frame {
     Texts(Vec<String>),
     /// Send a close frame with this code and reason, then stop.
     Close(u16, &'static str),
+    /// End the connection: send the close frame the socket owes (an echo,
+    /// or its answer to a bad frame), else a normal one, then stop.
+    Finish,
 }
 
 pub struct Outbox {
@@ -71,6 +74,11 @@ impl Outbox {
     /// Asks the writer task to close the socket after what is queued.
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.tx.send(Frame::Close(code, reason));
+    }
+
+    /// Asks the writer task to end the connection after what is queued.
+    pub fn finish(&self) {
+        let _ = self.tx.send(Frame::Finish);
     }
 
     /// Called by the socket writer once a frame left the process.

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,12 +14,6 @@ use tokio::net::TcpListener;
 
 use super::{connection, nip11, Relay};
 use crate::edge::{Slot, SlotCell};
-
-/// The WebSocket layer refuses (close 1009) messages over this multiple of
-/// `max_message_size` (or over `max_negentropy_message_size`, if larger);
-/// below that, an oversized message is refused in its own form and the
-/// connection stays.
-const HARD_LIMIT_FACTOR: usize = 4;
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
@@ -50,9 +43,14 @@ async fn root(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if wants_ws {
         // A refused upgrade leaves the connection (and its slot) as it was.
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        let upgrade = match yawc::IncomingUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
+        };
+        // Deflate is agreed here when the client offered it (socket.rs).
+        let (response, socket) = match upgrade.upgrade(relay.socket_options.clone()) {
+            Ok(pair) => pair,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         };
         let ip = relay.origins.client_ip(&parts.headers, peer);
         // The connection's own slot, unless it came through a trusted proxy:
@@ -74,15 +72,13 @@ async fn root(
             .relay_url(&parts.headers, peer, parts.uri.path());
         let configured = !relay.origins.relay_url.is_empty();
         let auth = super::auth::AuthState::new(url, configured, &relay.node_key.public_key());
-        let limits = &relay.config.limits;
-        let hard_limit = limits
-            .max_message_size
-            .saturating_mul(HARD_LIMIT_FACTOR)
-            .max(limits.max_negentropy_message_size);
-        return upgrade
-            .max_message_size(hard_limit)
-            .max_frame_size(hard_limit)
-            .on_upgrade(move |socket| connection::run(relay, socket, ip, auth, slot));
+        tokio::spawn(async move {
+            match socket.await {
+                Ok(socket) => connection::run(relay, socket, ip, auth, slot).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
+            }
+        });
+        return response.into_response();
     }
     let wants_info = parts
         .headers

@@ -154,6 +154,8 @@ pub struct Local {
     pub policy: Option<Arc<WritePolicy>>,
     /// Answers peers' NIP-42 challenges, so they can tell us from a stranger.
     pub node_key: Option<Arc<Keys>>,
+    /// Offer permessage-deflate to peers (`server.permessage_deflate`).
+    pub deflate: bool,
 }
 
 /// Fetched ids refused locally, with the reason, to remember after the run.
@@ -174,8 +176,14 @@ pub async fn sync_with_peer(
     opts: &SyncOptions,
     mut progress: impl FnMut(&Progress),
 ) -> Result<SyncReport, SyncError> {
-    let mut peer =
-        PeerSocket::connect(url, opts.timeout, local.node_key.clone(), opts.peer_key).await?;
+    let mut peer = PeerSocket::connect(
+        url,
+        opts.timeout,
+        local.node_key.clone(),
+        opts.peer_key,
+        local.deflate,
+    )
+    .await?;
     let mut state = Progress {
         peer_url: url.to_string(),
         ..Progress::default()

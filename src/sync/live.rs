@@ -73,6 +73,7 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
         CONNECT_TIMEOUT,
         link.local.node_key.clone(),
         link.peer_key,
+        link.local.deflate,
     )
     .await?;
     let mesh = peer.is_proven_node();

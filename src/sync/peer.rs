@@ -13,15 +13,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
+use yawc::{Frame, OpCode};
 
 use super::client::SyncError;
 use crate::event::{now, Keys};
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// yawc, so permessage-deflate (RFC 7692) can be offered to the peer.
+type Socket = yawc::TcpWebSocket;
+
+/// The largest message taken from a peer (a stored event, a NEG-MSG from a
+/// peer without a frame limit): what the relay side accepts by default.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Options of a connection to a peer: deflate with context takeover when
+/// `deflate` (one socket per peer; the peer decides what it agrees to).
+fn socket_options(deflate: bool) -> yawc::Options {
+    let base = yawc::Options::default()
+        .with_utf8()
+        .with_limits(MAX_MESSAGE, MAX_MESSAGE);
+    match deflate {
+        true => base
+            .with_compression_level(yawc::CompressionLevel::default())
+            .with_compression_threshold(128),
+        false => base.without_compression(),
+    }
+}
 
 /// Where our NIP-42 authentication with the peer stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,30 +80,28 @@ pub struct PeerSocket {
     last_heard: tokio::time::Instant,
 }
 
-/// wss:// needs a rustls crypto provider; ring is the one we build with.
-fn install_tls_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl PeerSocket {
     /// Connects to `url`, giving up after `timeout`. With `expected` (the
     /// peer's configured node key) and our own key, the peer is asked to
     /// prove its key before anything else: see [`PeerSocket::proof`].
+    /// With `deflate`, permessage-deflate is offered.
     pub async fn connect(
         url: &str,
         timeout: Duration,
         key: Option<Arc<Keys>>,
         expected: Option<[u8; 32]>,
+        deflate: bool,
     ) -> Result<PeerSocket, SyncError> {
-        install_tls_provider();
-        let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
-        let (ws, _) = tokio::time::timeout(timeout, connect)
+        let failed = |e: String| SyncError::Connect(url.to_string(), e);
+        let parsed = url::Url::parse(url).map_err(|e| failed(e.to_string()))?;
+        let tls = crate::http_client::tls_connector().map_err(failed)?;
+        let connect = yawc::WebSocket::connect(parsed)
+            .with_connector(tls)
+            .with_options(socket_options(deflate));
+        let ws = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| SyncError::Timeout(timeout))?
-            .map_err(|e| SyncError::Connect(url.to_string(), e.to_string()))?;
+            .map_err(|e| failed(e.to_string()))?;
         let mut socket = PeerSocket {
             ws,
             url: url.to_string(),
@@ -153,19 +169,19 @@ impl PeerSocket {
 
     pub async fn send_text(&mut self, text: String) -> Result<(), SyncError> {
         let timeout = self.timeout;
-        bounded(timeout, self.ws.send(Message::Text(text.into()))).await
+        bounded(timeout, self.ws.send(Frame::text(text))).await
     }
 
     /// A WebSocket ping; the pong (or any message) proves the link alive.
     pub async fn ping(&mut self) -> Result<(), SyncError> {
         let timeout = self.timeout;
-        bounded(timeout, self.ws.send(Message::Ping(Vec::new().into()))).await
+        bounded(timeout, self.ws.send(Frame::ping(Vec::new()))).await
     }
 
     /// Queues a text frame without flushing (see [`PeerSocket::flush`]).
     pub async fn feed(&mut self, text: String) -> Result<(), SyncError> {
         let timeout = self.timeout;
-        bounded(timeout, self.ws.feed(Message::Text(text.into()))).await
+        bounded(timeout, self.ws.feed(Frame::text(text))).await
     }
 
     pub async fn flush(&mut self) -> Result<(), SyncError> {
@@ -175,7 +191,7 @@ impl PeerSocket {
 
     pub async fn close(mut self) {
         let timeout = self.timeout;
-        let _ = bounded(timeout, self.ws.close(None)).await;
+        let _ = bounded(timeout, self.ws.close()).await;
     }
 
     /// Next JSON array from the peer, skipping what is not one and the
@@ -197,18 +213,21 @@ impl PeerSocket {
     /// The next JSON array, whatever it is.
     async fn next_array(&mut self, wait: Duration) -> Result<Vec<Value>, SyncError> {
         loop {
-            let msg = tokio::time::timeout(wait, self.ws.next())
+            let frame = tokio::time::timeout(wait, self.ws.next_frame())
                 .await
-                .map_err(|_| SyncError::Timeout(wait))?;
+                .map_err(|_| SyncError::Timeout(wait))?
+                .map_err(|_| SyncError::Closed)?;
             self.last_heard = tokio::time::Instant::now();
-            match msg {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(SyncError::Closed),
-                Some(Ok(Message::Text(text))) => {
-                    if let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(text.as_str()) {
+            match frame.opcode() {
+                OpCode::Close => return Err(SyncError::Closed),
+                OpCode::Text => {
+                    if let Ok(Value::Array(parts)) =
+                        serde_json::from_slice::<Value>(frame.payload())
+                    {
                         return Ok(parts);
                     }
                 }
-                Some(Ok(_)) => {}
+                _ => {}
             }
         }
     }
