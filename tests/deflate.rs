@@ -6,9 +6,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 
+use common::wire::proxy;
 use common::*;
 use echorelay::event::Keys;
 use futures_util::SinkExt;
@@ -39,47 +38,6 @@ async fn upgrade_head(addr: SocketAddr, extensions: &str) -> String {
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).to_ascii_lowercase()
-}
-
-/// Bytes through a TCP proxy to `target`: (client → relay, relay → client).
-#[derive(Default)]
-struct Wire {
-    up: AtomicU64,
-    down: AtomicU64,
-}
-
-async fn proxy(target: SocketAddr) -> (SocketAddr, Arc<Wire>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let wire = Arc::new(Wire::default());
-    let counts = wire.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let relay = tokio::net::TcpStream::connect(target).await.unwrap();
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut relay_read, mut relay_write) = relay.into_split();
-            let (up, down) = (counts.clone(), counts.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                    up.up.fetch_add(n as u64, Relaxed);
-                    if relay_write.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = relay_read.read(&mut buf).await {
-                    down.down.fetch_add(n as u64, Relaxed);
-                    if client_write.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    (addr, wire)
 }
 
 /// A yawc client, offering deflate or not.
@@ -151,7 +109,7 @@ async fn deflate_is_agreed_when_offered_and_compresses_both_ways() {
     let (via, wire) = proxy(relay.addr).await;
     let mut compressed = yawc_client(via, true).await;
     let text = round_trip(&mut compressed, &keys).await;
-    let (up, down) = (wire.up.load(Relaxed), wire.down.load(Relaxed));
+    let (up, down) = wire.bytes();
     assert!(
         up * 5 < text / 2,
         "client → relay: {up} bytes for {} of text",
@@ -167,8 +125,8 @@ async fn deflate_is_agreed_when_offered_and_compresses_both_ways() {
     let (via, wire) = proxy(relay.addr).await;
     let mut plain = yawc_client(via, false).await;
     let text = round_trip(&mut plain, &keys).await;
-    assert!(wire.up.load(Relaxed) > text / 2);
-    assert!(wire.down.load(Relaxed) > text / 2);
+    let (up, down) = wire.bytes();
+    assert!(up > text / 2 && down > text / 2, "{up} / {down}");
     let mut tungstenite = relay.client().await;
     tungstenite
         .publish_ok(&note(&keys, "uncompressed client"))
@@ -185,7 +143,7 @@ async fn the_switch_turns_deflate_off() {
     let (via, wire) = proxy(relay.addr).await;
     let mut offered = yawc_client(via, true).await;
     let text = round_trip(&mut offered, &Keys::generate()).await;
-    assert!(wire.down.load(Relaxed) > text / 2);
+    assert!(wire.bytes().1 > text / 2);
     relay.stop().await;
 }
 

@@ -3,7 +3,10 @@
 
 use echorelay::event::{Event, Keys};
 use echorelay::filter::Filter;
-use echorelay::relay::messages::{parse_client_message, ClientMessage, ParseLimits};
+use echorelay::relay::messages::{
+    classify_oversized, message_type, neg_open_filters, parse_client_message, ClientMessage,
+    Oversized, ParseLimits,
+};
 use proptest::prelude::*;
 
 const LIMITS: ParseLimits = ParseLimits {
@@ -30,6 +33,32 @@ proptest! {
         let _ = parse_client_message(&text, &LIMITS);
         let _ = Filter::from_json(&text);
         let _ = Event::from_json(&text);
+        let _ = message_type(&text);
+        let _ = classify_oversized(&text);
+        if let Ok(raw) = serde_json::from_str::<Box<serde_json::value::RawValue>>(&text) {
+            let _ = neg_open_filters(&raw, 32);
+        }
+    }
+
+    #[test]
+    fn an_oversized_message_is_read_back_as_what_it_is(
+        sub in "[a-z0-9]{1,20}",
+        pad in 0usize..2000,
+        kind in 0usize..4,
+    ) {
+        let filler = "x".repeat(pad);
+        let id = "ab".repeat(32);
+        let (text, want) = match kind {
+            0 => (
+                format!(r#"["EVENT",{{"content":"{filler}","id":"{id}"}}]"#),
+                Oversized::Event(id),
+            ),
+            1 => (format!(r##"["REQ","{sub}",{{"#t":["{filler}"]}}]"##), Oversized::Query(sub.clone())),
+            2 => (format!(r#"["NEG-MSG","{sub}","61{filler}"]"#), Oversized::Negentropy(sub.clone())),
+            _ => (format!(r#"["CLOSE","{sub}","{filler}"]"#), Oversized::Unknown),
+        };
+        prop_assert_eq!(classify_oversized(&text), want);
+        prop_assert!(message_type(&text).is_some());
     }
 
     #[test]

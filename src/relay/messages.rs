@@ -226,6 +226,36 @@ pub fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// NEG-OPEN's filter: one object, or an array of them (NDK's sync sends
+/// one). A one-element array is that filter; several reconcile their union.
+pub fn neg_open_filters(raw: &RawValue, max_filters: usize) -> Result<Vec<Filter>, String> {
+    let value = serde_json::from_str::<serde_json::Value>(raw.get())
+        .map_err(|_| "invalid: NEG-OPEN filter is not JSON".to_string())?;
+    let objects = match value {
+        serde_json::Value::Object(_) => vec![value],
+        serde_json::Value::Array(list) if list.is_empty() => {
+            return Err("invalid: NEG-OPEN filter array is empty".into())
+        }
+        serde_json::Value::Array(list) if list.len() > max_filters => {
+            return Err(format!(
+                "invalid: too many filters ({} > {max_filters})",
+                list.len()
+            ))
+        }
+        serde_json::Value::Array(list) => list,
+        _ => return Err("invalid: NEG-OPEN takes a filter object or an array of filters".into()),
+    };
+    objects
+        .iter()
+        .map(|object| {
+            if !object.is_object() {
+                return Err("invalid: NEG-OPEN filters must be objects".to_string());
+            }
+            Filter::from_value(object).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// A message over its size limit, as far as its first elements can be read:
 /// enough to refuse it in the form its sender waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -193,7 +193,7 @@ pub fn handle_open(
     message: String,
 ) {
     let cfg = &relay.config.negentropy;
-    let filters = match parse_filters(filter, relay.config.limits.max_filters) {
+    let filters = match super::messages::neg_open_filters(filter, relay.config.limits.max_filters) {
         Ok(filters) => filters,
         Err(reason) => {
             client.outbox.send(neg_err(&sub_id, &reason));
@@ -289,36 +289,6 @@ pub fn handle_open(
             }
         }
     });
-}
-
-/// NEG-OPEN's filter: one object, or an array of them (NDK's sync sends
-/// one). A one-element array is that filter; several reconcile their union.
-fn parse_filters(raw: &RawValue, max_filters: usize) -> Result<Vec<Filter>, String> {
-    let value = serde_json::from_str::<serde_json::Value>(raw.get())
-        .map_err(|_| "invalid: NEG-OPEN filter is not JSON".to_string())?;
-    let objects = match value {
-        serde_json::Value::Object(_) => vec![value],
-        serde_json::Value::Array(list) if list.is_empty() => {
-            return Err("invalid: NEG-OPEN filter array is empty".into())
-        }
-        serde_json::Value::Array(list) if list.len() > max_filters => {
-            return Err(format!(
-                "invalid: too many filters ({} > {max_filters})",
-                list.len()
-            ))
-        }
-        serde_json::Value::Array(list) => list,
-        _ => return Err("invalid: NEG-OPEN takes a filter object or an array of filters".into()),
-    };
-    objects
-        .iter()
-        .map(|object| {
-            if !object.is_object() {
-                return Err("invalid: NEG-OPEN filters must be objects".to_string());
-            }
-            Filter::from_value(object).map_err(|e| e.to_string())
-        })
-        .collect()
 }
 
 /// A tree when a single filter matches one and the client may read exactly
