@@ -57,30 +57,51 @@ fn main() {
         .build()
         .expect("runtime");
     let results = runtime.block_on(async {
-        let mut config = Config::default();
-        config.store.data_dir = peer_dir.path().to_path_buf();
-        config.limits.reqs_per_second = 0;
-        let relay = common::start_relay(config).await;
-        let target = relay.url.trim_start_matches("ws://").parse().expect("addr");
         let mut results = Vec::new();
-        for deflate in [false, true] {
-            // Through a counting proxy: the bytes are what the wire carries.
-            let (via, wire) = wire::proxy(target).await;
-            let (rate, report) = download(&format!("ws://{via}"), n, deflate).await;
-            let sync_bytes = wire.bytes();
-            let (req_rate, req_bytes) = reqs(target, deflate).await;
-            results.push((deflate, rate, report, sync_bytes, req_rate, req_bytes));
+        // The relay's two deflate modes, each on its own copy of the store.
+        // (context takeover, zlib level, client offers deflate?)
+        let relays: [(bool, u32, &[bool]); 3] = [
+            (false, 6, &[false, true]),
+            (true, 6, &[true]),
+            (true, 1, &[true]),
+        ];
+        for (takeover, level, modes) in relays {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::copy(
+                peer_dir.path().join("data.mdb"),
+                dir.path().join("data.mdb"),
+            )
+            .expect("copy store");
+            let mut config = Config::default();
+            config.store.data_dir = dir.path().to_path_buf();
+            config.limits.reqs_per_second = 0;
+            config.server.deflate_context_takeover = takeover;
+            config.server.deflate_level = level;
+            let relay = common::start_relay(config).await;
+            let target = relay.url.trim_start_matches("ws://").parse().expect("addr");
+            for &deflate in modes {
+                let label = match (deflate, takeover) {
+                    (false, _) => "off".to_string(),
+                    (true, false) => format!("on, level {level}, no context takeover"),
+                    (true, true) => format!("on, level {level}, context takeover"),
+                };
+                // Through a counting proxy: the bytes are what the wire carries.
+                let (via, wire) = wire::proxy(target).await;
+                let (rate, report) = download(&format!("ws://{via}"), n, deflate).await;
+                let sync_bytes = wire.bytes();
+                let (req_rate, req_bytes) = reqs(target, deflate).await;
+                results.push((label, rate, report, sync_bytes, req_rate, req_bytes));
+            }
+            relay.stop().await;
         }
-        relay.stop().await;
         results
     });
     println!("events: {n}; import of the same events (baseline): {baseline:>10.0} events/s");
     println!("| deflate | sync down events/s | sync / import | rounds | bytes up | bytes down | REQ(500) events/s | bytes per REQ(500) |");
     println!("|---|---|---|---|---|---|---|---|");
-    for (deflate, rate, report, (up, down), req_rate, req_bytes) in results {
+    for (label, rate, report, (up, down), req_rate, req_bytes) in results {
         println!(
-            "| {} | {rate:.0} | {:.1} % | {} | {up} | {down} | {req_rate:.0} | {req_bytes} |",
-            if deflate { "on" } else { "off" },
+            "| {label} | {rate:.0} | {:.1} % | {} | {up} | {down} | {req_rate:.0} | {req_bytes} |",
             100.0 * rate / baseline,
             report.rounds,
         );

@@ -131,6 +131,9 @@ pub struct ServerConfig {
     /// both ways and shares deflate state in a pool (a few KiB per idle
     /// connection).
     pub deflate_context_takeover: bool,
+    /// zlib level of the relay's compression, 1 (fast) to 9. Without
+    /// context takeover only high levels gain anything.
+    pub deflate_level: u32,
 }
 
 /// `server.admin_listen`'s default: the control API follows the relay port.
@@ -186,6 +189,7 @@ impl Default for ServerConfig {
             body_timeout_secs: 30,
             permessage_deflate: true,
             deflate_context_takeover: false,
+            deflate_level: 6,
         }
     }
 }
@@ -523,6 +527,11 @@ impl Config {
         if self.store.map_size_mb == 0 || self.store.max_map_size_mb < self.store.map_size_mb {
             return Err(ConfigError::Invalid(
                 "store.map_size_mb must be > 0 and <= store.max_map_size_mb".into(),
+            ));
+        }
+        if !(1..=9).contains(&self.server.deflate_level) {
+            return Err(ConfigError::Invalid(
+                "server.deflate_level must be 1 to 9".into(),
             ));
         }
         let frame = self.negentropy.frame_size_limit;

@@ -5,7 +5,8 @@
 //! context takeover in both directions and takes deflate state from one
 //! shared pool for the message being (de)compressed, so an idle connection
 //! costs a few KiB instead of ~350 KiB (`server.deflate_context_takeover`
-//! trades that memory for ~2× better compression). Message limits apply to
+//! trades that memory for ~2× better compression); `server.deflate_level`
+//! trades CPU for ratio (docs/PERFORMANCE.md has both measured). Message limits apply to
 //! the decompressed size, so a deflate bomb stops at the socket limit.
 //!
 //! [`Frames`] is the socket as a `Stream` of results and a `Sink` of frames:
@@ -52,7 +53,7 @@ pub fn options(config: &Config) -> Options {
         return base.without_compression();
     }
     let compressed = base
-        .with_compression_level(CompressionLevel::default())
+        .with_compression_level(CompressionLevel::new(server.deflate_level))
         .with_compression_threshold(COMPRESSION_THRESHOLD);
     if server.deflate_context_takeover {
         return compressed;
