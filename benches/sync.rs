@@ -59,13 +59,15 @@ fn main() {
     let results = runtime.block_on(async {
         let mut results = Vec::new();
         // The relay's two deflate modes, each on its own copy of the store.
-        // (context takeover, zlib level, client offers deflate?)
-        let relays: [(bool, u32, &[bool]); 3] = [
-            (false, 6, &[false, true]),
-            (true, 6, &[true]),
-            (true, 1, &[true]),
+        // (context takeover, zlib level, smallest compressed message, client
+        // offers deflate?): the default first.
+        let relays: [(bool, u32, usize, &[bool]); 4] = [
+            (false, 6, 1024, &[false, true]),
+            (false, 6, 128, &[true]),
+            (true, 6, 128, &[true]),
+            (true, 1, 128, &[true]),
         ];
-        for (takeover, level, modes) in relays {
+        for (takeover, level, min_size, modes) in relays {
             let dir = tempfile::tempdir().expect("tempdir");
             std::fs::copy(
                 peer_dir.path().join("data.mdb"),
@@ -77,13 +79,16 @@ fn main() {
             config.limits.reqs_per_second = 0;
             config.server.deflate_context_takeover = takeover;
             config.server.deflate_level = level;
+            config.server.deflate_min_size = min_size;
             let relay = common::start_relay(config).await;
             let target = relay.url.trim_start_matches("ws://").parse().expect("addr");
             for &deflate in modes {
                 let label = match (deflate, takeover) {
                     (false, _) => "off".to_string(),
-                    (true, false) => format!("on, level {level}, no context takeover"),
-                    (true, true) => format!("on, level {level}, context takeover"),
+                    (true, false) => format!("on, level {level}, from {min_size} B"),
+                    (true, true) => {
+                        format!("on, level {level}, from {min_size} B, context takeover")
+                    }
                 };
                 // Through a counting proxy: the bytes are what the wire carries.
                 let (via, wire) = wire::proxy(target).await;

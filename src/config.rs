@@ -134,6 +134,11 @@ pub struct ServerConfig {
     /// zlib level of the relay's compression, 1 (fast) to 9. Without
     /// context takeover only high levels gain anything.
     pub deflate_level: u32,
+    /// Messages shorter than this many bytes are sent uncompressed. Without
+    /// context takeover a small event gains little and costs a deflate
+    /// reset, so by default only large frames (NEG-MSG, long content, big
+    /// REQ results) are compressed.
+    pub deflate_min_size: usize,
 }
 
 /// `server.admin_listen`'s default: the control API follows the relay port.
@@ -190,6 +195,7 @@ impl Default for ServerConfig {
             permessage_deflate: true,
             deflate_context_takeover: false,
             deflate_level: 6,
+            deflate_min_size: 1024,
         }
     }
 }
@@ -527,6 +533,11 @@ impl Config {
         if self.store.map_size_mb == 0 || self.store.max_map_size_mb < self.store.map_size_mb {
             return Err(ConfigError::Invalid(
                 "store.map_size_mb must be > 0 and <= store.max_map_size_mb".into(),
+            ));
+        }
+        if self.limits.max_pace_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "limits.max_pace_ms must be at most 60000 (a minute)".into(),
             ));
         }
         if !(1..=9).contains(&self.server.deflate_level) {

@@ -56,12 +56,15 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let admin = prepare(&config).await?;
+    let (admin, published) = prepare(&config).await?;
+    let dir = config.store.data_dir.clone();
     let listen = config.server.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| NodeError::Listen(listen, e))?;
-    run_with_admin(config, listener, admin, shutdown).await
+    let result = match TcpListener::bind(listen).await {
+        Ok(listener) => run_with_admin(config, listener, admin, shutdown).await,
+        Err(e) => Err(NodeError::Listen(listen, e)),
+    };
+    withdraw(&dir, published);
+    result
 }
 
 /// Runs a node on `listener` (and the control API on
@@ -71,26 +74,36 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let admin = prepare(&config).await?;
-    run_with_admin(config, listener, admin, shutdown).await
+    let (admin, published) = prepare(&config).await?;
+    let dir = config.store.data_dir.clone();
+    let result = run_with_admin(config, listener, admin, shutdown).await;
+    withdraw(&dir, published);
+    result
 }
 
-/// Creates the node's secrets and binds the control API (publishing its
-/// address), before any relay listener exists.
-async fn prepare(config: &Config) -> Result<Option<TcpListener>, NodeError> {
+/// Creates the node's secrets and binds the control API, publishing its
+/// URL in `admin.url` (returned, to withdraw when the node stops).
+async fn prepare(config: &Config) -> Result<(Option<TcpListener>, Option<String>), NodeError> {
     let dir = &config.store.data_dir;
     crate::secrets::node_key(dir)?;
     let Some(addr) = config.server.admin_addr()? else {
         crate::admin::address::publish(dir, None).map_err(NodeError::AdminUrl)?;
-        return Ok(None);
+        return Ok((None, None));
     };
     crate::secrets::admin_token(&config.server.admin_token, dir)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| NodeError::AdminListen(addr, e))?;
-    crate::admin::address::publish(dir, Some(listener.local_addr()?))
+    let url = crate::admin::address::publish(dir, Some(listener.local_addr()?))
         .map_err(NodeError::AdminUrl)?;
-    Ok(Some(listener))
+    Ok((Some(listener), url))
+}
+
+/// A stopped node's control API address is no longer published.
+fn withdraw(dir: &std::path::Path, published: Option<String>) {
+    if let Some(url) = published {
+        crate::admin::address::withdraw(dir, &url);
+    }
 }
 
 /// [`run`] with the control API on an already bound listener (or none).

@@ -4,8 +4,8 @@
 use echorelay::event::{Event, Keys};
 use echorelay::filter::Filter;
 use echorelay::relay::messages::{
-    classify_oversized, message_type, neg_open_filters, parse_client_message, ClientMessage,
-    Oversized, ParseLimits,
+    addressee, message_type, neg_open_filters, parse_client_message, Addressee, ClientMessage,
+    ParseLimits,
 };
 use proptest::prelude::*;
 
@@ -34,7 +34,7 @@ proptest! {
         let _ = Filter::from_json(&text);
         let _ = Event::from_json(&text);
         let _ = message_type(&text);
-        let _ = classify_oversized(&text);
+        let _ = addressee(&text);
         if let Ok(raw) = serde_json::from_str::<Box<serde_json::value::RawValue>>(&text) {
             let _ = neg_open_filters(&raw, 32);
         }
@@ -51,13 +51,13 @@ proptest! {
         let (text, want) = match kind {
             0 => (
                 format!(r#"["EVENT",{{"content":"{filler}","id":"{id}"}}]"#),
-                Oversized::Event(id),
+                Addressee::Event(id),
             ),
-            1 => (format!(r##"["REQ","{sub}",{{"#t":["{filler}"]}}]"##), Oversized::Query(sub.clone())),
-            2 => (format!(r#"["NEG-MSG","{sub}","61{filler}"]"#), Oversized::Negentropy(sub.clone())),
-            _ => (format!(r#"["CLOSE","{sub}","{filler}"]"#), Oversized::Unknown),
+            1 => (format!(r##"["REQ","{sub}",{{"#t":["{filler}"]}}]"##), Addressee::Query(sub.clone())),
+            2 => (format!(r#"["NEG-MSG","{sub}","61{filler}"]"#), Addressee::Negentropy(sub.clone())),
+            _ => (format!(r#"["CLOSE","{sub}","{filler}"]"#), Addressee::Unknown),
         };
-        prop_assert_eq!(classify_oversized(&text), want);
+        prop_assert_eq!(addressee(&text), want);
         prop_assert!(message_type(&text).is_some());
     }
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use echorelay::relay::messages::{
-    classify_oversized, message_type, neg_open_filters, parse_client_message, ClientMessage,
+    addressee, message_type, neg_open_filters, parse_client_message, ClientMessage,
     ParseLimits,
 };
 use libfuzzer_sys::fuzz_target;
@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = message_type(text);
-    let _ = classify_oversized(text);
+    let _ = addressee(text);
     let limits = ParseLimits { max_filters: 32, max_subid_length: 64 };
     match parse_client_message(text, &limits) {
         Ok(ClientMessage::Event(raw)) => {

@@ -25,29 +25,50 @@ pub fn local_url(mut addr: SocketAddr) -> String {
 }
 
 /// Records the bound API (`Some`) or that there is none (`None`: a stale
-/// file from an earlier run is removed). Written under a temporary name and
-/// renamed, so a reader never sees half a line.
-pub fn publish(dir: &Path, bound: Option<SocketAddr>) -> std::io::Result<()> {
+/// file from an earlier run is removed); returns the URL written. Written
+/// under a fresh temporary name (never through an existing file or link)
+/// and renamed, so a reader never sees half a line.
+pub fn publish(dir: &Path, bound: Option<SocketAddr>) -> std::io::Result<Option<String>> {
     let path = url_file(dir);
     let Some(addr) = bound else {
         return match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            _ => Ok(None),
         };
     };
+    let url = local_url(addr);
     std::fs::create_dir_all(dir)?;
-    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(format!("{}\n", local_url(addr)).as_bytes())?;
+    let temp = path.with_extension(format!(
+        "tmp-{}-{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
+    file.write_all(format!("{url}\n").as_bytes())?;
     file.sync_all()?;
-    std::fs::rename(&temp, &path)
+    std::fs::rename(&temp, &path)?;
+    Ok(Some(url))
 }
 
-/// The URL a running (or last run) node wrote, if any.
+/// Removes the file if it still names `url` (a node started later on the
+/// same data dir may have replaced it): a stopped node's address must not
+/// send a client's token to whoever listens there next.
+pub fn withdraw(dir: &Path, url: &str) {
+    if published(dir).as_deref() == Some(url) {
+        let _ = std::fs::remove_file(url_file(dir));
+    }
+}
+
+/// The URL a running node wrote, if any: only a loopback `http://IP:PORT`
+/// is believed, since the client sends the admin token to it.
 pub fn published(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(url_file(dir)).ok()?;
     let url = text.lines().next()?.trim();
-    url.starts_with("http://").then(|| url.to_string())
+    let addr: SocketAddr = url.strip_prefix("http://")?.parse().ok()?;
+    addr.ip().is_loopback().then(|| url.to_string())
 }
 
 #[cfg(test)]

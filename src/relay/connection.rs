@@ -10,31 +10,63 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde_json::value::RawValue;
 
 use super::auth::AuthState;
 use super::client::Client;
 use super::ingest;
-use super::limits::{Admission, IpRate};
-use super::messages::{self, ClientMessage, Oversized};
-use super::neg_sessions::{self, NegSessions};
+use super::messages;
+use super::neg_sessions::NegSessions;
 use super::outbox::{Frame, Outbox};
-use super::queries::{self, OpenSubs};
+use super::queries::OpenSubs;
 use super::socket::{Frames, Socket};
 use super::Relay;
 use crate::edge::Slot;
-use crate::event::Event;
 
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 const CLOSE_INVALID_UTF8: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+
+/// Pings a client may send: a burst, then this many per second. The socket
+/// answers each with a pong it queues until it writes, so a flood would
+/// queue without bound (tungstenite kept only the latest).
+const PING_BURST: f64 = 20.0;
+const PINGS_PER_SECOND: f64 = 10.0;
+
+/// A token bucket for one connection's pings.
+struct PingBudget {
+    tokens: f64,
+    refilled: std::time::Instant,
+}
+
+impl PingBudget {
+    fn new() -> PingBudget {
+        PingBudget {
+            tokens: PING_BURST,
+            refilled: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes one ping's token; false when the client is over its budget.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * PINGS_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(PING_BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
 
 /// Per-connection state only the reader loop touches.
-struct Local {
-    subs: OpenSubs,
-    neg: Arc<NegSessions>,
-    burst: ingest::Burst,
+pub(super) struct Local {
+    pub(super) subs: OpenSubs,
+    pub(super) neg: Arc<NegSessions>,
+    pub(super) burst: ingest::Burst,
+    pings: PingBudget,
 }
 
 /// How long the socket may take to send the close frame it owes.
@@ -46,7 +78,11 @@ const READ_BURST: usize = 64;
 /// Whether the reader loop goes on after a message.
 enum Flow {
     Continue,
+    /// The connection ends; any close frame is ours to send.
     Stop,
+    /// The connection ends and the socket owes the close frame (the echo
+    /// of the client's close, or its own after a bad frame).
+    StopOwed,
 }
 
 /// Serves one upgraded connection; `auth` holds its NIP-42 challenge and
@@ -75,6 +111,7 @@ pub async fn run(relay: Arc<Relay>, socket: Socket, ip: IpAddr, auth: AuthState,
         subs: OpenSubs::default(),
         neg: Arc::new(NegSessions::default()),
         burst: ingest::Burst::default(),
+        pings: PingBudget::new(),
     };
     relay.neg_directory.register(&client, &local.neg);
     let idle = Duration::from_secs(relay.config.negentropy.idle_timeout_secs.max(1));
@@ -92,12 +129,17 @@ pub async fn run(relay: Arc<Relay>, socket: Socket, ip: IpAddr, auth: AuthState,
                     flow = on_message(&relay, &client, &mut local, incoming).await;
                 }
                 ingest::flush(&relay, &client, &mut local.burst).await;
-                if let Flow::Stop = flow {
-                    // One more read lets the socket send what it owes: the
-                    // echo of the client's close, or its own close after a
-                    // bad frame (1009, 1007, 1002). It returns at once.
-                    let _ = tokio::time::timeout(FLUSH_OWED, stream.next()).await;
-                    break;
+                match flow {
+                    Flow::Continue => {}
+                    Flow::Stop => break,
+                    Flow::StopOwed => {
+                        // Nothing more goes out before the close the socket
+                        // owes; one more read sends it (a closed socket
+                        // answers at once, FLUSH_OWED bounds the rest).
+                        client.outbox.begin_closing();
+                        let _ = tokio::time::timeout(FLUSH_OWED, stream.next()).await;
+                        break;
+                    }
                 }
             }
             _ = idle_check.tick() => local.neg.expire_idle(&client, idle),
@@ -131,9 +173,9 @@ pub async fn run(relay: Arc<Relay>, socket: Socket, ip: IpAddr, auth: AuthState,
     drop(slot);
 }
 
-/// Handles one read from the socket. On a read error the socket has
-/// already queued the close frame it deserves (1009 oversized, 1007 invalid
-/// UTF-8, 1002 protocol error); the writer's `finish` sends it.
+/// Handles one read from the socket. After a bad frame (too large, a
+/// protocol error) the socket has queued the close it deserves (1009,
+/// 1002); text is checked for UTF-8 here (1007 is ours to send).
 async fn on_message(
     relay: &Arc<Relay>,
     client: &Arc<Client>,
@@ -146,21 +188,12 @@ async fn on_message(
         Some(Ok(frame)) => frame,
         Some(Err(e)) => {
             tracing::debug!(client = client.id, ip = %client.ip, error = %e, "socket closed on a bad frame");
-            // Errors found above the frame layer leave the close to us.
-            use yawc::WebSocketError as E;
-            match e {
-                E::InvalidUTF8 => client.outbox.close(CLOSE_INVALID_UTF8, "invalid UTF-8"),
-                E::InvalidFragment | E::InvalidContinuationFrame | E::FragmentTimeout => client
-                    .outbox
-                    .close(CLOSE_PROTOCOL_ERROR, "invalid fragment"),
-                _ => {}
-            }
-            return Flow::Stop;
+            return Flow::StopOwed;
         }
     };
     match frame.opcode() {
         OpCode::Text => match std::str::from_utf8(frame.payload()) {
-            Ok(text) => handle_text(relay, client, local, text).await,
+            Ok(text) => super::dispatch::handle_text(relay, client, local, text).await,
             Err(_) => {
                 client.outbox.close(CLOSE_INVALID_UTF8, "invalid UTF-8");
                 return Flow::Stop;
@@ -171,7 +204,11 @@ async fn on_message(
                 "invalid: binary messages are not supported",
             ));
         }
-        OpCode::Close => return Flow::Stop,
+        OpCode::Close => return Flow::StopOwed,
+        OpCode::Ping if !local.pings.take() => {
+            client.outbox.close(CLOSE_POLICY, "too many pings");
+            return Flow::Stop;
+        }
         // Pings are answered by the socket; fragments arrive reassembled.
         OpCode::Ping | OpCode::Pong | OpCode::Continuation => {}
     }
@@ -210,8 +247,13 @@ async fn write_loop(
                 }
             };
             for text in single.into_iter().chain(texts) {
-                relay.refusals.observe(client.id, client.ip, &text);
                 let len = text.len();
+                if client.outbox.is_closing() {
+                    // A close went out: what is left is only discarded.
+                    client.outbox.sent(len);
+                    continue;
+                }
+                relay.refusals.observe(client.id, client.ip, &text);
                 if sink.feed(yawc::Frame::text(text)).await.is_err() {
                     return;
                 }
@@ -230,165 +272,4 @@ async fn write_loop(
             return;
         }
     }
-}
-
-async fn handle_text(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, text: &str) {
-    let limits = &relay.config.limits;
-    if text.len() > limits.max_message_size {
-        let negentropy = matches!(messages::message_type(text), Some("NEG-OPEN" | "NEG-MSG"));
-        let limit = match negentropy {
-            true => limits.max_negentropy_message_size,
-            false => limits.max_message_size,
-        };
-        if text.len() > limit {
-            refuse_oversized(relay, client, local, text, limit);
-            return;
-        }
-    }
-    match messages::parse_client_message(text, &relay.parse_limits) {
-        Err(e) => {
-            let reply = match &e.sub_id {
-                Some(id) if e.negentropy => neg_sessions::neg_err(id, &e.reason),
-                Some(id) => messages::closed(id, &e.reason),
-                None => messages::notice_msg(&e.reason),
-            };
-            client.outbox.send(reply);
-        }
-        Ok(ClientMessage::Event(raw)) => {
-            match paced(relay, client, &mut local.burst, &relay.event_rate).await {
-                true => ingest::admit(relay, client, &mut local.burst, raw),
-                false => ingest::refuse_over_rate(relay, client, raw),
-            }
-        }
-        Ok(ClientMessage::Req { sub_id, filters }) => {
-            match paced(relay, client, &mut local.burst, &relay.req_rate).await {
-                true => queries::handle_req(relay, client, &mut local.subs, sub_id, filters),
-                false => queries::refuse_over_rate(relay, client, &mut local.subs, &sub_id),
-            }
-        }
-        Ok(ClientMessage::Count { sub_id, filters }) => {
-            match paced(relay, client, &mut local.burst, &relay.req_rate).await {
-                true => queries::handle_count(relay, client, sub_id, filters),
-                false => queries::refuse_over_rate(relay, client, &mut local.subs, &sub_id),
-            }
-        }
-        Ok(ClientMessage::Close(sub_id)) => local.subs.end(relay, client, &sub_id),
-        Ok(ClientMessage::Auth(raw)) => handle_auth(relay, client, raw).await,
-        Ok(ClientMessage::NodeAuth(nonce)) => handle_node_auth(relay, client, nonce).await,
-        Ok(ClientMessage::NegOpen { sub_id, .. })
-        | Ok(ClientMessage::NegMsg { sub_id, .. })
-        | Ok(ClientMessage::NegClose { sub_id })
-            if !relay.config.negentropy.enabled =>
-        {
-            let reason = "blocked: NIP-77 negentropy is not enabled on this relay";
-            client.outbox.send(neg_sessions::neg_err(&sub_id, reason));
-        }
-        Ok(ClientMessage::NegOpen {
-            sub_id,
-            filter,
-            message,
-        }) => neg_sessions::handle_open(relay, client, &local.neg, sub_id, filter, message),
-        Ok(ClientMessage::NegMsg { sub_id, message }) => {
-            neg_sessions::handle_msg(relay, client, &local.neg, sub_id, message)
-        }
-        Ok(ClientMessage::NegClose { sub_id }) => {
-            local.neg.close(&sub_id);
-        }
-    }
-}
-
-/// Refuses a message over its size limit in the form its sender waits for:
-/// OK false, CLOSED or NEG-ERR (which also end the subscription or session
-/// of that id), NOTICE only when neither type nor id can be read.
-fn refuse_oversized(relay: &Relay, client: &Client, local: &mut Local, text: &str, limit: usize) {
-    let reason = format!(
-        "invalid: message too large ({} > {limit} bytes)",
-        text.len()
-    );
-    let reply = match messages::classify_oversized(text) {
-        Oversized::Event(id) => {
-            relay.metrics.reject(&reason);
-            messages::ok(&id, false, &reason)
-        }
-        Oversized::Query(sub_id) => {
-            local.subs.end(relay, client, &sub_id);
-            messages::closed(&sub_id, &reason)
-        }
-        Oversized::Negentropy(sub_id) => {
-            local.neg.close(&sub_id);
-            neg_sessions::neg_err(&sub_id, &reason)
-        }
-        Oversized::Unknown => messages::notice_msg(&reason),
-    };
-    client.outbox.send(reply);
-}
-
-async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
-    let event = match Event::from_raw(raw) {
-        Ok(event) => event,
-        Err(e) => {
-            let id = messages::salvage_event_id(raw);
-            let reply = match id {
-                Some(id) => messages::ok(&id, false, &e.to_string()),
-                None => messages::notice_msg(&e.to_string()),
-            };
-            client.outbox.send(reply);
-            return;
-        }
-    };
-    let job_client = client.clone();
-    relay
-        .verify
-        .run(move || {
-            let id = event.id_hex();
-            let result = event
-                .verify()
-                .map_err(|e| e.to_string())
-                .and_then(|_| job_client.auth.accept(&event));
-            let reply = match result {
-                Ok(()) => messages::ok(&id, true, ""),
-                Err(reason) => messages::ok(&id, false, &reason),
-            };
-            job_client.outbox.send(reply);
-        })
-        .await;
-}
-
-/// Signs a dialling node's nonce with the node key, once per connection
-/// (a signature costs CPU; one proof is all a node needs).
-async fn handle_node_auth(relay: &Arc<Relay>, client: &Arc<Client>, nonce: String) {
-    if !client.auth.take_node_proof() {
-        let reason = "invalid: NODE-AUTH is answered once per connection";
-        client.outbox.send(messages::notice_msg(reason));
-        return;
-    }
-    let (key, job_client) = (relay.node_key.clone(), client.clone());
-    relay
-        .verify
-        .run(move || {
-            let proof = crate::node_auth::proof(&key, &nonce, job_client.auth.relay_url());
-            job_client
-                .outbox
-                .send(messages::node_proof(&proof.to_json()));
-        })
-        .await;
-}
-
-/// Waits until `rate` allows one more message from `client`: its socket is
-/// not read meanwhile, so TCP paces the sender. The EVENTs read so far go on
-/// first, so the wait holds nothing up. False past the hard ceiling
-/// (`limits.max_pace_ms`): the message is to be refused.
-async fn paced(
-    relay: &Arc<Relay>,
-    client: &Arc<Client>,
-    burst: &mut ingest::Burst,
-    rate: &IpRate,
-) -> bool {
-    if let Admission::Now = rate.try_now(client.ip) {
-        return true;
-    }
-    ingest::flush(relay, client, burst).await;
-    relay.metrics.messages_paced.fetch_add(1, Relaxed);
-    let ceiling = Duration::from_millis(relay.config.limits.max_pace_ms);
-    rate.pace(client.ip, ceiling).await
 }

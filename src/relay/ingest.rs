@@ -38,7 +38,7 @@ pub(super) struct Burst {
 }
 
 /// The refusal of an event: OK false, or a NOTICE when its id is unknown.
-fn refusal(relay: &Relay, id: Option<&str>, reason: &str) -> String {
+pub(super) fn refusal(relay: &Relay, id: Option<&str>, reason: &str) -> String {
     relay.metrics.reject(reason);
     match id {
         Some(id) => messages::ok(id, false, reason),
@@ -55,13 +55,6 @@ pub(super) fn admit(relay: &Relay, client: &Client, burst: &mut Burst, raw: &Raw
             client.outbox.send(reply);
         }
     }
-}
-
-/// Refuses an EVENT its connection sent past the rate limit's hard ceiling.
-pub(super) fn refuse_over_rate(relay: &Relay, client: &Client, raw: &RawValue) {
-    let id = messages::salvage_event_id(raw);
-    let reason = "rate-limited: slow down, too many events";
-    client.outbox.send(refusal(relay, id.as_deref(), reason));
 }
 
 fn check(relay: &Relay, client: &Client, raw: &RawValue) -> Result<(Event, String), String> {

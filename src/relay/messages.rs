@@ -256,10 +256,11 @@ pub fn neg_open_filters(raw: &RawValue, max_filters: usize) -> Result<Vec<Filter
         .collect()
 }
 
-/// A message over its size limit, as far as its first elements can be read:
-/// enough to refuse it in the form its sender waits for.
+/// Who waits for the answer to a message refused before parsing (too large,
+/// over the rate), as far as its first elements can be read: enough to
+/// refuse it in the form its sender waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Oversized {
+pub enum Addressee {
     /// An EVENT whose id could be read: OK false.
     Event(String),
     /// REQ or COUNT: CLOSED.
@@ -280,25 +281,25 @@ pub fn message_type(text: &str) -> Option<&str> {
     (!kind.contains('\\')).then_some(kind)
 }
 
-/// Reads an oversized message's type and id (one pass of the JSON parser,
+/// Reads a refused message's type and id (one pass of the JSON parser,
 /// nothing kept but borrowed slices), so it can be refused as what it is.
-pub fn classify_oversized(text: &str) -> Oversized {
+pub fn addressee(text: &str) -> Addressee {
     let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(text) else {
-        return Oversized::Unknown;
+        return Addressee::Unknown;
     };
     let kind = parts.first().and_then(|r| as_string(r));
     let second = parts.get(1);
     match kind.as_deref() {
         Some("EVENT") => second
             .and_then(|raw| salvage_event_id(raw))
-            .map_or(Oversized::Unknown, Oversized::Event),
+            .map_or(Addressee::Unknown, Addressee::Event),
         Some("REQ" | "COUNT") => second
             .and_then(|r| as_string(r))
-            .map_or(Oversized::Unknown, Oversized::Query),
+            .map_or(Addressee::Unknown, Addressee::Query),
         Some("NEG-OPEN" | "NEG-MSG") => second
             .and_then(|r| as_string(r))
-            .map_or(Oversized::Unknown, Oversized::Negentropy),
-        _ => Oversized::Unknown,
+            .map_or(Addressee::Unknown, Addressee::Negentropy),
+        _ => Addressee::Unknown,
     }
 }
 

@@ -8,6 +8,7 @@
 mod auth;
 mod client;
 mod connection;
+mod dispatch;
 mod ingest;
 mod limits;
 pub mod messages;
@@ -19,7 +20,7 @@ pub mod policy;
 mod queries;
 mod refusals;
 mod server;
-mod socket;
+pub(crate) mod socket;
 pub mod subscriptions;
 
 use std::sync::atomic::AtomicU64;

@@ -44,6 +44,9 @@ struct Session {
     created_at: u64,
     /// Messages answered so far (the NEG-OPEN reply is round 1).
     rounds: u32,
+    /// A NEG-MSG is being answered: NIP-77 is request / reply, so a second
+    /// one before the reply is refused (nor can a client queue many).
+    answering: bool,
 }
 
 /// One open session as the control API reports it (field names of the
@@ -174,14 +177,40 @@ impl NegSessions {
         }
     }
 
-    /// Stores the result of a finished step if the session is still the same
-    /// one (not closed or replaced meanwhile).
-    fn is_current(&self, sub_id: &str, generation: u64) -> bool {
-        self.sessions
-            .lock()
-            .get(sub_id)
-            .is_some_and(|s| s.generation == generation)
+    /// Marks a NEG-MSG of session `sub_id` answered; false if the session
+    /// is no longer that one (closed or replaced meanwhile).
+    fn answered(&self, sub_id: &str, generation: u64) -> bool {
+        match self.sessions.lock().get_mut(sub_id) {
+            Some(session) if session.generation == generation => {
+                session.answering = false;
+                true
+            }
+            _ => false,
+        }
     }
+}
+
+/// NEG-OPEN's checks: its filters (an object or an array, identical ones
+/// counted once), whether the client may read them, its hex message.
+fn admit_open(
+    relay: &Relay,
+    client: &Client,
+    filter: &RawValue,
+    message: &str,
+) -> Result<(Vec<Filter>, Vec<u8>), String> {
+    let parsed = super::messages::neg_open_filters(filter, relay.config.limits.max_filters)?;
+    let mut filters: Vec<Filter> = Vec::with_capacity(parsed.len());
+    for filter in parsed {
+        if !filters.contains(&filter) {
+            filters.push(filter);
+        }
+    }
+    if let Some(reason) = super::queries::read_refusal(relay, client, &filters) {
+        return Err(reason);
+    }
+    let initial = hex::decode(message)
+        .map_err(|_| "invalid: NEG-OPEN message is not valid hex".to_string())?;
+    Ok((filters, initial))
 }
 
 pub fn handle_open(
@@ -193,33 +222,14 @@ pub fn handle_open(
     message: String,
 ) {
     let cfg = &relay.config.negentropy;
-    let filters = match super::messages::neg_open_filters(filter, relay.config.limits.max_filters) {
-        Ok(filters) => filters,
+    let (filters, initial) = match admit_open(relay, client, filter, &message) {
+        Ok(admitted) => admitted,
         Err(reason) => {
+            // NEG-ERR ends the session for the client; it ends here too.
+            sessions.close(&sub_id);
             client.outbox.send(neg_err(&sub_id, &reason));
             return;
         }
-    };
-    if let Some(reason) = filters
-        .iter()
-        .find_map(|f| relay.read_policy.mesh_refusal(client, f))
-    {
-        client.outbox.send(neg_err(&sub_id, reason));
-        return;
-    }
-    if relay.read_policy.require_auth && !client.auth.is_authenticated() {
-        client.outbox.send(neg_err(
-            &sub_id,
-            "auth-required: this relay only serves authenticated users",
-        ));
-        return;
-    }
-    let Ok(initial) = hex::decode(&message) else {
-        client.outbox.send(neg_err(
-            &sub_id,
-            "invalid: NEG-OPEN message is not valid hex",
-        ));
-        return;
     };
     let Some(permit) = client.query_permit() else {
         // NEG-ERR ends the session for the client; it ends here too.
@@ -247,6 +257,7 @@ pub fn handle_open(
                 last_activity: Instant::now(),
                 created_at: now(),
                 rounds: 0,
+                answering: false,
             },
         );
     }
@@ -310,14 +321,13 @@ fn choose_set(
             }
         }
     }
+    // Unique ids across the filters, the cap counted on them as they come.
+    let mut seen = (filters.len() > 1).then(std::collections::HashSet::new);
     let mut items = Vec::new();
     for filter in filters {
-        collect_items(relay, &txn, client, filter, cap, &mut items)?;
+        collect_items(relay, &txn, client, filter, cap, &mut seen, &mut items)?;
     }
     let storage = VectorStorage::new(items);
-    if storage.items().len() > cap {
-        return Err(OpenError::TooMany(cap));
-    }
     Ok(SessionSet::Vector(Arc::new(storage)))
 }
 
@@ -340,18 +350,18 @@ fn respond(
     .map_err(invalid)
 }
 
-/// Adds the filter's events the client may read to `items`, refused when
-/// this filter alone passes `cap` (the union is checked after dedup).
+/// Adds the filter's events the client may read to `items` (each id once
+/// when `seen` is kept), refused as soon as `items` passes `cap`.
 fn collect_items(
     relay: &Relay,
     txn: &heed::RoTxn,
     client: &Client,
     filter: &Filter,
     cap: usize,
+    seen: &mut Option<std::collections::HashSet<[u8; 32]>>,
     items: &mut Vec<Item>,
 ) -> Result<(), OpenError> {
     let limit = filter.limit.unwrap_or(u64::MAX).min(cap as u64 + 1);
-    let mut taken = 0usize;
     let mut over = false;
     relay
         .store
@@ -362,11 +372,13 @@ fn collect_items(
             {
                 return Ok(false);
             }
-            if taken >= cap {
+            if seen.as_mut().is_some_and(|s| !s.insert(found.header.id)) {
+                return Ok(false);
+            }
+            if items.len() >= cap {
                 over = true;
                 return Err(Stop);
             }
-            taken += 1;
             items.push(Item::new(found.header.created_at, found.header.id));
             Ok(true)
         })
@@ -388,14 +400,27 @@ pub fn handle_msg(
         let mut map = sessions.sessions.lock();
         match map.get_mut(&sub_id) {
             Some(Session {
+                answering: true, ..
+            }) => {
+                map.remove(&sub_id);
+                drop(map);
+                client.outbox.send(neg_err(
+                    &sub_id,
+                    "invalid: NEG-MSG before the reply to the previous one",
+                ));
+                return;
+            }
+            Some(Session {
                 storage: Some(storage),
                 generation,
                 last_activity,
                 rounds,
+                answering,
                 ..
             }) => {
                 *last_activity = Instant::now();
                 *rounds += 1;
+                *answering = true;
                 (storage.clone(), *generation)
             }
             Some(_) => {
@@ -438,7 +463,7 @@ pub fn handle_msg(
             respond(relay, &storage, &query, frame_limit)
         })
         .await;
-        if !sessions.is_current(&sub_id, generation) {
+        if !sessions.answered(&sub_id, generation) {
             return;
         }
         match result {

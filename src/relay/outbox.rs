@@ -25,6 +25,8 @@ pub struct Outbox {
     limit: usize,
     overflowed: AtomicBool,
     overflow: Notify,
+    /// The socket sent (or is sending) its close: no frame may follow it.
+    closing: AtomicBool,
 }
 
 impl Outbox {
@@ -36,6 +38,7 @@ impl Outbox {
             limit,
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
+            closing: AtomicBool::new(false),
         };
         (outbox, rx)
     }
@@ -74,6 +77,15 @@ impl Outbox {
     /// Asks the writer task to close the socket after what is queued.
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.tx.send(Frame::Close(code, reason));
+    }
+
+    /// Marks the connection as closing: the writer sends nothing more.
+    pub fn begin_closing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Asks the writer task to end the connection after what is queued.

@@ -1,7 +1,7 @@
 //! REQ and COUNT on one connection: admission (filter errors, id caps,
 //! auth and mesh rules), the stored-events phase on the query pool, and the
 //! connection's set of open subscriptions. The rate limit is paced before
-//! these run, in `connection.rs`.
+//! these run, in `dispatch.rs`.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,9 +14,6 @@ use super::Relay;
 use crate::event::now;
 use crate::filter::{Filter, FilterError};
 use crate::store::Stop;
-
-/// The refusal of a REQ or COUNT past the rate limit's hard ceiling.
-const REQ_RATE_LIMITED: &str = "rate-limited: slow down, too many requests";
 
 /// The subscription ids open on one connection.
 #[derive(Default)]
@@ -32,13 +29,27 @@ impl OpenSubs {
     }
 }
 
-/// Refuses a REQ or COUNT sent past the rate limit's hard ceiling (and ends
-/// an open subscription of that id).
-pub(super) fn refuse_over_rate(relay: &Relay, client: &Client, subs: &mut OpenSubs, sub_id: &str) {
-    subs.end(relay, client, sub_id);
-    client
-        .outbox
-        .send(messages::closed(sub_id, REQ_RATE_LIMITED));
+/// Why `client` may not read with `filters`, if it may not: the ids cap,
+/// auth, mesh and restricted kinds. Shared by REQ, COUNT and NEG-OPEN.
+pub(super) fn read_refusal(relay: &Relay, client: &Client, filters: &[Filter]) -> Option<String> {
+    let max_ids = relay.config.limits.max_ids_per_filter;
+    let policy = &relay.read_policy;
+    if filters
+        .iter()
+        .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids))
+    {
+        return Some(format!("invalid: a filter may list at most {max_ids} ids"));
+    }
+    if policy.require_auth && !client.auth.is_authenticated() {
+        return Some("auth-required: this relay only serves authenticated users".into());
+    }
+    if let Some(reason) = filters.iter().find_map(|f| policy.mesh_refusal(client, f)) {
+        return Some(reason.to_string());
+    }
+    if !client.auth.is_authenticated() && filters.iter().any(|f| policy.needs_auth(f)) {
+        return Some("auth-required: these kinds are only served to their parties".into());
+    }
+    None
 }
 
 /// Shared REQ/COUNT admission: filter errors and auth. Returns the
@@ -49,35 +60,9 @@ fn admit_query(
     sub_id: &str,
     filters: Result<Vec<Filter>, FilterError>,
 ) -> Option<Vec<Filter>> {
-    let max_ids = relay.config.limits.max_ids_per_filter;
     let refusal = match &filters {
         Err(e) => Some(e.to_string()),
-        Ok(list)
-            if list
-                .iter()
-                .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids)) =>
-        {
-            Some(format!("invalid: a filter may list at most {max_ids} ids"))
-        }
-        Ok(_) if relay.read_policy.require_auth && !client.auth.is_authenticated() => {
-            Some("auth-required: this relay only serves authenticated users".into())
-        }
-        Ok(list)
-            if list
-                .iter()
-                .any(|f| relay.read_policy.mesh_refusal(client, f).is_some()) =>
-        {
-            list.iter()
-                .find_map(|f| relay.read_policy.mesh_refusal(client, f))
-                .map(str::to_string)
-        }
-        Ok(list)
-            if !client.auth.is_authenticated()
-                && list.iter().any(|f| relay.read_policy.needs_auth(f)) =>
-        {
-            Some("auth-required: these kinds are only served to their parties".into())
-        }
-        Ok(_) => None,
+        Ok(list) => read_refusal(relay, client, list),
     };
     match refusal {
         Some(reason) => {

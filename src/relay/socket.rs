@@ -29,9 +29,9 @@ pub type Socket = yawc::HttpWebSocket;
 /// connection stays.
 const HARD_LIMIT_FACTOR: usize = 4;
 
-/// Messages below this many bytes are sent uncompressed (an OK or EOSE
+/// The sync client compresses messages from this size (an OK or a REQ
 /// gains nothing and costs a deflate call).
-const COMPRESSION_THRESHOLD: usize = 128;
+const CLIENT_COMPRESSION_THRESHOLD: usize = 128;
 
 /// The largest message a connection reads before closing with 1009.
 pub fn hard_limit(config: &Config) -> usize {
@@ -45,16 +45,24 @@ pub fn hard_limit(config: &Config) -> usize {
 /// The options every relay connection is upgraded with (one pool shared by
 /// all of them: clones of the options share it).
 pub fn options(config: &Config) -> Options {
-    // yawc's limits are exclusive; UTF-8 is checked only when asked.
+    // yawc's limits are exclusive and bound the decompressed size. The
+    // second bounds a message assembled from fragments, which the socket
+    // holds until its last fragment: no more than 4 × max_message_size, so
+    // a few compressed bytes cannot pin max_negentropy_message_size each.
+    // (UTF-8 is checked by the reader, which owns the 1007 close.)
     let limit = hard_limit(config).saturating_add(1);
-    let base = Options::default().with_utf8().with_limits(limit, limit);
+    let fragmented = config
+        .limits
+        .max_message_size
+        .saturating_mul(HARD_LIMIT_FACTOR)
+        .min(limit - 1)
+        .saturating_add(1);
+    let base = Options::default().with_limits(limit, fragmented);
     let server = &config.server;
     if !server.permessage_deflate {
         return base.without_compression();
     }
-    let compressed = base
-        .with_compression_level(CompressionLevel::new(server.deflate_level))
-        .with_compression_threshold(COMPRESSION_THRESHOLD);
+    let compressed = with_deflate(base, server.deflate_level, server.deflate_min_size);
     if server.deflate_context_takeover {
         return compressed;
     }
@@ -63,6 +71,20 @@ pub fn options(config: &Config) -> Options {
         .server_no_context_takeover()
         .client_no_context_takeover()
         .with_deflate_pool(DeflatePool::new(threads * 2))
+}
+
+/// `options` with permessage-deflate at zlib `level`, messages under
+/// `min_size` bytes sent as they are.
+pub(crate) fn with_deflate(options: Options, level: u32, min_size: usize) -> Options {
+    options
+        .with_compression_level(CompressionLevel::new(level))
+        .with_compression_threshold(min_size)
+}
+
+/// The sync client's deflate: level 6 with context takeover (one socket
+/// per peer; the peer decides what it agrees to).
+pub(crate) fn client_deflate(options: Options) -> Options {
+    with_deflate(options, 6, CLIENT_COMPRESSION_THRESHOLD)
 }
 
 /// A socket whose stream yields errors instead of ending at them.

@@ -23,20 +23,24 @@ use crate::event::{now, Keys};
 /// yawc, so permessage-deflate (RFC 7692) can be offered to the peer.
 type Socket = yawc::TcpWebSocket;
 
-/// The largest message taken from a peer (a stored event, a NEG-MSG from a
-/// peer without a frame limit): what the relay side accepts by default.
+/// The largest message taken from a peer: a NEG-MSG of a peer without a
+/// frame limit can be several MB (the relay side takes 8 MiB by default);
+/// the same bound applies to a message assembled from fragments.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// Options of a connection to a peer: deflate with context takeover when
-/// `deflate` (one socket per peer; the peer decides what it agrees to).
+/// Pings a peer may send per connection before it is dropped: each is
+/// answered with a pong the socket queues until it writes.
+const MAX_PINGS_PER_MINUTE: u32 = 120;
+
+/// Options of a connection to a peer: deflate (zlib level 6, context
+/// takeover: one socket per peer, and the peer decides what it agrees to)
+/// when `deflate`; small frames leave at once.
 fn socket_options(deflate: bool) -> yawc::Options {
     let base = yawc::Options::default()
-        .with_utf8()
+        .with_no_delay()
         .with_limits(MAX_MESSAGE, MAX_MESSAGE);
     match deflate {
-        true => base
-            .with_compression_level(yawc::CompressionLevel::default())
-            .with_compression_threshold(128),
+        true => crate::relay::socket::client_deflate(base),
         false => base.without_compression(),
     }
 }
@@ -78,6 +82,8 @@ pub struct PeerSocket {
     held_challenge: Option<String>,
     /// When the peer last sent anything (pongs included).
     last_heard: tokio::time::Instant,
+    /// Pings the peer sent in the current minute, and when it began.
+    pings: (u32, tokio::time::Instant),
 }
 
 impl PeerSocket {
@@ -112,6 +118,7 @@ impl PeerSocket {
             proof: PeerProof::NotExpected,
             held_challenge: None,
             last_heard: tokio::time::Instant::now(),
+            pings: (0, tokio::time::Instant::now()),
         };
         if socket.expected.is_some() && socket.key.is_some() {
             socket.ask_proof().await?;
@@ -210,10 +217,12 @@ impl PeerSocket {
         }
     }
 
-    /// The next JSON array, whatever it is.
+    /// The next JSON array, whatever it is, within `wait` in all (a peer
+    /// sending only pings or other frames cannot hold the call open).
     async fn next_array(&mut self, wait: Duration) -> Result<Vec<Value>, SyncError> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout(wait, self.ws.next_frame())
+            let frame = tokio::time::timeout_at(deadline, self.ws.next_frame())
                 .await
                 .map_err(|_| SyncError::Timeout(wait))?
                 .map_err(|_| SyncError::Closed)?;
@@ -227,8 +236,23 @@ impl PeerSocket {
                         return Ok(parts);
                     }
                 }
+                OpCode::Ping => self.count_ping()?,
                 _ => {}
             }
+        }
+    }
+
+    /// A peer pinging faster than [`MAX_PINGS_PER_MINUTE`] is dropped.
+    fn count_ping(&mut self) -> Result<(), SyncError> {
+        let (count, since) = &mut self.pings;
+        if since.elapsed() >= Duration::from_secs(60) {
+            *count = 0;
+            *since = tokio::time::Instant::now();
+        }
+        *count += 1;
+        match *count > MAX_PINGS_PER_MINUTE {
+            true => Err(SyncError::Closed),
+            false => Ok(()),
         }
     }
 
