@@ -286,3 +286,28 @@ async fn invalid_utf8_closes_with_1007() {
     assert_eq!(c.close_code().await, Some(1007));
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_closed_with_1008() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let relay = TestRelay::start().await;
+    let mut c = relay.client().await;
+    // Each ping is answered with a queued pong: a client that floods them
+    // (and need not read) is cut off past its budget.
+    for _ in 0..200 {
+        if c.ws
+            .feed(Message::Ping(vec![7u8; 100].into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = c.ws.flush().await;
+    assert_eq!(c.close_code().await, Some(1008));
+    // Everyone else is served.
+    let mut other = relay.client().await;
+    still_usable(&mut other).await;
+    relay.stop().await;
+}

@@ -423,12 +423,25 @@ async fn two_nodes_on_one_host_differ_only_in_listen_and_data() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _d = KillOnDrop(child);
+    let mut d = KillOnDrop(child);
     accepting(port).await;
     accepting(admin).await;
     let data = cwd.path().join("d");
     let (ok, _, stderr) = status_of(cwd.path(), &data);
     assert!(ok, "{stderr}");
+    // A node that stops takes its address back: no client sends the token
+    // to whoever listens on that port next.
+    assert!(data.join("admin.url").exists());
+    let pid = d.0.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(term.unwrap().success());
+    let exited = tokio::task::spawn_blocking(move || d.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+    assert!(!data.join("admin.url").exists());
 }
 
 fn cwd_path(data: &std::path::Path) -> std::path::PathBuf {

@@ -466,3 +466,69 @@ async fn graph_events_stay_inside_the_mesh() {
     assert_eq!(diff.need, vec![tx.id]);
     relay.stop().await;
 }
+
+/// NIP-77 is request / reply: a NEG-MSG sent before the previous one was
+/// answered ends the session (a client cannot queue many large messages),
+/// and NEG-OPEN meets the same read checks as REQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_neg_msg_in_flight_and_req_checks_on_neg_open() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let relay = TestRelay::start_with(|c| c.limits.max_ids_per_filter = 3).await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    for i in 0..50 {
+        c.publish_ok(&note(&keys, &format!("n{i}"))).await;
+    }
+    let mine = VectorStorage::new(Vec::new());
+    let mut neg = echorelay::negentropy::Negentropy::new(&mine, 0).unwrap();
+    let first = hex::encode(neg.initiate().unwrap());
+    let reply = c.ask(json!(["NEG-OPEN", "s", {"kinds": [1]}, first])).await;
+    assert_eq!(reply[0], "NEG-MSG", "{reply}");
+    // Two NEG-MSGs in one write: the second arrives while the first is
+    // being answered.
+    let msg = json!(["NEG-MSG", "s", first]).to_string();
+    c.ws.feed(Message::Text(msg.clone().into())).await.unwrap();
+    c.ws.feed(Message::Text(msg.into())).await.unwrap();
+    c.ws.flush().await.unwrap();
+    let reply = loop {
+        let reply = c.recv().await;
+        if reply[0] == "NEG-ERR" {
+            break reply;
+        }
+    };
+    assert_eq!(
+        reply,
+        json!([
+            "NEG-ERR",
+            "s",
+            "invalid: NEG-MSG before the reply to the previous one"
+        ])
+    );
+    let reply = c.ask(json!(["NEG-MSG", "s", "6100000200"])).await;
+    assert!(
+        reply[2].as_str().unwrap_or("").starts_with("closed:"),
+        "{reply}"
+    );
+
+    // The ids cap and the restricted-kinds rule, as for REQ.
+    let ids: Vec<String> = (0..4u32).map(|n| format!("{n:064x}")).collect();
+    let reply = c
+        .ask(json!(["NEG-OPEN", "i", {"ids": ids}, "6100000200"]))
+        .await;
+    assert_eq!(
+        reply,
+        json!(["NEG-ERR", "i", "invalid: a filter may list at most 3 ids"])
+    );
+    let reply = c
+        .ask(json!(["NEG-OPEN", "r", [{"kinds": [4]}], "6100000200"]))
+        .await;
+    assert!(
+        reply[2]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("auth-required:"),
+        "{reply}"
+    );
+    relay.stop().await;
+}
