@@ -152,22 +152,21 @@ fn oracle_storage(items: &[Item]) -> NegentropyStorageVector {
     s
 }
 
-fn run_oracle(
+/// The `negentropy` crate as initiator over `client`, each message answered
+/// by `respond`: (rounds, bytes up, bytes down, ms, have, need).
+fn crate_initiator(
     client: &[Item],
-    server: &[Item],
     client_frame: usize,
-    server_frame: usize,
+    mut respond: impl FnMut(&[u8]) -> Vec<u8>,
 ) -> (usize, usize, usize, f64, usize, usize) {
     let cs = oracle_storage(client);
-    let ss = oracle_storage(server);
     let started = Instant::now();
     let mut c = Oracle::borrowed(&cs, client_frame as u64).expect("client");
-    let mut s = Oracle::borrowed(&ss, server_frame as u64).expect("server");
     let mut msg = c.initiate().expect("initiate");
     let (mut up, mut down, mut rounds) = (msg.len(), 0, 0);
     let (mut have, mut need) = (Vec::new(), Vec::new());
     loop {
-        let reply = s.reconcile(&msg).expect("reply");
+        let reply = respond(&msg);
         rounds += 1;
         down += reply.len();
         match c
@@ -188,47 +187,34 @@ fn run_oracle(
     (rounds, up, down, ms(started), have.len(), need.len())
 }
 
-/// The `negentropy` crate as initiator against our tree as responder:
-/// (rounds, bytes up, bytes down, ms, have + need).
+/// The crate on both sides, with sorted in-memory vectors.
+fn run_oracle(
+    client: &[Item],
+    server: &[Item],
+    client_frame: usize,
+    server_frame: usize,
+) -> (usize, usize, usize, f64, usize, usize) {
+    let ss = oracle_storage(server);
+    let mut s = Oracle::borrowed(&ss, server_frame as u64).expect("server");
+    crate_initiator(client, client_frame, |msg| s.reconcile(msg).expect("reply"))
+}
+
+/// The crate as initiator against our tree as responder.
 fn run_crate_client(
     client: &[Item],
     tree: &StandaloneTree,
     client_frame: usize,
     server_frame: usize,
-) -> (usize, usize, usize, f64, usize) {
-    let cs = oracle_storage(client);
-    let started = Instant::now();
-    let mut c = Oracle::borrowed(&cs, client_frame as u64).expect("client");
-    let mut msg = c.initiate().expect("initiate");
-    let (mut up, mut down, mut rounds) = (msg.len(), 0, 0);
-    let (mut have, mut need) = (Vec::new(), Vec::new());
-    loop {
-        let reply = tree
-            .with_reader(|r| {
-                Negentropy::new(r, server_frame)
-                    .expect("server")
-                    .reconcile(&msg)
-                    .expect("reply")
-            })
-            .expect("reader");
-        rounds += 1;
-        down += reply.len();
-        match c
-            .reconcile_with_ids(&reply, &mut have, &mut need)
-            .expect("client round")
-        {
-            Some(next) => {
-                up += next.len();
-                msg = next;
-            }
-            None => break,
-        }
-    }
-    have.sort_unstable();
-    have.dedup();
-    need.sort_unstable();
-    need.dedup();
-    (rounds, up, down, ms(started), have.len() + need.len())
+) -> (usize, usize, usize, f64, usize, usize) {
+    crate_initiator(client, client_frame, |msg| {
+        tree.with_reader(|r| {
+            Negentropy::new(r, server_frame)
+                .expect("server")
+                .reconcile(msg)
+                .expect("reply")
+        })
+        .expect("reader")
+    })
 }
 
 fn server_frame_limits(sizes: &[usize]) {
@@ -245,8 +231,9 @@ fn server_frame_limits(sizes: &[usize]) {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree = StandaloneTree::create(dir.path(), server.iter().copied()).expect("tree");
         for server_frame in [250_000usize, 500_000] {
-            let (rounds, up, down, ms, found) =
+            let (rounds, up, down, ms, have, need) =
                 run_crate_client(&client, &tree, 60_000, server_frame);
+            let found = have + need;
             println!(
                 "| {n:>9} | {server_frame:>7} | {rounds:>3} | {up:>9} | {down:>9} | {ms:>8.1} | {found} |"
             );

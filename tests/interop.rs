@@ -353,20 +353,7 @@ async fn two_nodes_on_one_host_differ_only_in_listen_and_data() {
     let mut nodes = Vec::new();
     for name in ["a", "b"] {
         let port = free_port_pair();
-        let child = std::process::Command::new(BIN)
-            .current_dir(cwd.path())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data",
-                name,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let guard = KillOnDrop(child);
+        let guard = serve_node(cwd.path(), port, name, &[]);
         // Right after the relay port opens, the token, the node key and the
         // control API (on port + 1) are there.
         accepting(port).await;
@@ -409,21 +396,8 @@ async fn two_nodes_on_one_host_differ_only_in_listen_and_data() {
     // --admin-listen moves it.
     let port = free_port_pair();
     let admin = free_port_pair();
-    let child = std::process::Command::new(BIN)
-        .current_dir(cwd.path())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data",
-            "d",
-        ])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut d = KillOnDrop(child);
+    let admin_listen = format!("127.0.0.1:{admin}");
+    let mut d = serve_node(cwd.path(), port, "d", &["--admin-listen", &admin_listen]);
     accepting(port).await;
     accepting(admin).await;
     let data = cwd.path().join("d");
@@ -442,6 +416,20 @@ async fn two_nodes_on_one_host_differ_only_in_listen_and_data() {
         .unwrap();
     assert!(exited.success(), "{exited:?}");
     assert!(!data.join("admin.url").exists());
+}
+
+/// `echorelay serve` in `cwd` on 127.0.0.1:`port` with data dir `data`.
+fn serve_node(cwd: &std::path::Path, port: u16, data: &str, extra: &[&str]) -> KillOnDrop {
+    let listen = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(BIN)
+        .current_dir(cwd)
+        .args(["serve", "--listen", &listen, "--data", data])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
 }
 
 fn cwd_path(data: &std::path::Path) -> std::path::PathBuf {

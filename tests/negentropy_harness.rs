@@ -7,6 +7,9 @@
 //! builds examples only as test targets, which have no `main` to run as a
 //! process; deleting or breaking the example fails this test's build.
 
+mod common;
+
+use common::vectors::load;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
@@ -64,19 +67,6 @@ fn run_pair(tree: bool) {
 fn the_harness_reconciles_on_the_vector_and_the_tree() {
     run_pair(false);
     run_pair(true);
-}
-
-fn load(name: &str) -> serde_json::Value {
-    use std::io::Read;
-    let path = format!(
-        "{}/tests/data/negentropy/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("vector file"))
-        .read_to_string(&mut text)
-        .expect("gunzip");
-    serde_json::from_str(&text).expect("vector JSON")
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {

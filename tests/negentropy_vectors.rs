@@ -3,22 +3,11 @@
 //! of both roles byte for byte, frame-limited cases included, and the
 //! initiator's final have/need sets.
 
-use std::io::Read;
+mod common;
 
+use common::vectors::load;
 use echorelay::negentropy::{Diff, Item, Negentropy, StandaloneTree, VectorStorage};
 use serde_json::Value;
-
-fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/data/negentropy/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("vector file"))
-        .read_to_string(&mut text)
-        .expect("gunzip");
-    serde_json::from_str(&text).expect("vector JSON")
-}
 
 fn items(v: &Value) -> Vec<Item> {
     v.as_array()

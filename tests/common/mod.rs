@@ -6,6 +6,7 @@
 mod graph_socket;
 mod js;
 mod serve;
+pub mod vectors;
 pub mod wire;
 #[allow(unused_imports)]
 pub use graph_socket::GraphSocket;
