@@ -3,10 +3,15 @@
 //! The data path, top to bottom (see docs/ARCHITECTURE.md):
 //!
 //! ```text
-//! socket ─▶ relay::connection (read bursts, parse, limits) ─▶ relay::ingest (policy, groups)
+//! socket (relay::socket, yawc + deflate) ─▶ relay::connection (read bursts)
+//!        ─▶ relay::dispatch (size gate, rate pacing, parse) ─▶ relay::ingest (policy, groups)
 //!        ─▶ verify (id + signature, bounded pool) ─▶ writer (one LMDB write txn per batch)
 //!        ─▶ store ─▶ OKs + relay::subscriptions fan-out
-//! REQ    ─▶ store::query (index plan, newest first, limit) on the blocking pool
+//! REQ    ─▶ relay::queries ─▶ store::query (index plan, newest first, limit), blocking pool
+//! NEG-*  ─▶ relay::neg_sessions ─▶ a fingerprint tree or a vector ─▶ negentropy
+//! sync   ─▶ sync::reconcile (NIP-77 initiator) ─▶ sync::client fetch / upload
+//!        ─▶ sync::ingest ─▶ verify ─▶ writer
+//! graph  ─▶ graph::{ws, http} ─▶ graph::forward to the home node / writer
 //! ```
 
 /// The control API (seed 003) and the client the CLI calls it with.

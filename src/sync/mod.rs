@@ -1,5 +1,6 @@
 //! Relay-to-relay sync: a run reconciles with a peer over NIP-77 and then
-//! transfers the difference in either direction (`client.rs`); `serve` runs
+//! transfers the difference in either direction (`client.rs`; the NIP-77
+//! rounds are `reconcile.rs`); `serve` runs
 //! runs on a schedule for every configured peer (`scheduler.rs`) and keeps
 //! live links to peers configured with `live` (`live.rs`); `ingest.rs` stores
 //! what peers send, in groups; `peer.rs` is the WebSocket to a peer, NIP-42
@@ -9,6 +10,7 @@ mod client;
 mod ingest;
 mod live;
 mod peer;
+mod reconcile;
 mod scheduler;
 
 pub use client::{sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport};
