@@ -445,3 +445,56 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// OPERATIONS.md's recipe: with `RUST_LOG=info,echorelay=debug` every
+/// refusal shows in the log with connection, address, reply and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_logged_at_debug() {
+    use std::io::{BufRead, BufReader};
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let mut child = std::process::Command::new(BIN)
+        .current_dir(cwd.path())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+            "n",
+        ])
+        .env("RUST_LOG", "info,echorelay=debug")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _guard = KillOnDrop(child);
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    accepting(port).await;
+    let mut c = Raw::connect(&format!("ws://127.0.0.1:{port}")).await;
+    let reply = c.ask(json!(["REQ", "bad", {"kinds": "x"}])).await;
+    assert_eq!(reply[0], "CLOSED");
+    let logged = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + WAIT;
+        while let Ok(line) =
+            lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if line.contains("refused") && line.contains("CLOSED") {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .expect("a debug line for the refusal");
+    assert!(logged.contains("DEBUG"), "{logged}");
+    assert!(logged.contains("127.0.0.1"), "{logged}");
+    assert!(logged.contains("invalid"), "{logged}");
+}

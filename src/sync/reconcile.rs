@@ -24,7 +24,11 @@ pub(super) enum OurSet {
 }
 
 /// Picks our set for the filter, on the blocking pool.
-pub(super) async fn our_set(local: &Local, filter: &Filter, private: bool) -> Result<Arc<OurSet>, SyncError> {
+pub(super) async fn our_set(
+    local: &Local,
+    filter: &Filter,
+    private: bool,
+) -> Result<Arc<OurSet>, SyncError> {
     let store = local.store.clone();
     let filter = filter.clone();
     tokio::task::spawn_blocking(move || {
@@ -150,4 +154,3 @@ fn dedup(diff: &mut Diff) {
     diff.need.sort_unstable();
     diff.need.dedup();
 }
-
