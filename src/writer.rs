@@ -61,6 +61,13 @@ enum Request {
         head: u64,
         reply: Reply,
     },
+    /// A write that is not an event (refused ids, peer records, echo
+    /// statistics, snapshot rows): in the same batches, so there is one
+    /// writer.
+    Bookkeeping {
+        op: crate::store::Bookkeeping,
+        reply: Reply,
+    },
     Shutdown,
 }
 
@@ -232,6 +239,39 @@ impl WriterHandle {
 
     /// Submits through `submit` with a reply that resolves the returned
     /// future (or "shutting down" if the writer drops it unanswered).
+    /// Makes a bookkeeping write; `Recorded` once committed.
+    pub async fn record(&self, op: crate::store::Bookkeeping) -> WriteOutcome {
+        self.record_now(op).await
+    }
+
+    /// Queues a bookkeeping write now (in call order with every other
+    /// write) and returns the wait for its outcome.
+    pub fn record_now(
+        &self,
+        op: crate::store::Bookkeeping,
+    ) -> impl std::future::Future<Output = WriteOutcome> + Send + 'static {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.send(Request::Bookkeeping {
+            op,
+            reply: Box::new(move |o: &WriteOutcome| {
+                let _ = done.send(o.clone());
+            }),
+        });
+        async move { outcome.await.unwrap_or_else(|_| gone()) }
+    }
+
+    /// Queues a bookkeeping write whose failure only loses bookkeeping: it
+    /// is logged (`what` names it), nobody waits. Needs a tokio runtime.
+    pub fn record_detached(&self, op: crate::store::Bookkeeping, what: &'static str) {
+        let outcome = self.record_now(op);
+        tokio::spawn(async move {
+            let outcome = outcome.await;
+            if outcome != WriteOutcome::Recorded {
+                tracing::warn!(?outcome, "cannot save {what}");
+            }
+        });
+    }
+
     async fn ask(&self, submit: impl FnOnce(Reply)) -> WriteOutcome {
         let (done, outcome) = tokio::sync::oneshot::channel();
         submit(Box::new(move |o: &WriteOutcome| {
@@ -260,7 +300,8 @@ impl Request {
             Request::GraphBatch { reply, .. }
             | Request::Purge { reply }
             | Request::UpgradeGraphLogs { reply, .. }
-            | Request::IfHead { reply, .. } => reply(outcome),
+            | Request::IfHead { reply, .. }
+            | Request::Bookkeeping { reply, .. } => reply(outcome),
             Request::Shutdown => {}
         }
     }
@@ -410,6 +451,7 @@ fn commit_batch(
                 t_before: *t_before,
                 events,
             }),
+            Request::Bookkeeping { op, .. } => items.push(BatchItem::Bookkeeping(op)),
             Request::Shutdown => {}
         }
     }
@@ -457,7 +499,7 @@ fn commit_batch(
                     }
                 }
             }
-            Request::UpgradeGraphLogs { reply, .. } => {
+            Request::UpgradeGraphLogs { reply, .. } | Request::Bookkeeping { reply, .. } => {
                 let Some(outcome) = outcomes.next() else {
                     break;
                 };

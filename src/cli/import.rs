@@ -134,7 +134,9 @@ fn submit(verify: &VerifyPool, writer: &Writer, tally: &Arc<Tally>, group: Vec<(
                             tally.duplicate.fetch_add(1, Relaxed);
                         }
                         WriteOutcome::Refused(reason) => report(&tally.refused, line_no, reason),
-                        WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => {}
+                        WriteOutcome::Purged { .. }
+                        | WriteOutcome::Graph(_)
+                        | WriteOutcome::Recorded => {}
                     }
                 }
             }),

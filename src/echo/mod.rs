@@ -82,7 +82,7 @@ impl Echo {
         max_event_size: usize,
     ) -> Echo {
         Echo {
-            stats: Arc::new(stats::Stats::new(store.clone())),
+            stats: Arc::new(stats::Stats::new(store.clone(), writer.clone())),
             store,
             writer,
             node_key,

@@ -40,6 +40,8 @@ struct NodeStats {
 /// Statistics of every node seen.
 pub struct Stats {
     store: Arc<Store>,
+    /// Saves the statistics (bookkeeping through the node's one writer).
+    writer: crate::writer::WriterHandle,
     nodes: Mutex<HashMap<String, NodeStats>>,
 }
 
@@ -50,9 +52,10 @@ pub struct Operation {
 }
 
 impl Stats {
-    pub fn new(store: Arc<Store>) -> Stats {
+    pub fn new(store: Arc<Store>, writer: crate::writer::WriterHandle) -> Stats {
         Stats {
             store,
+            writer,
             nodes: Mutex::new(HashMap::new()),
         }
     }
@@ -99,13 +102,11 @@ impl Stats {
             }
             serde_json::to_vec(stats).unwrap_or_default()
         };
-        let store = self.store.clone();
-        let node = op.node_id;
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.put_echo_stats(&node, &saved) {
-                tracing::warn!(error = %e, "cannot save echo statistics");
-            }
-        });
+        let save = crate::store::Bookkeeping::EchoStats {
+            node: op.node_id,
+            stats: saved,
+        };
+        self.writer.record_detached(save, "echo statistics");
         duration_ms
     }
 

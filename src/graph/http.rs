@@ -208,6 +208,19 @@ pub async fn reset(
     Ok(Json(json!({"ok": true})))
 }
 
+/// Drops a graph's snapshot rows (through the writer, like every write).
+async fn clear_kv_rows(graphs: &Graphs, graph: &str) -> Result<(), GraphError> {
+    let op = crate::store::Bookkeeping::KvRows {
+        graph: graph.to_string(),
+        rows: Vec::new(),
+        clear_first: true,
+    };
+    match graphs.writer.record(op).await {
+        crate::store::WriteOutcome::Recorded => Ok(()),
+        _ => Err(SERVER_ERROR),
+    }
+}
+
 /// Resets a graph's log: a new index event with the next epoch, which
 /// removes the older txs here and on every node it reaches.
 /// With `clear_rows` the graph's snapshot rows go too (an admin reset; a
@@ -236,11 +249,7 @@ pub(super) async fn reset_log(
     if home != me {
         // Only the home knows the head a reset is made at (`reset-t`).
         if clear_rows {
-            let (store, id) = (graphs.store.clone(), graph.to_string());
-            tokio::task::spawn_blocking(move || store.put_kv_rows(&id, &[], true))
-                .await
-                .map_err(|_| SERVER_ERROR)?
-                .map_err(|_| SERVER_ERROR)?;
+            clear_kv_rows(graphs, graph).await?;
         }
         return super::forward::reset(graphs, graph, &home)
             .await
@@ -249,12 +258,12 @@ pub(super) async fn reset_log(
                 super::HOME_UNREACHABLE
             });
     }
+    if clear_rows {
+        clear_kv_rows(graphs, graph).await?;
+    }
     let store = graphs.store.clone();
     let id = graph.to_string();
     let found = tokio::task::spawn_blocking(move || {
-        if clear_rows {
-            store.put_kv_rows(&id, &[], true)?;
-        }
         let metas = index::read(&store, Some(&id))?;
         let txn = store.read_txn()?;
         let state = store.graph_state(&txn, &id)?;

@@ -23,7 +23,7 @@ use super::assets::{self, AssetRecord, Received};
 use super::{GraphCaller, GraphError, Graphs, SERVER_ERROR};
 use crate::filter::Filter;
 use crate::mesh::GRAPH_ASSET_KIND;
-use crate::store::KvRow;
+use crate::store::{Bookkeeping, KvRow, WriteOutcome};
 
 /// Largest decompressed snapshot (gzip bombs stop here).
 const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
@@ -159,18 +159,25 @@ pub(super) async fn upload(
         let _ = tokio::fs::remove_file(&temp).await;
         return bad("missing body");
     }
-    let (store, id, spooled) = (graphs.store.clone(), graph.clone(), temp.clone());
+    let (writer, id, spooled) = (graphs.writer.clone(), graph.clone(), temp.clone());
+    let runtime = tokio::runtime::Handle::current();
     let imported = tokio::task::spawn_blocking(move || {
         // Pass 1 checks everything; pass 2 imports: a bad upload changes nothing.
         let check = open_stream(&spooled, gzip).map_err(|e| e.to_string())?;
         read_frames(check, MAX_SNAPSHOT_BYTES, |_| Ok(()))?;
         let mut first = true;
         let mut pending: Vec<KvRow> = Vec::new();
+        // Each chunk is one writer request: events commit between chunks.
         let flush = |rows: &mut Vec<KvRow>, clear: bool| {
-            store
-                .put_kv_rows(&id, rows, clear)
-                .map_err(|e| e.to_string())
-                .map(|()| rows.clear())
+            let op = Bookkeeping::KvRows {
+                graph: id.clone(),
+                rows: std::mem::take(rows),
+                clear_first: clear,
+            };
+            match runtime.block_on(writer.record_now(op)) {
+                WriteOutcome::Recorded => Ok(()),
+                other => Err(format!("snapshot rows not stored: {other:?}")),
+            }
         };
         let input = open_stream(&spooled, gzip).map_err(|e| e.to_string())?;
         let count = read_frames(input, MAX_SNAPSHOT_BYTES, |rows| {
@@ -327,10 +334,13 @@ pub(super) async fn import(
         return bad("invalid body");
     };
     let count = rows.len();
-    let store = graphs.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.put_kv_rows(&graph, &rows, reset)).await;
-    match stored {
-        Ok(Ok(())) => Json(json!({"ok": true, "count": count})).into_response(),
+    let op = Bookkeeping::KvRows {
+        graph,
+        rows,
+        clear_first: reset,
+    };
+    match graphs.writer.record(op).await {
+        WriteOutcome::Recorded => Json(json!({"ok": true, "count": count})).into_response(),
         _ => SERVER_ERROR.into_response(),
     }
 }

@@ -187,7 +187,9 @@ fn verify_and_write(
                         metrics.reject(reason);
                         Some(messages::ok(id_hex, false, reason))
                     }
-                    WriteOutcome::Purged { .. } | WriteOutcome::Graph(_) => None,
+                    WriteOutcome::Purged { .. }
+                    | WriteOutcome::Graph(_)
+                    | WriteOutcome::Recorded => None,
                 })
                 .collect();
             client.outbox.send_all(replies);

@@ -383,36 +383,6 @@ pub struct KvRow {
 }
 
 impl Store {
-    /// Writes snapshot rows (one transaction; callers chunk), optionally
-    /// dropping the graph's rows first. Bookkeeping outside the writer: the
-    /// rows are not events and nothing else writes them.
-    pub fn put_kv_rows(
-        &self,
-        graph: &str,
-        rows: &[KvRow],
-        clear_first: bool,
-    ) -> Result<(), StoreError> {
-        let prefix = graph_key(graph);
-        let mut txn = self.env().write_txn()?;
-        if clear_first {
-            let mut high = prefix.clone();
-            high.extend_from_slice(&u64::MAX.to_be_bytes());
-            let bounds = (
-                std::ops::Bound::Included(&prefix[..]),
-                std::ops::Bound::Included(&high[..]),
-            );
-            self.dbs.graph_kvs.delete_range(&mut txn, &bounds)?;
-        }
-        for row in rows {
-            let mut key = prefix.clone();
-            key.extend_from_slice(&row.addr.to_be_bytes());
-            let value = serde_json::json!([row.content, row.addresses]).to_string();
-            self.dbs.graph_kvs.put(&mut txn, &key, value.as_bytes())?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
     /// Rows with `addr > after`, in address order, at most `limit`.
     pub fn kv_rows(
         &self,

@@ -3,6 +3,7 @@
 //! [`Store::apply_batch`] (see `writer.rs`), so there is a single place where
 //! events, indexes and deletion records change.
 
+mod bookkeeping;
 mod graph_order;
 mod graph_upgrade;
 mod graphs;
@@ -18,6 +19,7 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
+pub use bookkeeping::Bookkeeping;
 pub use graph_order::{later_homes, t_of, term_of, HomeTerm, INDEX_UNKNOWN};
 pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx, KvRow};
 pub use query::{Found, IndexName, QueryPlan, Stop};
@@ -296,40 +298,6 @@ impl Store {
         Ok(Some(String::from_utf8_lossy(json).into_owned()))
     }
 
-    /// Remembers events a sync fetched and we refused (policy, deletion), so
-    /// later runs do not ask for them again. Bookkeeping only: events,
-    /// indexes and trees are still written by the writer alone.
-    pub fn remember_refused(&self, refused: &[([u8; 32], String)]) -> Result<(), StoreError> {
-        if refused.is_empty() {
-            return Ok(());
-        }
-        let mut txn = self.env.write_txn()?;
-        for (id, reason) in refused {
-            self.dbs.sync_refused.put(&mut txn, id, reason.as_bytes())?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Forgets the remembered refusals given for `reason`: a node that
-    /// joins the mesh makes its events storable, so a peer may offer them
-    /// again.
-    pub fn forget_refusals(&self, reason: &str) -> Result<(), StoreError> {
-        let mut txn = self.env.write_txn()?;
-        let mut doomed = Vec::new();
-        for entry in self.dbs.sync_refused.iter(&txn)? {
-            let (id, held) = entry?;
-            if held == reason.as_bytes() {
-                doomed.push(id.to_vec());
-            }
-        }
-        for id in doomed {
-            self.dbs.sync_refused.delete(&mut txn, &id)?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
     /// Drops from `ids` (a peer's offer) those we hold already or refused
     /// before; returns how many of them had been refused.
     pub fn drop_known_refused(&self, ids: &mut Vec<[u8; 32]>) -> Result<usize, StoreError> {
@@ -359,26 +327,6 @@ impl Store {
         !self.tree_excluded.contains(&kind) && crate::mesh::scope_may_hold(scope, kind)
     }
 
-    /// Saves (or with `None` deletes) one record about a peer: opaque JSON
-    /// owned by `sync/`.
-    pub fn put_peer_record(
-        &self,
-        kind: PeerRecord,
-        url: &str,
-        value: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
-        let db = self.peer_db(kind);
-        let mut txn = self.env.write_txn()?;
-        match value {
-            Some(value) => db.put(&mut txn, url.as_bytes(), value)?,
-            None => {
-                db.delete(&mut txn, url.as_bytes())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
     /// Every saved record of one kind, by peer URL.
     pub fn peer_records(&self, kind: PeerRecord) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.read_txn()?;
@@ -399,7 +347,7 @@ impl Store {
             .collect())
     }
 
-    fn peer_db(&self, kind: PeerRecord) -> &Db {
+    pub(super) fn peer_db(&self, kind: PeerRecord) -> &Db {
         match kind {
             PeerRecord::State => &self.dbs.peer_state,
             PeerRecord::AddedPeer => &self.dbs.added_peers,
@@ -461,16 +409,6 @@ impl Store {
         }
         txn.commit()?;
         Ok(doomed.len())
-    }
-
-    /// Saves one node's echo sync statistics (opaque JSON owned by `echo/`).
-    pub fn put_echo_stats(&self, node_id: &str, stats: &[u8]) -> Result<(), StoreError> {
-        let mut txn = self.env.write_txn()?;
-        self.dbs
-            .echo_stats
-            .put(&mut txn, node_id.as_bytes(), stats)?;
-        txn.commit()?;
-        Ok(())
     }
 
     /// One node's saved echo sync statistics.

@@ -43,6 +43,8 @@ pub enum BatchItem<'a> {
         graph: &'a str,
         head: u64,
     },
+    /// A write that is not an event (`bookkeeping.rs`).
+    Bookkeeping(&'a super::Bookkeeping),
 }
 
 /// What happened to one batch item.
@@ -58,6 +60,8 @@ pub enum WriteOutcome {
         count: usize,
     },
     Graph(GraphBatchOutcome),
+    /// A bookkeeping write was made.
+    Recorded,
 }
 
 impl Store {
@@ -111,6 +115,10 @@ impl Store {
                     } else {
                         WriteOutcome::Refused(HEAD_MOVED.into())
                     }
+                }
+                BatchItem::Bookkeeping(op) => {
+                    self.apply_bookkeeping(&mut txn, op)?;
+                    WriteOutcome::Recorded
                 }
             };
             outcomes.push(outcome);

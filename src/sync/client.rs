@@ -401,10 +401,17 @@ async fn fetch_round(
         let _ = written.await;
     }
     let refused_ids = std::mem::take(&mut *remembered.lock());
-    let store = local.store.clone();
-    tokio::task::spawn_blocking(move || store.remember_refused(&refused_ids))
-        .await
-        .map_err(|e| SyncError::Protocol(e.to_string()))??;
+    if !refused_ids.is_empty() {
+        let op = crate::store::Bookkeeping::RememberRefused(refused_ids);
+        match local.writer.record(op).await {
+            crate::store::WriteOutcome::Recorded => {}
+            other => {
+                return Err(SyncError::Protocol(format!(
+                    "cannot remember refusals: {other:?}"
+                )))
+            }
+        }
+    }
     report.fetched += stored.load(Relaxed);
     report.fetch_refused += refused.load(Relaxed);
     let room = MAX_LISTED_REFUSALS.saturating_sub(report.fetch_refusals.len());

@@ -123,6 +123,7 @@ fn ingested(outcome: &WriteOutcome) -> Ingested {
         WriteOutcome::Stored { .. }
         | WriteOutcome::Duplicate
         | WriteOutcome::Purged { .. }
-        | WriteOutcome::Graph(_) => Ingested::Stored,
+        | WriteOutcome::Graph(_)
+        | WriteOutcome::Recorded => Ingested::Stored,
     }
 }

@@ -22,7 +22,7 @@ use crate::config::PeerConfig;
 use crate::event::now;
 use crate::filter::Filter;
 use crate::mesh::Mesh;
-use crate::store::{PeerRecord, ScopeStatus};
+use crate::store::{Bookkeeping, PeerRecord, ScopeStatus};
 use crate::writer::Committed;
 
 /// Longest wait after repeated failures.
@@ -120,10 +120,13 @@ impl SyncService {
     pub fn add_peer(self: &Arc<Self>, cfg: &PeerConfig) -> Result<(), String> {
         self.insert_peer(cfg)?;
         let json = serde_json::to_vec(cfg).map_err(|e| e.to_string())?;
-        self.local
-            .store
-            .put_peer_record(PeerRecord::AddedPeer, &cfg.url, Some(&json))
-            .map_err(|e| e.to_string())
+        let op = Bookkeeping::PeerRecord {
+            kind: PeerRecord::AddedPeer,
+            url: cfg.url.clone(),
+            value: Some(json),
+        };
+        self.local.writer.record_detached(op, "the added peer");
+        Ok(())
     }
 
     fn has_peer(&self, url: &str) -> bool {
@@ -195,13 +198,10 @@ impl SyncService {
             mesh.add_peer(&cfg.url, pubkey);
             // Its events were refused while it was outside the mesh.
             if joins {
-                if let Err(e) = self
-                    .local
-                    .store
-                    .forget_refusals(crate::mesh::AUTHOR_REFUSAL)
-                {
-                    tracing::warn!(error = %e, "cannot forget refusals of a new mesh node");
-                }
+                let op = Bookkeeping::ForgetRefusals(crate::mesh::AUTHOR_REFUSAL.into());
+                self.local
+                    .writer
+                    .record_detached(op, "the forgetting of a new mesh node's refusals");
             }
         }
         Ok(())
@@ -222,13 +222,14 @@ impl SyncService {
         {
             task.abort();
         }
-        if let Err(e) = self
-            .local
-            .store
-            .put_peer_record(PeerRecord::AddedPeer, url, None)
-        {
-            tracing::warn!(peer = url, error = %e, "cannot forget the removed peer");
-        }
+        let op = Bookkeeping::PeerRecord {
+            kind: PeerRecord::AddedPeer,
+            url: url.to_string(),
+            value: None,
+        };
+        self.local
+            .writer
+            .record_detached(op, "the removal of a peer");
         self.update(&peer, |s| {
             if s.status == "syncing" {
                 s.status = "idle".into();
@@ -419,23 +420,20 @@ impl SyncService {
 
     fn update(&self, peer: &Arc<Peer>, change: impl FnOnce(&mut PeerState)) {
         change(&mut peer.state.lock());
-        let (store, peer) = (self.local.store.clone(), peer.clone());
-        let writes = self.state_writes.clone();
-        // Small bookkeeping write; a failure only loses the statistic. Each
-        // write saves the state as it is when the write runs, so writes that
-        // run out of order still leave the newest state on disk.
-        tokio::task::spawn_blocking(move || {
-            let _one_at_a_time = writes.lock();
-            let snapshot = peer.state.lock().clone();
-            let Ok(json) = serde_json::to_vec(&snapshot) else {
-                return;
-            };
-            if let Err(e) =
-                store.put_peer_record(PeerRecord::State, &snapshot.peer_url, Some(&json))
-            {
-                tracing::warn!(error = %e, "cannot save peer state");
-            }
-        });
+        // Small bookkeeping write; a failure only loses the statistic. The
+        // state is read and queued under one lock, so the writer saves the
+        // states in the order they were made.
+        let _one_at_a_time = self.state_writes.lock();
+        let snapshot = peer.state.lock().clone();
+        let Ok(json) = serde_json::to_vec(&snapshot) else {
+            return;
+        };
+        let op = Bookkeeping::PeerRecord {
+            kind: PeerRecord::State,
+            url: snapshot.peer_url,
+            value: Some(json),
+        };
+        self.local.writer.record_detached(op, "peer state");
     }
 }
 
