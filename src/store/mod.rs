@@ -228,11 +228,17 @@ impl Store {
     }
 
     pub fn read_txn(&self) -> Result<ReadTxn<'_>, StoreError> {
-        let gate = self.gate.read();
-        Ok(ReadTxn {
-            txn: self.env.read_txn()?,
-            _gate: gate,
-        })
+        loop {
+            let gate = self.gate.read();
+            match self.env.read_txn() {
+                Ok(txn) => return Ok(ReadTxn { txn, _gate: gate }),
+                Err(e) if is_map_resized(&e) => {
+                    drop(gate);
+                    self.adopt_map_size()?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Number of stored events.
@@ -438,6 +444,26 @@ impl Store {
         Ok(())
     }
 
+    /// Another process (`echorelay import`, `sync`, `token`, `negentropy`
+    /// into this data dir) grew the map past ours: LMDB refuses our next
+    /// transaction with MDB_MAP_RESIZED until we adopt its size.
+    pub(crate) fn adopt_map_size(&self) -> Result<(), StoreError> {
+        let _exclusive = self.gate.write();
+        // SAFETY: the exclusive gate guarantees no read transaction is open
+        // in this process; callers hold no write transaction (the writer
+        // adopts between its transactions).
+        unsafe { self.env.resize(0)? };
+        let adopted = self.env.info().map_size as u64;
+        let previous = self.map_size.swap(adopted, Ordering::Relaxed);
+        if adopted != previous {
+            tracing::info!(
+                map_size_mb = adopted / MIB,
+                "adopted the LMDB map size another process set"
+            );
+        }
+        Ok(())
+    }
+
     /// Flushes the environment to disk (graceful shutdown, end of import).
     pub fn sync(&self) {
         if let Err(e) = self.env.force_sync() {
@@ -478,6 +504,10 @@ impl Store {
 /// True for the LMDB error that means "map full".
 pub(crate) fn is_map_full(err: &heed::Error) -> bool {
     matches!(err, heed::Error::Mdb(heed::MdbError::MapFull))
+}
+
+pub(crate) fn is_map_resized(err: &heed::Error) -> bool {
+    matches!(err, heed::Error::Mdb(heed::MdbError::MapResized))
 }
 
 /// A store in a temporary directory whose mesh is `node` and `trusted`

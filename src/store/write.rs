@@ -8,7 +8,7 @@ use super::graph_order::Placement;
 use super::graphs::GraphBatchOutcome;
 use super::schema::{self, Header};
 use super::scopes::Trees;
-use super::{is_map_full, IndexDb, Store, StoreError};
+use super::{is_map_full, is_map_resized, IndexDb, Store, StoreError};
 use crate::event::{Coordinate, Event, KindClass};
 
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
@@ -71,6 +71,7 @@ impl Store {
         loop {
             match self.try_apply(items) {
                 Err(StoreError::Lmdb(e)) if is_map_full(&e) => self.grow()?,
+                Err(StoreError::Lmdb(e)) if is_map_resized(&e) => self.adopt_map_size()?,
                 other => return other,
             }
         }
