@@ -38,6 +38,8 @@ pub mod graph;
 pub mod hex_codec;
 /// A small HTTP client (CLI calls, asset blobs from peers).
 pub mod http_client;
+/// Random identifiers (UUID v4).
+pub mod ids;
 /// The mesh: trusted node keys and the kinds private to them.
 pub mod mesh;
 /// Process-wide counters for `/metrics`.

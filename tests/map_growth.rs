@@ -76,7 +76,11 @@ async fn the_map_grows_and_is_adopted_while_every_writer_runs() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let published: Vec<_> = (0..2400)
         .map(|i| event_at(&keys, 1, base + 1000 + i, vec![], &"n".repeat(900)))
         .collect();

@@ -41,7 +41,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> EchoError {
 }
 
 fn new_sync_id() -> String {
-    crate::graph::index::new_uuid()
+    crate::ids::new_uuid()
 }
 
 /// The body as a JSON object, with the seed's errors.

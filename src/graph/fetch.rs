@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::assets::{AssetRecord, Received, Spool};
+use super::blobs::{AssetRecord, Received, Spool};
 use super::Graphs;
 use crate::http_client::{self, Endpoint};
 

@@ -85,7 +85,7 @@ pub async fn create_graph(
     };
     let now = crate::event::now_ms();
     let meta = GraphMeta {
-        graph_id: index::new_uuid(),
+        graph_id: crate::ids::new_uuid(),
         graph_name: name,
         schema_version,
         owner: user.id,

@@ -101,22 +101,6 @@ impl GraphMeta {
     }
 }
 
-/// A random UUID v4: graph ids, snapshot names, sync ids.
-pub fn new_uuid() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
 /// Every graph's newest metadata, or one graph's when `graph` is given.
 pub fn read(store: &Store, graph: Option<&str>) -> Result<Vec<GraphMeta>, StoreError> {
     let mut filter = Filter {

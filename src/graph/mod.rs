@@ -7,6 +7,7 @@
 //! mesh, so graphs replicate between nodes by reconciliation.
 
 mod assets;
+mod blobs;
 mod fetch;
 mod forward;
 mod gaps;

@@ -19,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::assets::{self, AssetRecord, Received};
+use super::assets;
+use super::blobs::{self, AssetRecord, Received};
 use super::{GraphCaller, GraphError, Graphs, SERVER_ERROR};
 use crate::filter::Filter;
 use crate::mesh::GRAPH_ASSET_KIND;
@@ -141,7 +142,7 @@ pub(super) async fn upload(
         return SERVER_ERROR.into_response();
     }
     let temp = dir.join(hex::encode(rand::random::<[u8; 16]>()));
-    let (sha256, size) = match assets::receive(&temp, body).await {
+    let (sha256, size) = match blobs::receive(&temp, body).await {
         Ok(done) => done,
         Err(why) => {
             let _ = tokio::fs::remove_file(&temp).await;
@@ -204,7 +205,7 @@ pub(super) async fn upload(
             return SERVER_ERROR.into_response();
         }
     };
-    if tokio::fs::rename(&temp, assets::blob_path(&graphs.store_dir, &sha256))
+    if tokio::fs::rename(&temp, blobs::blob_path(&graphs.store_dir, &sha256))
         .await
         .is_err()
     {
@@ -218,7 +219,7 @@ pub(super) async fn upload(
             Err(e) => return e.into_response(),
         }
     }
-    let name = format!("{}.snapshot", super::index::new_uuid());
+    let name = format!("{}.snapshot", crate::ids::new_uuid());
     let record = AssetRecord {
         graph_id: graph.clone(),
         name: name.clone(),

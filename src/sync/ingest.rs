@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::client::Local;
+use super::types::Local;
 use crate::event::{now, Event};
 use crate::store::WriteOutcome;
 use crate::verify::verify_group;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::client::{Direction, Local, SyncError};
 use super::ingest::{ingest_group, Done, Ingested};
 use super::peer::PeerSocket;
+use super::types::{Direction, Local, SyncError};
 use crate::event::{now, Event};
 use crate::filter::Filter;
 use crate::writer::Committed;

@@ -12,6 +12,8 @@ mod live;
 mod peer;
 mod reconcile;
 mod scheduler;
+mod types;
 
-pub use client::{sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport};
+pub use client::sync_with_peer;
 pub use scheduler::{PeerState, SyncRequest, SyncService};
+pub use types::{Direction, Local, Progress, SyncError, SyncOptions, SyncReport};

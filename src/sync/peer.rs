@@ -17,7 +17,7 @@ use futures_util::SinkExt;
 use serde_json::Value;
 use yawc::{Frame, OpCode};
 
-use super::client::SyncError;
+use super::types::SyncError;
 use crate::event::{now, Keys};
 
 /// yawc, so permessage-deflate (RFC 7692) can be offered to the peer.

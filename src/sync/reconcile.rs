@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::client::{Local, Progress, SyncError, SyncOptions};
 use super::peer::PeerSocket;
+use super::types::{Local, Progress, SyncError, SyncOptions};
 use crate::event::now;
 use crate::filter::Filter;
 use crate::negentropy::{Diff, Item, NegError, Negentropy, Storage, VectorStorage};

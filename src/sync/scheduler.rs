@@ -14,10 +14,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use super::client::{
-    sync_with_peer, Direction, Local, Progress, SyncError, SyncOptions, SyncReport,
-};
+use super::client::sync_with_peer;
 use super::live::{self, LiveLink};
+use super::types::{Direction, Local, Progress, SyncError, SyncOptions, SyncReport};
 use crate::config::PeerConfig;
 use crate::event::now;
 use crate::filter::Filter;
