@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use echorelay::admin::client::AdminClientError;
 use echorelay::event::{now, Keys};
@@ -25,21 +23,15 @@ async fn post(relay: &TestRelay, method: &str, body: &str) -> (u16, Value) {
 /// Waits (by asking again) until `check` holds for the peer's state.
 async fn wait_for_state(relay: &TestRelay, url: &str, check: impl Fn(&Value) -> bool) -> Value {
     let admin = relay.admin();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let (admin, check) = (&admin, &check);
+    eventually("the peer state to match", WAIT, || async move {
         let reply = admin
             .call("GetPeerSyncState", &json!({ "peer_url": url }))
             .await
             .unwrap();
-        if check(&reply) {
-            return reply;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "state never matched: {reply}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        check(&reply).then_some(reply)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -319,20 +319,15 @@ fn free_port_pair() -> u16 {
     }
 }
 
-/// Waits (with a deadline) until something accepts on `port`.
+/// Waits until something accepts on `port`.
 async fn accepting(port: u16) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "port {port} never opened"
-        );
-        // Polling the condition, not timing it: the deadline is the test's.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the port to accept", WAIT, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
 }
 
 /// `echorelay status --data DIR` in `cwd`: (exit status, stdout, stderr).

@@ -39,21 +39,15 @@ async fn items(relay: &TestRelay) -> Vec<Item> {
 
 /// Waits (asking again) until every relay holds `expected` events.
 async fn wait_for_count(relays: &[&TestRelay], expected: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("every relay to hold {expected} events");
+    eventually(&what, Duration::from_secs(30), || async move {
         let mut counts = Vec::new();
         for r in relays {
             counts.push(items(r).await.len());
         }
-        if counts.iter().all(|&n| n == expected) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no convergence: {counts:?} of {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        counts.iter().all(|&n| n == expected).then_some(())
+    })
+    .await;
 }
 
 /// d = 0 between every pair: one round and an empty difference.

@@ -28,6 +28,30 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How often [`eventually`] asks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Awaits a condition another task, process or node brings about: `check`
+/// is asked again every few milliseconds until it returns `Some`; after
+/// `within` the test fails, naming `what`. (The wait ends as soon as the
+/// condition holds: nothing is timed.)
+pub async fn eventually<T, Fut>(what: &str, within: Duration, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(done) = check().await {
+            return done;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// The control API token of every [`TestRelay`].
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
