@@ -323,20 +323,21 @@ async fn conflict_resolution_reaches_the_other_relay() {
         .0,
         200
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let pulled = post(r2.addr, "/echo/pull", &json!({"node_id": "shared"}))
-            .await
-            .1;
-        if pulled["changes"].as_array().is_some_and(|c| !c.is_empty()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "state never reached relay 2"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let at_r2 = r2.addr;
+    eventually(
+        "the state to reach relay 2",
+        Duration::from_secs(30),
+        || async move {
+            let pulled = post(at_r2, "/echo/pull", &json!({"node_id": "shared"}))
+                .await
+                .1;
+            pulled["changes"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
     let (status, reply) = post(
         r2.addr,
         "/echo/push",
@@ -369,21 +370,19 @@ async fn conflict_resolution_reaches_the_other_relay() {
         .1["status"],
         "success"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let pulled = post(r1.addr, "/echo/pull", &json!({"node_id": "shared"}))
-            .await
-            .1;
-        if pulled["changes"][0]["data"] == resolved {
-            assert_eq!(pulled["changes"][0]["metadata"]["version"], "2");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "resolution never reached relay 1: {pulled}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (at_r1, resolved) = (r1.addr, &resolved);
+    let pulled = eventually(
+        "the resolution to reach relay 1",
+        Duration::from_secs(30),
+        || async move {
+            let pulled = post(at_r1, "/echo/pull", &json!({"node_id": "shared"}))
+                .await
+                .1;
+            (pulled["changes"][0]["data"] == *resolved).then_some(pulled)
+        },
+    )
+    .await;
+    assert_eq!(pulled["changes"][0]["metadata"]["version"], "2");
     r1.stop().await;
     r2.stop().await;
 }

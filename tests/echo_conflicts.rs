@@ -40,15 +40,16 @@ async fn change(addr: SocketAddr) -> Value {
 
 /// Waits until both nodes serve a change that satisfies `done`, and the same one.
 async fn await_both(a: &TestRelay, b: &TestRelay, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (on_a, on_b) = (change(a.addr).await, change(b.addr).await);
-        if done(&on_a) && on_a == on_b {
-            return on_a;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{on_a}\n{on_b}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let done = &done;
+    eventually(
+        "both nodes to serve the same change",
+        Duration::from_secs(30),
+        || async move {
+            let (on_a, on_b) = (change(a.addr).await, change(b.addr).await);
+            (done(&on_a) && on_a == on_b).then_some(on_a)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

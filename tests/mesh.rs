@@ -245,21 +245,22 @@ async fn graph_events_replicate_between_mesh_nodes_only() {
     on_a.publish_ok(&note(&ka, "public")).await;
     add_peer(&a, &b.url, json!({"pubkey": hex_of(&kb)})).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (on_a_count, on_b_count) = (
-            on_a.req_ids(&[json!({"kinds": [4071]})]).await.len(),
-            on_b.req_ids(&[json!({"kinds": [4071]})]).await.len(),
-        );
-        if (on_a_count, on_b_count) == (10, 10) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{on_a_count} / {on_b_count}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (ra, rb) = (&a, &b);
+    let (kaa, kbb) = (&ka, &kb);
+    eventually(
+        "both homes' txs on both nodes",
+        Duration::from_secs(30),
+        || async move {
+            let mut counts = Vec::new();
+            for (relay, key) in [(ra, kaa), (rb, kbb)] {
+                let mut c = relay.client().await;
+                c.auth(key).await;
+                counts.push(c.req_ids(&[json!({"kinds": [4071]})]).await.len());
+            }
+            (counts == [10, 10]).then_some(())
+        },
+    )
+    .await;
     // The outsider got the public note from A's {} sync, and no graph tx.
     wait_for_count(&[&outsider], 1).await;
     let mut inspect = outsider.client().await;

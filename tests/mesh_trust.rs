@@ -225,14 +225,14 @@ async fn metric(node: &TestRelay, name: &str) -> u64 {
 
 /// Waits until the node counted `at_least` mesh-author refusals.
 async fn await_refusals(node: &TestRelay, at_least: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while metric(node, "echorelay_mesh_author_refused_total").await < at_least {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "refusals not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the refusals to be counted",
+        Duration::from_secs(20),
+        || async move {
+            (metric(node, "echorelay_mesh_author_refused_total").await >= at_least).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
