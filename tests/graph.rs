@@ -442,14 +442,11 @@ async fn two_nodes_converge_on_one_graph() {
     let graph = create_graph(a.addr, ALICE, "shared").await;
     // The index event reaches B; then alice may use the graph there.
     let access = format!("/graphs/{graph}/access");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while call(b.addr, "GET", &access, Some(ALICE), "").await.0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "graph never reached B"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (at_b, access_path) = (b.addr, &access);
+    eventually("the graph to reach B", Duration::from_secs(30), || async move {
+        (call(at_b, "GET", access_path, Some(ALICE), "").await.0 == 200).then_some(())
+    })
+    .await;
     let mut on_a = GraphSocket::open(a.addr, &graph, ALICE).await;
     let mut on_b = GraphSocket::open(b.addr, &graph, ALICE).await;
     let t = on_a
@@ -571,14 +568,11 @@ async fn two_nodes_converge_on_one_graph() {
         .0,
         200
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while call(a.addr, "GET", &access, Some(ALICE), "").await.0 != 404 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deletion never reached A"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (at_a, access_path) = (a.addr, &access);
+    eventually("the deletion to reach A", Duration::from_secs(30), || async move {
+        (call(at_a, "GET", access_path, Some(ALICE), "").await.0 == 404).then_some(())
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
@@ -681,14 +675,11 @@ async fn assets_upload_download_delete_and_limits() {
         put_streaming(addr, &cut, 8 * 1024 * 1024, 1024 * 1024).await,
         None
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while leftovers(relay.dir.path()) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "temporary upload left behind"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let data = relay.dir.path();
+    eventually("the temporary upload to be removed", WAIT, || async move {
+        (leftovers(data) == 0).then_some(())
+    })
+    .await;
     assert_eq!(call(addr, "GET", &cut, Some(ALICE), "").await.0, 404);
 
     assert_eq!(
