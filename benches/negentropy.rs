@@ -217,17 +217,23 @@ fn run_crate_client(
     })
 }
 
+/// `base` on both sides plus `d` differences, half only on the server and
+/// half only on the client: (client, server), sorted.
+fn diverged(base: &[Item], d: usize, seed: u64) -> (Vec<Item>, Vec<Item>) {
+    let mut rng = Rng(seed);
+    let (mut client, mut server) = (base.to_vec(), base.to_vec());
+    for _ in 0..d / 2 {
+        server.push(rng.item());
+        client.push(rng.item());
+    }
+    client.sort_unstable();
+    server.sort_unstable();
+    (client, server)
+}
+
 fn server_frame_limits(sizes: &[usize]) {
     for &n in sizes {
-        let base = items(n, 21);
-        let mut rng = Rng(7);
-        let (mut server, mut client) = (base.clone(), base);
-        for _ in 0..1000 {
-            server.push(rng.item());
-            client.push(rng.item());
-        }
-        server.sort_unstable();
-        client.sort_unstable();
+        let (client, server) = diverged(&items(n, 21), 2000, 7);
         let dir = tempfile::tempdir().expect("tempdir");
         let tree = StandaloneTree::create(dir.path(), server.iter().copied()).expect("tree");
         for server_frame in [250_000usize, 500_000] {
@@ -244,16 +250,7 @@ fn server_frame_limits(sizes: &[usize]) {
 fn reconciliation(n: usize) {
     let base = items(n, 11);
     for d in [0usize, 100, 10_000] {
-        let mut rng = Rng(99);
-        // Half the differences only on the server, half only on the client.
-        let mut server = base.clone();
-        let mut client = base.clone();
-        for _ in 0..d / 2 {
-            server.push(rng.item());
-            client.push(rng.item());
-        }
-        server.sort_unstable();
-        client.sort_unstable();
+        let (client, server) = diverged(&base, d, 99);
         let dir = tempfile::tempdir().expect("tempdir");
         let tree = StandaloneTree::create(dir.path(), server.iter().copied()).expect("tree");
         let client_vec = VectorStorage::new(client.clone());

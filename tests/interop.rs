@@ -193,22 +193,16 @@ async fn nostr_sdk_sync_up_of_3000_stores_all_at_the_default_config() {
     use nostr_sdk::prelude::*;
     let relay = default_limits_relay().await;
     let keys = nostr_sdk::prelude::Keys::generate();
-    let client = Client::builder()
-        .database(nostr_memory::MemoryDatabase::unbounded())
-        .build();
     let base = Timestamp::now().as_secs() - 100_000;
-    for i in 0..3000u64 {
-        let e = EventBuilder::new(Kind::TextNote, format!("up {i}"))
-            .custom_created_at(Timestamp::from_secs(base + i))
-            .finalize(&keys)
-            .unwrap();
-        client.database().save_event(&e).await.unwrap();
-    }
-    client.add_relay(relay.url.as_str()).await.unwrap();
-    client
-        .connect()
-        .and_wait(std::time::Duration::from_secs(5))
-        .await;
+    let events: Vec<Event> = (0..3000u64)
+        .map(|i| {
+            EventBuilder::new(Kind::TextNote, format!("up {i}"))
+                .custom_created_at(Timestamp::from_secs(base + i))
+                .finalize(&keys)
+                .unwrap()
+        })
+        .collect();
+    let client = common::sdk::sdk_client_holding(relay.url.as_str(), &events).await;
     let up = SyncOptions::default().direction(SyncDirection::Up);
     let output = client
         .sync(Filter::new().kind(Kind::TextNote))

@@ -14,6 +14,16 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Runs `echorelay ARGS` (another process) and insists it succeeded.
+fn cli_ok(args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Publishes `events` on one socket, pipelined; returns how many got OK true.
 async fn publish_all(url: &str, events: Vec<echorelay::event::Event>) -> usize {
     let c = Raw::connect(url).await;
@@ -69,18 +79,12 @@ async fn the_map_grows_and_is_adopted_while_every_writer_runs() {
         .collect();
     let file = node.dir.path().join("import.jsonl");
     std::fs::write(&file, imported.join("\n")).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("import")
-        .arg(&file)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(&[
+        "import".as_ref(),
+        file.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
     let published: Vec<_> = (0..2400)
         .map(|i| event_at(&keys, 1, base + 1000 + i, vec![], &"n".repeat(900)))
         .collect();
@@ -98,16 +102,14 @@ async fn the_map_grows_and_is_adopted_while_every_writer_runs() {
     let tokens = tokio::task::spawn_blocking(move || {
         (0..3)
             .map(|i| {
-                let out = std::process::Command::new(BIN)
-                    .args(["token", "add", &format!("user{i}"), "--data"])
-                    .arg(&data)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let user = format!("user{i}");
+                cli_ok(&[
+                    "token".as_ref(),
+                    "add".as_ref(),
+                    user.as_ref(),
+                    "--data".as_ref(),
+                    data.as_os_str(),
+                ]);
             })
             .count()
     });

@@ -340,22 +340,15 @@ async fn nostr_sdk_sync_up_and_both() {
         relay_only.push(e.id_hex());
     }
     let keys = nostr_sdk::prelude::Keys::generate();
-    let client = Client::builder()
-        .database(nostr_memory::MemoryDatabase::unbounded())
-        .build();
-    let mut client_only = Vec::new();
-    for i in 0..20 {
-        let e = EventBuilder::new(Kind::TextNote, format!("client {i}"))
-            .finalize(&keys)
-            .unwrap();
-        client.database().save_event(&e).await.unwrap();
-        client_only.push(e.id.to_hex());
-    }
-    client.add_relay(relay.url.as_str()).await.unwrap();
-    client
-        .connect()
-        .and_wait(std::time::Duration::from_secs(5))
-        .await;
+    let events: Vec<Event> = (0..20)
+        .map(|i| {
+            EventBuilder::new(Kind::TextNote, format!("client {i}"))
+                .finalize(&keys)
+                .unwrap()
+        })
+        .collect();
+    let client_only: Vec<String> = events.iter().map(|e| e.id.to_hex()).collect();
+    let client = common::sdk::sdk_client_holding(relay.url.as_str(), &events).await;
 
     // Up: the relay receives the client's 20, sends nothing down.
     let up = SyncOptions::default().direction(SyncDirection::Up);

@@ -5,6 +5,7 @@
 
 mod graph_socket;
 mod js;
+pub mod sdk;
 mod serve;
 pub mod vectors;
 pub mod wire;
