@@ -311,3 +311,36 @@ async fn a_ping_flood_is_closed_with_1008() {
     still_usable(&mut other).await;
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_close_is_echoed_and_nothing_follows_it() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+    let relay = TestRelay::start().await;
+    let keys = Keys::generate();
+    let mut c = relay.client().await;
+    for i in 0..5 {
+        c.publish_ok(&note(&keys, &format!("n{i}"))).await;
+    }
+    // A REQ whose results are still on their way when the client closes.
+    c.send(json!(["REQ", "s", {"kinds": [1]}])).await;
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    c.ws.send(Message::Close(Some(close))).await.unwrap();
+    let mut after_close = 0;
+    let mut echoed = None;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(WAIT, c.ws.next()).await {
+        match message {
+            Message::Close(frame) => echoed = frame.map(|f| u16::from(f.code)),
+            _ if echoed.is_some() => after_close += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(echoed, Some(1000));
+    assert_eq!(after_close, 0);
+    relay.stop().await;
+}
