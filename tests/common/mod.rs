@@ -3,6 +3,7 @@
 //! (never sleeps) with a timeout so a missing reply fails instead of hanging.
 #![allow(dead_code)]
 
+pub mod graph_api;
 mod graph_socket;
 mod js;
 pub mod sdk;
