@@ -29,18 +29,16 @@ async fn create_graph(addr: SocketAddr) -> String {
 async fn await_graph(relay: &TestRelay, graph: &str) {
     let auth = format!("Bearer {ALICE}");
     let path = format!("/graphs/{graph}/access");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while http_get(relay.addr, &path, &[("Authorization", &auth)])
-        .await
-        .0
-        != 200
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "graph never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (addr, path, auth) = (relay.addr, &path, &auth);
+    eventually(
+        "the graph to arrive",
+        Duration::from_secs(30),
+        || async move {
+            let status = http_get(addr, path, &[("Authorization", auth)]).await.0;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The whole log as one node serves it: (t, [(t, tx)]).
@@ -152,21 +150,22 @@ async fn concurrent_writes_on_two_nodes_end_in_one_order() {
     let (status, _, body) =
         http_request(b.addr, "DELETE", &reset, &[("Authorization", &auth)], "").await;
     assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while log_of(&a, &graph).await.1.len() + log_of(&b, &graph).await.1.len() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "old txs stayed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (ra, rb, g) = (&a, &b, &graph);
+    eventually("the old txs to go", Duration::from_secs(30), || async move {
+        (log_of(ra, g).await.1.len() + log_of(rb, g).await.1.len() == 0).then_some(())
+    })
+    .await;
     assert_eq!(batch(&mut on_b, 4, "after reset").await["t"], 5);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for node in [&a, &b] {
-        while log_of(node, &graph).await != (5, vec![(5, "after reset".to_string())]) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no log after the reset"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let g = &graph;
+        eventually(
+            "the log after the reset",
+            Duration::from_secs(30),
+            || async move {
+                (log_of(node, g).await == (5, vec![(5, "after reset".to_string())])).then_some(())
+            },
+        )
+        .await;
     }
     a.stop().await;
     b.stop().await;
