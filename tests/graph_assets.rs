@@ -148,21 +148,19 @@ async fn assets_reach_other_nodes() {
     let (status, _, _) =
         http_request(a.addr, "PUT", &path, &[("Authorization", &auth)], &body).await;
     assert_eq!(status, 200);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, head, got) =
-            http_request(b.addr, "GET", &path, &[("Authorization", &auth)], "").await;
-        if status == 200 {
-            assert_eq!(got, body);
-            assert!(head.contains("content-type: text/plain"), "{head}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "asset never served by B: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (at_b, path, auth) = (b.addr, &path, &auth);
+    let (head, got) = eventually(
+        "B to serve the asset",
+        Duration::from_secs(30),
+        || async move {
+            let (status, head, got) =
+                http_request(at_b, "GET", path, &[("Authorization", auth)], "").await;
+            (status == 200).then_some((head, got))
+        },
+    )
+    .await;
+    assert_eq!(got, body);
+    assert!(head.contains("content-type: text/plain"), "{head}");
     a.stop().await;
     b.stop().await;
 }

@@ -54,6 +54,30 @@ where
     }
 }
 
+/// A checked future borrowing the state [`eventually_mut`] lends it.
+pub type Check<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>>;
+
+/// [`eventually`] for a check that needs `state` mutably (a socket it asks
+/// on): `check` gets the state on every attempt.
+pub async fn eventually_mut<S, T>(
+    what: &str,
+    within: Duration,
+    state: &mut S,
+    mut check: impl for<'a> FnMut(&'a mut S) -> Check<'a, T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(done) = check(state).await {
+            return done;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// The control API token of every [`TestRelay`].
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
