@@ -65,29 +65,27 @@ async fn log_of(relay: &TestRelay, graph: &str) -> (u64, Vec<(u64, String)>) {
 /// Waits until every relay serves `count` txs, then asserts they serve the
 /// same log, gap-free from t=1.
 async fn await_one_log(relays: &[&TestRelay], graph: &str, count: usize) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut logs = Vec::new();
-        for relay in relays {
-            logs.push(log_of(relay, graph).await);
-        }
-        // (Counts can match before they agree: a node that has not yet
-        // heard of a move still serves its former home's tx.)
-        let same = logs.windows(2).all(|w| w[0] == w[1]);
-        if same && logs.iter().all(|(_, txs)| txs.len() == count) {
-            for (head, txs) in &logs {
-                assert_eq!(*head, count as u64);
-                let ts: Vec<u64> = txs.iter().map(|(t, _)| *t).collect();
-                assert_eq!(ts, (1..=count as u64).collect::<Vec<_>>(), "gap-free");
+    let logs = eventually(
+        "every node to serve one log",
+        Duration::from_secs(60),
+        || async move {
+            let mut logs = Vec::new();
+            for relay in relays {
+                logs.push(log_of(relay, graph).await);
             }
-            return logs[0].1.iter().map(|(_, tx)| tx.clone()).collect();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not one log: {logs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            // (Counts can match before they agree: a node that has not yet
+            // heard of a move still serves its former home's tx.)
+            let same = logs.windows(2).all(|w| w[0] == w[1]);
+            (same && logs.iter().all(|(_, txs)| txs.len() == count)).then_some(logs)
+        },
+    )
+    .await;
+    for (head, txs) in &logs {
+        assert_eq!(*head, count as u64);
+        let ts: Vec<u64> = txs.iter().map(|(t, _)| *t).collect();
+        assert_eq!(ts, (1..=count as u64).collect::<Vec<_>>(), "gap-free");
     }
+    logs[0].1.iter().map(|(_, tx)| tx.clone()).collect()
 }
 
 /// Sends a batch of one tx and returns the reply.
@@ -276,10 +274,12 @@ async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts(
     assert_eq!(order, ["a1", "b2 (new home)"]);
     // Listed where it was accepted (and on any node it reached before the
     // move did): here the old home.
-    {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let (ok, listed, err) = graph_cli(&a, &["conflicts", &graph]).await;
+    let (ra, g) = (&a, &graph);
+    let listed = eventually(
+        "the old home's tx listed as a conflict",
+        Duration::from_secs(30),
+        || async move {
+            let (ok, listed, err) = graph_cli(ra, &["conflicts", g]).await;
             assert!(ok, "{err}");
             let txs: Vec<&str> = listed["conflicts"]
                 .as_array()
@@ -287,14 +287,11 @@ async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts(
                 .iter()
                 .map(|c| c["tx"].as_str().unwrap())
                 .collect();
-            if txs == ["a2 (old home)"] {
-                assert_eq!(listed["conflicts"][0]["t"], 2);
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{listed}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+            (txs == ["a2 (old home)"]).then_some(listed)
+        },
+    )
+    .await;
+    assert_eq!(listed["conflicts"][0]["t"], 2);
     // A now forwards to B; the list shows the new home everywhere.
     assert_eq!(batch(&mut on_a, 2, "a3 via B").await["t"], 3);
     let (_, listed, _) = graph_cli(&a, &["list"]).await;
@@ -318,20 +315,20 @@ async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts(
 
 /// Waits until `relay` names `home` as the graph's home.
 async fn await_home(relay: &TestRelay, graph: &str, home: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, listed, _) = graph_cli(relay, &["list"]).await;
-        let found = listed["graphs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|g| g["graph-id"] == graph && g["home"] == home);
-        if found {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{listed}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the graph's new home listed",
+        Duration::from_secs(30),
+        || async move {
+            let (_, listed, _) = graph_cli(relay, &["list"]).await;
+            listed["graphs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|g| g["graph-id"] == graph && g["home"] == home)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
