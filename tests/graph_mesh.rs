@@ -74,30 +74,33 @@ async fn two_nodes_converge_on_one_graph() {
 
     let mut want = vec!["a1", "a2", "b1"];
     want.sort();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for socket in [&mut on_a, &mut on_b] {
-        loop {
-            let pulled = socket
-                .ask(json!({"type": "pull", "since": 0}), "pull/ok")
-                .await;
-            let txs = pulled["txs"].as_array().unwrap();
-            let ts: Vec<u64> = txs.iter().map(|x| x["t"].as_u64().unwrap()).collect();
-            assert!(
-                ts.windows(2).all(|w| w[0] < w[1]),
-                "t only advances: {ts:?}"
-            );
-            let mut got: Vec<&str> = txs.iter().map(|x| x["tx"].as_str().unwrap()).collect();
-            got.sort();
-            if got == want {
-                assert_eq!(pulled["t"], txs.len());
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no convergence: {got:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let want = want.clone();
+        let pulled = eventually_mut(
+            "one log on both nodes",
+            Duration::from_secs(30),
+            socket,
+            move |socket| {
+                let want = want.clone();
+                Box::pin(async move {
+                    let pulled = socket
+                        .ask(json!({"type": "pull", "since": 0}), "pull/ok")
+                        .await;
+                    let txs = pulled["txs"].as_array().unwrap();
+                    let ts: Vec<u64> = txs.iter().map(|x| x["t"].as_u64().unwrap()).collect();
+                    assert!(
+                        ts.windows(2).all(|w| w[0] < w[1]),
+                        "t only advances: {ts:?}"
+                    );
+                    let mut got: Vec<&str> =
+                        txs.iter().map(|x| x["tx"].as_str().unwrap()).collect();
+                    got.sort();
+                    (got == want).then_some(pulled)
+                })
+            },
+        )
+        .await;
+        assert_eq!(pulled["t"], pulled["txs"].as_array().unwrap().len());
     }
 
     // Reset on A: both nodes drop the old txs, and a full sync between
