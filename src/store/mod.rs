@@ -370,10 +370,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut value = expires_at.to_be_bytes().to_vec();
         value.extend_from_slice(user.as_bytes());
-        let mut txn = self.env.write_txn()?;
-        self.dbs.tokens.put(&mut txn, hash, &value)?;
-        txn.commit()?;
-        Ok(())
+        self.write_standalone(|txn| Ok(self.dbs.tokens.put(txn, hash, &value)?))
     }
 
     /// The user a token hash belongs to, and when it expires (0: never).
@@ -409,12 +406,12 @@ impl Store {
             .filter(|(_, u, _)| u == user)
             .map(|(hash, _, _)| hash)
             .collect();
-        let mut txn = self.env.write_txn()?;
-        for hash in &doomed {
-            self.dbs.tokens.delete(&mut txn, hash)?;
-        }
-        txn.commit()?;
-        Ok(doomed.len())
+        self.write_standalone(|txn| {
+            for hash in &doomed {
+                self.dbs.tokens.delete(txn, hash)?;
+            }
+            Ok(doomed.len())
+        })
     }
 
     /// One node's saved echo sync statistics.
@@ -442,6 +439,33 @@ impl Store {
         self.map_size.store(next, Ordering::Relaxed);
         tracing::info!(map_size_mb = next / MIB, "grew the LMDB map");
         Ok(())
+    }
+
+    /// A write of a command run as its own process (`echorelay token`,
+    /// `negentropy add|build|remove`), maybe next to a running node: LMDB
+    /// serialises it with the node's writer. A full map grows (this
+    /// process's map, where nothing else writes) and a map another process
+    /// grew is adopted; then `write` runs again in a fresh transaction.
+    pub(crate) fn write_standalone<T>(
+        &self,
+        mut write: impl FnMut(&mut heed::RwTxn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        loop {
+            let attempt = self
+                .env
+                .write_txn()
+                .map_err(StoreError::from)
+                .and_then(|mut txn| {
+                    let out = write(&mut txn)?;
+                    txn.commit()?;
+                    Ok(out)
+                });
+            match attempt {
+                Err(StoreError::Lmdb(e)) if is_map_full(&e) => self.grow()?,
+                Err(StoreError::Lmdb(e)) if is_map_resized(&e) => self.adopt_map_size()?,
+                other => return other,
+            }
+        }
     }
 
     /// Another process (`echorelay import`, `sync`, `token`, `negentropy`

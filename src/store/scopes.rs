@@ -272,90 +272,49 @@ impl Store {
         if filter.since.is_some() || filter.until.is_some() || filter.limit.is_some() {
             return Err(invalid("a tree filter cannot have since, until or limit"));
         }
-        let mut txn = self.env().write_txn()?;
-        let scopes = self.scopes(&txn)?;
-        if let Some(existing) = scopes.iter().find(|s| &s.filter == filter) {
-            return Ok(existing.id);
-        }
-        let id = if filter == &Filter::default() {
-            0
-        } else {
-            scopes.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1)
-        };
-        self.dbs.neg_scopes.put(
-            &mut txn,
-            &id.to_be_bytes(),
-            &encode_scope(ScopeStatus::Building, filter),
-        )?;
-        txn.commit()?;
-        Ok(id)
+        self.write_standalone(|txn| {
+            let scopes = self.scopes(txn)?;
+            if let Some(existing) = scopes.iter().find(|s| &s.filter == filter) {
+                return Ok(existing.id);
+            }
+            let id = if filter == &Filter::default() {
+                0
+            } else {
+                scopes.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1)
+            };
+            self.dbs.neg_scopes.put(
+                txn,
+                &id.to_be_bytes(),
+                &encode_scope(ScopeStatus::Building, filter),
+            )?;
+            Ok(id)
+        })
     }
 
     /// (Re)fills a tree from the stored events in chunks, so the relay keeps
     /// writing meanwhile (its batches maintain the tree too; inserts are
     /// idempotent), then marks it ready.
     pub fn build_scope(&self, id: u32) -> Result<u64, StoreError> {
-        let scope = {
-            let mut txn = self.env().write_txn()?;
+        let scope = self.write_standalone(|txn| {
             let scope = self
-                .scopes(&txn)?
+                .scopes(txn)?
                 .into_iter()
                 .find(|s| s.id == id)
                 .ok_or_else(|| invalid(format!("no tree with id {id}")))?;
-            TreeWriter::clear(&self.dbs.neg_nodes, &mut txn, id)?;
+            TreeWriter::clear(&self.dbs.neg_nodes, txn, id)?;
             self.dbs.neg_scopes.put(
-                &mut txn,
+                txn,
                 &id.to_be_bytes(),
                 &encode_scope(ScopeStatus::Building, &scope.filter),
             )?;
-            txn.commit()?;
-            scope
-        };
+            Ok(scope)
+        })?;
         let mut after = 0u64;
         let mut added = 0u64;
         loop {
-            let mut txn = self.env().write_txn()?;
-            let mut writer = TreeWriter::new(self.dbs.neg_nodes, id);
-            let mut seen = 0;
-            let mut last = None;
-            let start = super::schema::seq_key(after);
-            let range = (
-                std::ops::Bound::Excluded(&start[..]),
-                std::ops::Bound::Unbounded,
-            );
-            for entry in self.dbs.events.range(&txn, &range)? {
-                let (key, value) = entry?;
-                let (header, json) =
-                    Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
-                last = Some(u64::from_be_bytes(
-                    key.try_into().map_err(|_| StoreError::Corrupt("seq"))?,
-                ));
-                seen += 1;
-                if self.tree_may_hold(&scope.filter, header.kind) {
-                    let event = std::str::from_utf8(json)
-                        .ok()
-                        .and_then(|j| Event::from_json(j).ok())
-                        .ok_or(StoreError::Corrupt("stored event JSON"))?;
-                    if scope.filter.matches(&event)
-                        && writer.insert(&txn, Item::new(header.created_at, header.id))?
-                    {
-                        added += 1;
-                    }
-                }
-                if seen >= BUILD_CHUNK {
-                    break;
-                }
-            }
-            writer.flush(&mut txn)?;
-            let done = seen < BUILD_CHUNK;
-            if done {
-                self.dbs.neg_scopes.put(
-                    &mut txn,
-                    &id.to_be_bytes(),
-                    &encode_scope(ScopeStatus::Ready, &scope.filter),
-                )?;
-            }
-            txn.commit()?;
+            let (done, last, chunk_added) =
+                self.write_standalone(|txn| self.build_chunk(txn, &scope, after))?;
+            added += chunk_added;
             match last {
                 Some(seq) if !done => after = seq,
                 _ => return Ok(added),
@@ -363,18 +322,72 @@ impl Store {
         }
     }
 
+    /// One chunk of a build: the tree entries of up to [`BUILD_CHUNK`]
+    /// events after seq `after` (done when fewer remain, and the tree
+    /// marked ready); returns (done, last seq read, entries added).
+    fn build_chunk(
+        &self,
+        txn: &mut heed::RwTxn,
+        scope: &Scope,
+        after: u64,
+    ) -> Result<(bool, Option<u64>, u64), StoreError> {
+        let id = scope.id;
+        let mut added = 0u64;
+        let mut writer = TreeWriter::new(self.dbs.neg_nodes, id);
+        let mut seen = 0;
+        let mut last = None;
+        let start = super::schema::seq_key(after);
+        let range = (
+            std::ops::Bound::Excluded(&start[..]),
+            std::ops::Bound::Unbounded,
+        );
+        for entry in self.dbs.events.range(txn, &range)? {
+            let (key, value) = entry?;
+            let (header, json) =
+                Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+            last = Some(u64::from_be_bytes(
+                key.try_into().map_err(|_| StoreError::Corrupt("seq"))?,
+            ));
+            seen += 1;
+            if self.tree_may_hold(&scope.filter, header.kind) {
+                let event = std::str::from_utf8(json)
+                    .ok()
+                    .and_then(|j| Event::from_json(j).ok())
+                    .ok_or(StoreError::Corrupt("stored event JSON"))?;
+                if scope.filter.matches(&event)
+                    && writer.insert(txn, Item::new(header.created_at, header.id))?
+                {
+                    added += 1;
+                }
+            }
+            if seen >= BUILD_CHUNK {
+                break;
+            }
+        }
+        writer.flush(txn)?;
+        let done = seen < BUILD_CHUNK;
+        if done {
+            self.dbs.neg_scopes.put(
+                txn,
+                &id.to_be_bytes(),
+                &encode_scope(ScopeStatus::Ready, &scope.filter),
+            )?;
+        }
+        Ok((done, last, added))
+    }
+
     /// Deletes a tree. The `{}` tree cannot be removed.
     pub fn remove_scope(&self, id: u32) -> Result<(), StoreError> {
         if id == 0 {
             return Err(invalid("the {} tree always exists"));
         }
-        let mut txn = self.env().write_txn()?;
-        if !self.dbs.neg_scopes.delete(&mut txn, &id.to_be_bytes())? {
-            return Err(invalid(format!("no tree with id {id}")));
-        }
-        TreeWriter::clear(&self.dbs.neg_nodes, &mut txn, id)?;
-        txn.commit()?;
-        Ok(())
+        self.write_standalone(|txn| {
+            if !self.dbs.neg_scopes.delete(txn, &id.to_be_bytes())? {
+                return Err(invalid(format!("no tree with id {id}")));
+            }
+            TreeWriter::clear(&self.dbs.neg_nodes, txn, id)?;
+            Ok(())
+        })
     }
 
     /// Makes sure the `{}` tree and the mesh index tree (graph metadata,
