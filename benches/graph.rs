@@ -163,6 +163,7 @@ fn main() {
     let txs = if full { env_or("TXS", 100_000) } else { 2_000 };
     let batch = env_or("BATCH", 100);
     let asset_mb = if full { env_or("ASSET_MB", 64) } else { 2 };
+    let snapshot_mb = if full { env_or("SNAPSHOT_MB", 100) } else { 4 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -245,9 +246,107 @@ fn main() {
         println!("plain file copy of {asset_mb} MiB (baseline): {copy_rate:>8.0} MiB/s");
         println!("asset upload:   {up:>8.0} MiB/s ({:.1} % of copy)", 100.0 * up / copy_rate);
         println!("asset download: {down:>8.0} MiB/s ({:.1} % of copy)", 100.0 * down / copy_rate);
+        commit_latency_during_import(addr, &graph, snapshot_mb).await;
         relay.stop().await;
         forwarding(txs.min(20_000), batch).await;
     });
+}
+
+/// EVENTs published one at a time (each OK awaited) while nothing else
+/// runs, then while a `snapshot_mb` MiB snapshot imports: the import goes
+/// through the writer in chunks, so commits interleave with it.
+async fn commit_latency_during_import(addr: SocketAddr, graph: &str, snapshot_mb: usize) {
+    let mut stream = Vec::new();
+    let mut addr_n = 0u64;
+    while stream.len() < snapshot_mb * 1024 * 1024 {
+        let rows: Vec<Value> = (0..1000)
+            .map(|_| {
+                addr_n += 1;
+                json!([
+                    addr_n,
+                    format!("row {addr_n} of a benchmark snapshot, typical block text"),
+                    null
+                ])
+            })
+            .collect();
+        let body = Value::Array(rows).to_string().into_bytes();
+        stream.extend((body.len() as u32).to_be_bytes());
+        stream.extend(body);
+    }
+    let keys = echorelay::event::Keys::generate();
+    let url = format!("ws://{addr}");
+    let measure = |count: usize| {
+        let (url, keys) = (url.clone(), keys.clone());
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+            let mut times = Vec::new();
+            for i in 0..count {
+                let event = keys.sign(
+                    echorelay::event::now(),
+                    1,
+                    vec![],
+                    format!("latency {i} {}", rand_suffix()),
+                );
+                let started = Instant::now();
+                ws.send(Message::Text(
+                    format!("[\"EVENT\",{}]", event.to_json()).into(),
+                ))
+                .await
+                .expect("send");
+                loop {
+                    let Some(Ok(Message::Text(text))) = ws.next().await else {
+                        panic!("socket closed");
+                    };
+                    if text.as_str().starts_with("[\"OK\"") {
+                        break;
+                    }
+                }
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            times.sort_by(f64::total_cmp);
+            (
+                percentile(&times, 0.5),
+                percentile(&times, 0.99),
+                times.len(),
+            )
+        }
+    };
+    let idle = measure(300).await;
+    let path = format!("/sync/{graph}/snapshot/upload?reset=true");
+    let upload = {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (status, body) = http(addr, "POST", &path, &stream).await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            started.elapsed().as_secs_f64()
+        })
+    };
+    let mut during = Vec::new();
+    while !upload.is_finished() {
+        let (p50, p99, n) = measure(50).await;
+        during.push((p50, p99, n));
+    }
+    let seconds = upload.await.expect("upload");
+    let worst_p99 = during.iter().map(|d| d.1).fold(0.0, f64::max);
+    let median_p50 = {
+        let mut p50s: Vec<f64> = during.iter().map(|d| d.0).collect();
+        p50s.sort_by(f64::total_cmp);
+        p50s.get(p50s.len() / 2).copied().unwrap_or(0.0)
+    };
+    let events: usize = during.iter().map(|d| d.2).sum();
+    println!(
+        "EVENT OK latency, idle (baseline): p50 {:.3} ms, p99 {:.3} ms ({} events)",
+        idle.0, idle.1, idle.2
+    );
+    println!(
+        "EVENT OK latency while a {snapshot_mb} MiB snapshot uploads and imports ({seconds:.1} s, {} rows): median p50 {median_p50:.3} ms, worst p99 of 50 {worst_p99:.3} ms ({events} events)",
+        addr_n
+    );
+}
+
+fn rand_suffix() -> u64 {
+    rand::random()
 }
 
 /// Two mesh nodes, the graph homed on the first: the same client work on
