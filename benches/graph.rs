@@ -258,7 +258,8 @@ fn main() {
 async fn commit_latency_during_import(addr: SocketAddr, graph: &str, snapshot_mb: usize) {
     let mut stream = Vec::new();
     let mut addr_n = 0u64;
-    while stream.len() < snapshot_mb * 1024 * 1024 {
+    // Just under the size limit of one upload (100 MiB, uncompressed here).
+    while stream.len() + 100_000 < snapshot_mb * 1024 * 1024 {
         let rows: Vec<Value> = (0..1000)
             .map(|_| {
                 addr_n += 1;
