@@ -302,14 +302,7 @@ async fn bad_echo_input_is_refused_clearly() {
 async fn conflict_resolution_reaches_the_other_relay() {
     let r1 = TestRelay::start_with(with_token).await;
     let r2 = TestRelay::start_with(with_token).await;
-    let key_of = |r: &TestRelay| {
-        hex::encode(
-            echorelay::secrets::node_key(r.dir.path())
-                .unwrap()
-                .public_key(),
-        )
-    };
-    for (from, to, key) in [(&r1, &r2, key_of(&r2)), (&r2, &r1, key_of(&r1))] {
+    for (from, to, key) in [(&r1, &r2, r2.node_pubkey()), (&r2, &r1, r1.node_pubkey())] {
         let body = json!({"peer_url": to.url, "pubkey": key, "interval_secs": 1, "live": true});
         from.admin().call("AddPeer", &body).await.unwrap();
     }

@@ -130,14 +130,7 @@ async fn assets_upload_download_delete_and_limits() {
 async fn assets_reach_other_nodes() {
     let a = TestRelay::start_with(with_users).await;
     let b = TestRelay::start_with(with_users).await;
-    let key_of = |r: &TestRelay| {
-        hex::encode(
-            echorelay::secrets::node_key(r.dir.path())
-                .unwrap()
-                .public_key(),
-        )
-    };
-    for (from, to, key) in [(&a, &b, key_of(&b)), (&b, &a, key_of(&a))] {
+    for (from, to, key) in [(&a, &b, b.node_pubkey()), (&b, &a, a.node_pubkey())] {
         let body = json!({"peer_url": to.url, "pubkey": key, "interval_secs": 1, "live": true});
         from.admin().call("AddPeer", &body).await.unwrap();
     }

@@ -15,14 +15,7 @@ use serde_json::{json, Value};
 async fn two_nodes_converge_on_one_graph() {
     let a = TestRelay::start_with(with_users).await;
     let b = TestRelay::start_with(with_users).await;
-    let key_of = |r: &TestRelay| {
-        hex::encode(
-            echorelay::secrets::node_key(r.dir.path())
-                .unwrap()
-                .public_key(),
-        )
-    };
-    let (ka, kb) = (key_of(&a), key_of(&b));
+    let (ka, kb) = (a.node_pubkey(), b.node_pubkey());
     let live = json!({"dir": "both", "interval_secs": 1, "live": true});
     let add = |from: &TestRelay, url: &str, key: &str| {
         let mut body = live.clone();

@@ -11,10 +11,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-fn key_of(relay: &TestRelay) -> String {
-    hex::encode(relay.node_key().public_key())
-}
-
 async fn create_graph(addr: SocketAddr) -> String {
     let auth = format!("Bearer {ALICE}");
     let headers = [("Authorization", auth.as_str())];
@@ -250,14 +246,15 @@ async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts(
     let stranger = hex::encode(echorelay::event::Keys::generate().public_key());
     let (ok, _, err) = graph_cli(&a, &["move", &graph, "--to", &stranger]).await;
     assert!(!ok && err.contains("not a node key of the mesh"), "{err}");
-    let (ok, _, err) = graph_cli(&b, &["move", &graph, "--to", &key_of(&b)]).await;
+    let (ok, _, err) = graph_cli(&b, &["move", &graph, "--to", &b.node_pubkey()]).await;
     assert!(!ok && err.contains("not the graph's home"), "{err}");
 
     // Partition: the links go, the keys stay trusted.
     cut_peer(&a, &b).await;
     cut_peer(&b, &a).await;
     // B declares A lost and takes the graph from t=2; A, cut off, goes on.
-    let (ok, moved, err) = graph_cli(&b, &["move", &graph, "--to", &key_of(&b), "--force"]).await;
+    let (ok, moved, err) =
+        graph_cli(&b, &["move", &graph, "--to", &b.node_pubkey(), "--force"]).await;
     assert!(ok, "{err}");
     assert_eq!(
         (moved["term"].clone(), moved["from-t"].clone()),
@@ -298,14 +295,14 @@ async fn a_graph_moves_home_and_a_forced_move_makes_the_old_homes_txs_conflicts(
     let entry = &listed["graphs"][0];
     assert_eq!(
         (entry["home"].as_str().unwrap(), &entry["term"]),
-        (key_of(&b).as_str(), &json!(1))
+        (b.node_pubkey().as_str(), &json!(1))
     );
 
     // A plain move on the home hands it on: B gives it back to A.
-    let (ok, moved, err) = graph_cli(&b, &["move", &graph, "--to", &key_of(&a)]).await;
+    let (ok, moved, err) = graph_cli(&b, &["move", &graph, "--to", &a.node_pubkey()]).await;
     assert!(ok, "{err}");
     assert_eq!(moved["from-t"], 4);
-    await_home(&a, &graph, &key_of(&a)).await;
+    await_home(&a, &graph, &a.node_pubkey()).await;
     assert_eq!(batch(&mut on_b, 3, "b4 via A").await["t"], 4);
     let order = await_one_log(&[&a, &b], &graph, 4).await;
     assert_eq!(order[2..], ["a3 via B", "b4 via A"]);

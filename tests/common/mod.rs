@@ -183,6 +183,11 @@ impl TestRelay {
     pub fn node_key(&self) -> Keys {
         echorelay::secrets::node_key(self.dir.path()).expect("node key")
     }
+
+    /// This relay's node key, as the hex a peer config names.
+    pub fn node_pubkey(&self) -> String {
+        hex::encode(self.node_key().public_key())
+    }
 }
 
 /// A raw NIP-01 client over tokio-tungstenite.
