@@ -66,8 +66,12 @@ async fn publish_query_and_live() {
     assert_eq!(got[1], "live");
     assert_eq!(got[2]["id"], id_of(&e3));
 
-    // CLOSE stops delivery; the connection stays usable.
+    // CLOSE stops delivery; the connection stays usable. (A round trip on
+    // b's socket first: its messages are handled in order, so the CLOSE is
+    // in effect before a publishes on its own socket.)
     b.send(json!(["CLOSE", "live"])).await;
+    let settled = b.ask(json!(["COUNT", "settle", {"#t": ["live"]}])).await;
+    assert_eq!(settled, json!(["COUNT", "settle", {"count": 1}]));
     let e4 = event_at(&keys, 1, now(), vec![vec!["t", "live"]], "after close");
     a.publish_ok(&e4).await;
     let count = b.ask(json!(["COUNT", "c", {"#t": ["live"]}])).await;

@@ -488,3 +488,51 @@ async fn restricted_kinds_are_not_offered_again_and_again() {
     node.shutdown();
     relay.stop().await;
 }
+
+/// A peer that takes small messages (strfry: 131 072 bytes) gets NEG-MSGs
+/// that fit: the client reads its NIP-11 `max_message_length` and cuts its
+/// frames to match, where the configured 250 000-byte frames (500 kB of
+/// hex) would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_fit_the_peers_message_limit() {
+    let peer = TestRelay::start_with(|c| {
+        c.limits.max_message_size = 131_072;
+        c.limits.max_negentropy_message_size = 131_072;
+    })
+    .await;
+    let node = local_node();
+    let keys = Keys::generate();
+    let base = now() - 100_000;
+    let ours: Vec<_> = (0..8000)
+        .map(|i| event_at(&keys, 1, base + i, vec![], &format!("ours {i}")))
+        .collect();
+    seed(&node, &ours).await;
+    // The peer holds as many others (written by `import`, another process),
+    // so the rounds carry long id lists both ways.
+    let theirs: Vec<String> = (0..8000)
+        .map(|i| event_at(&keys, 1, base + i, vec![], &format!("theirs {i}")).to_json())
+        .collect();
+    let file = peer.dir.path().join("theirs.jsonl");
+    std::fs::write(&file, theirs.join("\n")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("import")
+        .arg(&file)
+        .arg("--data")
+        .arg(peer.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = sync_with_peer(&peer.url, &node.local, &opts(Direction::Up), |_| {})
+        .await
+        .expect("the sync fits the peer's limit");
+    assert_eq!((report.have, report.need), (8000, 8000), "{report:?}");
+    let mut c = peer.client().await;
+    let count = c.ask(json!(["COUNT", "n", {"kinds": [1]}])).await;
+    assert_eq!(count[2]["count"], 16000);
+    node.shutdown();
+    peer.stop().await;
+}

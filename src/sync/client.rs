@@ -49,6 +49,12 @@ pub async fn sync_with_peer(
         ..Progress::default()
     };
     let private = peer.is_proven_node();
+    let frame_size_limit =
+        super::reconcile::frame_limit_for(url, opts.frame_size_limit, opts.timeout).await;
+    let opts = &SyncOptions {
+        frame_size_limit,
+        ..opts.clone()
+    };
     let ours = super::reconcile::our_set(local, &opts.filter, private).await?;
     let mut diff = match reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await {
         // The peer wants to know who we are first: answer with the node key

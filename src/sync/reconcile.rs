@@ -3,6 +3,7 @@
 //! with the peer as initiator, every reconciler step on the blocking pool.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -73,6 +74,48 @@ async fn neg_step<T: Send + 'static>(
     .await
     .map_err(|e| SyncError::Protocol(e.to_string()))?
     .map_err(|e| SyncError::Protocol(e.to_string()))
+}
+
+/// Our frame limit against the peer at `url`: the configured one, but small
+/// enough that a hex NEG-MSG fits the peer's NIP-11 `max_message_length`
+/// (strfry takes at most 131 072 bytes and drops a connection that sends
+/// more). A peer without a readable NIP-11 keeps the configured limit.
+pub(super) async fn frame_limit_for(url: &str, configured: usize, timeout: Duration) -> usize {
+    let Some(http) = url
+        .strip_prefix("ws://")
+        .map(|rest| ("http://", rest))
+        .or_else(|| url.strip_prefix("wss://").map(|rest| ("https://", rest)))
+    else {
+        return configured;
+    };
+    let path = if http.1.contains('/') { "" } else { "/" };
+    let Ok(endpoint) = crate::http_client::Endpoint::parse(&format!("{}{}", http.0, http.1)) else {
+        return configured;
+    };
+    let accept = [("Accept", "application/nostr+json")];
+    let wait = timeout.min(Duration::from_secs(5));
+    let document = async {
+        let reply = crate::http_client::request(&endpoint, "GET", path, &accept, b"", wait)
+            .await
+            .ok()?;
+        let body = tokio::time::timeout(wait, reply.bytes(64 * 1024))
+            .await
+            .ok()?
+            .ok()?;
+        serde_json::from_slice::<Value>(&body).ok()
+    };
+    let Some(max) = document
+        .await
+        .and_then(|d| d["limitation"]["max_message_length"].as_u64())
+    else {
+        return configured;
+    };
+    // Hex doubles the message; the JSON around it and the sub id take the rest.
+    let fits = (max as usize).saturating_sub(256) / 2;
+    match configured {
+        0 => fits.max(4096),
+        limit => limit.min(fits).max(4096),
+    }
 }
 
 /// The NIP-77 rounds with the peer, as initiator: the ids we have that
