@@ -12,7 +12,7 @@ const ALLOWED: &[(&str, &str)] = &[
     ),
     (
         "src/store/mod.rs",
-        "Store::open (schema, before the writer) and Store::write_standalone: the default trees \
+        "Store::open (schema, before the writer) and Store::write_retrying: the default trees \
          built at start before the writer exists, and commands run as their own process \
          (`echorelay token`, `negentropy add|build|remove`)",
     ),

@@ -33,15 +33,7 @@ pub async fn blob_from_peers(graphs: &Arc<Graphs>, record: &AssetRecord) -> bool
 /// A peer's relay URL as the HTTP endpoint of the same host (ws:// read as
 /// http://, wss:// as https://).
 pub(super) fn http_endpoint(relay_url: &str) -> Option<Endpoint> {
-    let http_url = match (
-        relay_url.strip_prefix("ws://"),
-        relay_url.strip_prefix("wss://"),
-    ) {
-        (Some(rest), _) => format!("http://{}", rest.split('/').next().unwrap_or(rest)),
-        (_, Some(rest)) => format!("https://{}", rest.split('/').next().unwrap_or(rest)),
-        _ => return None,
-    };
-    Endpoint::parse(&http_url).ok()
+    Endpoint::of_relay(relay_url).map(Endpoint::host_root)
 }
 
 async fn fetch_from(

@@ -70,6 +70,26 @@ impl Endpoint {
         })
     }
 
+    /// A relay's `ws://` or `wss://` URL as the `http://` or `https://`
+    /// endpoint of the same place (its NIP-11 document, its other APIs).
+    pub fn of_relay(relay_url: &str) -> Option<Endpoint> {
+        let http = match (
+            relay_url.strip_prefix("ws://"),
+            relay_url.strip_prefix("wss://"),
+        ) {
+            (Some(rest), _) => format!("http://{rest}"),
+            (_, Some(rest)) => format!("https://{rest}"),
+            _ => return None,
+        };
+        Endpoint::parse(&http).ok()
+    }
+
+    /// The same host without the base path.
+    pub fn host_root(mut self) -> Endpoint {
+        self.base_path.clear();
+        self
+    }
+
     /// The absolute URL of `path` under this endpoint.
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
@@ -165,9 +185,13 @@ async fn exchange<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The endpoint itself (no base path, no path) is the root: `/`.
+    let target = match format!("{}{path}", endpoint.base_path) {
+        target if target.is_empty() => "/".to_string(),
+        target => target,
+    };
     let mut head = format!(
-        "{method} {}{path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        endpoint.base_path,
+        "{method} {target} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         endpoint.authority,
         body.len()
     );

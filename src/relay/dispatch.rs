@@ -22,8 +22,8 @@ use crate::event::Event;
 /// Which rate a message counts against: EVENT against the events rate,
 /// every other message that costs work against the requests rate; closing
 /// a subscription or session costs nothing and is never held back.
-fn rate_of<'r>(relay: &'r Relay, text: &str) -> Option<(&'r IpRate, &'static str)> {
-    match messages::message_type(text) {
+fn rate_of<'r>(relay: &'r Relay, kind: Option<&str>) -> Option<(&'r IpRate, &'static str)> {
+    match kind {
         Some("CLOSE" | "NEG-CLOSE") => None,
         Some("EVENT") => Some((
             &relay.event_rate,
@@ -43,8 +43,9 @@ pub(super) async fn handle_text(
     text: &str,
 ) {
     let limits = &relay.config.limits;
+    let kind = messages::message_type(text);
     if text.len() > limits.max_message_size {
-        let negentropy = matches!(messages::message_type(text), Some("NEG-OPEN" | "NEG-MSG"));
+        let negentropy = matches!(kind, Some("NEG-OPEN" | "NEG-MSG"));
         let limit = match negentropy {
             true => limits.max_negentropy_message_size,
             false => limits.max_message_size,
@@ -58,7 +59,7 @@ pub(super) async fn handle_text(
             return;
         }
     }
-    if let Some((rate, over)) = rate_of(relay, text) {
+    if let Some((rate, over)) = rate_of(relay, kind) {
         if !paced(relay, client, &mut local.burst, rate).await {
             refuse_addressed(relay, client, local, text, over);
             return;

@@ -34,7 +34,7 @@ const HARD_LIMIT_FACTOR: usize = 4;
 const CLIENT_COMPRESSION_THRESHOLD: usize = 128;
 
 /// The largest message a connection reads before closing with 1009.
-pub fn hard_limit(config: &Config) -> usize {
+fn hard_limit(config: &Config) -> usize {
     let limits = &config.limits;
     limits
         .max_message_size
@@ -55,7 +55,6 @@ pub fn options(config: &Config) -> Options {
         .limits
         .max_message_size
         .saturating_mul(HARD_LIMIT_FACTOR)
-        .min(limit - 1)
         .saturating_add(1);
     let base = Options::default().with_limits(limit, fragmented);
     let server = &config.server;

@@ -370,7 +370,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut value = expires_at.to_be_bytes().to_vec();
         value.extend_from_slice(user.as_bytes());
-        self.write_standalone(|txn| Ok(self.dbs.tokens.put(txn, hash, &value)?))
+        self.write_retrying(|txn| Ok(self.dbs.tokens.put(txn, hash, &value)?))
     }
 
     /// The user a token hash belongs to, and when it expires (0: never).
@@ -406,7 +406,7 @@ impl Store {
             .filter(|(_, u, _)| u == user)
             .map(|(hash, _, _)| hash)
             .collect();
-        self.write_standalone(|txn| {
+        self.write_retrying(|txn| {
             for hash in &doomed {
                 self.dbs.tokens.delete(txn, hash)?;
             }
@@ -441,12 +441,13 @@ impl Store {
         Ok(())
     }
 
-    /// A write of a command run as its own process (`echorelay token`,
-    /// `negentropy add|build|remove`), maybe next to a running node: LMDB
-    /// serialises it with the node's writer. A full map grows (this
-    /// process's map, where nothing else writes) and a map another process
-    /// grew is adopted; then `write` runs again in a fresh transaction.
-    pub(crate) fn write_standalone<T>(
+    /// One write transaction, committed: the writer's batches, the default
+    /// trees built at start, and commands run as their own process
+    /// (`echorelay token`, `negentropy add|build|remove`), which LMDB
+    /// serialises with a running node's writer. A full map grows (callers
+    /// hold no other transaction) and a map another process grew is
+    /// adopted; then `write` runs again in a fresh transaction.
+    pub(crate) fn write_retrying<T>(
         &self,
         mut write: impl FnMut(&mut heed::RwTxn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

@@ -272,7 +272,7 @@ impl Store {
         if filter.since.is_some() || filter.until.is_some() || filter.limit.is_some() {
             return Err(invalid("a tree filter cannot have since, until or limit"));
         }
-        self.write_standalone(|txn| {
+        self.write_retrying(|txn| {
             let scopes = self.scopes(txn)?;
             if let Some(existing) = scopes.iter().find(|s| &s.filter == filter) {
                 return Ok(existing.id);
@@ -295,7 +295,7 @@ impl Store {
     /// writing meanwhile (its batches maintain the tree too; inserts are
     /// idempotent), then marks it ready.
     pub fn build_scope(&self, id: u32) -> Result<u64, StoreError> {
-        let scope = self.write_standalone(|txn| {
+        let scope = self.write_retrying(|txn| {
             let scope = self
                 .scopes(txn)?
                 .into_iter()
@@ -313,7 +313,7 @@ impl Store {
         let mut added = 0u64;
         loop {
             let (done, last, chunk_added) =
-                self.write_standalone(|txn| self.build_chunk(txn, &scope, after))?;
+                self.write_retrying(|txn| self.build_chunk(txn, &scope, after))?;
             added += chunk_added;
             match last {
                 Some(seq) if !done => after = seq,
@@ -381,7 +381,7 @@ impl Store {
         if id == 0 {
             return Err(invalid("the {} tree always exists"));
         }
-        self.write_standalone(|txn| {
+        self.write_retrying(|txn| {
             if !self.dbs.neg_scopes.delete(txn, &id.to_be_bytes())? {
                 return Err(invalid(format!("no tree with id {id}")));
             }

@@ -8,7 +8,7 @@ use super::graph_order::Placement;
 use super::graphs::GraphBatchOutcome;
 use super::schema::{self, Header};
 use super::scopes::Trees;
-use super::{is_map_full, is_map_resized, IndexDb, Store, StoreError};
+use super::{IndexDb, Store, StoreError};
 use crate::event::{Coordinate, Event, KindClass};
 
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
@@ -68,34 +68,29 @@ impl Store {
     /// Applies `items` in one write transaction and commits. Grows the map
     /// and retries when it is full; `StoreError::Full` once it cannot grow.
     pub fn apply_batch(&self, items: &[BatchItem]) -> Result<Vec<WriteOutcome>, StoreError> {
-        loop {
-            match self.try_apply(items) {
-                Err(StoreError::Lmdb(e)) if is_map_full(&e) => self.grow()?,
-                Err(StoreError::Lmdb(e)) if is_map_resized(&e) => self.adopt_map_size()?,
-                other => return other,
-            }
-        }
+        self.write_retrying(|txn| self.apply_in(txn, items))
     }
 
-    fn try_apply(&self, items: &[BatchItem]) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut txn = self.env().write_txn()?;
-        let mut next_seq = self.last_seq(&txn)? + 1;
-        let mut trees = self.trees_for_batch(&txn)?;
+    fn apply_in(
+        &self,
+        txn: &mut RwTxn,
+        items: &[BatchItem],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut next_seq = self.last_seq(txn)? + 1;
+        let mut trees = self.trees_for_batch(txn)?;
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
             let outcome = match item {
                 BatchItem::Insert { event, json } => {
-                    self.insert(&mut txn, &mut trees, event, json, &mut next_seq)?
+                    self.insert(txn, &mut trees, event, json, &mut next_seq)?
                 }
-                BatchItem::PurgeExpired { now } => {
-                    self.purge_expired(&mut txn, &mut trees, *now)?
-                }
+                BatchItem::PurgeExpired { now } => self.purge_expired(txn, &mut trees, *now)?,
                 BatchItem::GraphBatch {
                     graph,
                     t_before,
                     events,
                 } => self.apply_graph_batch(
-                    &mut txn,
+                    txn,
                     &mut trees,
                     graph,
                     *t_before,
@@ -103,7 +98,7 @@ impl Store {
                     &mut next_seq,
                 )?,
                 BatchItem::UpgradeGraphLogs { key } => {
-                    self.upgrade_graph_logs(&mut txn, &mut trees, key, &mut next_seq)?
+                    self.upgrade_graph_logs(txn, &mut trees, key, &mut next_seq)?
                 }
                 BatchItem::InsertIfHead {
                     event,
@@ -111,24 +106,21 @@ impl Store {
                     graph,
                     head,
                 } => {
-                    if self.graph_t(&txn, graph)? == *head {
-                        self.insert(&mut txn, &mut trees, event, json, &mut next_seq)?
+                    if self.graph_t(txn, graph)? == *head {
+                        self.insert(txn, &mut trees, event, json, &mut next_seq)?
                     } else {
                         WriteOutcome::Refused(HEAD_MOVED.into())
                     }
                 }
                 BatchItem::Bookkeeping(op) => {
-                    self.apply_bookkeeping(&mut txn, op)?;
+                    self.apply_bookkeeping(txn, op)?;
                     WriteOutcome::Recorded
                 }
             };
             outcomes.push(outcome);
         }
-        trees.flush(self, &mut txn)?;
-        self.dbs
-            .meta
-            .put(&mut txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
-        txn.commit()?;
+        trees.flush(self, txn)?;
+        self.dbs.meta.put(txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
         Ok(outcomes)
     }
 

@@ -81,21 +81,13 @@ async fn neg_step<T: Send + 'static>(
 /// (strfry takes at most 131 072 bytes and drops a connection that sends
 /// more). A peer without a readable NIP-11 keeps the configured limit.
 pub(super) async fn frame_limit_for(url: &str, configured: usize, timeout: Duration) -> usize {
-    let Some(http) = url
-        .strip_prefix("ws://")
-        .map(|rest| ("http://", rest))
-        .or_else(|| url.strip_prefix("wss://").map(|rest| ("https://", rest)))
-    else {
-        return configured;
-    };
-    let path = if http.1.contains('/') { "" } else { "/" };
-    let Ok(endpoint) = crate::http_client::Endpoint::parse(&format!("{}{}", http.0, http.1)) else {
+    let Some(endpoint) = crate::http_client::Endpoint::of_relay(url) else {
         return configured;
     };
     let accept = [("Accept", "application/nostr+json")];
     let wait = timeout.min(Duration::from_secs(5));
     let document = async {
-        let reply = crate::http_client::request(&endpoint, "GET", path, &accept, b"", wait)
+        let reply = crate::http_client::request(&endpoint, "GET", "", &accept, b"", wait)
             .await
             .ok()?;
         let body = tokio::time::timeout(wait, reply.bytes(64 * 1024))
