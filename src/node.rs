@@ -207,7 +207,7 @@ pub async fn run_with_admin(
     let hub = Arc::new(crate::graph::Hub::default());
     hub.spawn_feed_listener(store.clone(), relay.registry.stored_feed().subscribe());
     // One set of credentials (and one NIP-98 replay cache) for both APIs.
-    let tokens = crate::auth::TokenUsers::new(&relay.config, Some(mesh));
+    let tokens = crate::auth::TokenUsers::new(&relay.config, Some((mesh, node_key.public_key())));
     let graphs = Arc::new(crate::graph::Graphs {
         store: store.clone(),
         writer: writer.handle(),

@@ -9,32 +9,31 @@ use std::net::SocketAddr;
 
 use base64::Engine;
 use common::*;
-use echorelay::config::{Config, EchoAccess, EchoGrant, TokenConfig};
+use echorelay::config::{EchoAccess, EchoGrant};
 use echorelay::event::Keys;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const ALICE: &str = "alice-secret-token";
-const BOB: &str = "bob-secret-token";
-const CAROL: &str = "carol-secret-token";
-
-fn with_users(c: &mut Config) {
-    c.auth.tokens = [("alice", ALICE), ("bob", BOB), ("carol", CAROL)]
-        .iter()
-        .map(|(user, token)| TokenConfig {
-            user: user.to_string(),
-            sha256: hex::encode(Sha256::digest(token.as_bytes())),
-            expires_at: 0,
-        })
-        .collect();
-}
-
 /// `Authorization: Nostr ...` for one request; `payload` is the body hashed.
 fn nip98(keys: &Keys, url: &str, method: &str, payload: Option<&str>) -> String {
+    nip98_naming(keys, url, method, payload, None)
+}
+
+/// [`nip98`] naming the node it is made for in a `p` tag, as nodes sign.
+fn nip98_naming(
+    keys: &Keys,
+    url: &str,
+    method: &str,
+    payload: Option<&str>,
+    node: Option<&Keys>,
+) -> String {
     let mut tags = vec![
         vec!["u".to_string(), url.to_string()],
         vec!["method".to_string(), method.to_string()],
     ];
+    if let Some(node) = node {
+        tags.push(vec!["p".into(), hex::encode(node.public_key())]);
+    }
     if let Some(body) = payload {
         let hash = hex::encode(Sha256::digest(body.as_bytes()));
         tags.push(vec!["payload".into(), hash]);
@@ -43,25 +42,6 @@ fn nip98(keys: &Keys, url: &str, method: &str, payload: Option<&str>) -> String 
     format!(
         "Nostr {}",
         base64::engine::general_purpose::STANDARD.encode(event.to_json())
-    )
-}
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    auth: &str,
-    body: &str,
-) -> (u16, String, Value) {
-    let headers = [
-        ("Authorization", auth),
-        ("Content-Type", "application/json"),
-    ];
-    let (status, head, body) = http_request(addr, method, path, &headers, body).await;
-    (
-        status,
-        head,
-        serde_json::from_str(&body).unwrap_or(json!(body)),
     )
 }
 
@@ -78,7 +58,8 @@ async fn nip98_relay() -> (Keys, TestRelay) {
 }
 
 async fn graph_names(addr: SocketAddr) -> Vec<String> {
-    let (status, _, listed) = send(addr, "GET", "/graphs", &format!("Bearer {ALICE}"), "").await;
+    let (status, _, listed) =
+        call_authorized(addr, "GET", "/graphs", Some(&format!("Bearer {ALICE}")), "").await;
     assert_eq!(status, 200);
     listed["graphs"]
         .as_array()
@@ -96,22 +77,32 @@ async fn nip98_headers_are_single_use_bound_to_the_body_and_the_host() {
 
     // A replay: the same header twice.
     let header = nip98(&keys, &url, "GET", None);
-    assert_eq!(send(addr, "GET", "/graphs", &header, "").await.0, 200);
-    let (status, _, reply) = send(addr, "GET", "/graphs", &header, "").await;
+    assert_eq!(
+        call_authorized(addr, "GET", "/graphs", Some(&header), "")
+            .await
+            .0,
+        200
+    );
+    let (status, _, reply) = call_authorized(addr, "GET", "/graphs", Some(&header), "").await;
     assert_eq!(status, 401, "a replayed header: {reply}");
 
     // Made for another host: the request's Host is this relay's.
     let elsewhere = nip98(&keys, "http://elsewhere.example/graphs", "GET", None);
-    assert_eq!(send(addr, "GET", "/graphs", &elsewhere, "").await.0, 401);
+    assert_eq!(
+        call_authorized(addr, "GET", "/graphs", Some(&elsewhere), "")
+            .await
+            .0,
+        401
+    );
 
     // A body the event does not name: refused, nothing created.
     let signed_for = json!({"graph-name": "meant"}).to_string();
     let sent = json!({"graph-name": "injected"}).to_string();
     let header = nip98(&keys, &url, "POST", Some(&signed_for));
-    let (status, _, reply) = send(addr, "POST", "/graphs", &header, &sent).await;
+    let (status, _, reply) = call_authorized(addr, "POST", "/graphs", Some(&header), &sent).await;
     assert!(status == 401 || status == 400, "{status} {reply}");
     let unbound = nip98(&keys, &url, "POST", None);
-    let (status, _, reply) = send(addr, "POST", "/graphs", &unbound, &sent).await;
+    let (status, _, reply) = call_authorized(addr, "POST", "/graphs", Some(&unbound), &sent).await;
     assert_eq!(status, 401, "a body without a payload tag: {reply}");
     assert!(
         reply["error"].as_str().unwrap().contains("payload"),
@@ -120,16 +111,24 @@ async fn nip98_headers_are_single_use_bound_to_the_body_and_the_host() {
     assert!(graph_names(addr).await.is_empty());
     // The body it names: created.
     let header = nip98(&keys, &url, "POST", Some(&signed_for));
-    let (status, _, reply) = send(addr, "POST", "/graphs", &header, &signed_for).await;
+    let (status, _, reply) =
+        call_authorized(addr, "POST", "/graphs", Some(&header), &signed_for).await;
     assert_eq!(status, 200, "{reply}");
 
     // `?token=` does not stand in for a header that fails.
     let path = format!("/graphs?token={ALICE}");
     assert_eq!(
-        send(addr, "GET", &path, "Basic YWxpY2U6eA==", "").await.0,
+        call_authorized(addr, "GET", &path, Some("Basic YWxpY2U6eA=="), "")
+            .await
+            .0,
         401
     );
-    assert_eq!(send(addr, "GET", &path, "Bearer wrong", "").await.0, 401);
+    assert_eq!(
+        call_authorized(addr, "GET", &path, Some("Bearer wrong"), "")
+            .await
+            .0,
+        401
+    );
     relay.stop().await;
 }
 
@@ -138,7 +137,14 @@ async fn uploads_never_run_as_pages_and_rebodied_uploads_are_refused() {
     let (keys, relay) = nip98_relay().await;
     let addr = relay.addr;
     let auth = format!("Bearer {ALICE}");
-    let (_, _, created) = send(addr, "POST", "/graphs", &auth, r#"{"graph-name":"f"}"#).await;
+    let (_, _, created) = call_authorized(
+        addr,
+        "POST",
+        "/graphs",
+        Some(&auth),
+        r#"{"graph-name":"f"}"#,
+    )
+    .await;
     let graph = created["graph-id"].as_str().unwrap().to_string();
     let script = "<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>";
     for (name, declared, inline) in [
@@ -177,17 +183,24 @@ async fn uploads_never_run_as_pages_and_rebodied_uploads_are_refused() {
     let graphs_url = format!("http://{addr}/graphs");
     let body = r#"{"graph-name":"mine"}"#;
     let header = nip98(&keys, &graphs_url, "POST", Some(body));
-    let (_, _, created) = send(addr, "POST", "/graphs", &header, body).await;
+    let (_, _, created) = call_authorized(addr, "POST", "/graphs", Some(&header), body).await;
     let graph = created["graph-id"].as_str().unwrap().to_string();
     let path = format!("/assets/{graph}/b1.png");
     let url = format!("http://{addr}{path}");
     let header = nip98(&keys, &url, "PUT", Some("the signed bytes"));
-    let (status, _, reply) = send(addr, "PUT", &path, &header, "other bytes").await;
+    let (status, _, reply) =
+        call_authorized(addr, "PUT", &path, Some(&header), "other bytes").await;
     assert_eq!(status, 401, "{reply}");
     let header = nip98(&keys, &url, "GET", None);
-    assert_eq!(send(addr, "GET", &path, &header, "").await.0, 404);
+    assert_eq!(
+        call_authorized(addr, "GET", &path, Some(&header), "")
+            .await
+            .0,
+        404
+    );
     let header = nip98(&keys, &url, "PUT", Some("the signed bytes"));
-    let (status, _, reply) = send(addr, "PUT", &path, &header, "the signed bytes").await;
+    let (status, _, reply) =
+        call_authorized(addr, "PUT", &path, Some(&header), "the signed bytes").await;
     assert_eq!(status, 200, "the body it names: {reply}");
     relay.stop().await;
 }
@@ -206,8 +219,14 @@ fn push_body(node: &str, version: &str, data: Value) -> String {
 }
 
 async fn pulled_nodes(addr: SocketAddr, token: &str) -> Vec<String> {
-    let (status, _, pulled) =
-        send(addr, "POST", "/echo/pull", &format!("Bearer {token}"), "{}").await;
+    let (status, _, pulled) = call_authorized(
+        addr,
+        "POST",
+        "/echo/pull",
+        Some(&format!("Bearer {token}")),
+        "{}",
+    )
+    .await;
     assert_eq!(status, 200, "{pulled}");
     pulled["changes"]
         .as_array()
@@ -232,7 +251,7 @@ async fn an_echo_node_belongs_to_its_first_pusher() {
     let bearer = |t: &str| format!("Bearer {t}");
     let push = |token: &'static str, version: &'static str| async move {
         let body = push_body("n1", version, json!({"by": token}));
-        send(addr, "POST", "/echo/push", &bearer(token), &body).await
+        call_authorized(addr, "POST", "/echo/push", Some(&bearer(token)), &body).await
     };
     assert_eq!(push(ALICE, "1").await.0, 200);
     let (status, _, reply) = push(BOB, "2").await;
@@ -244,23 +263,59 @@ async fn an_echo_node_belongs_to_its_first_pusher() {
     assert_eq!(pulled_nodes(addr, CAROL).await, ["n1"], "granted read");
     let status_of = |token: &'static str| async move {
         let body = json!({"node_id": "n1"}).to_string();
-        send(addr, "POST", "/echo/status", &bearer(token), &body)
+        call_authorized(addr, "POST", "/echo/status", Some(&bearer(token)), &body)
             .await
             .0
     };
     assert_eq!(status_of(BOB).await, 403);
     assert_eq!(status_of(CAROL).await, 200);
 
+    // Bob's refused pushes and pulls are not operations of alice's node:
+    // its statistics stay as they were.
+    let metrics = || async move {
+        let body = json!({"node_id": "n1"}).to_string();
+        let (_, _, reply) =
+            call_authorized(addr, "POST", "/echo/status", Some(&bearer(ALICE)), &body).await;
+        reply["metrics"].clone()
+    };
+    let before = metrics().await;
+    assert_eq!(before["sync_count_24h"], 1, "{before}");
+    for _ in 0..3 {
+        assert_eq!(push(BOB, "9").await.0, 403);
+        let body = json!({"node_id": "n1"}).to_string();
+        call_authorized(addr, "POST", "/echo/pull", Some(&bearer(BOB)), &body).await;
+    }
+    assert_eq!(metrics().await, before, "bob left no trace");
+    // Nor does anyone leave statistics for a node that does not exist.
+    let mut bad = serde_json::from_str::<Value>(&push_body("ghost", "1", json!({}))).unwrap();
+    bad["state"]["metadata"]["checksum"] = json!("0".repeat(64));
+    let (status, _, _) = call_authorized(
+        addr,
+        "POST",
+        "/echo/push",
+        Some(&bearer(BOB)),
+        &bad.to_string(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let ghost = json!({"node_id": "ghost"}).to_string();
+    call_authorized(addr, "POST", "/echo/pull", Some(&bearer(BOB)), &ghost).await;
+    let (status, _, _) =
+        call_authorized(addr, "POST", "/echo/status", Some(&bearer(BOB)), &ghost).await;
+    assert_eq!(status, 404, "no statistics for a node no one stored");
+
     // A mesh node acts for any user; the node stays alice's.
     let node = relay.node_key();
     let body = push_body("n1", "3", json!({"by": "node"}));
-    let header = nip98(
+    let header = nip98_naming(
         &node,
         &format!("http://{addr}/echo/push"),
         "POST",
         Some(&body),
+        Some(&node),
     );
-    let (status, _, reply) = send(addr, "POST", "/echo/push", &header, &body).await;
+    let (status, _, reply) =
+        call_authorized(addr, "POST", "/echo/push", Some(&header), &body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(push(ALICE, "4").await.0, 200);
     assert_eq!(push(BOB, "5").await.0, 403);
@@ -272,12 +327,20 @@ async fn only_a_mesh_node_may_name_the_author_or_keep_rows() {
     let relay = TestRelay::start_with(with_users).await;
     let addr = relay.addr;
     let auth = format!("Bearer {ALICE}");
-    let (_, _, created) = send(addr, "POST", "/graphs", &auth, r#"{"graph-name":"g"}"#).await;
+    let (_, _, created) = call_authorized(
+        addr,
+        "POST",
+        "/graphs",
+        Some(&auth),
+        r#"{"graph-name":"g"}"#,
+    )
+    .await;
     let graph = created["graph-id"].as_str().unwrap().to_string();
     // A user claims to forward for bob: the tx is still alice's.
     let path = format!("/sync/{graph}/tx/batch");
     let body = json!({"t-before": 0, "txs": ["x"], "author": "bob", "client": "forged"});
-    let (status, _, reply) = send(addr, "POST", &path, &auth, &body.to_string()).await;
+    let (status, _, reply) =
+        call_authorized(addr, "POST", &path, Some(&auth), &body.to_string()).await;
     assert_eq!(
         (status, reply["type"].clone()),
         (200, json!("tx/batch/ok")),
@@ -295,7 +358,62 @@ async fn only_a_mesh_node_may_name_the_author_or_keep_rows() {
     assert!(tags.contains(&json!(["client", "http"])), "{tags:?}");
     // `rows=keep` from a user is an ordinary reset (no mesh-only reply).
     let reset = format!("/sync/{graph}/admin/reset?rows=keep");
-    let (status, _, reply) = send(addr, "DELETE", &reset, &auth, "").await;
+    let (status, _, reply) = call_authorized(addr, "DELETE", &reset, Some(&auth), "").await;
     assert_eq!((status, reply), (200, json!({"ok": true})));
     relay.stop().await;
+}
+
+/// A node's NIP-98 header opens only the node it was made for. Node x signs
+/// a push for peer c; c (or anyone on the path) replays it at relay b,
+/// which trusts x and has no `server.relay_url`, with c's Host so the host
+/// check passes. b refuses it, and a header that names no node at all;
+/// the one x makes for b (naming b's key) acts as a mesh node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_header_opens_only_the_node_it_names() {
+    let (x, c) = (Keys::generate(), Keys::generate());
+    let trusted = hex::encode(x.public_key());
+    let b = TestRelay::start_with(|cfg| {
+        with_users(cfg);
+        cfg.auth.trusted_nodes = vec![trusted];
+    })
+    .await;
+    let body = push_body("n1", "1", json!({"by": "x"}));
+    let replay_at_b = |header: String, host: String| {
+        let body = body.clone();
+        async move {
+            let headers = [
+                ("Host", host.as_str()),
+                ("Authorization", header.as_str()),
+                ("Content-Type", "application/json"),
+            ];
+            let (status, _, reply) =
+                http_request(b.addr, "POST", "/echo/push", &headers, &body).await;
+            (status, reply)
+        }
+    };
+    let for_c = nip98_naming(
+        &x,
+        "http://c.example/echo/push",
+        "POST",
+        Some(&body),
+        Some(&c),
+    );
+    let (status, reply) = replay_at_b(for_c, "c.example".into()).await;
+    assert_eq!(status, 401, "a header made for c: {reply}");
+    assert!(reply.contains("p tag"), "{reply}");
+    let naming_no_node = nip98(&x, "http://c.example/echo/push", "POST", Some(&body));
+    let (status, reply) = replay_at_b(naming_no_node, "c.example".into()).await;
+    assert_eq!(status, 401, "a header naming no node: {reply}");
+    let (status, pulled) = call(b.addr, "POST", "/echo/pull", Some(ALICE), "{}").await;
+    assert_eq!(
+        (status, pulled["changes"].clone()),
+        (200, json!([])),
+        "nothing stored"
+    );
+
+    let url = format!("http://{}/echo/push", b.addr);
+    let for_b = nip98_naming(&x, &url, "POST", Some(&body), Some(&b.node_key()));
+    let (status, reply) = replay_at_b(for_b, b.addr.to_string()).await;
+    assert_eq!(status, 200, "made for b: {reply}");
+    b.stop().await;
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use echorelay::config::{Config, TokenConfig};
+use echorelay::config::Config;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -19,14 +19,7 @@ const OLD: &str = "expired-echo-token";
 type Change = Box<dyn Fn(&mut Value)>;
 
 fn with_token(c: &mut Config) {
-    c.auth.tokens = [(TOKEN, 0), (OLD, 1)]
-        .iter()
-        .map(|(token, expires_at)| TokenConfig {
-            user: "echo".into(),
-            sha256: hex::encode(Sha256::digest(token.as_bytes())),
-            expires_at: *expires_at,
-        })
-        .collect();
+    with_tokens(c, &[("echo", TOKEN, 0), ("echo", OLD, 1)]);
 }
 
 async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
@@ -34,13 +27,7 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
 }
 
 async fn post_as(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(auth) = &auth {
-        headers.push(("Authorization", auth));
-    }
-    let (status, _, body) = http_request(addr, "POST", path, &headers, body).await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    call(addr, "POST", path, token, body).await
 }
 
 /// A push request whose checksum is computed here, independently.

@@ -13,22 +13,32 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
-    let auth = format!("Bearer {ALICE}");
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    let (status, _, reply) = http_request(addr, "POST", path, &headers, &body.to_string()).await;
-    (status, serde_json::from_str(&reply).unwrap_or(Value::Null))
+    call(addr, "POST", path, Some(ALICE), &body.to_string()).await
 }
 
-async fn push(addr: SocketAddr, version: &str, data: Value) -> Value {
+fn push_body(version: &str, data: Value) -> String {
     let checksum = hex::encode(Sha256::digest(data.to_string().as_bytes()));
-    let body = json!({"node_id": "sensor", "state": {"timestamp": "2026-12-01T00:00:00.000Z",
-        "data": data, "metadata": {"version": version, "checksum": checksum, "resonance_level": 0.5}}});
-    let (status, reply) = post(addr, "/echo/push", &body).await;
+    json!({"node_id": "sensor", "state": {"timestamp": "2026-12-01T00:00:00.000Z",
+        "data": data, "metadata": {"version": version, "checksum": checksum, "resonance_level": 0.5}}})
+    .to_string()
+}
+
+/// A push as alice that must succeed.
+async fn push(addr: SocketAddr, version: &str, data: Value) -> Value {
+    let (status, reply) = push_as(addr, ALICE, version, data).await;
     assert_eq!(status, 200, "{reply}");
     reply
+}
+
+async fn push_as(addr: SocketAddr, token: &str, version: &str, data: Value) -> (u16, Value) {
+    call(
+        addr,
+        "POST",
+        "/echo/push",
+        Some(token),
+        &push_body(version, data),
+    )
+    .await
 }
 
 /// The node's change as `addr` serves it.
@@ -115,6 +125,47 @@ async fn a_conflict_is_shown_on_every_node_until_resolved() {
     let resolved = await_both(&a, &b, |c| c["metadata"]["version"] == "3").await;
     assert!(resolved.get("conflicts").is_none(), "{resolved}");
     assert_eq!(resolved["data"]["mood"], "merged");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Ownership across a partition: alice claims "sensor" on a, mallory pushes
+/// the same id on the partitioned b. After the heal the node is alice's on
+/// both; when alice's next push replaces her first state on a, her claim
+/// must still stand (it rides on every state, not on the one that made it),
+/// so mallory can neither push nor read the node on either relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_claim_survives_a_partition_and_later_pushes() {
+    let (a, b) = trusting_pair_with(with_users).await;
+    push(a.addr, "1", json!({"by": "alice"})).await;
+    let mallory = push_as(b.addr, MALLORY, "1", json!({"by": "mallory"})).await;
+    assert_eq!(
+        mallory.0, 200,
+        "b has not heard of alice's node: {mallory:?}"
+    );
+    live_peer(&a, &b).await;
+    live_peer(&b, &a).await;
+    await_both(&a, &b, |c| c["data"]["by"] == "alice").await;
+
+    push(a.addr, "2", json!({"by": "alice again"})).await;
+    await_both(&a, &b, |c| c["metadata"]["version"] == "2").await;
+    for node in [&a, &b] {
+        let (status, reply) = push_as(node.addr, MALLORY, "3", json!({"by": "mallory"})).await;
+        assert_eq!(status, 403, "{reply}");
+        let (status, pulled) = call(
+            node.addr,
+            "POST",
+            "/echo/pull",
+            Some(MALLORY),
+            &json!({"node_id": "sensor"}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{pulled}");
+        assert_eq!(pulled["changes"], json!([]), "hidden from mallory");
+        let shown = change(node.addr).await;
+        assert_eq!(shown["data"]["by"], "alice again");
+        assert!(shown.get("conflicts").is_none(), "{shown}");
+    }
     a.stop().await;
     b.stop().await;
 }

@@ -14,7 +14,7 @@ async fn graph_index_and_auth() {
     let keys = Keys::generate();
     let allowed = hex::encode(keys.public_key());
     let relay = TestRelay::start_with(|c| {
-        with_users(c);
+        with_graph_users(c);
         c.auth.nip98_pubkeys = vec![allowed];
         // The public URL NIP-98 events must name (behind a proxy, say).
         c.server.relay_url = "wss://node.test".into();

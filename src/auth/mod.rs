@@ -21,6 +21,10 @@ pub use nip98::{
 pub use payload::{bind_body, PayloadMismatch};
 pub use tokens::{hash_token, new_token, TokenUsers};
 
+/// Why a node's NIP-98 event is refused when it is not bound to this node.
+const UNBOUND_NODE_PROOF: &str =
+    "a node's event must name this node's key in a p tag (or set server.relay_url)";
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -91,13 +95,19 @@ pub fn authenticate(
             host,
         )
         .map_err(AuthError::BadNip98)?;
+        // A node acts for every user, so its proof must be made for this
+        // node; a key that is also a listed user is that user otherwise.
+        let mesh_node = configured.is_mesh_key(&event.pubkey) && configured.bound_to_node(&event);
+        if !mesh_node && !configured.nip98_user(&event.pubkey) {
+            return Err(AuthError::BadNip98(UNBOUND_NODE_PROOF.into()));
+        }
         configured
             .replays
             .first_use(&event)
             .map_err(AuthError::BadNip98)?;
         return Ok(User {
             id: hex::encode(event.pubkey),
-            mesh_node: configured.is_mesh_key(&event.pubkey),
+            mesh_node,
         });
     }
     // `?token=` only when the request has no Authorization header: a header

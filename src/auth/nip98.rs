@@ -4,7 +4,8 @@
 //! equal the request's, and its host (default ports aside) this relay's:
 //! the host of `server.relay_url` when configured, else the one the request
 //! was sent to, so an auth event made for another server does not open this
-//! one. Each event is good for one request ([`Replays`]); a request with a
+//! one. A mesh node's event must also be made for this node (`auth/tokens.rs`
+//! `bound_to_node`). Each event is good for one request ([`Replays`]); a request with a
 //! body must name the body's sha256 in a `payload` tag (checked as the body
 //! is read, `auth/payload.rs`).
 
@@ -92,13 +93,21 @@ pub fn check_event(
     Ok(event)
 }
 
-/// `Authorization: Nostr ...` for one request this node makes (to a mesh
-/// peer), with the body's sha256 as `payload` when there is a body.
-pub fn header(key: &crate::event::Keys, url: &str, method: &str, body: &[u8]) -> String {
+/// `Authorization: Nostr ...` for one request this node makes to the mesh
+/// peer whose key is `peer` (hex, named in a `p` tag so the header opens
+/// that node only), with the body's sha256 as `payload` when there is a body.
+pub fn header(
+    key: &crate::event::Keys,
+    peer: &str,
+    url: &str,
+    method: &str,
+    body: &[u8],
+) -> String {
     use sha2::Digest;
     let mut tags = vec![
         vec!["u".to_string(), url.to_string()],
         vec!["method".to_string(), method.to_string()],
+        vec!["p".to_string(), peer.to_string()],
     ];
     if !body.is_empty() {
         tags.push(vec![

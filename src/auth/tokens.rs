@@ -22,6 +22,9 @@ pub struct TokenUsers {
     by_hash: HashMap<[u8; 32], (String, u64)>,
     nip98: std::collections::HashSet<[u8; 32]>,
     mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
+    /// This node's key: a node's NIP-98 event that names it (`p` tag) was
+    /// made for this node and no other.
+    node: Option<[u8; 32]>,
     /// The host of `server.relay_url`: NIP-98 events must name it.
     public_host: Option<String>,
     /// Whose `X-Forwarded-Host` names the host a request was sent to.
@@ -32,11 +35,12 @@ pub struct TokenUsers {
 
 impl TokenUsers {
     /// From the config's tokens; ones with a bad hash are skipped (config
-    /// validation reports them).
+    /// validation reports them). `mesh` is the mesh set and this node's key.
     pub fn new(
         config: &crate::config::Config,
-        mesh: Option<std::sync::Arc<crate::mesh::Mesh>>,
+        mesh: Option<(std::sync::Arc<crate::mesh::Mesh>, [u8; 32])>,
     ) -> TokenUsers {
+        let (mesh, node) = mesh.map_or((None, None), |(mesh, node)| (Some(mesh), Some(node)));
         let auth = &config.auth;
         let by_hash = auth
             .tokens
@@ -61,6 +65,7 @@ impl TokenUsers {
             by_hash,
             nip98,
             mesh,
+            node,
             public_host,
             proxies: crate::edge::TrustedProxies::parse(&config.server.trusted_proxies)
                 .unwrap_or_default(),
@@ -81,6 +86,24 @@ impl TokenUsers {
     /// May this key authenticate with NIP-98?
     pub fn nip98_allowed(&self, pubkey: &[u8; 32]) -> bool {
         self.nip98.contains(pubkey) || self.is_mesh_key(pubkey)
+    }
+
+    /// Is `pubkey` listed in `auth.nip98_pubkeys` (a user, not only a node)?
+    pub fn nip98_user(&self, pubkey: &[u8; 32]) -> bool {
+        self.nip98.contains(pubkey)
+    }
+
+    /// Was a NIP-98 event made for this node and no other? Its host was
+    /// checked against `server.relay_url` when that is configured, or it
+    /// names this node's key in a `p` tag. A host read from the request is
+    /// the caller's own word: a header a node signed for another peer could
+    /// be replayed here with that peer's Host.
+    pub fn bound_to_node(&self, event: &crate::event::Event) -> bool {
+        self.public_host.is_some()
+            || self.node.is_some_and(|node| {
+                let node = hex::encode(node);
+                event.tag_values("p").any(|p| p.eq_ignore_ascii_case(&node))
+            })
     }
 
     /// Is `pubkey` in the mesh set?

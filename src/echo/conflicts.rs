@@ -32,17 +32,19 @@ fn supersedes(newer: &NodeState, older: &NodeState) -> bool {
 }
 
 /// Picks the winner among one node id's states (any order); `None` when
-/// there are none. The node belongs to the owner of its earliest accepted
-/// state: states another user pushed elsewhere before that state reached
-/// them are not part of it (they can neither win nor be shown).
+/// there are none. The node belongs to the user with the earliest claim:
+/// the lowest owner epoch (`owned`) any state carries, so the claim holds
+/// after the state that made it has been replaced by a later one. States
+/// another user pushed elsewhere before that claim reached them are not
+/// part of the node (they can neither win nor be shown).
 pub fn resolve(states: Vec<NodeState>) -> Option<Resolved> {
     let owner = states
         .iter()
         .filter(|s| !s.owner.is_empty())
-        .min_by(|a, b| (a.received_ms, &a.id).cmp(&(b.received_ms, &b.id)))
-        .map(|s| s.owner.clone());
+        .min_by(|a, b| (a.owned_ms, &a.id).cmp(&(b.owned_ms, &b.id)))
+        .map(|s| (s.owner.clone(), s.owned_ms));
     let states: Vec<NodeState> = match &owner {
-        Some(owner) => states
+        Some((owner, _)) => states
             .into_iter()
             .filter(|s| s.owner.is_empty() || &s.owner == owner)
             .collect(),
@@ -67,8 +69,9 @@ pub fn resolve(states: Vec<NodeState>) -> Option<Resolved> {
     });
     let mut heads = heads.into_iter();
     let mut winner = heads.next()?;
-    if let Some(owner) = owner {
+    if let Some((owner, owned_ms)) = owner {
         winner.owner = owner;
+        winner.owned_ms = owned_ms;
     }
     Some(Resolved {
         winner,
@@ -113,6 +116,7 @@ mod tests {
             received_ms,
             created_at: 1,
             owner: String::new(),
+            owned_ms: received_ms,
             base: base.into(),
             origin: origin.into(),
             id: format!("{origin}{version}"),
@@ -155,6 +159,23 @@ mod tests {
             ("alice", "1")
         );
         assert!(resolved.losers.is_empty(), "mallory's state is not shown");
+    }
+
+    #[test]
+    fn the_owners_claim_outlives_the_state_that_made_it() {
+        // alice claimed at 10 on node a; mallory pushed at 20 on partitioned
+        // node b; alice's later push on a replaces her first state but
+        // carries its epoch, so the claim at 10 still decides.
+        let mut alice = state("2", "1", "a", 30);
+        (alice.owner, alice.owned_ms) = ("alice".into(), 10);
+        let mut mallory = state("1", "", "b", 20);
+        mallory.owner = "mallory".into();
+        let resolved = resolve(vec![mallory, alice]).unwrap();
+        assert_eq!(
+            (resolved.winner.owner.as_str(), resolved.winner.owned_ms),
+            ("alice", 10)
+        );
+        assert!(resolved.losers.is_empty());
     }
 
     #[test]

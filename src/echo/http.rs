@@ -4,6 +4,7 @@
 //! `timestamp` and `metrics`; errors also get a 4xx code.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -163,10 +164,15 @@ fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, Ec
         received_ms: crate::event::now_ms(),
         created_at: crate::event::now(),
         owner: String::new(),
+        owned_ms: 0,
         base: String::new(),
         origin: String::new(),
         id: String::new(),
     })
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
 }
 
 pub async fn push(
@@ -174,6 +180,7 @@ pub async fn push(
     EchoCaller(user): EchoCaller,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
     let (body, node_id) = match body_with_node(body).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
@@ -190,7 +197,6 @@ pub async fn push(
         Err(e) => return e.into_response(),
     };
     let sync_id = new_sync_id();
-    let op = echo.stats.begin(&node_id, "push", &sync_id);
     let data_size = states::canonical(&state.data).len();
     let reply = |status: &str,
                  message: String,
@@ -206,29 +212,38 @@ pub async fn push(
             "metrics": {"duration_ms": duration_ms, "data_size": data_size, "resonance_strength": resonance},
         })
     };
+    let refused = |duration: u64, status: StatusCode, message: String| {
+        (status, Json(reply("error", message, vec![], duration, 0.0))).into_response()
+    };
+    let _one_push_at_a_time = echo.push_lock.lock().await;
+    let Ok(found) = echo.current(Some(&node_id)).await else {
+        let message = "the stored state cannot be read".to_string();
+        return refused(
+            elapsed_ms(started),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        );
+    };
+    let stored = found.into_iter().next().map(|resolved| resolved.winner);
+    let owner = stored.as_ref().map_or("", |s| s.owner.as_str());
+    if echo.grants.access(&user, &node_id, owner) != Some(EchoAccess::Write) {
+        // Not the node's operation: a stranger leaves no trace in its status.
+        let message = format!("node {node_id} belongs to another user");
+        return refused(elapsed_ms(started), StatusCode::FORBIDDEN, message);
+    }
+    let op = echo.stats.begin(&node_id, "push", &sync_id, started);
     // A refused push: the operation ends as failed, the reply says why.
     let refuse = |op, status: StatusCode, message: String| {
-        let duration = echo.stats.finish(op, false);
-        (status, Json(reply("error", message, vec![], duration, 0.0))).into_response()
+        refused(echo.stats.finish(op, false), status, message)
     };
     if states::checksum(&state.data) != state.checksum {
         let message = "checksum does not match the sha256 of the canonical data";
         return refuse(op, StatusCode::BAD_REQUEST, message.into());
     }
-    let _one_push_at_a_time = echo.push_lock.lock().await;
-    let Ok(found) = echo.current(Some(&node_id)).await else {
-        let message = "the stored state cannot be read".to_string();
-        return refuse(op, StatusCode::INTERNAL_SERVER_ERROR, message);
-    };
-    let stored = found.into_iter().next().map(|resolved| resolved.winner);
-    let owner = stored.as_ref().map_or("", |s| s.owner.as_str());
-    if echo.grants.access(&user, &node_id, owner) != Some(EchoAccess::Write) {
-        let message = format!("node {node_id} belongs to another user");
-        return refuse(op, StatusCode::FORBIDDEN, message);
-    }
-    state.owner = match owner {
-        "" => user.id.clone(),
-        owner => owner.to_string(),
+    // The owner and its epoch carry over; a first claim starts both.
+    (state.owner, state.owned_ms) = match stored.as_ref().filter(|s| !s.owner.is_empty()) {
+        Some(stored) => (stored.owner.clone(), stored.owned_ms),
+        None => (user.id.clone(), 0),
     };
     if let (Some(stored), false) = (&stored, force) {
         if states::compare_versions(&state.version, &stored.version).is_le() {
@@ -263,6 +278,9 @@ pub async fn push(
     if state.created_at > crate::event::now() + MAX_AHEAD_SECS {
         let message = "too many pushes for this node in the last minute; retry shortly".to_string();
         return refuse(op, StatusCode::TOO_MANY_REQUESTS, message);
+    }
+    if state.owned_ms == 0 {
+        state.owned_ms = state.received_ms;
     }
     let event = state.to_event(&echo.node_key);
     if event.to_json().len() > echo.max_event_size {
@@ -302,6 +320,7 @@ pub async fn pull(
     EchoCaller(user): EchoCaller,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
@@ -356,9 +375,6 @@ pub async fn pull(
         Some(_) => return bad("cursor is not one this node gave out"),
     };
     let sync_id = new_sync_id();
-    let op = echo
-        .stats
-        .begin(node_id.as_deref().unwrap_or("*"), "pull", &sync_id);
     // A node changes when any of its heads does (a conflicting state that
     // arrives later lists the node again).
     let changed_ms = |r: &Resolved| {
@@ -373,11 +389,21 @@ pub async fn pull(
         )
         .into_response();
     };
+    // A pull of one node the caller may read is an operation of that node
+    // (its status shows it); other pulls touch no node's statistics.
+    let readable = |r: &Resolved| {
+        let s = &r.winner;
+        echo.grants.access(&user, &s.node_id, &s.owner).is_some()
+    };
+    let op = node_id
+        .as_deref()
+        .filter(|id| found.iter().any(|r| r.winner.node_id == *id && readable(r)))
+        .map(|id| echo.stats.begin(id, "pull", &sync_id, started));
     let mut changes: Vec<Resolved> = found
         .into_iter()
         .filter(|r| {
             let s = &r.winner;
-            echo.grants.access(&user, &s.node_id, &s.owner).is_some()
+            readable(r)
                 && changed_ms(r) > since
                 && s.priority >= min_priority
                 && types
@@ -411,7 +437,10 @@ pub async fn pull(
             change
         })
         .collect();
-    let duration = echo.stats.finish(op, true);
+    let duration = match op {
+        Some(op) => echo.stats.finish(op, true),
+        None => elapsed_ms(started),
+    };
     let mut reply = json!({
         "status": "success",
         "changes": shown,
@@ -449,39 +478,36 @@ pub async fn status(
         )
         .into_response();
     };
-    let current = found.into_iter().next();
-    if let Some(resolved) = &current {
-        if echo
-            .grants
-            .access(&user, &node_id, &resolved.winner.owner)
-            .is_none()
-        {
-            let message = format!("node {node_id} belongs to another user");
-            return error(StatusCode::FORBIDDEN, message).into_response();
-        }
+    // Only a stored node has a status, and only for those who may read it
+    // (statistics of refused or unfinished first pushes answer no one).
+    let Some(current) = found.into_iter().next() else {
+        return error(StatusCode::NOT_FOUND, format!("unknown node {node_id}")).into_response();
+    };
+    if echo
+        .grants
+        .access(&user, &node_id, &current.winner.owner)
+        .is_none()
+    {
+        let message = format!("node {node_id} belongs to another user");
+        return error(StatusCode::FORBIDDEN, message).into_response();
     }
     let (stats, id) = (echo.stats.clone(), node_id.clone());
     let found = tokio::task::spawn_blocking(move || stats.status(&id, sync_id.as_deref()))
         .await
         .ok()
         .flatten();
-    let conflicts = current
-        .as_ref()
-        .map(Resolved::conflicts)
-        .unwrap_or_default();
+    let conflicts = current.conflicts();
     let with_conflicts = |mut status: Value| {
         if !conflicts.is_empty() {
             status["conflicts"] = json!(conflicts);
         }
         Json(status).into_response()
     };
-    match found {
-        Some(status) => with_conflicts(status),
-        None if current.is_some() => with_conflicts(json!({
+    with_conflicts(found.unwrap_or_else(|| {
+        json!({
             "status": "idle",
             "current_operation": null,
             "metrics": {"last_successful_sync": null, "sync_count_24h": 0, "average_duration_ms": 0, "error_rate": 0.0},
-        })),
-        None => error(StatusCode::NOT_FOUND, format!("unknown node {node_id}")).into_response(),
-    }
+        })
+    }))
 }

@@ -3,7 +3,9 @@
 //! sorted, no spaces), and the metadata as tags: `version`, `checksum`
 //! (sha256 of that canonical JSON), `resonance`, `priority`, `timestamp`
 //! (the client's ISO 8601), `received` (when this node accepted it, ms),
-//! `owner` (the user who pushed the node first, `echo/access.rs`), `base`
+//! `owner` (the user who pushed the node first, `echo/access.rs`), `owned`
+//! (when that first push was accepted, ms: the owner's epoch, carried by
+//! every later state so ownership never rests on which states survive), `base`
 //! (the version it was pushed on, `echo/conflicts.rs`) and one `t` per tag. Signed by the node key, so states replicate in the mesh.
 //!
 //! Versions are dotted numbers (`3`, `1.2.10`) compared part by part, or
@@ -37,6 +39,11 @@ pub struct NodeState {
     pub created_at: u64,
     /// The user who pushed the node first ("" on states from before owners).
     pub owner: String,
+    /// When the owner's first state was accepted (ms): every later state
+    /// carries it, so the earliest claim stays visible after the state
+    /// that made it is replaced. States from before epochs read their
+    /// `received` here.
+    pub owned_ms: u64,
     /// The version this state was pushed on ("" for a node's first state,
     /// or a state from before bases): see `conflicts.rs`.
     pub base: String,
@@ -88,6 +95,7 @@ impl NodeState {
             vec!["timestamp".into(), self.timestamp.clone()],
             vec!["received".into(), self.received_ms.to_string()],
             vec!["owner".into(), self.owner.clone()],
+            vec!["owned".into(), self.owned_ms.to_string()],
             vec!["base".into(), self.base.clone()],
         ];
         tags.extend(self.tags.iter().map(|t| vec!["t".into(), t.clone()]));
@@ -109,6 +117,11 @@ impl NodeState {
             Value::Object(map) => map,
             _ => return None,
         };
+        let received_ms = tag("received")?.parse().ok()?;
+        let owned_ms = match tag("owned") {
+            Some(owned) => owned.parse().ok()?,
+            None => received_ms,
+        };
         Some(NodeState {
             node_id: event.d_tag().to_string(),
             timestamp: tag("timestamp").unwrap_or_default(),
@@ -118,9 +131,10 @@ impl NodeState {
             resonance_level: tag("resonance")?.parse().ok()?,
             priority: tag("priority").and_then(|p| p.parse().ok()).unwrap_or(5),
             tags: event.tag_values("t").map(str::to_string).collect(),
-            received_ms: tag("received")?.parse().ok()?,
+            received_ms,
             created_at: event.created_at,
             owner: tag("owner").unwrap_or_default(),
+            owned_ms,
             base: tag("base").unwrap_or_default(),
             origin: hex::encode(event.pubkey),
             id: event.id_hex(),
@@ -203,6 +217,7 @@ mod tests {
             received_ms: 1_000,
             created_at: 1,
             owner: "alice".into(),
+            owned_ms: 900,
             base: "0".into(),
             origin: hex::encode(keys.public_key()),
             id: String::new(),

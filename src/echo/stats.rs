@@ -65,8 +65,14 @@ impl Stats {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Starts a push or pull for `node_id`.
-    pub fn begin(&self, node_id: &str, kind: &str, sync_id: &str) -> Operation {
+    /// Starts a push or pull for `node_id`, whose request arrived at `started`.
+    pub fn begin(
+        &self,
+        node_id: &str,
+        kind: &str,
+        sync_id: &str,
+        started: std::time::Instant,
+    ) -> Operation {
         let loaded = self.load(node_id);
         let mut nodes = self.nodes.lock();
         let stats = nodes
@@ -79,7 +85,7 @@ impl Stats {
         });
         Operation {
             node_id: node_id.to_string(),
-            started: std::time::Instant::now(),
+            started,
         }
     }
 

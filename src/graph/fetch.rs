@@ -17,11 +17,11 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tries every mesh peer; true once the blob is in place.
 pub async fn blob_from_peers(graphs: &Arc<Graphs>, record: &AssetRecord) -> bool {
-    for url in graphs.mesh_peer_urls() {
+    for (url, key) in graphs.mesh_peers() {
         let Some(endpoint) = http_endpoint(&url) else {
             continue;
         };
-        match tokio::time::timeout(TIMEOUT, fetch_from(graphs, &endpoint, record)).await {
+        match tokio::time::timeout(TIMEOUT, fetch_from(graphs, &endpoint, &key, record)).await {
             Ok(Ok(())) => return true,
             Ok(Err(e)) => tracing::info!(peer = url, error = e, "asset fetch failed"),
             Err(_) => tracing::info!(peer = url, "asset fetch timed out"),
@@ -39,10 +39,11 @@ pub(super) fn http_endpoint(relay_url: &str) -> Option<Endpoint> {
 async fn fetch_from(
     graphs: &Graphs,
     endpoint: &Endpoint,
+    peer: &str,
     record: &AssetRecord,
 ) -> Result<(), String> {
     let path = format!("/assets/{}/{}", record.graph_id, record.name);
-    let auth = crate::auth::nip98_header(&graphs.node_key, &endpoint.url(&path), "GET", b"");
+    let auth = crate::auth::nip98_header(&graphs.node_key, peer, &endpoint.url(&path), "GET", b"");
     let reply = http_client::request(
         endpoint,
         "GET",

@@ -78,7 +78,7 @@ async fn call_home(
         .map(|p| p.url)
         .ok_or("no peer is configured with the home's key")?;
     let endpoint = super::fetch::http_endpoint(&url).ok_or("the home's URL is not ws(s)://")?;
-    let auth = crate::auth::nip98_header(&graphs.node_key, &endpoint.url(path), method, body);
+    let auth = crate::auth::nip98_header(&graphs.node_key, home, &endpoint.url(path), method, body);
     let headers = [
         ("Authorization", auth.as_str()),
         ("Content-Type", "application/json"),

@@ -190,13 +190,12 @@ impl Graphs {
         }
     }
 
-    /// URLs of the peers that are mesh nodes.
-    fn mesh_peer_urls(&self) -> Vec<String> {
+    /// The peers that are mesh nodes: URL and key (hex).
+    fn mesh_peers(&self) -> Vec<(String, String)> {
         self.sync
             .peer_configs()
             .into_iter()
-            .filter(|p| p.pubkey.is_some())
-            .map(|p| p.url)
+            .filter_map(|p| Some((p.url, p.pubkey?)))
             .collect()
     }
 

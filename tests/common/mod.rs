@@ -8,6 +8,7 @@ mod graph_socket;
 mod js;
 pub mod sdk;
 mod serve;
+mod users;
 pub mod vectors;
 pub mod wire;
 #[allow(unused_imports)]
@@ -16,6 +17,8 @@ pub use graph_socket::GraphSocket;
 pub use js::*;
 #[allow(unused_imports)]
 pub use serve::*;
+#[allow(unused_imports)]
+pub use users::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -343,33 +346,25 @@ impl Raw {
     }
 }
 
-/// The bearer token of the user "alice" in [`with_alice`].
-pub const ALICE: &str = "alice-secret-token";
-
-/// Gives the graph and echo APIs one user, alice, with the token [`ALICE`].
-pub fn with_alice(c: &mut Config) {
-    use sha2::Digest;
-    c.auth.tokens = vec![echorelay::config::TokenConfig {
-        user: "alice".into(),
-        sha256: hex::encode(sha2::Sha256::digest(ALICE.as_bytes())),
-        expires_at: 0,
-    }];
-}
-
 /// Two relays (with [`with_alice`]) that trust each other's node key
 /// whatever their peer lists say, so links can be cut and healed.
 pub async fn trusting_pair() -> (TestRelay, TestRelay) {
-    let a = TestRelay::start_with(with_alice).await;
+    trusting_pair_with(with_alice).await
+}
+
+/// [`trusting_pair`] with `configure` applied to both relays.
+pub async fn trusting_pair_with(configure: fn(&mut Config)) -> (TestRelay, TestRelay) {
+    let a = TestRelay::start_with(configure).await;
     let ka = hex::encode(a.node_key().public_key());
     let b = TestRelay::start_with(|c| {
-        with_alice(c);
+        configure(c);
         c.auth.trusted_nodes = vec![ka];
     })
     .await;
     let kb = hex::encode(b.node_key().public_key());
     let addr = a.addr;
     let a = TestRelay::start_in(a.stop().await, addr, |c| {
-        with_alice(c);
+        configure(c);
         c.auth.trusted_nodes = vec![kb];
     })
     .await;
@@ -449,7 +444,14 @@ pub async fn http_request(
 ) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // A Host among `headers` replaces the one naming `addr`.
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
