@@ -26,6 +26,8 @@ const MAX_HEADER: usize = 16 * 1024;
 /// Most auth events remembered at once; past it, new ones are refused until
 /// old ones leave the window (only allowed keys' valid events get here).
 const MAX_REMEMBERED: usize = 100_000;
+/// Most of them one key may hold (about 80 requests a second, sustained).
+const MAX_PER_KEY: usize = 10_000;
 
 /// The auth event inside a header, not yet checked.
 pub fn decode(encoded: &str) -> Result<Event, String> {
@@ -126,25 +128,60 @@ pub fn header(
 /// captured header cannot be sent a second time. Keyed by signature, not
 /// id: a client that signs the same request again in the same second (same
 /// id, fresh BIP-340 nonce) makes a new header, while a replay repeats the
-/// signature, which no one without the key can vary.
+/// signature, which no one without the key can vary. Each key may hold at
+/// most [`MAX_PER_KEY`] of the places, so one busy or hostile key cannot
+/// lock every other caller out.
 #[derive(Debug, Default)]
-pub struct Replays(Mutex<HashMap<[u8; 64], u64>>);
+pub struct Replays(Mutex<Seen>);
+
+#[derive(Debug, Default)]
+struct Seen {
+    /// Signature → (created_at, signer).
+    sigs: HashMap<[u8; 64], (u64, [u8; 32])>,
+    per_key: HashMap<[u8; 32], usize>,
+}
+
+impl Seen {
+    /// Forgets events too old to be accepted again.
+    fn expire(&mut self) {
+        let oldest = now().saturating_sub(WINDOW_SECS);
+        let per_key = &mut self.per_key;
+        self.sigs.retain(|_, (created_at, key)| {
+            let keep = *created_at >= oldest;
+            if !keep {
+                if let Some(n) = per_key.get_mut(key) {
+                    *n -= 1;
+                }
+            }
+            keep
+        });
+        per_key.retain(|_, n| *n > 0);
+    }
+
+    fn of_key(&self, key: &[u8; 32]) -> usize {
+        self.per_key.get(key).copied().unwrap_or(0)
+    }
+}
 
 impl Replays {
     /// Records `event`'s first use; `Err` when it was used before.
     pub fn first_use(&self, event: &Event) -> Result<(), String> {
         let mut seen = self.0.lock();
-        if seen.contains_key(&event.sig) {
+        if seen.sigs.contains_key(&event.sig) {
             return Err("this auth event was already used".into());
         }
-        if seen.len() >= MAX_REMEMBERED {
-            let oldest = now().saturating_sub(WINDOW_SECS);
-            seen.retain(|_, created_at| *created_at >= oldest);
-            if seen.len() >= MAX_REMEMBERED {
+        let full = |seen: &Seen| {
+            seen.sigs.len() >= MAX_REMEMBERED || seen.of_key(&event.pubkey) >= MAX_PER_KEY
+        };
+        if full(&seen) {
+            seen.expire();
+            if full(&seen) {
                 return Err("too many recent auth events; retry shortly".into());
             }
         }
-        seen.insert(event.sig, event.created_at);
+        seen.sigs
+            .insert(event.sig, (event.created_at, event.pubkey));
+        *seen.per_key.entry(event.pubkey).or_default() += 1;
         Ok(())
     }
 }
@@ -247,5 +284,25 @@ mod tests {
         };
         assert_eq!(payload(&tagged(&"ab".repeat(32))), Ok(Some([0xab; 32])));
         assert!(payload(&tagged("not hex")).is_err());
+    }
+
+    #[test]
+    fn one_key_cannot_fill_the_replay_cache() {
+        // Only the signature, signer and time are remembered, so distinct
+        // signatures stand in for distinct signed events here.
+        let busy = decode(&header(&Keys::generate(), "https://n/x", "GET", now())).unwrap();
+        let replays = Replays::default();
+        let mut sig = 0u64;
+        let mut next = |mut event: Event| {
+            sig += 1;
+            event.sig[..8].copy_from_slice(&sig.to_be_bytes());
+            replays.first_use(&event)
+        };
+        for _ in 0..MAX_PER_KEY {
+            assert_eq!(next(busy.clone()), Ok(()));
+        }
+        assert!(next(busy.clone()).is_err(), "the busy key's share is used");
+        let other = decode(&header(&Keys::generate(), "https://n/x", "GET", now())).unwrap();
+        assert_eq!(next(other), Ok(()), "another key still gets in");
     }
 }

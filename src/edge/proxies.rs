@@ -76,7 +76,7 @@ impl TrustedProxies {
         self.0.iter().any(|range| range.contains(ip))
     }
 
-    /// A forwarding header (`X-Forwarded-Host`, `-Proto`): its first value,
+    /// A forwarding header (`X-Forwarded-Host`, `-Proto`): its last value,
     /// believed only when `peer` is one of these proxies.
     pub fn forwarded<'a>(
         &self,
@@ -91,7 +91,9 @@ impl TrustedProxies {
             .get(name)?
             .to_str()
             .ok()?
-            .split(',')
+            // The nearest proxy's value is the last: what came before it
+            // was the client's (or a farther hop's) word.
+            .rsplit(',')
             .next()
             .map(str::trim)
             .filter(|v| !v.is_empty())

@@ -174,7 +174,7 @@ pub fn parse_client_message<'a>(
                     Ok(ClientMessage::NodeAuth(nonce))
                 }
                 _ => Err(notice(
-                    "invalid: NODE-AUTH nonce must be 64 lowercase hex characters",
+                    "NODE-AUTH nonce must be 64 lowercase hex characters",
                 )),
             }
         }
@@ -393,9 +393,11 @@ mod tests {
             r#"["EVENT"]"#,
             r#"["CLOSE"]"#,
             r#"["REQ",5,{}]"#,
+            r#"["NODE-AUTH","not hex"]"#,
         ] {
             let e = parse_client_message(text, &LIMITS).unwrap_err();
             assert!(e.reason.starts_with("invalid: "), "{text}: {}", e.reason);
+            assert!(!e.reason.contains("invalid: invalid:"), "{}", e.reason);
         }
         let long = format!(r#"["REQ","{}",{{}}]"#, "x".repeat(65));
         assert!(parse_client_message(&long, &LIMITS)

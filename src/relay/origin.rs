@@ -181,6 +181,9 @@ mod tests {
         );
         let behind = origins("", &["127.0.0.1"]);
         assert_eq!(behind.relay_url(&h, peer, "/"), "wss://node.example:80");
+        // A client's own X-Forwarded-Host before the proxy's is not believed.
+        let h2 = headers(&[("x-forwarded-host", "evil.example, node.example")]);
+        assert_eq!(behind.relay_url(&h2, peer, "/"), "ws://node.example");
         let mut configured = origins("", &[]);
         configured.relay_url = normalize_url("wss://relay.example.com/").unwrap();
         assert_eq!(
