@@ -8,10 +8,16 @@ use serde_json::{Map, Value};
 
 use crate::event::{decode_hex, Event};
 
-/// Why a filter was refused; rendered with the `invalid:` prefix.
+/// Why a filter was refused (an `invalid:` refusal, [`FilterError::refusal`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid: {0}")]
+#[error("invalid filter: {0}")]
 pub struct FilterError(pub String);
+
+impl FilterError {
+    pub fn refusal(&self) -> crate::refusal::Refusal {
+        crate::refusal::Refusal::invalid(self.0.clone())
+    }
+}
 
 /// A parsed NIP-01 filter. `None` means "no constraint"; an empty list
 /// matches nothing.

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::config::{Config, PeerConfig};
 use crate::filter::Filter;
+use crate::refusal::{Prefix, Refusal};
 
 /// A graph transaction (one DB-Sync log entry).
 pub const GRAPH_TX_KIND: u16 = 4071;
@@ -44,9 +45,20 @@ pub fn scope_may_hold(scope: &Filter, kind: u16) -> bool {
     is_mesh_kind(kind) == is_mesh_scope(scope)
 }
 
+/// Why a mesh-kind event whose author is not in the mesh set is refused.
+const AUTHOR_REFUSAL: &str = "graph and echo events must be signed by a mesh node";
+
 /// The refusal of a mesh-kind event whose author is not in the mesh set,
 /// on every path that stores events (client, sync, live link, import).
-pub const AUTHOR_REFUSAL: &str = "restricted: graph and echo events must be signed by a mesh node";
+pub fn author_refusal() -> Refusal {
+    Refusal::restricted(AUTHOR_REFUSAL)
+}
+
+/// Is `refusal` [`author_refusal`]? (Such events are asked for again when
+/// their author joins the mesh.)
+pub fn is_author_refusal(refusal: &Refusal) -> bool {
+    refusal.is(Prefix::Restricted) && refusal.detail == AUTHOR_REFUSAL
+}
 
 /// The mesh set: this node's key, `auth.trusted_nodes`, and the node key of
 /// every configured or added peer. The one place that answers "is this key

@@ -4,42 +4,10 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Why an event was not stored; one counter each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    Invalid,
-    Duplicate,
-    Blocked,
-    RateLimited,
-    AuthRequired,
-    Restricted,
-    /// NIP-77's `closed:` (a session that is gone).
-    Closed,
-    Error,
-}
+use crate::refusal::Prefix;
 
-const REJECTIONS: [(Rejection, &str); 8] = [
-    (Rejection::Invalid, "invalid"),
-    (Rejection::Duplicate, "duplicate"),
-    (Rejection::Blocked, "blocked"),
-    (Rejection::RateLimited, "rate-limited"),
-    (Rejection::AuthRequired, "auth-required"),
-    (Rejection::Restricted, "restricted"),
-    (Rejection::Closed, "closed"),
-    (Rejection::Error, "error"),
-];
-
-impl Rejection {
-    /// Classifies a NIP-01 prefixed reason.
-    pub fn of_reason(reason: &str) -> Rejection {
-        let prefix = reason.split(':').next().unwrap_or("");
-        REJECTIONS
-            .iter()
-            .find(|(_, name)| *name == prefix)
-            .map(|(r, _)| *r)
-            .unwrap_or(Rejection::Error)
-    }
-}
+/// One counter per refusal prefix.
+const PREFIXES: usize = Prefix::ALL.len();
 
 /// The reply a refusal was sent as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +43,9 @@ const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 pub struct Metrics {
     pub events_stored: AtomicU64,
     pub events_ephemeral: AtomicU64,
-    rejected: [AtomicU64; 8],
+    rejected: [AtomicU64; PREFIXES],
     /// Refusals sent to clients, by reply and reason prefix.
-    refusals: [[AtomicU64; 8]; 4],
+    refusals: [[AtomicU64; PREFIXES]; 4],
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_dropped_slow: AtomicU64,
@@ -94,37 +62,28 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn reject(&self, reason: &str) {
-        let which = Rejection::of_reason(reason);
-        let i = REJECTIONS
-            .iter()
-            .position(|(r, _)| *r == which)
-            .unwrap_or(REJECTIONS.len() - 1);
-        self.rejected[i].fetch_add(1, Relaxed);
+    /// An event refused (or a duplicate), by prefix.
+    pub fn reject(&self, why: Prefix) {
+        self.rejected[why.index()].fetch_add(1, Relaxed);
     }
 
-    pub fn count_refusal(&self, reply: RefusedReply, why: Rejection) {
+    pub fn count_refusal(&self, reply: RefusedReply, why: Prefix) {
         let r = REFUSED_REPLIES
             .iter()
             .position(|x| *x == reply)
             .unwrap_or(0);
-        let w = REJECTIONS.iter().position(|(x, _)| *x == why).unwrap_or(0);
-        self.refusals[r][w].fetch_add(1, Relaxed);
+        self.refusals[r][why.index()].fetch_add(1, Relaxed);
     }
 
-    pub fn rejected(&self, which: Rejection) -> u64 {
-        let i = REJECTIONS
-            .iter()
-            .position(|(r, _)| *r == which)
-            .unwrap_or(0);
-        self.rejected[i].load(Relaxed)
+    pub fn rejected(&self, which: Prefix) -> u64 {
+        self.rejected[which.index()].load(Relaxed)
     }
 
     pub fn count_mesh_author_refusals(&self, outcomes: &[crate::store::WriteOutcome]) {
         let refused = outcomes
             .iter()
             .filter(|o| {
-                matches!(o, crate::store::WriteOutcome::Refused(r) if r == crate::mesh::AUTHOR_REFUSAL)
+                matches!(o, crate::store::WriteOutcome::Refused(r) if crate::mesh::is_author_refusal(r))
             })
             .count();
         if refused > 0 {
@@ -213,21 +172,23 @@ impl Metrics {
             self.messages_paced.load(Relaxed),
         );
         let _ = writeln!(out, "# HELP echorelay_events_rejected_total Events refused, by reason.\n# TYPE echorelay_events_rejected_total counter");
-        for (i, (_, name)) in REJECTIONS.iter().enumerate() {
+        for prefix in Prefix::ALL {
             let _ = writeln!(
                 out,
-                "echorelay_events_rejected_total{{reason=\"{name}\"}} {}",
-                self.rejected[i].load(Relaxed)
+                "echorelay_events_rejected_total{{reason=\"{}\"}} {}",
+                prefix.as_str(),
+                self.rejected(prefix)
             );
         }
         let _ = writeln!(out, "# HELP echorelay_refusals_total Refusals sent to clients (OK false, CLOSED, NEG-ERR, NOTICE), by reply and reason prefix.\n# TYPE echorelay_refusals_total counter");
         for (r, reply) in REFUSED_REPLIES.iter().enumerate() {
-            for (w, (_, prefix)) in REJECTIONS.iter().enumerate() {
+            for prefix in Prefix::ALL {
                 let _ = writeln!(
                     out,
-                    "echorelay_refusals_total{{reply=\"{}\",reason=\"{prefix}\"}} {}",
+                    "echorelay_refusals_total{{reply=\"{}\",reason=\"{}\"}} {}",
                     reply.name(),
-                    self.refusals[r][w].load(Relaxed)
+                    prefix.as_str(),
+                    self.refusals[r][prefix.index()].load(Relaxed)
                 );
             }
         }

@@ -215,7 +215,7 @@ impl WriterHandle {
     }
 
     /// Stores `event` only if `graph`'s head is still `head` when its write
-    /// transaction runs ([`crate::store::HEAD_MOVED`] otherwise).
+    /// transaction runs ([`WriteOutcome::HeadMoved`] otherwise).
     pub async fn write_if_head(&self, event: Event, graph: String, head: u64) -> WriteOutcome {
         let json = event.to_json();
         self.ask(|reply| {
@@ -289,7 +289,7 @@ impl WriterHandle {
 
 /// The outcome when the writer dropped a request unanswered (it stopped).
 fn gone() -> WriteOutcome {
-    WriteOutcome::Refused("error: relay is shutting down".into())
+    WriteOutcome::Refused(crate::refusal::Refusal::shutting_down())
 }
 
 impl Request {
@@ -464,10 +464,10 @@ fn commit_batch(
         Ok(outcomes) => outcomes,
         Err(e) => {
             let reason = match e {
-                StoreError::Full => "error: database is full".to_string(),
+                StoreError::Full => crate::refusal::Refusal::error("database is full"),
                 other => {
                     tracing::error!(error = %other, "write batch failed");
-                    "error: could not store event".to_string()
+                    crate::refusal::Refusal::error("could not store event")
                 }
             };
             let failed = WriteOutcome::Refused(reason);

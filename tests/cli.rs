@@ -176,7 +176,7 @@ fn import_then_export() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid: kinds"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid filter: kinds"));
 }
 
 fn negentropy_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use echorelay::event::{now, Keys};
 use echorelay::metrics::Metrics;
+use echorelay::refusal::Prefix;
 use echorelay::store::{Store, StoreOptions};
 use echorelay::sync::{sync_with_peer, Direction, Local, SyncError, SyncOptions};
 use echorelay::verify::VerifyPool;
@@ -203,7 +204,7 @@ async fn peer_without_nip77_or_silent_peer_fails_clearly() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, SyncError::Refused(ref r) if r.starts_with("blocked:")),
+        matches!(err, SyncError::Refused(ref r) if r.is(Prefix::Blocked)),
         "{err}"
     );
 
@@ -448,7 +449,7 @@ async fn answers_the_peers_auth_challenge_with_the_node_key() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, SyncError::Refused(r) if r.starts_with("auth-required:")),
+        matches!(&err, SyncError::Refused(r) if r.is(Prefix::AuthRequired)),
         "{err}"
     );
     anonymous.shutdown();

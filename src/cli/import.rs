@@ -16,6 +16,7 @@ use clap::Args;
 use super::NodeArgs;
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::refusal::Prefix;
 use crate::store::WriteOutcome;
 use crate::verify::{verify_group, VerifyPool};
 use crate::writer::{Batching, Writer};
@@ -130,11 +131,14 @@ fn submit(verify: &VerifyPool, writer: &Writer, tally: &Arc<Tally>, group: Vec<(
                         WriteOutcome::Duplicate => {
                             tally.duplicate.fetch_add(1, Relaxed);
                         }
-                        WriteOutcome::Refused(reason) if reason.starts_with("duplicate:") => {
+                        WriteOutcome::Refused(reason) if reason.is(Prefix::Duplicate) => {
                             tally.duplicate.fetch_add(1, Relaxed);
                         }
-                        WriteOutcome::Refused(reason) => report(&tally.refused, line_no, reason),
-                        WriteOutcome::Purged { .. }
+                        WriteOutcome::Refused(reason) => {
+                            report(&tally.refused, line_no, &reason.to_string())
+                        }
+                        WriteOutcome::HeadMoved
+                        | WriteOutcome::Purged { .. }
                         | WriteOutcome::Graph(_)
                         | WriteOutcome::Recorded => {}
                     }

@@ -17,16 +17,22 @@ use sha2::{Digest, Sha256};
 
 static SECP: LazyLock<Secp256k1<secp256k1::All>> = LazyLock::new(Secp256k1::new);
 
-/// Why an event was refused before it reached the store. The text follows the
-/// NIP-01 machine-readable prefix convention, so it can go into an OK as is.
+/// Why an event was refused before it reached the store: always an
+/// `invalid:` refusal ([`EventError::refusal`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
-    #[error("invalid: {0}")]
+    #[error("{0}")]
     Malformed(String),
-    #[error("invalid: event id does not match its content")]
+    #[error("event id does not match its content")]
     BadId,
-    #[error("invalid: bad signature")]
+    #[error("bad signature")]
     BadSignature,
+}
+
+impl EventError {
+    pub fn refusal(&self) -> crate::refusal::Refusal {
+        crate::refusal::Refusal::invalid(self.to_string())
+    }
 }
 
 /// How a kind is stored (NIP-01 "kinds" section).

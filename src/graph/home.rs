@@ -130,7 +130,7 @@ pub async fn move_home(
                     "from-t": head + 1,
                 }))
             }
-            WriteOutcome::Refused(reason) if reason == crate::store::HEAD_MOVED => continue,
+            WriteOutcome::HeadMoved => continue,
             other => return Err(MoveError::NotStored(format!("{other:?}"))),
         }
     }

@@ -5,6 +5,7 @@ use parking_lot::RwLock;
 
 use super::origin::normalize_url;
 use crate::event::{now, Event};
+use crate::refusal::Refusal;
 
 /// Kind of the NIP-42 auth event.
 pub const AUTH_KIND: u16 = 22242;
@@ -91,22 +92,26 @@ impl AuthState {
 
     /// Checks a signature-verified AUTH event against the challenge and the
     /// relay URL; records the pubkey on success.
-    pub fn accept(&self, event: &Event) -> Result<(), String> {
+    pub fn accept(&self, event: &Event) -> Result<(), Refusal> {
         if event.kind != AUTH_KIND {
-            return Err(format!("invalid: AUTH event must be kind {AUTH_KIND}"));
+            return Err(Refusal::invalid(format!(
+                "AUTH event must be kind {AUTH_KIND}"
+            )));
         }
         if event.tag_values("challenge").next() != Some(self.challenge.as_str()) {
-            return Err("invalid: AUTH challenge does not match".into());
+            return Err(Refusal::invalid("AUTH challenge does not match"));
         }
         if now().abs_diff(event.created_at) > AUTH_WINDOW {
-            return Err("invalid: AUTH event created_at is too far from now".into());
+            return Err(Refusal::invalid(
+                "AUTH event created_at is too far from now",
+            ));
         }
         let named = event.tag_values("relay").next().and_then(normalize_url);
         if named.as_deref() != Some(self.relay_url.as_str()) {
-            return Err(format!(
-                "invalid: AUTH relay tag does not name this relay ({})",
+            return Err(Refusal::invalid(format!(
+                "AUTH relay tag does not name this relay ({})",
                 self.relay_url
-            ));
+            )));
         }
         let bound_to_node = self.url_configured || event.tag_values("p").any(|p| p == self.node);
         let mut proven = self.proven.write();
@@ -149,7 +154,8 @@ mod tests {
             let err = state
                 .accept(&auth_event(&keys, wrong, &c, None))
                 .unwrap_err();
-            assert!(err.starts_with("invalid: AUTH relay tag"), "{err}");
+            assert!(err.is(crate::refusal::Prefix::Invalid), "{err:?}");
+            assert!(err.detail.starts_with("AUTH relay tag"), "{err:?}");
         }
         assert!(!state.is_authenticated());
         state.accept(&auth_event(&keys, url, &c, None)).unwrap();

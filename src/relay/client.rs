@@ -23,7 +23,9 @@ pub struct Client {
 }
 
 /// The refusal when a client has too many queries in flight.
-pub const TOO_MANY_QUERIES: &str = "rate-limited: too many queries in flight on this connection";
+pub fn too_many_queries() -> crate::refusal::Refusal {
+    crate::refusal::Refusal::rate_limited("too many queries in flight on this connection")
+}
 
 impl Client {
     /// A slot for one more query, held until it is answered; `None` when

@@ -200,9 +200,8 @@ async fn on_message(
             }
         },
         OpCode::Binary => {
-            client.outbox.send(messages::notice_msg(
-                "invalid: binary messages are not supported",
-            ));
+            let why = crate::refusal::Refusal::invalid("binary messages are not supported");
+            client.outbox.send(messages::notice_msg(&why));
         }
         OpCode::Close => return Flow::StopOwed,
         OpCode::Ping if !local.pings.take() => {

@@ -13,25 +13,26 @@ use super::client::Client;
 use super::connection::Local;
 use super::ingest;
 use super::limits::{Admission, IpRate};
-use super::messages::{self, Addressee, ClientMessage};
+use super::messages::{self, Addressee, ClientMessage, MessageType};
 use super::neg_sessions;
 use super::queries;
 use super::Relay;
 use crate::event::Event;
+use crate::refusal::Refusal;
 
 /// Which rate a message counts against: EVENT against the events rate,
 /// every other message that costs work against the requests rate; closing
 /// a subscription or session costs nothing and is never held back.
-fn rate_of<'r>(relay: &'r Relay, kind: Option<&str>) -> Option<(&'r IpRate, &'static str)> {
+fn rate_of(relay: &Relay, kind: Option<MessageType>) -> Option<(&IpRate, Refusal)> {
     match kind {
-        Some("CLOSE" | "NEG-CLOSE") => None,
-        Some("EVENT") => Some((
+        Some(MessageType::Close | MessageType::NegClose) => None,
+        Some(MessageType::Event) => Some((
             &relay.event_rate,
-            "rate-limited: slow down, too many events",
+            Refusal::rate_limited("slow down, too many events"),
         )),
         _ => Some((
             &relay.req_rate,
-            "rate-limited: slow down, too many requests",
+            Refusal::rate_limited("slow down, too many requests"),
         )),
     }
 }
@@ -45,23 +46,23 @@ pub(super) async fn handle_text(
     let limits = &relay.config.limits;
     let kind = messages::message_type(text);
     if text.len() > limits.max_message_size {
-        let negentropy = matches!(kind, Some("NEG-OPEN" | "NEG-MSG"));
+        let negentropy = kind.is_some_and(MessageType::is_negentropy);
         let limit = match negentropy {
             true => limits.max_negentropy_message_size,
             false => limits.max_message_size,
         };
         if text.len() > limit {
-            let reason = format!(
-                "invalid: message too large ({} > {limit} bytes)",
+            let reason = Refusal::invalid(format!(
+                "message too large ({} > {limit} bytes)",
                 text.len()
-            );
+            ));
             refuse_addressed(relay, client, local, text, &reason);
             return;
         }
     }
     if let Some((rate, over)) = rate_of(relay, kind) {
         if !paced(relay, client, &mut local.burst, rate).await {
-            refuse_addressed(relay, client, local, text, over);
+            refuse_addressed(relay, client, local, text, &over);
             return;
         }
     }
@@ -72,7 +73,7 @@ async fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, t
     match messages::parse_client_message(text, &relay.parse_limits) {
         Err(e) => {
             let reply = match &e.sub_id {
-                Some(id) if e.negentropy => neg_sessions::neg_err(id, &e.reason),
+                Some(id) if e.negentropy => messages::neg_err(id, &e.reason),
                 Some(id) => messages::closed(id, &e.reason),
                 None => messages::notice_msg(&e.reason),
             };
@@ -93,8 +94,8 @@ async fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, t
         | Ok(ClientMessage::NegClose { sub_id })
             if !relay.config.negentropy.enabled =>
         {
-            let reason = "blocked: NIP-77 negentropy is not enabled on this relay";
-            client.outbox.send(neg_sessions::neg_err(&sub_id, reason));
+            let reason = Refusal::blocked("NIP-77 negentropy is not enabled on this relay");
+            client.outbox.send(messages::neg_err(&sub_id, &reason));
         }
         Ok(ClientMessage::NegOpen {
             sub_id,
@@ -113,7 +114,13 @@ async fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, t
 /// Refuses a message at a gate in the form its sender waits for: OK false,
 /// CLOSED or NEG-ERR (which also end the subscription or session of that
 /// id), NOTICE only when neither type nor id can be read.
-fn refuse_addressed(relay: &Relay, client: &Client, local: &mut Local, text: &str, reason: &str) {
+fn refuse_addressed(
+    relay: &Relay,
+    client: &Client,
+    local: &mut Local,
+    text: &str,
+    reason: &Refusal,
+) {
     let reply = match messages::addressee(text) {
         Addressee::Event(id) => ingest::refusal(relay, Some(&id), reason),
         Addressee::Query(sub_id) => {
@@ -122,7 +129,7 @@ fn refuse_addressed(relay: &Relay, client: &Client, local: &mut Local, text: &st
         }
         Addressee::Negentropy(sub_id) => {
             local.neg.close(&sub_id);
-            neg_sessions::neg_err(&sub_id, reason)
+            messages::neg_err(&sub_id, reason)
         }
         Addressee::Unknown => messages::notice_msg(reason),
     };
@@ -135,8 +142,8 @@ async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
         Err(e) => {
             let id = messages::salvage_event_id(raw);
             let reply = match id {
-                Some(id) => messages::ok(&id, false, &e.to_string()),
-                None => messages::notice_msg(&e.to_string()),
+                Some(id) => messages::refused(&id, &e.refusal()),
+                None => messages::notice_msg(&e.refusal()),
             };
             client.outbox.send(reply);
             return;
@@ -149,11 +156,11 @@ async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
             let id = event.id_hex();
             let result = event
                 .verify()
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.refusal())
                 .and_then(|_| job_client.auth.accept(&event));
             let reply = match result {
-                Ok(()) => messages::ok(&id, true, ""),
-                Err(reason) => messages::ok(&id, false, &reason),
+                Ok(()) => messages::accepted(&id),
+                Err(reason) => messages::refused(&id, &reason),
             };
             job_client.outbox.send(reply);
         })
@@ -164,8 +171,8 @@ async fn handle_auth(relay: &Arc<Relay>, client: &Arc<Client>, raw: &RawValue) {
 /// (a signature costs CPU; one proof is all a node needs).
 async fn handle_node_auth(relay: &Arc<Relay>, client: &Arc<Client>, nonce: String) {
     if !client.auth.take_node_proof() {
-        let reason = "invalid: NODE-AUTH is answered once per connection";
-        client.outbox.send(messages::notice_msg(reason));
+        let reason = Refusal::invalid("NODE-AUTH is answered once per connection");
+        client.outbox.send(messages::notice_msg(&reason));
         return;
     }
     let (key, job_client) = (relay.node_key.clone(), client.clone());

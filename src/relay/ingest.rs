@@ -20,6 +20,7 @@ use super::client::Client;
 use super::messages;
 use super::Relay;
 use crate::event::{now, Event, KindClass};
+use crate::refusal::{Prefix, Refusal};
 use crate::store::WriteOutcome;
 use crate::verify::verify_group;
 use crate::writer::Committed;
@@ -38,11 +39,11 @@ pub(super) struct Burst {
 }
 
 /// The refusal of an event: OK false, or a NOTICE when its id is unknown.
-pub(super) fn refusal(relay: &Relay, id: Option<&str>, reason: &str) -> String {
-    relay.metrics.reject(reason);
+pub(super) fn refusal(relay: &Relay, id: Option<&str>, why: &Refusal) -> String {
+    relay.metrics.reject(why.prefix);
     match id {
-        Some(id) => messages::ok(id, false, reason),
-        None => messages::notice_msg(reason),
+        Some(id) => messages::refused(id, why),
+        None => messages::notice_msg(why),
     }
 }
 
@@ -60,30 +61,31 @@ pub(super) fn admit(relay: &Relay, client: &Client, burst: &mut Burst, raw: &Raw
 fn check(relay: &Relay, client: &Client, raw: &RawValue) -> Result<(Event, String), String> {
     let event = Event::from_raw(raw).map_err(|e| {
         let id = messages::salvage_event_id(raw);
-        refusal(relay, id.as_deref(), &e.to_string())
+        refusal(relay, id.as_deref(), &e.refusal())
     })?;
     let id_hex = event.id_hex();
-    let refuse = |reason: &str| refusal(relay, Some(&id_hex), reason);
+    let refuse = |why: Refusal| refusal(relay, Some(&id_hex), &why);
     if event.kind == super::auth::AUTH_KIND {
         // NIP-42: auth events are never published or relayed.
-        return Err(refuse(
-            "invalid: kind 22242 is only accepted in an AUTH message",
-        ));
+        return Err(refuse(Refusal::invalid(
+            "kind 22242 is only accepted in an AUTH message",
+        )));
     }
     if relay.config.auth.require_for_write && !client.auth.is_authenticated() {
-        return Err(refuse(
-            "auth-required: this relay only accepts events from authenticated users",
-        ));
+        return Err(refuse(Refusal::auth_required(
+            "this relay only accepts events from authenticated users",
+        )));
     }
     if crate::mesh::is_mesh_kind(event.kind) && !relay.read_policy.is_mesh_node(client) {
+        let detail = "graph and echo events are accepted only from mesh nodes";
         return Err(refuse(if client.auth.is_authenticated() {
-            "restricted: graph and echo events are accepted only from mesh nodes"
+            Refusal::restricted(detail)
         } else {
-            "auth-required: graph and echo events are accepted only from mesh nodes"
+            Refusal::auth_required(detail)
         }));
     }
     if let Err(reason) = relay.write_policy.check(&event, raw.get().len(), now()) {
-        return Err(refuse(&reason));
+        return Err(refuse(reason));
     }
     Ok((event, id_hex))
 }
@@ -94,7 +96,7 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
     while !burst.events.is_empty() {
         if relay.verify.is_closed() {
             // Shutting down: every remaining event gets its OK false.
-            let reason = "error: relay is shutting down";
+            let reason = &Refusal::shutting_down();
             let replies = burst
                 .events
                 .drain(..)
@@ -123,7 +125,7 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
             burst.events.clear();
             client
                 .outbox
-                .send(messages::notice_msg("error: relay is shutting down"));
+                .send(messages::notice_msg(&Refusal::shutting_down()));
         }
     }
 }
@@ -139,7 +141,7 @@ fn verify_and_write(
 ) {
     let mut replies = Vec::new();
     let (valid, ids) = verify_group(events, |id_hex, e| {
-        replies.push(refusal(relay, Some(&id_hex), &e.to_string()));
+        replies.push(refusal(relay, Some(&id_hex), &e.refusal()));
     });
     let mut ephemeral = Vec::new();
     let mut to_store = Vec::with_capacity(valid.len());
@@ -152,7 +154,7 @@ fn verify_and_write(
                 event,
                 json,
             }));
-            replies.push(messages::ok(&id_hex, true, ""));
+            replies.push(messages::accepted(&id_hex));
         } else {
             to_store.push((event, json));
             stored_ids.push(id_hex);
@@ -174,20 +176,18 @@ fn verify_and_write(
                 .iter()
                 .zip(outcomes)
                 .filter_map(|(id_hex, outcome)| match outcome {
-                    WriteOutcome::Stored { .. } => Some(messages::ok(id_hex, true, "")),
+                    WriteOutcome::Stored { .. } => Some(messages::accepted(id_hex)),
                     WriteOutcome::Duplicate => {
-                        metrics.reject("duplicate:");
-                        Some(messages::ok(
-                            id_hex,
-                            true,
-                            "duplicate: already have this event",
-                        ))
+                        metrics.reject(Prefix::Duplicate);
+                        let have = Refusal::duplicate("already have this event");
+                        Some(messages::accepted_noting(id_hex, &have))
                     }
-                    WriteOutcome::Refused(reason) => {
-                        metrics.reject(reason);
-                        Some(messages::ok(id_hex, false, reason))
+                    WriteOutcome::Refused(why) => {
+                        metrics.reject(why.prefix);
+                        Some(messages::refused(id_hex, why))
                     }
-                    WriteOutcome::Purged { .. }
+                    WriteOutcome::HeadMoved
+                    | WriteOutcome::Purged { .. }
                     | WriteOutcome::Graph(_)
                     | WriteOutcome::Recorded => None,
                 })

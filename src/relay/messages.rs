@@ -6,6 +6,14 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::filter::{Filter, FilterError};
+use crate::refusal::Refusal;
+
+/// The one rendering of a refusal as text: NIP-01's `prefix: detail`.
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.prefix.as_str(), self.detail)
+    }
+}
 
 /// A message from a client, borrowing from the received text.
 #[derive(Debug)]
@@ -42,24 +50,28 @@ pub enum ClientMessage<'a> {
 /// CLOSED it gets. `sub_id` is set when the reply should be a CLOSED.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
-    pub reason: String,
+    pub reason: Refusal,
     pub sub_id: Option<String>,
     /// The reply for `sub_id` is a NEG-ERR (NIP-77) rather than a CLOSED.
     pub negentropy: bool,
 }
 
-fn notice(reason: impl Into<String>) -> ParseError {
+fn notice(reason: impl Into<std::borrow::Cow<'static, str>>) -> ParseError {
     ParseError {
-        reason: format!("invalid: {}", reason.into()),
+        reason: Refusal::invalid(reason),
         sub_id: None,
         negentropy: false,
     }
 }
 
 /// An error answered on a subscription (CLOSED) or session (NEG-ERR).
-fn sub_error(sub_id: &str, reason: impl Into<String>, negentropy: bool) -> ParseError {
+fn sub_error(
+    sub_id: &str,
+    reason: impl Into<std::borrow::Cow<'static, str>>,
+    negentropy: bool,
+) -> ParseError {
     ParseError {
-        reason: format!("invalid: {}", reason.into()),
+        reason: Refusal::invalid(reason),
         sub_id: Some(sub_id.to_string()),
         negentropy,
     }
@@ -228,30 +240,34 @@ pub fn json_string(text: &str) -> String {
 
 /// NEG-OPEN's filter: one object, or an array of them (NDK's sync sends
 /// one). A one-element array is that filter; several reconcile their union.
-pub fn neg_open_filters(raw: &RawValue, max_filters: usize) -> Result<Vec<Filter>, String> {
+pub fn neg_open_filters(raw: &RawValue, max_filters: usize) -> Result<Vec<Filter>, Refusal> {
     let value = serde_json::from_str::<serde_json::Value>(raw.get())
-        .map_err(|_| "invalid: NEG-OPEN filter is not JSON".to_string())?;
+        .map_err(|_| Refusal::invalid("NEG-OPEN filter is not JSON"))?;
     let objects = match value {
         serde_json::Value::Object(_) => vec![value],
         serde_json::Value::Array(list) if list.is_empty() => {
-            return Err("invalid: NEG-OPEN filter array is empty".into())
+            return Err(Refusal::invalid("NEG-OPEN filter array is empty"))
         }
         serde_json::Value::Array(list) if list.len() > max_filters => {
-            return Err(format!(
-                "invalid: too many filters ({} > {max_filters})",
+            return Err(Refusal::invalid(format!(
+                "too many filters ({} > {max_filters})",
                 list.len()
-            ))
+            )))
         }
         serde_json::Value::Array(list) => list,
-        _ => return Err("invalid: NEG-OPEN takes a filter object or an array of filters".into()),
+        _ => {
+            return Err(Refusal::invalid(
+                "NEG-OPEN takes a filter object or an array of filters",
+            ))
+        }
     };
     objects
         .iter()
         .map(|object| {
             if !object.is_object() {
-                return Err("invalid: NEG-OPEN filters must be objects".to_string());
+                return Err(Refusal::invalid("NEG-OPEN filters must be objects"));
             }
-            Filter::from_value(object).map_err(|e| e.to_string())
+            Filter::from_value(object).map_err(|e| e.refusal())
         })
         .collect()
 }
@@ -271,14 +287,52 @@ pub enum Addressee {
     Unknown,
 }
 
+/// A client message's type, read before the message is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    Event,
+    Req,
+    Count,
+    Close,
+    Auth,
+    NegOpen,
+    NegMsg,
+    NegClose,
+    NodeAuth,
+    /// A string no NIP defines here.
+    Unknown,
+}
+
+impl MessageType {
+    fn of(word: &str) -> MessageType {
+        match word {
+            "EVENT" => MessageType::Event,
+            "REQ" => MessageType::Req,
+            "COUNT" => MessageType::Count,
+            "CLOSE" => MessageType::Close,
+            "AUTH" => MessageType::Auth,
+            "NEG-OPEN" => MessageType::NegOpen,
+            "NEG-MSG" => MessageType::NegMsg,
+            "NEG-CLOSE" => MessageType::NegClose,
+            crate::node_auth::MESSAGE => MessageType::NodeAuth,
+            _ => MessageType::Unknown,
+        }
+    }
+
+    /// NEG-OPEN and NEG-MSG carry negentropy payloads (their own size limit).
+    pub fn is_negentropy(self) -> bool {
+        matches!(self, MessageType::NegOpen | MessageType::NegMsg)
+    }
+}
+
 /// The message's type (its first element), when it is a JSON array that
 /// starts with a string. Cheap: reads only the first few bytes.
-pub fn message_type(text: &str) -> Option<&str> {
+pub fn message_type(text: &str) -> Option<MessageType> {
     let rest = text.trim_start().strip_prefix('[')?.trim_start();
     let rest = rest.strip_prefix('"')?;
     let end = rest.find('"')?;
     let kind = &rest[..end];
-    (!kind.contains('\\')).then_some(kind)
+    (!kind.contains('\\')).then(|| MessageType::of(kind))
 }
 
 /// Reads a refused message's type and id (one pass of the JSON parser,
@@ -287,16 +341,19 @@ pub fn addressee(text: &str) -> Addressee {
     let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(text) else {
         return Addressee::Unknown;
     };
-    let kind = parts.first().and_then(|r| as_string(r));
+    let kind = parts
+        .first()
+        .and_then(|r| as_string(r))
+        .map(|k| MessageType::of(&k));
     let second = parts.get(1);
-    match kind.as_deref() {
-        Some("EVENT") => second
+    match kind {
+        Some(MessageType::Event) => second
             .and_then(|raw| salvage_event_id(raw))
             .map_or(Addressee::Unknown, Addressee::Event),
-        Some("REQ" | "COUNT") => second
+        Some(MessageType::Req | MessageType::Count) => second
             .and_then(|r| as_string(r))
             .map_or(Addressee::Unknown, Addressee::Query),
-        Some("NEG-OPEN" | "NEG-MSG") => second
+        Some(MessageType::NegOpen | MessageType::NegMsg) => second
             .and_then(|r| as_string(r))
             .map_or(Addressee::Unknown, Addressee::Negentropy),
         _ => Addressee::Unknown,
@@ -314,8 +371,23 @@ pub fn salvage_event_id(raw: &RawValue) -> Option<String> {
     (only.id.len() == 64 && only.id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(only.id)
 }
 
-pub fn ok(id_hex: &str, accepted: bool, reason: &str) -> String {
+fn ok(id_hex: &str, accepted: bool, reason: &str) -> String {
     format!("[\"OK\",\"{id_hex}\",{accepted},{}]", json_string(reason))
+}
+
+/// `OK true` with no message: the event was stored (or fanned out).
+pub fn accepted(id_hex: &str) -> String {
+    ok(id_hex, true, "")
+}
+
+/// `OK true` with a note, e.g. `duplicate:` for an event already held.
+pub fn accepted_noting(id_hex: &str, note: &Refusal) -> String {
+    ok(id_hex, true, &note.to_string())
+}
+
+/// `OK false`: the event was refused.
+pub fn refused(id_hex: &str, why: &Refusal) -> String {
+    ok(id_hex, false, &why.to_string())
 }
 
 pub fn event(sub_id: &str, json: &str) -> String {
@@ -326,16 +398,45 @@ pub fn eose(sub_id: &str) -> String {
     format!("[\"EOSE\",{}]", json_string(sub_id))
 }
 
-pub fn closed(sub_id: &str, reason: &str) -> String {
+pub fn closed(sub_id: &str, why: &Refusal) -> String {
     format!(
         "[\"CLOSED\",{},{}]",
         json_string(sub_id),
-        json_string(reason)
+        json_string(&why.to_string())
     )
 }
 
-pub fn notice_msg(reason: &str) -> String {
-    format!("[\"NOTICE\",{}]", json_string(reason))
+pub fn notice_msg(why: &Refusal) -> String {
+    format!("[\"NOTICE\",{}]", json_string(&why.to_string()))
+}
+
+/// NIP-77's reply: the next negentropy message of session `sub_id`.
+pub fn neg_msg(sub_id: &str, message: &[u8]) -> String {
+    format!(
+        "[\"NEG-MSG\",{},\"{}\"]",
+        json_string(sub_id),
+        hex::encode(message)
+    )
+}
+
+/// NEG-ERR for a NEG-OPEN whose filters match more than `cap` events:
+/// strfry's form, with the cap as a fourth element.
+pub fn neg_err_over_cap(sub_id: &str, cap: usize) -> String {
+    let why = Refusal::blocked("too many query results");
+    format!(
+        "[\"NEG-ERR\",{},{},{cap}]",
+        json_string(sub_id),
+        json_string(&why.to_string())
+    )
+}
+
+/// NIP-77's error for a negentropy session.
+pub fn neg_err(sub_id: &str, why: &Refusal) -> String {
+    format!(
+        "[\"NEG-ERR\",{},{}]",
+        json_string(sub_id),
+        json_string(&why.to_string())
+    )
 }
 
 pub fn count(sub_id: &str, count: u64) -> String {
@@ -396,8 +497,16 @@ mod tests {
             r#"["NODE-AUTH","not hex"]"#,
         ] {
             let e = parse_client_message(text, &LIMITS).unwrap_err();
-            assert!(e.reason.starts_with("invalid: "), "{text}: {}", e.reason);
-            assert!(!e.reason.contains("invalid: invalid:"), "{}", e.reason);
+            assert!(
+                e.reason.is(crate::refusal::Prefix::Invalid),
+                "{text}: {}",
+                e.reason
+            );
+            assert!(
+                !e.reason.to_string().contains("invalid: invalid:"),
+                "{}",
+                e.reason
+            );
         }
         let long = format!(r#"["REQ","{}",{{}}]"#, "x".repeat(65));
         assert!(parse_client_message(&long, &LIMITS)
@@ -416,7 +525,10 @@ mod tests {
 
     #[test]
     fn renders_escaped() {
-        assert_eq!(closed("a\"b", "x"), r#"["CLOSED","a\"b","x"]"#);
+        assert_eq!(
+            closed("a\"b", &Refusal::error("x")),
+            r#"["CLOSED","a\"b","error: x"]"#
+        );
         assert_eq!(count("c", 3), r#"["COUNT","c",{"count":3}]"#);
     }
 }

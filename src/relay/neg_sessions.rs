@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
-use super::client::{Client, TOO_MANY_QUERIES};
-use super::messages::json_string;
+use super::client::{too_many_queries, Client};
+use super::messages::{self, neg_err, neg_msg};
 use super::Relay;
 use crate::event::now;
 use crate::filter::Filter;
 use crate::negentropy::{Item, Negentropy, Storage, VectorStorage};
+use crate::refusal::Refusal;
 use crate::store::{Stop, TreeWindow};
 
 /// What a session reconciles against.
@@ -115,10 +116,8 @@ impl NegDirectory {
                 continue;
             }
             if sessions.close(sub_id) {
-                client.outbox.send(neg_err(
-                    sub_id,
-                    "closed: session closed by the relay operator",
-                ));
+                let why = Refusal::closed("session closed by the relay operator");
+                client.outbox.send(neg_err(sub_id, &why));
                 closed += 1;
             }
         }
@@ -133,26 +132,10 @@ pub struct NegSessions {
     generations: AtomicU64,
 }
 
-pub fn neg_err(sub_id: &str, reason: &str) -> String {
-    format!(
-        "[\"NEG-ERR\",{},{}]",
-        json_string(sub_id),
-        json_string(reason)
-    )
-}
-
-fn neg_msg(sub_id: &str, message: &[u8]) -> String {
-    format!(
-        "[\"NEG-MSG\",{},\"{}\"]",
-        json_string(sub_id),
-        hex::encode(message)
-    )
-}
-
 /// Why a NEG-OPEN produced no session.
 enum OpenError {
     TooMany(usize),
-    Other(String),
+    Other(Refusal),
 }
 
 impl NegSessions {
@@ -171,9 +154,8 @@ impl NegSessions {
             .collect();
         for id in expired {
             sessions.remove(&id);
-            client
-                .outbox
-                .send(neg_err(&id, "closed: session was idle for too long"));
+            let why = Refusal::closed("session was idle for too long");
+            client.outbox.send(neg_err(&id, &why));
         }
     }
 
@@ -197,7 +179,7 @@ fn admit_open(
     client: &Client,
     filter: &RawValue,
     message: &str,
-) -> Result<(Vec<Filter>, Vec<u8>), String> {
+) -> Result<(Vec<Filter>, Vec<u8>), Refusal> {
     let parsed = super::messages::neg_open_filters(filter, relay.config.limits.max_filters)?;
     let mut filters: Vec<Filter> = Vec::with_capacity(parsed.len());
     for filter in parsed {
@@ -208,8 +190,8 @@ fn admit_open(
     if let Some(reason) = super::queries::read_refusal(relay, client, &filters) {
         return Err(reason);
     }
-    let initial = hex::decode(message)
-        .map_err(|_| "invalid: NEG-OPEN message is not valid hex".to_string())?;
+    let initial =
+        hex::decode(message).map_err(|_| Refusal::invalid("NEG-OPEN message is not valid hex"))?;
     Ok((filters, initial))
 }
 
@@ -234,7 +216,7 @@ pub fn handle_open(
     let Some(permit) = client.query_permit() else {
         // NEG-ERR ends the session for the client; it ends here too.
         sessions.close(&sub_id);
-        client.outbox.send(neg_err(&sub_id, TOO_MANY_QUERIES));
+        client.outbox.send(neg_err(&sub_id, &too_many_queries()));
         return;
     };
     let generation = sessions.generations.fetch_add(1, Relaxed);
@@ -242,10 +224,10 @@ pub fn handle_open(
         let mut map = sessions.sessions.lock();
         if !map.contains_key(&sub_id) && map.len() >= cfg.max_sessions_per_connection {
             drop(map);
-            let reason = format!(
-                "blocked: too many negentropy sessions (max {})",
+            let reason = Refusal::blocked(format!(
+                "too many negentropy sessions (max {})",
                 cfg.max_sessions_per_connection
-            );
+            ));
             client.outbox.send(neg_err(&sub_id, &reason));
             return;
         }
@@ -273,7 +255,7 @@ pub fn handle_open(
             Ok::<_, OpenError>((set, reply))
         })
         .await
-        .unwrap_or_else(|| Err(OpenError::Other("error: relay is shutting down".into())));
+        .unwrap_or_else(|| Err(OpenError::Other(Refusal::shutting_down())));
         let mut map = sessions.sessions.lock();
         if map.get(&sub_id).is_none_or(|s| s.generation != generation) {
             return;
@@ -290,10 +272,7 @@ pub fn handle_open(
             Err(error) => {
                 map.remove(&sub_id);
                 let message = match error {
-                    OpenError::TooMany(cap) => format!(
-                        "[\"NEG-ERR\",{},\"blocked: too many query results\",{cap}]",
-                        json_string(&sub_id)
-                    ),
+                    OpenError::TooMany(cap) => messages::neg_err_over_cap(&sub_id, cap),
                     OpenError::Other(reason) => neg_err(&sub_id, &reason),
                 };
                 client.outbox.send(message);
@@ -311,7 +290,7 @@ fn choose_set(
     filters: &[Filter],
     cap: usize,
 ) -> Result<SessionSet, OpenError> {
-    let store_error = |e: crate::store::StoreError| OpenError::Other(format!("error: {e}"));
+    let store_error = |e: crate::store::StoreError| OpenError::Other(Refusal::error(e.to_string()));
     let txn = relay.store.read_txn().map_err(store_error)?;
     if let [filter] = filters {
         if let Some(id) = relay.store.tree_for(&txn, filter).map_err(store_error)? {
@@ -337,10 +316,10 @@ fn respond(
     set: &SessionSet,
     query: &[u8],
     frame_limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Refusal> {
     let invalid = |e: crate::negentropy::NegError| match e {
-        crate::negentropy::NegError::Storage(s) => format!("error: {s}"),
-        other => format!("invalid: {other}"),
+        crate::negentropy::NegError::Storage(s) => Refusal::error(s),
+        other => Refusal::invalid(other.to_string()),
     };
     let answer = |storage: &dyn Storage| Negentropy::new(storage, frame_limit)?.reconcile(query);
     match set {
@@ -382,7 +361,7 @@ fn collect_items(
             items.push(Item::new(found.header.created_at, found.header.id));
             Ok(true)
         })
-        .map_err(|e| OpenError::Other(format!("error: {e}")))?;
+        .map_err(|e| OpenError::Other(Refusal::error(e.to_string())))?;
     if over {
         return Err(OpenError::TooMany(cap));
     }
@@ -404,10 +383,8 @@ pub fn handle_msg(
             }) => {
                 map.remove(&sub_id);
                 drop(map);
-                client.outbox.send(neg_err(
-                    &sub_id,
-                    "invalid: NEG-MSG before the reply to the previous one",
-                ));
+                let why = Refusal::invalid("NEG-MSG before the reply to the previous one");
+                client.outbox.send(neg_err(&sub_id, &why));
                 return;
             }
             Some(Session {
@@ -425,34 +402,28 @@ pub fn handle_msg(
             }
             Some(_) => {
                 drop(map);
-                client.outbox.send(neg_err(
-                    &sub_id,
-                    "invalid: NEG-MSG before the NEG-OPEN reply",
-                ));
+                let why = Refusal::invalid("NEG-MSG before the NEG-OPEN reply");
+                client.outbox.send(neg_err(&sub_id, &why));
                 return;
             }
             None => {
                 drop(map);
-                client.outbox.send(neg_err(
-                    &sub_id,
-                    "closed: no open negentropy session with this id",
-                ));
+                let why = Refusal::closed("no open negentropy session with this id");
+                client.outbox.send(neg_err(&sub_id, &why));
                 return;
             }
         }
     };
     let Ok(query) = hex::decode(&message) else {
         sessions.close(&sub_id);
-        client.outbox.send(neg_err(
-            &sub_id,
-            "invalid: NEG-MSG message is not valid hex",
-        ));
+        let why = Refusal::invalid("NEG-MSG message is not valid hex");
+        client.outbox.send(neg_err(&sub_id, &why));
         return;
     };
     let Some(permit) = client.query_permit() else {
         // NEG-ERR ends the session for the client; it ends here too.
         sessions.close(&sub_id);
-        client.outbox.send(neg_err(&sub_id, TOO_MANY_QUERIES));
+        client.outbox.send(neg_err(&sub_id, &too_many_queries()));
         return;
     };
     let (relay, client, sessions) = (relay.clone(), client.clone(), sessions.clone());
@@ -478,7 +449,7 @@ pub fn handle_msg(
                 sessions.close(&sub_id);
                 client
                     .outbox
-                    .send(neg_err(&sub_id, "error: relay is shutting down"));
+                    .send(neg_err(&sub_id, &Refusal::shutting_down()));
             }
         }
     });

@@ -10,6 +10,7 @@ use crate::config::{AuthConfig, PolicyConfig};
 use crate::event::{decode_hex, Event};
 use crate::filter::Filter;
 use crate::mesh::Mesh;
+use crate::refusal::Refusal;
 use crate::store::Header;
 
 use super::client::Client;
@@ -45,50 +46,52 @@ impl WritePolicy {
         }
     }
 
-    /// The cheap checks, run before the signature is verified. Returns a
-    /// NIP-01 prefixed reason on refusal.
-    pub fn check(&self, event: &Event, json_len: usize, now: u64) -> Result<(), String> {
+    /// The cheap checks, run before the signature is verified.
+    pub fn check(&self, event: &Event, json_len: usize, now: u64) -> Result<(), Refusal> {
         if json_len > self.max_event_size {
-            return Err(format!(
-                "invalid: event is too large ({json_len} > {} bytes)",
+            return Err(Refusal::invalid(format!(
+                "event is too large ({json_len} > {} bytes)",
                 self.max_event_size
-            ));
+            )));
         }
         if self.max_content_length > 0 {
             // NIP-11 counts content in characters, not bytes.
             let chars = event.content.chars().count();
             if chars > self.max_content_length {
-                return Err(format!(
-                    "invalid: content is too long ({chars} > {} characters)",
+                return Err(Refusal::invalid(format!(
+                    "content is too long ({chars} > {} characters)",
                     self.max_content_length
-                ));
+                )));
             }
         }
         if event.tags.len() > self.max_tags {
-            return Err(format!(
-                "invalid: too many tags ({} > {})",
+            return Err(Refusal::invalid(format!(
+                "too many tags ({} > {})",
                 event.tags.len(),
                 self.max_tags
-            ));
+            )));
         }
         if event.created_at > now.saturating_add(self.max_future) {
-            return Err("invalid: created_at is too far in the future".into());
+            return Err(Refusal::invalid("created_at is too far in the future"));
         }
         if self.max_past > 0 && event.created_at < now.saturating_sub(self.max_past) {
-            return Err("invalid: created_at is too far in the past".into());
+            return Err(Refusal::invalid("created_at is too far in the past"));
         }
         if self.pubkey_deny.contains(&event.pubkey)
             || (!self.pubkey_allow.is_empty() && !self.pubkey_allow.contains(&event.pubkey))
         {
-            return Err("blocked: this pubkey may not publish here".into());
+            return Err(Refusal::blocked("this pubkey may not publish here"));
         }
         if self.kind_deny.contains(&event.kind)
             || (!self.kind_allow.is_empty() && !self.kind_allow.contains(&event.kind))
         {
-            return Err(format!("blocked: kind {} is not accepted here", event.kind));
+            return Err(Refusal::blocked(format!(
+                "kind {} is not accepted here",
+                event.kind
+            )));
         }
         if event.expiration().is_some_and(|exp| exp <= now) {
-            return Err("invalid: event has expired".into());
+            return Err(Refusal::invalid("event has expired"));
         }
         Ok(())
     }
@@ -134,7 +137,7 @@ impl ReadPolicy {
 
     /// The refusal for a filter that names a mesh kind, asked by a client
     /// that is not a mesh node.
-    pub fn mesh_refusal(&self, client: &Client, filter: &Filter) -> Option<&'static str> {
+    pub fn mesh_refusal(&self, client: &Client, filter: &Filter) -> Option<Refusal> {
         let names_mesh_kind = filter
             .kinds
             .as_ref()
@@ -142,10 +145,11 @@ impl ReadPolicy {
         if !names_mesh_kind || self.is_mesh_node(client) {
             return None;
         }
+        let detail = "graph and echo events are served only to mesh nodes";
         Some(if client.auth.is_authenticated() {
-            "restricted: graph and echo events are served only to mesh nodes"
+            Refusal::restricted(detail)
         } else {
-            "auth-required: graph and echo events are served only to mesh nodes"
+            Refusal::auth_required(detail)
         })
     }
 

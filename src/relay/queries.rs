@@ -7,12 +7,13 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::client::{Client, TOO_MANY_QUERIES};
+use super::client::{too_many_queries, Client};
 use super::messages;
 use super::subscriptions::Subscription;
 use super::Relay;
 use crate::event::now;
 use crate::filter::{Filter, FilterError};
+use crate::refusal::Refusal;
 use crate::store::Stop;
 
 /// The subscription ids open on one connection.
@@ -31,23 +32,29 @@ impl OpenSubs {
 
 /// Why `client` may not read with `filters`, if it may not: the ids cap,
 /// auth, mesh and restricted kinds. Shared by REQ, COUNT and NEG-OPEN.
-pub(super) fn read_refusal(relay: &Relay, client: &Client, filters: &[Filter]) -> Option<String> {
+pub(super) fn read_refusal(relay: &Relay, client: &Client, filters: &[Filter]) -> Option<Refusal> {
     let max_ids = relay.config.limits.max_ids_per_filter;
     let policy = &relay.read_policy;
     if filters
         .iter()
         .any(|f| f.ids.as_ref().is_some_and(|ids| ids.len() > max_ids))
     {
-        return Some(format!("invalid: a filter may list at most {max_ids} ids"));
+        return Some(Refusal::invalid(format!(
+            "a filter may list at most {max_ids} ids"
+        )));
     }
     if policy.require_auth && !client.auth.is_authenticated() {
-        return Some("auth-required: this relay only serves authenticated users".into());
+        return Some(Refusal::auth_required(
+            "this relay only serves authenticated users",
+        ));
     }
     if let Some(reason) = filters.iter().find_map(|f| policy.mesh_refusal(client, f)) {
-        return Some(reason.to_string());
+        return Some(reason);
     }
     if !client.auth.is_authenticated() && filters.iter().any(|f| policy.needs_auth(f)) {
-        return Some("auth-required: these kinds are only served to their parties".into());
+        return Some(Refusal::auth_required(
+            "these kinds are only served to their parties",
+        ));
     }
     None
 }
@@ -61,7 +68,7 @@ fn admit_query(
     filters: Result<Vec<Filter>, FilterError>,
 ) -> Option<Vec<Filter>> {
     let refusal = match &filters {
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(e.refusal()),
         Ok(list) => read_refusal(relay, client, list),
     };
     match refusal {
@@ -89,15 +96,15 @@ pub(super) fn handle_req(
     let Some(permit) = client.query_permit() else {
         client
             .outbox
-            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
+            .send(messages::closed(&sub_id, &too_many_queries()));
         subs.end(relay, client, &sub_id);
         return;
     };
     if !subs.0.contains(&sub_id) && subs.0.len() >= relay.config.limits.max_subscriptions {
-        let reason = format!(
-            "blocked: too many subscriptions (max {})",
+        let reason = Refusal::blocked(format!(
+            "too many subscriptions (max {})",
             relay.config.limits.max_subscriptions
-        );
+        ));
         client.outbox.send(messages::closed(&sub_id, &reason));
         return;
     }
@@ -114,7 +121,7 @@ pub(super) fn handle_req(
             relay.registry.remove(sub.client.id, &sub.id);
             sub.client
                 .outbox
-                .send(messages::closed(&sub.id, "error: query failed"));
+                .send(messages::closed(&sub.id, &Refusal::error("query failed")));
         }
     });
 }
@@ -180,7 +187,7 @@ pub(super) fn handle_count(
     let Some(permit) = client.query_permit() else {
         client
             .outbox
-            .send(messages::closed(&sub_id, TOO_MANY_QUERIES));
+            .send(messages::closed(&sub_id, &too_many_queries()));
         return;
     };
     let relay = relay.clone();
@@ -192,7 +199,7 @@ pub(super) fn handle_count(
             on_query_pool(&relay, move |relay| count(relay, &query_client, &filters)).await;
         let reply = match result {
             Some(Ok(n)) => messages::count(&sub_id, n),
-            _ => messages::closed(&sub_id, "error: count failed"),
+            _ => messages::closed(&sub_id, &Refusal::error("count failed")),
         };
         client.outbox.send(reply);
     });

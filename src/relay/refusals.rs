@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::metrics::{RefusedReply, Rejection};
+use crate::metrics::RefusedReply;
+use crate::refusal::Refusal;
 
 /// Shortest time between two warn summaries.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -20,7 +21,7 @@ pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub reply: RefusedReply,
-    pub reason: String,
+    pub reason: Refusal,
 }
 
 /// The refusal `text` carries, if it is one. Cheap for everything else: a
@@ -46,7 +47,7 @@ pub fn sniff(text: &str) -> Option<Seen> {
         RefusedReply::Ok => 3,
         RefusedReply::Closed | RefusedReply::NegErr => 2,
     };
-    let reason = parts.get(at)?.as_str()?.to_string();
+    let reason = Refusal::from_wire(parts.get(at)?.as_str()?);
     Some(Seen { reply, reason })
 }
 
@@ -70,7 +71,7 @@ impl RefusalLog {
     /// Logs and counts `text` if it is a refusal to connection `client`.
     pub fn observe(&self, client: u64, ip: IpAddr, text: &str) {
         let Some(seen) = sniff(text) else { return };
-        let prefix = seen.reason.split(':').next().unwrap_or("");
+        let prefix = seen.reason.prefix.as_str();
         tracing::debug!(
             client,
             %ip,
@@ -79,8 +80,7 @@ impl RefusalLog {
             reason = %seen.reason,
             "refused"
         );
-        self.metrics
-            .count_refusal(seen.reply, Rejection::of_reason(&seen.reason));
+        self.metrics.count_refusal(seen.reply, seen.reason.prefix);
         let pending = self.since_summary.fetch_add(1, Relaxed) + 1;
         let Some(mut last) = self.last_summary.try_lock() else {
             return;
@@ -108,26 +108,28 @@ mod tests {
     fn refusals_are_told_from_everything_else() {
         let id = "ab".repeat(32);
         let seen = |text: &str| sniff(text).map(|s| (s.reply, s.reason));
+        let bad_sig = Refusal::invalid("bad sig");
         assert_eq!(
-            seen(&messages::ok(&id, false, "invalid: bad sig")),
-            Some((RefusedReply::Ok, "invalid: bad sig".into()))
+            seen(&messages::refused(&id, &bad_sig)),
+            Some((RefusedReply::Ok, bad_sig))
         );
-        assert_eq!(seen(&messages::ok(&id, true, "")), None);
-        assert_eq!(seen(&messages::ok(&id, true, "duplicate: have it")), None);
+        assert_eq!(seen(&messages::accepted(&id)), None);
+        let have = Refusal::duplicate("have it");
+        assert_eq!(seen(&messages::accepted_noting(&id, &have)), None);
+        let slow = Refusal::rate_limited("slow");
         assert_eq!(
-            seen(&messages::closed("s", "rate-limited: slow")),
-            Some((RefusedReply::Closed, "rate-limited: slow".into()))
+            seen(&messages::closed("s", &slow)),
+            Some((RefusedReply::Closed, slow))
         );
+        let many = Refusal::blocked("too many");
         assert_eq!(
-            seen(&crate::relay::neg_sessions::neg_err(
-                "n",
-                "blocked: too many"
-            )),
-            Some((RefusedReply::NegErr, "blocked: too many".into()))
+            seen(&messages::neg_err("n", &many)),
+            Some((RefusedReply::NegErr, many))
         );
+        let not_json = Refusal::invalid("not JSON");
         assert_eq!(
-            seen(&messages::notice_msg("invalid: not JSON")),
-            Some((RefusedReply::Notice, "invalid: not JSON".into()))
+            seen(&messages::notice_msg(&not_json)),
+            Some((RefusedReply::Notice, not_json))
         );
         assert_eq!(seen(&messages::event("s", "{}")), None);
         assert_eq!(seen(&messages::eose("s")), None);

@@ -82,10 +82,9 @@ impl Subscription {
                     buffer.push(committed.clone());
                 } else {
                     self.cancelled.store(true, Ordering::Relaxed);
-                    self.client.outbox.send(messages::closed(
-                        &self.id,
-                        "error: too many live events while the query ran",
-                    ));
+                    let why =
+                        crate::refusal::Refusal::error("too many live events while the query ran");
+                    self.client.outbox.send(messages::closed(&self.id, &why));
                 }
             }
             State::Live { after_seq } => {

@@ -8,16 +8,17 @@ use heed::RwTxn;
 
 use super::graphs::{graph_key, KvRow};
 use super::{PeerRecord, Store, StoreError};
+use crate::refusal::Refusal;
 
 /// One bookkeeping write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bookkeeping {
     /// Events a sync fetched and we refused (policy, deletion), so later
     /// runs do not ask for them again.
-    RememberRefused(Vec<([u8; 32], String)>),
+    RememberRefused(Vec<([u8; 32], Refusal)>),
     /// Forget the refusals given for this reason (a node that joined the
     /// mesh makes its events storable).
-    ForgetRefusals(String),
+    ForgetRefusals(Refusal),
     /// A peer's record set (`Some`) or removed (`None`).
     PeerRecord {
         kind: PeerRecord,
@@ -44,10 +45,12 @@ impl Store {
         match op {
             Bookkeeping::RememberRefused(refused) => {
                 for (id, reason) in refused {
-                    self.dbs.sync_refused.put(txn, id, reason.as_bytes())?;
+                    let text = reason.to_string();
+                    self.dbs.sync_refused.put(txn, id, text.as_bytes())?;
                 }
             }
             Bookkeeping::ForgetRefusals(reason) => {
+                let reason = reason.to_string();
                 let mut doomed = Vec::new();
                 for entry in self.dbs.sync_refused.iter(txn)? {
                     let (id, held) = entry?;

@@ -16,6 +16,7 @@ use heed::{RoTxn, RwTxn};
 
 use super::{Store, StoreError};
 use crate::event::Event;
+use crate::refusal::Refusal;
 
 /// Term k's home and the first t it sequences.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,11 +35,14 @@ pub(super) enum Placement {
         graph: String,
         t: u64,
     },
-    Refused(String),
+    Refused(Refusal),
 }
 
-/// Not remembered by sync: the index event may arrive in the same run.
-pub const INDEX_UNKNOWN: &str = "error: the graph's index event has not arrived yet";
+/// A tx whose graph's index event has not arrived: not remembered by sync,
+/// since the index event may arrive in the same run.
+pub fn index_unknown() -> Refusal {
+    Refusal::error("the graph's index event has not arrived yet")
+}
 
 fn tag_u64(event: &Event, name: &str) -> Option<u64> {
     event.tag_values(name).next().and_then(|v| v.parse().ok())
@@ -92,34 +96,34 @@ impl Store {
             return Ok(Placement::NotATx);
         };
         let Some(t) = t_of(event).filter(|t| *t > 0) else {
-            return Ok(Placement::Refused(
-                "invalid: a graph tx needs a [\"t\", n] tag".into(),
-            ));
+            return Ok(Placement::Refused(Refusal::invalid(
+                "a graph tx needs a [\"t\", n] tag",
+            )));
         };
         let homes = self.graph_homes(txn, graph)?;
         if homes.is_empty() {
-            return Ok(Placement::Refused(INDEX_UNKNOWN.into()));
+            return Ok(Placement::Refused(index_unknown()));
         }
         let term = term_of(event) as usize;
         let signer = hex::encode(event.pubkey);
         let Some(home) = homes.get(term).filter(|h| h.node == signer) else {
-            return Ok(Placement::Refused(
-                "restricted: not signed by the graph's home for its term".into(),
-            ));
+            return Ok(Placement::Refused(Refusal::restricted(
+                "not signed by the graph's home for its term",
+            )));
         };
         if t < home.from_t {
-            return Ok(Placement::Refused(
-                "invalid: t before its term began".into(),
-            ));
+            return Ok(Placement::Refused(Refusal::invalid(
+                "t before its term began",
+            )));
         }
         if homes.get(term + 1).is_some_and(|next| t >= next.from_t) {
             self.keep_conflict(txn, graph, t, event)?;
-            return Ok(Placement::Refused(
-                "blocked: sequenced by a former home after the graph moved".into(),
-            ));
+            return Ok(Placement::Refused(Refusal::blocked(
+                "sequenced by a former home after the graph moved",
+            )));
         }
         if self.dbs.graph_log.get(txn, &log_key(graph, t))?.is_some() {
-            return Ok(Placement::Refused("invalid: t already taken".into()));
+            return Ok(Placement::Refused(Refusal::invalid("t already taken")));
         }
         Ok(Placement::At {
             graph: graph.to_string(),
@@ -368,7 +372,7 @@ mod tests {
 
     fn refused(outcome: WriteOutcome) -> String {
         match outcome {
-            WriteOutcome::Refused(reason) => reason,
+            WriteOutcome::Refused(reason) => reason.to_string(),
             other => panic!("stored: {other:?}"),
         }
     }
@@ -378,7 +382,7 @@ mod tests {
         let (home, other) = (Keys::generate(), Keys::generate());
         let (_dir, store) = crate::store::mesh_store(&home, &[&other]);
         let early = tx(&home, Some(1), 0, "a");
-        assert_eq!(refused(insert(&store, &early)), INDEX_UNKNOWN);
+        assert_eq!(refused(insert(&store, &early)), index_unknown().to_string());
         let idx = index(&home, &[(&home, 1)], 10);
         assert!(matches!(
             insert(&store, &(idx.clone(), idx.to_json())),

@@ -19,6 +19,7 @@ use super::scopes::{Trees, GRAPH_TX_KIND};
 use super::{Store, StoreError, WriteOutcome};
 use crate::event::Event;
 use crate::mesh::GRAPH_INDEX_KIND;
+use crate::refusal::Refusal;
 
 /// One entry of a graph's log, as pull returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,11 +73,13 @@ impl GraphState {
     }
 
     /// Why a tx of `epoch` may not be stored, if it may not.
-    pub fn refusal(&self, epoch: u64) -> Option<&'static str> {
+    pub fn refusal(&self, epoch: u64) -> Option<Refusal> {
         if self.deleted {
-            Some("blocked: this graph was deleted")
+            Some(Refusal::blocked("this graph was deleted"))
         } else if epoch < self.epoch {
-            Some("blocked: this graph was reset after this transaction")
+            Some(Refusal::blocked(
+                "this graph was reset after this transaction",
+            ))
         } else {
             None
         }
@@ -142,7 +145,7 @@ impl Store {
         &self,
         txn: &RoTxn,
         event: &Event,
-    ) -> Result<Option<&'static str>, StoreError> {
+    ) -> Result<Option<Refusal>, StoreError> {
         let Some(graph) = graph_of(event) else {
             return Ok(None);
         };
@@ -469,7 +472,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             outcome[0],
-            WriteOutcome::Refused(crate::mesh::AUTHOR_REFUSAL.into())
+            WriteOutcome::Refused(crate::mesh::author_refusal())
         );
         let txn = store.read_txn().unwrap();
         assert_eq!(store.graph_t(&txn, "g1").unwrap(), 0);

@@ -20,12 +20,12 @@ use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
 pub use bookkeeping::Bookkeeping;
-pub use graph_order::{later_homes, t_of, term_of, HomeTerm, INDEX_UNKNOWN};
+pub use graph_order::{index_unknown, later_homes, t_of, term_of, HomeTerm};
 pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx, KvRow};
 pub use query::{Found, IndexName, QueryPlan, Stop};
 pub use schema::Header;
 pub use scopes::{graph_scope, scope_filter, Scope, ScopeStatus, TreeWindow, GRAPH_TX_KIND};
-pub use write::{BatchItem, WriteOutcome, HEAD_MOVED};
+pub use write::{BatchItem, WriteOutcome};
 
 type Db = Database<Bytes, Bytes>;
 

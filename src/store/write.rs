@@ -10,11 +10,9 @@ use super::schema::{self, Header};
 use super::scopes::Trees;
 use super::{IndexDb, Store, StoreError};
 use crate::event::{Coordinate, Event, KindClass};
+use crate::refusal::Refusal;
 
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
-
-/// An [`BatchItem::InsertIfHead`] whose graph moved on meanwhile.
-pub const HEAD_MOVED: &str = "error: the graph's log moved on";
 
 /// Most expired events removed by one purge request.
 const PURGE_CHUNK: usize = 10_000;
@@ -54,8 +52,9 @@ pub enum WriteOutcome {
         seq: u64,
     },
     Duplicate,
-    /// Refused with a NIP-01 prefixed reason.
-    Refused(String),
+    Refused(Refusal),
+    /// An [`BatchItem::InsertIfHead`] whose graph moved on meanwhile.
+    HeadMoved,
     Purged {
         count: usize,
     },
@@ -109,7 +108,7 @@ impl Store {
                     if self.graph_t(txn, graph)? == *head {
                         self.insert(txn, &mut trees, event, json, &mut next_seq)?
                     } else {
-                        WriteOutcome::Refused(HEAD_MOVED.into())
+                        WriteOutcome::HeadMoved
                     }
                 }
                 BatchItem::Bookkeeping(op) => {
@@ -133,7 +132,7 @@ impl Store {
         next_seq: &mut u64,
     ) -> Result<WriteOutcome, StoreError> {
         if !self.is_trusted_author(event.kind, &event.pubkey) {
-            return Ok(WriteOutcome::Refused(crate::mesh::AUTHOR_REFUSAL.into()));
+            return Ok(WriteOutcome::Refused(crate::mesh::author_refusal()));
         }
         let seq = *next_seq;
         let seq_bytes = schema::seq_key(seq);
@@ -209,18 +208,20 @@ impl Store {
         txn: &mut RwTxn,
         trees: &mut Trees,
         event: &Event,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Refusal>, StoreError> {
         let d = &self.dbs;
         if d.deleted_ids.get(txn, &event.id)? == Some(&event.pubkey[..]) {
-            return Ok(Some("blocked: this event was deleted by its author".into()));
+            return Ok(Some(Refusal::blocked(
+                "this event was deleted by its author",
+            )));
         }
         if let Some(coord) = event.coordinate() {
             let key = schema::coord_key(coord.kind, &coord.pubkey, &coord.d);
             if let Some(cutoff) = d.deleted_coords.get(txn, &key)? {
                 if event.created_at <= be_u64(cutoff)? {
-                    return Ok(Some(
-                        "blocked: this address was deleted by its author".into(),
-                    ));
+                    return Ok(Some(Refusal::blocked(
+                        "this address was deleted by its author",
+                    )));
                 }
             }
             if let Some(old_seq) = d.by_coord.get(txn, &key)? {
@@ -230,14 +231,14 @@ impl Store {
                 if (old.created_at, std::cmp::Reverse(old.id))
                     > (event.created_at, std::cmp::Reverse(event.id))
                 {
-                    return Ok(Some(
-                        "duplicate: have a newer event for this address".into(),
-                    ));
+                    return Ok(Some(Refusal::duplicate(
+                        "have a newer event for this address",
+                    )));
                 }
                 self.remove(txn, trees, old_seq)?;
             }
         }
-        Ok(self.graph_refusal(txn, event)?.map(Into::into))
+        self.graph_refusal(txn, event)
     }
 
     fn put_event(

@@ -17,14 +17,18 @@ use super::peer::PeerSocket;
 use super::reconcile::reconcile;
 use super::types::{Direction, Local, Progress, SyncError, SyncOptions, SyncReport};
 use crate::event::Event;
+use crate::refusal::{Prefix, Refusal};
 
 /// Fetched ids refused locally, with the reason, to remember after the run.
-type RefusedList = Vec<([u8; 32], String)>;
+type RefusedList = Vec<([u8; 32], Refusal)>;
 
 /// The refusal of a mesh event fetched from a peer that did not prove it
 /// is a mesh node.
-pub const UNPROVEN_PEER: &str =
-    "restricted: graph and echo events are taken only from a peer that proved it is a mesh node";
+fn unproven_peer() -> Refusal {
+    Refusal::restricted(
+        "graph and echo events are taken only from a peer that proved it is a mesh node",
+    )
+}
 
 /// Most locally refused ids a report lists (the count has them all).
 pub const MAX_LISTED_REFUSALS: usize = 1000;
@@ -60,7 +64,7 @@ pub async fn sync_with_peer(
         // The peer wants to know who we are first: answer with the node key
         // (the challenge came with the connection) and ask again.
         Err(SyncError::Refused(reason))
-            if reason.starts_with("auth-required:") && peer.await_auth().await? =>
+            if reason.is(Prefix::AuthRequired) && peer.await_auth().await? =>
         {
             reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await?
         }
@@ -165,14 +169,16 @@ async fn fetch_round(
             Ingested::Stored => {
                 stored.fetch_add(1, Relaxed);
             }
-            Ingested::Refused { reason, .. } if defer && reason == crate::store::INDEX_UNKNOWN => {
+            Ingested::Refused { reason, .. }
+                if defer && reason == crate::store::index_unknown() =>
+            {
                 later.lock().push(id);
             }
             Ingested::Refused { reason, remember } => {
                 refused.fetch_add(1, Relaxed);
                 let mut listed = listed.lock();
                 if listed.len() < MAX_LISTED_REFUSALS {
-                    listed.push((hex::encode(id), reason.clone()));
+                    listed.push((hex::encode(id), reason.to_string()));
                 }
                 if remember {
                     remembered.lock().push((id, reason));
@@ -221,12 +227,12 @@ async fn fetch_round(
                             // node's may come from a proven peer later.
                             let forged = !local.store.is_trusted_author(event.kind, &event.pubkey);
                             let reason = if forged {
-                                crate::mesh::AUTHOR_REFUSAL
+                                crate::mesh::author_refusal()
                             } else {
-                                UNPROVEN_PEER
+                                unproven_peer()
                             };
                             let refusal = Ingested::Refused {
-                                reason: reason.into(),
+                                reason,
                                 remember: forged,
                             };
                             done(event.id, refusal);
@@ -334,16 +340,17 @@ async fn upload(
             continue;
         }
         let accepted = msg.get(2).and_then(Value::as_bool).unwrap_or(false);
-        let reason = msg.get(3).and_then(Value::as_str).unwrap_or("").to_string();
-        if accepted || reason.starts_with("duplicate:") {
+        let text = msg.get(3).and_then(Value::as_str).unwrap_or("");
+        let reason = Refusal::from_wire(text);
+        if accepted || reason.is(Prefix::Duplicate) {
             report.sent += 1;
-        } else if reason == crate::store::INDEX_UNKNOWN && requeued.insert(id.clone()) {
+        } else if reason == crate::store::index_unknown() && requeued.insert(id.clone()) {
             // A graph tx ahead of its index event: once more, at the end.
             if let Some(raw) = crate::event::decode_hex::<32>(&id) {
                 queue.push_back(raw);
             }
         } else {
-            report.refused.push((id, reason));
+            report.refused.push((id, text.to_string()));
         }
         state.sent_count = report.sent;
         if report.sent % 100 == 0 {

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::types::Local;
 use crate::event::{now, Event};
+use crate::refusal::{Prefix, Refusal};
 use crate::store::WriteOutcome;
 use crate::verify::verify_group;
 
@@ -22,7 +23,7 @@ pub(super) enum Ingested {
     Stored,
     /// Refused; `remember` when the same event would be refused again (our
     /// policy, a deletion, a newer version), so later runs skip it.
-    Refused { reason: String, remember: bool },
+    Refused { reason: Refusal, remember: bool },
 }
 
 /// Called once per event with its outcome (after commit when stored).
@@ -84,7 +85,7 @@ fn verify_and_write(
         (e, id)
     });
     let (to_store, ids) = verify_group(group.collect(), |id, e| {
-        let reason = e.to_string();
+        let reason = e.refusal();
         done(
             id,
             Ingested::Refused {
@@ -116,12 +117,12 @@ fn ingested(outcome: &WriteOutcome) -> Ingested {
             // peer would offer it on every run.
             // A mesh event by an author outside the mesh set: refused until
             // that author joins (which forgets these refusals).
-            remember: reason.starts_with("blocked:")
-                || reason.starts_with("duplicate:")
-                || reason == crate::mesh::AUTHOR_REFUSAL,
+            remember: matches!(reason.prefix, Prefix::Blocked | Prefix::Duplicate)
+                || crate::mesh::is_author_refusal(reason),
         },
         WriteOutcome::Stored { .. }
         | WriteOutcome::Duplicate
+        | WriteOutcome::HeadMoved
         | WriteOutcome::Purged { .. }
         | WriteOutcome::Graph(_)
         | WriteOutcome::Recorded => Ingested::Stored,

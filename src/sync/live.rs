@@ -16,6 +16,7 @@ use super::peer::PeerSocket;
 use super::types::{Direction, Local, SyncError};
 use crate::event::{now, Event};
 use crate::filter::Filter;
+use crate::refusal::{Prefix, Refusal};
 use crate::writer::Committed;
 
 /// No message (not even a pong) for this long means the link is dead.
@@ -101,14 +102,14 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
                         let reason = msg.get(2).and_then(Value::as_str).unwrap_or("");
                         // Refused until we authenticate: answer and ask again
                         // (once; a second refusal ends the session).
-                        if reason.starts_with("auth-required:")
+                        if Refusal::from_wire(reason).is(Prefix::AuthRequired)
                             && !resubscribed
                             && peer.await_auth().await?
                         {
                             resubscribed = true;
                             subscribe(&mut peer, &link.filter).await?;
                         } else {
-                            return Err(SyncError::Refused(reason.to_string()));
+                            return Err(SyncError::Refused(Refusal::from_wire(reason)));
                         }
                     }
                     Some("OK") if msg.get(2).and_then(Value::as_bool) == Some(false) => {
@@ -191,7 +192,7 @@ async fn receive(link: &LiveLink, mesh: bool, msg: &[Value], from_peer: &mut Rec
             tracing::debug!(
                 peer = url,
                 id = hex::encode(id),
-                reason,
+                %reason,
                 "live event refused"
             );
         }

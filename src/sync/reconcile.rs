@@ -12,6 +12,7 @@ use super::types::{Local, Progress, SyncError, SyncOptions};
 use crate::event::now;
 use crate::filter::Filter;
 use crate::negentropy::{Diff, Item, NegError, Negentropy, Storage, VectorStorage};
+use crate::refusal::Refusal;
 use crate::store::TreeWindow;
 
 /// Our side of the reconciliation.
@@ -171,8 +172,8 @@ pub(super) async fn reconcile(
                 }
             }
             Some("NEG-ERR") => {
-                let reason = msg.get(2).and_then(Value::as_str).unwrap_or("").to_string();
-                return Err(SyncError::Refused(reason));
+                let reason = msg.get(2).and_then(Value::as_str).unwrap_or("");
+                return Err(SyncError::Refused(Refusal::from_wire(reason)));
             }
             Some("NOTICE") if state.round == 0 => {
                 let reason = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();

@@ -197,7 +197,7 @@ impl SyncService {
             mesh.add_peer(&cfg.url, pubkey);
             // Its events were refused while it was outside the mesh.
             if joins {
-                let op = Bookkeeping::ForgetRefusals(crate::mesh::AUTHOR_REFUSAL.into());
+                let op = Bookkeeping::ForgetRefusals(crate::mesh::author_refusal());
                 self.local
                     .writer
                     .record_detached(op, "the forgetting of a new mesh node's refusals");

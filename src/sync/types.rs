@@ -126,8 +126,8 @@ pub enum SyncError {
     Closed,
     #[error("the peer does not support NIP-77: {0}")]
     NoNegentropy(String),
-    #[error("the peer refused negentropy: {0}")]
-    Refused(String),
+    #[error("the peer refused: {0}")]
+    Refused(crate::refusal::Refusal),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("local store: {0}")]
