@@ -277,7 +277,7 @@ async fn maintenance(relay: Arc<Relay>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        relay.writer.purge_expired(Box::new(|_| {}));
+        relay.writer.purge_expired();
         relay.shrink_rate_limiters();
     }
 }

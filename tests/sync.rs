@@ -86,15 +86,7 @@ impl LocalNode {
 async fn seed(node: &LocalNode, events: &[echorelay::event::Event]) {
     let mut waits = Vec::new();
     for e in events {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        node.local.writer.submit(
-            e.clone(),
-            e.to_json(),
-            Box::new(move |_| {
-                let _ = tx.send(());
-            }),
-        );
-        waits.push(rx);
+        waits.push(node.local.writer.submit_group(vec![(e.clone(), e.to_json())]));
     }
     for w in waits {
         w.await.unwrap();

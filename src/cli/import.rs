@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::refusal::Prefix;
 use crate::store::WriteOutcome;
 use crate::verify::{verify_group, VerifyPool};
-use crate::writer::{Batching, Writer};
+use crate::writer::{Batching, GroupAnswer, Writer};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -58,6 +58,11 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
     let verify = VerifyPool::new(config.server.verify_threads);
     let tally = Arc::new(Tally::default());
+    let (pending, answers) = std::sync::mpsc::channel();
+    let tallier = {
+        let tally = tally.clone();
+        std::thread::spawn(move || tally_answers(tally, answers))
+    };
     let started = Instant::now();
     let mut lines = 0u64;
     let mut group: Vec<(Event, u64)> = Vec::with_capacity(GROUP);
@@ -70,16 +75,18 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
         lines += 1;
         match Event::from_json(&line) {
             Ok(event) => group.push((event, line_no)),
-            Err(e) => report(&tally.invalid, line_no, &e.to_string()),
+            Err(e) => report(&tally.invalid, line_no, &e.refusal().to_string()),
         }
         if group.len() >= GROUP {
             let full = std::mem::replace(&mut group, Vec::with_capacity(GROUP));
-            submit(&verify, &writer, &tally, full);
+            submit(&verify, &writer, &tally, &pending, full);
         }
     }
-    submit(&verify, &writer, &tally, group);
+    submit(&verify, &writer, &tally, &pending, group);
     verify.shutdown();
     writer.shutdown();
+    drop(pending);
+    let _ = tallier.join();
     store.sync();
     let secs = started.elapsed().as_secs_f64();
     let stored = tally.stored.load(Relaxed);
@@ -106,46 +113,58 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
 /// hop each per group, as the relay's ingest does).
 const GROUP: usize = 16;
 
+/// A group handed to the writer: its line numbers and the writer's answer.
+type Pending = (Vec<u64>, GroupAnswer);
+
 /// Verifies a group of parsed lines on the pool and hands the valid ones to
-/// the writer; outcomes are tallied after commit.
-fn submit(verify: &VerifyPool, writer: &Writer, tally: &Arc<Tally>, group: Vec<(Event, u64)>) {
+/// the writer; `pending` takes the answer, tallied after commit.
+fn submit(
+    verify: &VerifyPool,
+    writer: &Writer,
+    tally: &Arc<Tally>,
+    pending: &std::sync::mpsc::Sender<Pending>,
+    group: Vec<(Event, u64)>,
+) {
     if group.is_empty() {
         return;
     }
-    let (writer, tally) = (writer.handle(), tally.clone());
+    let (writer, tally, pending) = (writer.handle(), tally.clone(), pending.clone());
     verify.handle().run_blocking(move || {
         let (to_store, line_nos) = verify_group(group, |line_no, e| {
-            report(&tally.invalid, line_no, &e.to_string())
+            report(&tally.invalid, line_no, &e.refusal().to_string())
         });
-        if to_store.is_empty() {
-            return;
+        if !to_store.is_empty() {
+            let _ = pending.send((line_nos, writer.submit_group(to_store)));
         }
-        writer.submit_group(
-            to_store,
-            Box::new(move |outcomes| {
-                for (line_no, outcome) in line_nos.into_iter().zip(outcomes) {
-                    match outcome {
-                        WriteOutcome::Stored { .. } => {
-                            tally.stored.fetch_add(1, Relaxed);
-                        }
-                        WriteOutcome::Duplicate => {
-                            tally.duplicate.fetch_add(1, Relaxed);
-                        }
-                        WriteOutcome::Refused(reason) if reason.is(Prefix::Duplicate) => {
-                            tally.duplicate.fetch_add(1, Relaxed);
-                        }
-                        WriteOutcome::Refused(reason) => {
-                            report(&tally.refused, line_no, &reason.to_string())
-                        }
-                        WriteOutcome::HeadMoved
-                        | WriteOutcome::Purged { .. }
-                        | WriteOutcome::Graph(_)
-                        | WriteOutcome::Recorded => {}
-                    }
-                }
-            }),
-        );
     });
+}
+
+/// Tallies the writer's answers as they come (on its own thread, so verify
+/// threads never wait for a commit).
+fn tally_answers(tally: Arc<Tally>, pending: std::sync::mpsc::Receiver<Pending>) {
+    for (line_nos, answer) in pending {
+        let outcomes = answer.blocking_recv().unwrap_or_default();
+        for (line_no, outcome) in line_nos.into_iter().zip(&outcomes) {
+            match outcome {
+                WriteOutcome::Stored { .. } => {
+                    tally.stored.fetch_add(1, Relaxed);
+                }
+                WriteOutcome::Duplicate => {
+                    tally.duplicate.fetch_add(1, Relaxed);
+                }
+                WriteOutcome::Refused(reason) if reason.is(Prefix::Duplicate) => {
+                    tally.duplicate.fetch_add(1, Relaxed);
+                }
+                WriteOutcome::Refused(reason) => {
+                    report(&tally.refused, line_no, &reason.to_string())
+                }
+                WriteOutcome::HeadMoved
+                | WriteOutcome::Purged { .. }
+                | WriteOutcome::Graph(_)
+                | WriteOutcome::Recorded => {}
+            }
+        }
+    }
 }
 
 fn report(counter: &AtomicU64, line: u64, reason: &str) {

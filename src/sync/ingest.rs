@@ -61,9 +61,10 @@ pub(super) async fn ingest_group(
     }
     let writer = local.writer.clone();
     let job_done = done.clone();
+    let runtime = tokio::runtime::Handle::current();
     let queued = local
         .verify
-        .run(move || verify_and_write(&writer, admitted, job_done, finished))
+        .run(move || verify_and_write(&writer, admitted, job_done, finished, runtime))
         .await;
     if !queued {
         // The pool is gone (shutting down): `finished` was dropped with the
@@ -79,6 +80,7 @@ fn verify_and_write(
     events: Vec<Event>,
     done: Done,
     finished: oneshot::Sender<()>,
+    runtime: tokio::runtime::Handle,
 ) {
     let group = events.into_iter().map(|e| {
         let id = e.id;
@@ -98,15 +100,15 @@ fn verify_and_write(
         let _ = finished.send(());
         return;
     }
-    writer.submit_group(
-        to_store,
-        Box::new(move |outcomes| {
-            for (id, outcome) in ids.into_iter().zip(outcomes) {
-                done(id, ingested(outcome));
-            }
-            let _ = finished.send(());
-        }),
-    );
+    let answer = writer.submit_group(to_store);
+    // Outcomes are told off the writer thread, once it answers.
+    runtime.spawn(async move {
+        let outcomes = answer.await.unwrap_or_default();
+        for (id, outcome) in ids.into_iter().zip(&outcomes) {
+            done(id, ingested(outcome));
+        }
+        let _ = finished.send(());
+    });
 }
 
 fn ingested(outcome: &WriteOutcome) -> Ingested {
