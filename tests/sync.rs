@@ -86,7 +86,11 @@ impl LocalNode {
 async fn seed(node: &LocalNode, events: &[echorelay::event::Event]) {
     let mut waits = Vec::new();
     for e in events {
-        waits.push(node.local.writer.submit_group(vec![(e.clone(), e.to_json())]));
+        waits.push(
+            node.local
+                .writer
+                .submit_group(vec![(e.clone(), e.to_json())]),
+        );
     }
     for w in waits {
         w.await.unwrap();

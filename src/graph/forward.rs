@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::log::{reject, Origin};
+use super::log::Origin;
+use super::messages::ServerMessage;
 use super::Graphs;
 use crate::event::Event;
 use crate::store::WriteOutcome;
@@ -42,12 +43,12 @@ pub async fn tx_batch(
     home: &str,
     body: &Value,
     origin: &Origin<'_>,
-) -> Value {
+) -> ServerMessage {
     match ask_home(graphs, graph, home, body, origin).await {
         Ok(reply) => reply,
         Err(why) => {
             tracing::info!(graph, home, error = why, "tx/batch not forwarded");
-            reject(HOME_UNREACHABLE)
+            ServerMessage::reject(HOME_UNREACHABLE)
         }
     }
 }
@@ -100,21 +101,23 @@ async fn ask_home(
     home: &str,
     body: &Value,
     origin: &Origin<'_>,
-) -> Result<Value, String> {
+) -> Result<ServerMessage, String> {
     let mut sent = body.clone();
     sent["author"] = Value::from(origin.user_id);
     sent["client"] = Value::from(origin.client_id);
     let path = format!("/sync/{graph}/tx/batch");
     let sent = sent.to_string().into_bytes();
-    let mut verdict = call_home(graphs, home, "POST", &path, &sent).await?;
-    if verdict["type"] == "tx/batch/ok" {
-        let events = verdict
-            .as_object_mut()
-            .and_then(|o| o.remove("events"))
-            .ok_or("the home's ok carries no events")?;
-        store_home_events(graphs, graph, home, events).await?;
+    let verdict = call_home(graphs, home, "POST", &path, &sent).await?;
+    match serde_json::from_value::<ServerMessage>(verdict) {
+        Ok(ServerMessage::TxBatchOk { t, events }) => {
+            let events = events.ok_or("the home's ok carries no events")?;
+            store_home_events(graphs, graph, home, events).await?;
+            Ok(ServerMessage::TxBatchOk { t, events: None })
+        }
+        Ok(verdict @ (ServerMessage::TxReject { .. } | ServerMessage::Error { .. })) => Ok(verdict),
+        Ok(other) => Err(format!("the home answered {other:?}")),
+        Err(e) => Err(format!("the home's verdict: {e}")),
     }
-    Ok(verdict)
 }
 
 /// Checks that every event is a tx of `graph` signed by `home`, then stores
@@ -123,20 +126,14 @@ async fn store_home_events(
     graphs: &Arc<Graphs>,
     graph: &str,
     home: &str,
-    events: Value,
+    events: Vec<String>,
 ) -> Result<(), String> {
-    let Value::Array(events) = events else {
-        return Err("the home's events are not a list".into());
-    };
     let (graph_id, home_key) = (graph.to_string(), home.to_string());
     let checked = tokio::task::spawn_blocking(move || {
         events
             .iter()
             .map(|json| {
-                let event = json
-                    .as_str()
-                    .and_then(|j| Event::from_json(j).ok())
-                    .ok_or("a malformed event")?;
+                let event = Event::from_json(json).map_err(|_| "a malformed event")?;
                 let ours = hex::encode(event.pubkey) == home_key
                     && crate::store::graph_of(&event) == Some(graph_id.as_str());
                 if !ours || event.verify().is_err() {

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::index::{self, Access, GraphMeta};
 use super::log::{self, Origin};
+use super::messages::ServerMessage;
 use super::{Caller, GraphCaller, GraphError, Graphs, SERVER_ERROR};
 
 /// The body as a JSON object, or the seed's `missing body` / `invalid body`.
@@ -156,10 +157,10 @@ pub async fn pull(
     State(graphs): State<Arc<Graphs>>,
     caller: GraphCaller,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, GraphError> {
+) -> Result<Json<ServerMessage>, GraphError> {
     let since = query.get("since").map(|s| Value::String(s.clone()));
-    let since = log::parse_since(since.as_ref())
-        .map_err(|_| GraphError(StatusCode::BAD_REQUEST, "invalid since"))?;
+    let since = super::messages::since(since.as_ref())
+        .ok_or(GraphError(StatusCode::BAD_REQUEST, "invalid since"))?;
     log::pull(&graphs, &caller.graph, since)
         .await
         .map(Json)
@@ -170,7 +171,7 @@ pub async fn tx_batch(
     State(graphs): State<Arc<Graphs>>,
     caller: GraphCaller,
     body: Bytes,
-) -> Result<Json<Value>, GraphError> {
+) -> Result<Json<ServerMessage>, GraphError> {
     let body = json_body(&body)?;
     // A mesh node forwards its user's batch and names that user and client.
     let forwarded = caller.user.mesh_node;

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
+use super::messages::{OnlineUser, ServerMessage};
 use crate::store::{graph_of, Store};
 use crate::writer::Committed;
 
@@ -130,7 +130,7 @@ impl Hub {
 
     /// Tells the graph's sockets (but `except`) that `t` advanced.
     pub fn changed(&self, graph: &str, t: u64, except: Option<u64>) {
-        let message = json!({"type": "changed", "t": t}).to_string();
+        let message = ServerMessage::Changed { t }.to_text();
         self.send_all(graph, &message, except);
     }
 
@@ -149,17 +149,17 @@ impl Hub {
     }
 
     fn broadcast_online(&self, graph: &str) {
-        let users: Vec<serde_json::Value> = match self.graphs.lock().get(graph) {
+        let online_users = match self.graphs.lock().get(graph) {
             Some(sockets) => sockets
                 .values()
-                .map(|s| match &s.editing {
-                    Some(block) => json!({"user-id": s.user_id, "editing-block-uuid": block}),
-                    None => json!({"user-id": s.user_id}),
+                .map(|s| OnlineUser {
+                    user_id: s.user_id.clone(),
+                    editing: s.editing.clone(),
                 })
                 .collect(),
             None => return,
         };
-        let message = json!({"type": "online-users", "online-users": users}).to_string();
+        let message = ServerMessage::OnlineUsers { online_users }.to_text();
         self.send_all(graph, &message, None);
     }
 

@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::messages::{PulledTx, ServerMessage};
 use super::Graphs;
 use crate::event::Event;
 use crate::mesh::GRAPH_TX_KIND;
@@ -22,23 +23,8 @@ const PULL_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Most txs in one batch.
 const BATCH_MAX: usize = 10_000;
 
-/// Why a pull was refused (answered as the seed's `invalid since`).
-#[derive(Debug)]
-pub struct InvalidSince;
-
-/// Parses `since` (absent means 0).
-pub fn parse_since(value: Option<&Value>) -> Result<u64, InvalidSince> {
-    match value {
-        None | Some(Value::Null) => Ok(0),
-        Some(v) => v
-            .as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .ok_or(InvalidSince),
-    }
-}
-
 /// The `pull/ok` reply for txs after `since`.
-pub async fn pull(graphs: &Arc<Graphs>, graph: &str, since: u64) -> Result<Value, String> {
+pub async fn pull(graphs: &Arc<Graphs>, graph: &str, since: u64) -> Result<ServerMessage, String> {
     let (store, graph) = (graphs.store.clone(), graph.to_string());
     tokio::task::spawn_blocking(move || {
         let txn = store.read_txn()?;
@@ -50,11 +36,11 @@ pub async fn pull(graphs: &Arc<Graphs>, graph: &str, since: u64) -> Result<Value
         } else {
             current
         };
-        let txs: Vec<Value> = txs
+        let txs = txs
             .into_iter()
-            .map(|tx| json!({"t": tx.t, "tx": tx.tx}))
+            .map(|tx| PulledTx { t: tx.t, tx: tx.tx })
             .collect();
-        Ok::<_, crate::store::StoreError>(json!({"type": "pull/ok", "t": t, "txs": txs}))
+        Ok::<_, crate::store::StoreError>(ServerMessage::PullOk { t, txs })
     })
     .await
     .map_err(|e| e.to_string())?
@@ -96,14 +82,6 @@ pub struct Origin<'a> {
     /// Sent on by a mesh node for its user: the reply carries the signed
     /// tx events.
     pub forwarded: bool,
-}
-
-pub(super) fn reject(reason: &str) -> Value {
-    json!({"type": "tx/reject", "reason": reason})
-}
-
-pub(super) fn server_error() -> Value {
-    json!({"type": "error", "message": "server error"})
 }
 
 /// Where a batch goes in the log: its first t, the home's term, and the
@@ -159,7 +137,9 @@ pub async fn tx_batch(
     graph: &str,
     body: &Value,
     origin: Origin<'_>,
-) -> Value {
+) -> ServerMessage {
+    let reject = ServerMessage::reject;
+    let server_error = ServerMessage::server_error;
     let request = match BatchRequest::parse(body, graphs.max_tx_size) {
         Ok(request) => request,
         Err(reason) => return reject(reason),
@@ -180,7 +160,7 @@ pub async fn tx_batch(
     }
     let t_before = request.t_before;
     if t_before != place.t {
-        return json!({"type": "tx/reject", "reason": "stale", "t": place.t});
+        return ServerMessage::stale(place.t);
     }
     let txs = match request.txs {
         Ok(txs) => txs,
@@ -220,18 +200,14 @@ pub async fn tx_batch(
             if let Some(socket) = origin.socket {
                 graphs.hub.changed(graph, t, Some(socket));
             }
-            let mut reply = json!({"type": "tx/batch/ok", "t": t});
-            if origin.forwarded {
-                // The forwarding node stores them at once (they are mesh
-                // events: only a mesh caller gets them).
-                let events: Vec<&String> = events_json.iter().collect();
-                reply["events"] = json!(events);
-            }
-            reply
+            // The forwarding node stores them at once (they are mesh
+            // events: only a mesh caller gets them).
+            let events = origin.forwarded.then_some(events_json);
+            ServerMessage::TxBatchOk { t, events }
         }
         WriteOutcome::Graph(GraphBatchOutcome::Stale { t }) => {
             graphs.hub.unmark_local(ids);
-            json!({"type": "tx/reject", "reason": "stale", "t": t})
+            ServerMessage::stale(t)
         }
         other => {
             graphs.hub.unmark_local(ids);

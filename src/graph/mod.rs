@@ -18,6 +18,7 @@ mod http;
 mod hub;
 pub mod index;
 pub mod log;
+pub mod messages;
 pub mod snapshot;
 mod ws;
 

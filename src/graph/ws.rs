@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
+use super::log::{self, Origin};
+use super::messages::{self, ClientMessage, ServerMessage};
+use super::{GraphCaller, Graphs};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-
-use super::log::{self, Origin};
-use super::{GraphCaller, Graphs};
 
 /// Largest client message (a big tx/batch).
 const MAX_MESSAGE: usize = 32 * 1024 * 1024;
@@ -36,7 +35,7 @@ pub async fn upgrade(
 }
 
 fn error(message: &str) -> String {
-    json!({"type": "error", "message": message}).to_string()
+    ServerMessage::error(message).to_text()
 }
 
 async fn run(graphs: Arc<Graphs>, graph: String, user: crate::auth::User, socket: WebSocket) {
@@ -94,52 +93,38 @@ async fn handle(
     socket: u64,
     text: &str,
 ) -> Option<String> {
-    let Ok(message) = serde_json::from_str::<Value>(text) else {
-        return Some(error("invalid request"));
+    let message = match messages::parse(text) {
+        Ok(message) => message,
+        Err(unreadable) => return Some(unreadable.reply().to_text()),
     };
-    let Some(kind) = message.get("type").and_then(Value::as_str) else {
-        return Some(error("invalid request"));
-    };
-    match kind {
-        "hello" => {
-            if let Some(client) = message.get("client").and_then(Value::as_str) {
-                *client_id = client.chars().take(256).collect();
+    let reply = match message {
+        ClientMessage::Hello { client } => {
+            if let Some(client) = client {
+                *client_id = client;
             }
-            Some(match log::position(graphs, graph).await {
-                Ok(place) => json!({"type": "hello", "t": place.t}).to_string(),
-                Err(_) => error("server error"),
-            })
+            match log::position(graphs, graph).await {
+                Ok(place) => ServerMessage::Hello { t: place.t },
+                Err(_) => ServerMessage::server_error(),
+            }
         }
-        "presence" => {
-            let editing = message
-                .get("editing-block-uuid")
-                .or_else(|| message.get("editing_block_uuid"))
-                .and_then(Value::as_str)
-                .map(|s| s.chars().take(128).collect());
+        ClientMessage::Presence { editing } => {
             graphs.hub.set_presence(graph, socket, editing);
-            None
+            return None;
         }
-        "pull" => match log::parse_since(message.get("since")) {
-            Ok(since) => Some(match log::pull(graphs, graph, since).await {
-                Ok(reply) => reply.to_string(),
-                Err(_) => error("server error"),
-            }),
-            Err(_) => Some(error("invalid since")),
-        },
-        "tx/batch" => {
+        ClientMessage::Pull { since: Some(since) } => log::pull(graphs, graph, since)
+            .await
+            .unwrap_or_else(|_| ServerMessage::server_error()),
+        ClientMessage::Pull { since: None } => ServerMessage::error("invalid since"),
+        ClientMessage::TxBatch(body) => {
             let origin = Origin {
                 user_id,
                 client_id,
                 socket: Some(socket),
                 forwarded: false,
             };
-            Some(
-                log::tx_batch(graphs, graph, &message, origin)
-                    .await
-                    .to_string(),
-            )
+            log::tx_batch(graphs, graph, &body, origin).await
         }
-        "ping" => Some(json!({"type": "pong"}).to_string()),
-        _ => Some(error("unknown type")),
-    }
+        ClientMessage::Ping => ServerMessage::Pong,
+    };
+    Some(reply.to_text())
 }
