@@ -10,8 +10,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::from_relay::FromRelay;
 use super::ingest::{ingest_group, Done, Ingested, GROUP};
 use super::peer::PeerSocket;
 use super::reconcile::reconcile;
@@ -206,15 +207,12 @@ async fn fetch_round(
             if in_flight.is_empty() {
                 break;
             }
-            let msg = peer.recv().await?;
-            let kind = msg.first().and_then(Value::as_str).unwrap_or("");
-            let sub = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
-            match kind {
-                "EVENT" => {
+            match peer.recv().await? {
+                FromRelay::Event { sub, event } => {
                     let Some(asked) = in_flight.get_mut(&sub) else {
                         continue;
                     };
-                    let text = msg.get(2).map(Value::to_string).unwrap_or_default();
+                    let text = event.to_string();
                     match Event::from_json(&text) {
                         // Mesh events come only from a peer that proved it
                         // is a mesh node, whoever signed them.
@@ -249,8 +247,13 @@ async fn fetch_round(
                         }
                     }
                 }
-                "EOSE" | "CLOSED" => {
-                    if in_flight.remove(&sub).is_some() && kind == "EOSE" {
+                end @ (FromRelay::Eose { .. } | FromRelay::Closed { .. }) => {
+                    let (sub, eose) = match end {
+                        FromRelay::Eose { sub } => (sub, true),
+                        FromRelay::Closed { sub, .. } => (sub, false),
+                        _ => continue,
+                    };
+                    if in_flight.remove(&sub).is_some() && eose {
                         peer.send(json!(["CLOSE", sub])).await?;
                     }
                     if !group.is_empty() {
@@ -331,17 +334,13 @@ async fn upload(
         if waiting.is_empty() {
             break;
         }
-        let msg = peer.recv().await?;
-        if msg.first().and_then(Value::as_str) != Some("OK") {
+        let FromRelay::Ok { id, accepted, note } = peer.recv().await? else {
             continue;
-        }
-        let id = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+        };
         if !waiting.remove(&id) {
             continue;
         }
-        let accepted = msg.get(2).and_then(Value::as_bool).unwrap_or(false);
-        let text = msg.get(3).and_then(Value::as_str).unwrap_or("");
-        let reason = Refusal::from_wire(text);
+        let reason = Refusal::from_wire(&note);
         if accepted || reason.is(Prefix::Duplicate) {
             report.sent += 1;
         } else if reason == crate::store::index_unknown() && requeued.insert(id.clone()) {
@@ -350,7 +349,7 @@ async fn upload(
                 queue.push_back(raw);
             }
         } else {
-            report.refused.push((id, text.to_string()));
+            report.refused.push((id, note));
         }
         state.sent_count = report.sent;
         if report.sent % 100 == 0 {

@@ -11,12 +11,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch, Notify};
 
+use super::from_relay::FromRelay;
 use super::ingest::{ingest_group, Done, Ingested};
 use super::peer::PeerSocket;
 use super::types::{Direction, Local, SyncError};
 use crate::event::{now, Event};
 use crate::filter::Filter;
-use crate::refusal::{Prefix, Refusal};
+use crate::refusal::Prefix;
 use crate::writer::Committed;
 
 /// No message (not even a pong) for this long means the link is dead.
@@ -95,26 +96,23 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
         let mut send_ping = false;
         tokio::select! {
             msg = peer.recv_within(IDLE) => {
-                let msg = msg?;
-                match msg.first().and_then(Value::as_str) {
-                    Some("EVENT") => receive(link, mesh, &msg, &mut from_peer).await,
-                    Some("CLOSED") => {
-                        let reason = msg.get(2).and_then(Value::as_str).unwrap_or("");
+                match msg? {
+                    FromRelay::Event { event, .. } => receive(link, mesh, &event, &mut from_peer).await,
+                    FromRelay::Closed { why, .. } => {
                         // Refused until we authenticate: answer and ask again
                         // (once; a second refusal ends the session).
-                        if Refusal::from_wire(reason).is(Prefix::AuthRequired)
+                        if why.is(Prefix::AuthRequired)
                             && !resubscribed
                             && peer.await_auth().await?
                         {
                             resubscribed = true;
                             subscribe(&mut peer, &link.filter).await?;
                         } else {
-                            return Err(SyncError::Refused(Refusal::from_wire(reason)));
+                            return Err(SyncError::Refused(why));
                         }
                     }
-                    Some("OK") if msg.get(2).and_then(Value::as_bool) == Some(false) => {
-                        let reason = msg.get(3).and_then(Value::as_str).unwrap_or("");
-                        tracing::debug!(peer = link.url, reason, "peer refused a pushed event");
+                    FromRelay::Ok { accepted: false, note, .. } => {
+                        tracing::debug!(peer = link.url, reason = note, "peer refused a pushed event");
                     }
                     _ => {}
                 }
@@ -170,8 +168,7 @@ async fn recv_feed(
 
 /// Stores an event the peer pushed on our subscription.
 /// Mesh events only from a peer that proved it is a mesh node.
-async fn receive(link: &LiveLink, mesh: bool, msg: &[Value], from_peer: &mut RecentIds) {
-    let Some(raw) = msg.get(2) else { return };
+async fn receive(link: &LiveLink, mesh: bool, raw: &Value, from_peer: &mut RecentIds) {
     let text = raw.to_string();
     let event = match Event::from_json(&text) {
         Ok(event) if link.filter.matches(&event) => event,

@@ -7,6 +7,7 @@
 //! included.
 
 mod client;
+mod from_relay;
 mod ingest;
 mod live;
 mod peer;

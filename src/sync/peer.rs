@@ -17,6 +17,7 @@ use futures_util::SinkExt;
 use serde_json::Value;
 use yawc::{Frame, OpCode};
 
+use super::from_relay::FromRelay;
 use super::types::SyncError;
 use crate::event::{now, Keys};
 
@@ -142,14 +143,12 @@ impl PeerSocket {
         let deadline = tokio::time::Instant::now() + self.timeout;
         while matches!(self.proof, PeerProof::Asked(_)) {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_array(left).await {
-                Ok(parts) => {
-                    if !self.handle_auth(&parts).await?
-                        && parts.first().and_then(Value::as_str) == Some("NOTICE")
-                    {
-                        let notice = parts.get(1).and_then(Value::as_str).unwrap_or("");
-                        self.proof = PeerProof::Failed(format!("the peer answered: {notice}"));
-                    }
+            match self.next_message(left).await {
+                Ok(FromRelay::Notice(notice)) => {
+                    self.proof = PeerProof::Failed(format!("the peer answered: {notice}"));
+                }
+                Ok(message) => {
+                    self.handle_auth(&message).await?;
                 }
                 Err(SyncError::Timeout(_)) => {
                     self.proof = PeerProof::Failed("the peer sent no NODE-AUTH proof".into());
@@ -201,25 +200,25 @@ impl PeerSocket {
         let _ = bounded(timeout, self.ws.close()).await;
     }
 
-    /// Next JSON array from the peer, skipping what is not one and the
-    /// NIP-42 exchange. Times out after `self.timeout`.
-    pub async fn recv(&mut self) -> Result<Vec<Value>, SyncError> {
+    /// Next message from the peer, skipping what is not a JSON array and
+    /// the NIP-42 and NODE-AUTH exchanges. Times out after `self.timeout`.
+    pub async fn recv(&mut self) -> Result<FromRelay, SyncError> {
         self.recv_within(self.timeout).await
     }
 
     /// [`PeerSocket::recv`] with another limit (live mode waits longer).
-    pub async fn recv_within(&mut self, wait: Duration) -> Result<Vec<Value>, SyncError> {
+    pub async fn recv_within(&mut self, wait: Duration) -> Result<FromRelay, SyncError> {
         loop {
-            let parts = self.next_array(wait).await?;
-            if !self.handle_auth(&parts).await? {
-                return Ok(parts);
+            let message = self.next_message(wait).await?;
+            if !self.handle_auth(&message).await? {
+                return Ok(message);
             }
         }
     }
 
-    /// The next JSON array, whatever it is, within `wait` in all (a peer
+    /// The next message, whatever it is, within `wait` in all (a peer
     /// sending only pings or other frames cannot hold the call open).
-    async fn next_array(&mut self, wait: Duration) -> Result<Vec<Value>, SyncError> {
+    async fn next_message(&mut self, wait: Duration) -> Result<FromRelay, SyncError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.ws.next_frame())
@@ -233,7 +232,7 @@ impl PeerSocket {
                     if let Ok(Value::Array(parts)) =
                         serde_json::from_slice::<Value>(frame.payload())
                     {
-                        return Ok(parts);
+                        return Ok(FromRelay::parse(parts));
                     }
                 }
                 OpCode::Ping => self.count_ping()?,
@@ -264,32 +263,24 @@ impl PeerSocket {
     /// Answers an AUTH challenge, takes the peer's NODE-AUTH proof, or
     /// records the OK to our answer; true when the message was part of
     /// one of those exchanges.
-    async fn handle_auth(&mut self, parts: &[Value]) -> Result<bool, SyncError> {
-        let kind = parts.first().and_then(Value::as_str);
-        match (kind, &self.auth) {
-            (Some("AUTH"), _) => {
-                let Some(challenge) = parts.get(1).and_then(Value::as_str) else {
-                    return Ok(true);
-                };
+    async fn handle_auth(&mut self, message: &FromRelay) -> Result<bool, SyncError> {
+        match (message, &self.auth) {
+            (FromRelay::Auth { challenge }, _) => {
                 if matches!(self.proof, PeerProof::Asked(_)) {
-                    self.held_challenge = Some(challenge.to_string());
+                    self.held_challenge = Some(challenge.clone());
                 } else {
                     self.answer_challenge(challenge).await?;
                 }
                 Ok(true)
             }
-            (Some(crate::node_auth::MESSAGE), _) => {
-                self.take_proof(parts.get(1));
+            (FromRelay::NodeAuth(proof), _) => {
+                self.take_proof(proof);
                 Ok(true)
             }
-            (Some("OK"), AuthStatus::Sent(id))
-                if parts.get(1).and_then(Value::as_str) == Some(id.as_str()) =>
-            {
-                self.auth = if parts.get(2).and_then(Value::as_bool) == Some(true) {
-                    AuthStatus::Accepted
-                } else {
-                    let reason = parts.get(3).and_then(Value::as_str).unwrap_or("");
-                    AuthStatus::Rejected(reason.to_string())
+            (FromRelay::Ok { id, accepted, note }, AuthStatus::Sent(sent)) if id == sent => {
+                self.auth = match accepted {
+                    true => AuthStatus::Accepted,
+                    false => AuthStatus::Rejected(note.clone()),
                 };
                 Ok(true)
             }
@@ -298,11 +289,11 @@ impl PeerSocket {
     }
 
     /// Checks the peer's answer to our nonce (only while one is asked).
-    fn take_proof(&mut self, event: Option<&Value>) {
+    fn take_proof(&mut self, event: &Value) {
         let (PeerProof::Asked(nonce), Some(expected)) = (&self.proof, &self.expected) else {
             return;
         };
-        let json = event.map(Value::to_string).unwrap_or_default();
+        let json = event.to_string();
         self.proof = match crate::node_auth::check(&json, expected, nonce, &self.url) {
             Ok(()) => PeerProof::Proven,
             Err(e) => PeerProof::Failed(e.to_string()),
@@ -346,9 +337,9 @@ impl PeerSocket {
             if left.is_zero() {
                 return Ok(false);
             }
-            match self.next_array(left).await {
-                Ok(parts) => {
-                    self.handle_auth(&parts).await?;
+            match self.next_message(left).await {
+                Ok(message) => {
+                    self.handle_auth(&message).await?;
                 }
                 Err(SyncError::Timeout(_)) => return Ok(false),
                 Err(e) => return Err(e),

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::from_relay::FromRelay;
 use super::peer::PeerSocket;
 use super::types::{Local, Progress, SyncError, SyncOptions};
 use crate::event::now;
 use crate::filter::Filter;
 use crate::negentropy::{Diff, Item, NegError, Negentropy, Storage, VectorStorage};
-use crate::refusal::Refusal;
 use crate::store::TreeWindow;
 
 /// Our side of the reconciliation.
@@ -141,11 +141,10 @@ pub(super) async fn reconcile(
             }
             other => other?,
         };
-        match msg.first().and_then(Value::as_str) {
-            Some("NEG-MSG") if msg.get(1).and_then(Value::as_str) == Some(&sub) => {
+        match msg {
+            FromRelay::NegMsg { sub: of, message } if of == sub => {
                 state.round += 1;
-                let hex_msg = msg.get(2).and_then(Value::as_str).unwrap_or("");
-                let bytes = hex::decode(hex_msg)
+                let bytes = hex::decode(message)
                     .map_err(|_| SyncError::Protocol("NEG-MSG is not hex".into()))?;
                 let (next, found) = neg_step(local, ours, frame, move |neg| {
                     neg.set_initiator();
@@ -171,12 +170,8 @@ pub(super) async fn reconcile(
                     }
                 }
             }
-            Some("NEG-ERR") => {
-                let reason = msg.get(2).and_then(Value::as_str).unwrap_or("");
-                return Err(SyncError::Refused(Refusal::from_wire(reason)));
-            }
-            Some("NOTICE") if state.round == 0 => {
-                let reason = msg.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+            FromRelay::NegErr { why, .. } => return Err(SyncError::Refused(why)),
+            FromRelay::Notice(reason) if state.round == 0 => {
                 return Err(SyncError::NoNegentropy(reason));
             }
             _ => {}
