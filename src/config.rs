@@ -38,58 +38,7 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
 }
 
-/// One peer of the background sync service.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PeerConfig {
-    /// ws:// or wss:// URL of the peer relay.
-    pub url: String,
-    /// "down", "up" or "both".
-    #[serde(default = "default_peer_dir")]
-    pub dir: String,
-    /// NIP-01 filter (JSON) limiting what is synced; "{}" for everything.
-    #[serde(default = "default_peer_filter")]
-    pub filter: String,
-    /// Seconds between reconciliations (jittered by ±10 %).
-    #[serde(default = "default_peer_interval")]
-    pub interval_secs: u64,
-    /// Keep a standing subscription to the peer (and push our new events to
-    /// it) so writes arrive within about a second between reconciliations.
-    #[serde(default)]
-    pub live: bool,
-    /// The peer's node key (hex). Set, the peer is part of the mesh: graph
-    /// and echo events replicate with it, and it may read and write them here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pubkey: Option<String>,
-}
-
-impl Default for PeerConfig {
-    fn default() -> PeerConfig {
-        PeerConfig {
-            url: String::new(),
-            dir: default_peer_dir(),
-            filter: default_peer_filter(),
-            interval_secs: default_peer_interval(),
-            live: false,
-            pubkey: None,
-        }
-    }
-}
-
-/// Longest sync interval accepted (a week).
-pub const MAX_PEER_INTERVAL_SECS: u64 = 7 * 24 * 3600;
-
-fn default_peer_dir() -> String {
-    "both".into()
-}
-
-fn default_peer_filter() -> String {
-    "{}".into()
-}
-
-fn default_peer_interval() -> u64 {
-    300
-}
+pub use crate::peers::{PeerConfig, MAX_PEER_INTERVAL_SECS};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -479,33 +428,7 @@ impl Config {
         self.server.admin_addr()?;
         crate::relay::origin::Origins::new(&self.server).map_err(ConfigError::Invalid)?;
         for peer in &self.peers {
-            if !(peer.url.starts_with("ws://") || peer.url.starts_with("wss://")) {
-                return Err(ConfigError::Invalid(format!(
-                    "peer url must be ws:// or wss://: {}",
-                    peer.url
-                )));
-            }
-            peer.dir
-                .parse::<crate::sync::Direction>()
-                .map_err(ConfigError::Invalid)?;
-            crate::filter::Filter::from_json(&peer.filter)
-                .map_err(|e| ConfigError::Invalid(format!("peer {} filter: {e}", peer.url)))?;
-            if peer
-                .pubkey
-                .as_ref()
-                .is_some_and(|k| crate::event::decode_hex::<32>(k).is_none())
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "peer {} pubkey must be 64 hex characters",
-                    peer.url
-                )));
-            }
-            if !(1..=MAX_PEER_INTERVAL_SECS).contains(&peer.interval_secs) {
-                return Err(ConfigError::Invalid(format!(
-                    "peer {} interval_secs must be 1..={MAX_PEER_INTERVAL_SECS}",
-                    peer.url
-                )));
-            }
+            crate::peers::PeerSpec::parse(peer).map_err(ConfigError::Invalid)?;
         }
         let hex_ok = |k: &String| crate::event::decode_hex::<32>(k).is_some();
         for token in &self.auth.tokens {

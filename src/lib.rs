@@ -50,6 +50,8 @@ pub mod negentropy;
 pub mod node;
 /// NODE-AUTH: a dialled peer proves it holds its configured node key.
 pub mod node_auth;
+/// A sync peer's entry, as written and parsed once.
+pub mod peers;
 /// Why something is refused: NIP-01's prefix as a type, and the detail.
 pub mod refusal;
 /// Nostr over WebSocket: server, connections, subscriptions, policy.

@@ -87,10 +87,9 @@ impl Mesh {
         );
         drop(fixed);
         for peer in config.peers.iter().chain(added) {
-            if let Some(key) = peer
-                .pubkey
-                .as_deref()
-                .and_then(crate::event::decode_hex::<32>)
+            if let Some(key) = crate::peers::PeerSpec::parse(peer)
+                .ok()
+                .and_then(|p| p.pubkey)
             {
                 self.add_peer(&peer.url, key);
             }

@@ -21,7 +21,12 @@ pub async fn blob_from_peers(graphs: &Arc<Graphs>, record: &AssetRecord) -> bool
         let Some(endpoint) = http_endpoint(&url) else {
             continue;
         };
-        match tokio::time::timeout(TIMEOUT, fetch_from(graphs, &endpoint, &key, record)).await {
+        match tokio::time::timeout(
+            TIMEOUT,
+            fetch_from(graphs, &endpoint, &hex::encode(key), record),
+        )
+        .await
+        {
             Ok(Ok(())) => return true,
             Ok(Err(e)) => tracing::info!(peer = url, error = e, "asset fetch failed"),
             Err(_) => tracing::info!(peer = url, "asset fetch timed out"),

@@ -71,12 +71,12 @@ async fn call_home(
     path: &str,
     body: &[u8],
 ) -> Result<Value, String> {
+    let home_key = crate::event::decode_hex::<32>(home).ok_or("the home is not a node key")?;
     let url = graphs
-        .sync
-        .peer_configs()
+        .mesh_peers()
         .into_iter()
-        .find(|p| p.pubkey.as_deref() == Some(home))
-        .map(|p| p.url)
+        .find(|(_, key)| *key == home_key)
+        .map(|(url, _)| url)
         .ok_or("no peer is configured with the home's key")?;
     let endpoint = super::fetch::http_endpoint(&url).ok_or("the home's URL is not ws(s)://")?;
     let auth = crate::auth::nip98_header(&graphs.node_key, home, &endpoint.url(path), method, body);

@@ -191,13 +191,9 @@ impl Graphs {
         }
     }
 
-    /// The peers that are mesh nodes: URL and key (hex).
-    fn mesh_peers(&self) -> Vec<(String, String)> {
-        self.sync
-            .peer_configs()
-            .into_iter()
-            .filter_map(|p| Some((p.url, p.pubkey?)))
-            .collect()
+    /// The peers that are mesh nodes: URL and node key.
+    fn mesh_peers(&self) -> Vec<(String, [u8; 32])> {
+        self.sync.mesh_peers()
     }
 
     /// Stores a signed index event through the writer.

@@ -21,6 +21,7 @@ use crate::config::PeerConfig;
 use crate::event::now;
 use crate::filter::Filter;
 use crate::mesh::Mesh;
+use crate::peers::PeerSpec;
 use crate::store::{Bookkeeping, PeerRecord, ScopeStatus};
 use crate::writer::Committed;
 
@@ -133,18 +134,8 @@ impl SyncService {
     }
 
     fn insert_peer(self: &Arc<Self>, cfg: &PeerConfig) -> Result<(), String> {
-        if !(cfg.url.starts_with("ws://") || cfg.url.starts_with("wss://")) {
-            return Err(format!("peer url must be ws:// or wss://: {}", cfg.url));
-        }
-        let direction = cfg.dir.parse::<Direction>()?;
-        let filter = Filter::from_json(&cfg.filter).map_err(|e| e.to_string())?;
-        let pubkey = match &cfg.pubkey {
-            Some(key) => Some(
-                crate::event::decode_hex::<32>(key)
-                    .ok_or_else(|| format!("peer {} pubkey must be 64 hex characters", cfg.url))?,
-            ),
-            None => None,
-        };
+        let spec = PeerSpec::parse(cfg)?;
+        let pubkey = spec.pubkey;
         let mut peers = self.peers.lock();
         if peers.contains_key(&cfg.url) {
             return Err(format!("peer {} is already configured", cfg.url));
@@ -155,15 +146,12 @@ impl SyncService {
         let peer = Arc::new(Peer {
             config: cfg.clone(),
             options: SyncOptions {
-                direction,
-                filter,
+                direction: spec.direction,
+                filter: spec.filter.clone(),
                 peer_key: pubkey,
                 ..SyncOptions::default()
             },
-            interval: Duration::from_secs(
-                cfg.interval_secs
-                    .clamp(1, crate::config::MAX_PEER_INTERVAL_SECS),
-            ),
+            interval: spec.interval,
             state: Mutex::new(state),
             running: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -171,7 +159,7 @@ impl SyncService {
             task: Mutex::new(None),
             live: Mutex::new(None),
         });
-        if let (true, Some(feed)) = (cfg.live, &self.feed) {
+        if let (true, Some(feed)) = (spec.live, &self.feed) {
             let link = LiveLink {
                 url: cfg.url.clone(),
                 local: self.local.clone(),
@@ -291,6 +279,18 @@ impl SyncService {
     }
 
     /// The configuration of every peer.
+    /// The peers that are mesh nodes: URL and node key.
+    pub fn mesh_peers(&self) -> Vec<(String, [u8; 32])> {
+        let mut out: Vec<(String, [u8; 32])> = self
+            .peers
+            .lock()
+            .values()
+            .filter_map(|p| Some((p.config.url.clone(), p.options.peer_key?)))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn peer_configs(&self) -> Vec<PeerConfig> {
         let mut out: Vec<PeerConfig> = self
             .peers

@@ -13,27 +13,7 @@ use crate::store::Store;
 use crate::verify::VerifyHandle;
 use crate::writer::WriterHandle;
 
-/// Which way events flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Fetch what we lack.
-    Down,
-    /// Send what the peer lacks.
-    Up,
-    Both,
-}
-
-impl std::str::FromStr for Direction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Direction, String> {
-        match s {
-            "down" => Ok(Direction::Down),
-            "up" => Ok(Direction::Up),
-            "both" => Ok(Direction::Both),
-            other => Err(format!("direction must be down, up or both, not {other:?}")),
-        }
-    }
-}
+pub use crate::peers::Direction;
 
 /// How one run behaves.
 #[derive(Debug, Clone)]
