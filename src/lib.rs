@@ -6,13 +6,19 @@
 //! socket (relay::socket, yawc + deflate) ─▶ relay::connection (read bursts)
 //!        ─▶ relay::dispatch (size gate, rate pacing, parse) ─▶ relay::ingest (policy, groups)
 //!        ─▶ verify (id + signature, bounded pool) ─▶ writer (one LMDB write txn per batch)
-//!        ─▶ store ─▶ OKs + relay::subscriptions fan-out
+//!        ─▶ store ─▶ oneshot answer ─▶ OKs (relay::messages) + relay::subscriptions fan-out
 //! REQ    ─▶ relay::queries ─▶ store::query (index plan, newest first, limit), blocking pool
 //! NEG-*  ─▶ relay::neg_sessions ─▶ a fingerprint tree or a vector ─▶ negentropy
-//! sync   ─▶ sync::reconcile (NIP-77 initiator) ─▶ sync::client fetch / upload
+//! sync   ─▶ sync::peer (frames read as sync::from_relay::FromRelay)
+//!        ─▶ sync::reconcile (NIP-77 initiator) ─▶ sync::client fetch / upload
 //!        ─▶ sync::ingest ─▶ verify ─▶ writer
-//! graph  ─▶ graph::{ws, http} ─▶ graph::forward to the home node / writer
+//! graph  ─▶ graph::{ws, http} (graph::messages) ─▶ graph::log ─▶ writer,
+//!           or graph::forward to the home node
+//! echo   ─▶ echo::http ─▶ echo::{access, conflicts} ─▶ writer
 //! ```
+//!
+//! Refusals travel as [`refusal::Refusal`] from where they are decided to
+//! where they are sent; only `relay::messages` turns them into text.
 
 /// The control API (seed 003) and the client the CLI calls it with.
 pub mod admin;
