@@ -175,7 +175,7 @@ pub(super) async fn upload(
                 rows: std::mem::take(rows),
                 clear_first: clear,
             };
-            match runtime.block_on(writer.record_now(op)) {
+            match runtime.block_on(writer.record(op)) {
                 WriteOutcome::Recorded => Ok(()),
                 other => Err(format!("snapshot rows not stored: {other:?}")),
             }

@@ -227,14 +227,10 @@ impl WriterHandle {
             .await
     }
 
-    /// Makes a bookkeeping write; `Recorded` once committed.
-    pub async fn record(&self, op: crate::store::Bookkeeping) -> WriteOutcome {
-        self.record_now(op).await
-    }
-
     /// Queues a bookkeeping write now (in call order with every other
-    /// write) and returns the wait for its outcome.
-    pub fn record_now(
+    /// write) and returns the wait for its outcome: `Recorded` once
+    /// committed.
+    pub fn record(
         &self,
         op: crate::store::Bookkeeping,
     ) -> impl std::future::Future<Output = WriteOutcome> + Send + 'static {
@@ -246,7 +242,7 @@ impl WriterHandle {
     /// Queues a bookkeeping write whose failure only loses bookkeeping: it
     /// is logged (`what` names it), nobody waits. Needs a tokio runtime.
     pub fn record_detached(&self, op: crate::store::Bookkeeping, what: &'static str) {
-        let outcome = self.record_now(op);
+        let outcome = self.record(op);
         tokio::spawn(async move {
             let outcome = outcome.await;
             if outcome != WriteOutcome::Recorded {
