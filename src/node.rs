@@ -126,10 +126,12 @@ pub async fn run_with_admin(
     let read_policy = Arc::new(ReadPolicy::new(&config.auth, mesh.clone()));
     let fanout = spawn_fanout(registry.clone(), read_policy.clone())?;
     let ingest_budget = IngestBudget::new(config.limits.max_ingest_bytes);
+    let (acks, ack_sender) = crate::relay::Acks::start(metrics.clone())?;
     let writer = Writer::spawn(
         store.clone(),
         Batching {
             budget: Some(ingest_budget.clone()),
+            acks: Some(ack_sender),
             ..Batching::new(&config.store)
         },
         metrics.clone(),
@@ -149,6 +151,7 @@ pub async fn run_with_admin(
             store: store.clone(),
             ingest_budget,
             writer: writer.handle(),
+            acks,
             verify: verify.handle(),
             metrics: metrics.clone(),
             shutdown: stop_rx,

@@ -20,8 +20,7 @@ use super::client::Client;
 use super::messages;
 use super::Relay;
 use crate::event::{now, Event, KindClass};
-use crate::refusal::{Prefix, Refusal};
-use crate::store::WriteOutcome;
+use crate::refusal::Refusal;
 use crate::verify::verify_group;
 use crate::writer::Committed;
 
@@ -114,10 +113,9 @@ pub(super) async fn flush(relay: &Arc<Relay>, client: &Arc<Client>, burst: &mut 
         let queued = match relay.ingest_budget.reserve(bytes).await {
             Some(room) => {
                 let (job_relay, job_client) = (relay.clone(), client.clone());
-                let runtime = tokio::runtime::Handle::current();
                 relay
                     .verify
-                    .run(move || verify_and_write(&job_relay, job_client, job, room, runtime))
+                    .run(move || verify_and_write(&job_relay, job_client, job, room))
                     .await
             }
             None => false,
@@ -139,7 +137,6 @@ fn verify_and_write(
     client: Arc<Client>,
     events: Vec<(Event, String)>,
     room: crate::budget::Room,
-    runtime: tokio::runtime::Handle,
 ) {
     let mut replies = Vec::new();
     let (valid, ids) = verify_group(events, |id_hex, e| {
@@ -169,41 +166,6 @@ fn verify_and_write(
     if to_store.is_empty() {
         return;
     }
-    let answer = relay.writer.submit_group(to_store);
-    let metrics = relay.metrics.clone();
-    // The OKs are written here, off the writer thread, once it answers.
-    runtime.spawn(async move {
-        let outcomes = answer.await.unwrap_or_default();
-        drop(room);
-        let replies = stored_ids
-            .iter()
-            .zip(&outcomes)
-            .filter_map(|(id_hex, outcome)| ok_for(&metrics, id_hex, outcome))
-            .collect();
-        client.outbox.send_all(replies);
-    });
-}
-
-/// The OK for a stored event's outcome (and its count in metrics).
-fn ok_for(
-    metrics: &crate::metrics::Metrics,
-    id_hex: &str,
-    outcome: &WriteOutcome,
-) -> Option<String> {
-    match outcome {
-        WriteOutcome::Stored { .. } => Some(messages::accepted(id_hex)),
-        WriteOutcome::Duplicate => {
-            metrics.reject(Prefix::Duplicate);
-            let have = Refusal::duplicate("already have this event");
-            Some(messages::accepted_noting(id_hex, &have))
-        }
-        WriteOutcome::Refused(why) => {
-            metrics.reject(why.prefix);
-            Some(messages::refused(id_hex, why))
-        }
-        WriteOutcome::HeadMoved
-        | WriteOutcome::Purged { .. }
-        | WriteOutcome::Graph(_)
-        | WriteOutcome::Recorded => None,
-    }
+    let ticket = relay.acks.expect(client, stored_ids, room);
+    relay.writer.submit_ticketed(to_store, ticket);
 }

@@ -5,6 +5,7 @@
 //! `writer` (one LMDB write transaction per batch) → OK + `subscriptions`
 //! fan-out.
 
+mod acks;
 mod auth;
 mod client;
 mod connection;
@@ -35,6 +36,7 @@ use crate::store::Store;
 use crate::verify::VerifyHandle;
 use crate::writer::{FanoutSender, WriterHandle};
 
+pub use acks::Acks;
 pub use neg_sessions::{NegDirectory, SessionInfo};
 pub use server::serve;
 
@@ -48,6 +50,8 @@ pub struct Relay {
     pub config: Config,
     pub store: Arc<Store>,
     pub writer: WriterHandle,
+    /// Where the OKs of stored events are written (`acks.rs`).
+    acks: Arc<acks::Acks>,
     pub verify: VerifyHandle,
     pub fanout: FanoutSender,
     pub registry: Arc<Registry>,
@@ -84,6 +88,8 @@ pub struct RelayParts {
     /// Shared with the writer, which does not linger while it is tight.
     pub ingest_budget: Arc<IngestBudget>,
     pub writer: WriterHandle,
+    /// The acknowledger whose sender the writer answers on.
+    pub acks: Arc<acks::Acks>,
     pub verify: VerifyHandle,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
@@ -119,6 +125,7 @@ impl Relay {
             ingest_budget: parts.ingest_budget,
             store: parts.store,
             writer: parts.writer,
+            acks: parts.acks,
             verify: parts.verify,
             refusals: refusals::RefusalLog::new(parts.metrics.clone()),
             socket_options: socket::options(&config),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::foreign::Seen;
-use super::{Batching, Committed, FanoutSender, Request};
+use super::{AckSender, Acked, Batching, Committed, FanoutSender, GroupReply, Request};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::store::{BatchItem, GraphBatchOutcome, Store, StoreError, WriteOutcome};
@@ -49,6 +49,7 @@ pub(super) fn run(
         commit_batch(
             store,
             std::mem::take(&mut batch),
+            batching.acks.as_ref(),
             metrics,
             fanout,
             &mut seen,
@@ -64,7 +65,14 @@ pub(super) fn run(
             // Commit whatever raced in behind the shutdown request too.
             let rest: Vec<Request> = rx.drain().collect();
             if !rest.is_empty() {
-                commit_batch(store, rest, metrics, fanout, &mut seen);
+                commit_batch(
+                    store,
+                    rest,
+                    batching.acks.as_ref(),
+                    metrics,
+                    fanout,
+                    &mut seen,
+                );
             }
             return;
         }
@@ -116,6 +124,7 @@ fn collect(
 fn commit_batch(
     store: &Store,
     batch: Vec<Request>,
+    acks: Option<&AckSender>,
     metrics: &Metrics,
     fanout: Option<&FanoutSender>,
     seen: &mut Option<Seen>,
@@ -176,13 +185,14 @@ fn commit_batch(
             };
             let failed = WriteOutcome::Refused(reason);
             for req in batch {
-                req.fail(&failed);
+                req.fail(&failed, acks);
             }
             return;
         }
     };
     metrics.record_batch(outcomes.len());
     let mut committed = Vec::new();
+    let mut acked = Vec::new();
     let mut outcomes = outcomes.into_iter();
     for req in batch {
         match req {
@@ -199,7 +209,15 @@ fn commit_batch(
                         }));
                     }
                 }
-                let _ = reply.send(mine);
+                match reply {
+                    GroupReply::Oneshot(reply) => {
+                        let _ = reply.send(mine);
+                    }
+                    GroupReply::Ticket(ticket) => acked.push(Acked {
+                        ticket,
+                        outcomes: mine,
+                    }),
+                }
             }
             Request::UpgradeGraphLogs { reply, .. } | Request::Bookkeeping { reply, .. } => {
                 let Some(outcome) = outcomes.next() else {
@@ -252,6 +270,11 @@ fn commit_batch(
             Request::Shutdown => {}
         }
     }
+    // Every ticketed group of this commit in one message, before the
+    // fan-out, so a publisher hears OK before its event goes live.
+    if let (Some(acks), false) = (acks, acked.is_empty()) {
+        let _ = acks.send(acked);
+    }
     let Some(fanout) = fanout else { return };
     if let (Some(seen), Some(first)) = (seen.as_mut(), committed.first().and_then(|c| c.seq)) {
         // Anything between what we last saw and our own first seq was
@@ -294,6 +317,7 @@ mod tests {
             max_batch,
             linger: Duration::from_secs(3600),
             budget: None,
+            acks: None,
         };
         collect_from(purge(), rx, batching, busy)
     }
@@ -341,12 +365,13 @@ mod tests {
         let json = event.to_json();
         let first = Request::Events {
             events: vec![(event, json)],
-            reply: tokio::sync::oneshot::channel().0,
+            reply: GroupReply::Ticket(0),
         };
         let batching = Batching {
             max_batch: 100,
             linger: Duration::from_secs(3600),
             budget: Some(crate::budget::IngestBudget::new(1000)),
+            acks: None,
         };
         let (tx, rx) = flume::unbounded();
         let done = collect_from(first, rx, batching, true);

@@ -27,11 +27,46 @@ use crate::store::{Store, WriteOutcome};
 /// the submitter's business, on its own thread.
 pub type Reply = oneshot::Sender<WriteOutcome>;
 
-/// The answer to a group of events: one outcome per event, in order.
-pub type GroupReply = oneshot::Sender<Vec<WriteOutcome>>;
+/// Where the answer to a group of events goes: one outcome per event, in
+/// order.
+pub enum GroupReply {
+    /// One submitter waits for this group alone.
+    Oneshot(oneshot::Sender<Vec<WriteOutcome>>),
+    /// A ticket of the node's acknowledger ([`Batching::acks`]): every
+    /// ticketed group of one commit is answered in one message, so a busy
+    /// relay pays one hand-off per commit, not one per group.
+    Ticket(u64),
+}
 
-/// The submitter's end of a [`GroupReply`].
+/// The submitter's end of a [`GroupReply::Oneshot`].
 pub type GroupAnswer = oneshot::Receiver<Vec<WriteOutcome>>;
+
+/// The outcomes of one ticketed group.
+#[derive(Debug)]
+pub struct Acked {
+    pub ticket: u64,
+    pub outcomes: Vec<WriteOutcome>,
+}
+
+/// Receives the ticketed answers of each commit.
+pub type AckSender = flume::Sender<Vec<Acked>>;
+
+impl GroupReply {
+    /// Answers now (ticketed answers go out alone: only when the writer
+    /// is gone or a group is empty).
+    fn answer(self, outcomes: Vec<WriteOutcome>, acks: Option<&AckSender>) {
+        match self {
+            GroupReply::Oneshot(reply) => {
+                let _ = reply.send(outcomes);
+            }
+            GroupReply::Ticket(ticket) => {
+                if let Some(acks) = acks {
+                    let _ = acks.send(vec![Acked { ticket, outcomes }]);
+                }
+            }
+        }
+    }
+}
 
 /// An event that is now durable (or ephemeral), on its way to subscribers.
 #[derive(Debug)]
@@ -85,6 +120,8 @@ enum Request {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: flume::Sender<Request>,
+    /// Where ticketed answers go (also when the writer is gone).
+    acks: Option<AckSender>,
 }
 
 /// The writer thread; [`Writer::shutdown`] drains the inbox and commits.
@@ -106,6 +143,9 @@ pub struct Batching {
     /// The relay's ingest budget: no lingering once the batch holds half of
     /// it, since the events the writer would wait for may need that room.
     pub budget: Option<Arc<crate::budget::IngestBudget>>,
+    /// Where ticketed groups are answered, once per commit (the relay's
+    /// acknowledger, `relay/acks.rs`).
+    pub acks: Option<AckSender>,
 }
 
 impl Batching {
@@ -114,6 +154,7 @@ impl Batching {
             max_batch: store.max_batch.max(1),
             linger: std::time::Duration::from_millis(store.commit_linger_ms),
             budget: None,
+            acks: None,
         }
     }
 }
@@ -126,12 +167,13 @@ impl Writer {
         fanout: Option<FanoutSender>,
     ) -> Writer {
         let (tx, rx) = flume::bounded(INBOX);
+        let acks = batching.acks.clone();
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || batch::run(&store, &rx, &batching, &metrics, fanout.as_ref()))
             .ok();
         Writer {
-            handle: WriterHandle { tx },
+            handle: WriterHandle { tx, acks },
             thread,
         }
     }
@@ -155,18 +197,28 @@ impl WriterHandle {
     /// holds their outcomes in order, after commit.
     pub fn submit_group(&self, events: Vec<(Event, String)>) -> GroupAnswer {
         let (reply, answer) = oneshot::channel();
+        self.submit_replying(events, GroupReply::Oneshot(reply));
+        answer
+    }
+
+    /// [`WriterHandle::submit_group`] answered to the acknowledger under
+    /// `ticket` (see [`Batching::acks`]).
+    pub fn submit_ticketed(&self, events: Vec<(Event, String)>, ticket: u64) {
+        self.submit_replying(events, GroupReply::Ticket(ticket));
+    }
+
+    fn submit_replying(&self, events: Vec<(Event, String)>, reply: GroupReply) {
         if events.is_empty() {
-            let _ = reply.send(Vec::new());
+            reply.answer(Vec::new(), self.acks.as_ref());
         } else {
             self.send(Request::Events { events, reply });
         }
-        answer
     }
 
     /// Queues a request; if the writer is gone, answers it at once.
     fn send(&self, request: Request) {
         if let Err(flume::SendError(request)) = self.tx.send(request) {
-            request.fail(&gone());
+            request.fail(&gone(), self.acks.as_ref());
         }
     }
 
@@ -265,10 +317,10 @@ fn gone() -> WriteOutcome {
 
 impl Request {
     /// Answers every write of this request with `outcome`.
-    fn fail(self, outcome: &WriteOutcome) {
+    fn fail(self, outcome: &WriteOutcome, acks: Option<&AckSender>) {
         match self {
             Request::Events { events, reply } => {
-                let _ = reply.send(vec![outcome.clone(); events.len()]);
+                reply.answer(vec![outcome.clone(); events.len()], acks);
             }
             Request::GraphBatch { reply, .. }
             | Request::UpgradeGraphLogs { reply, .. }
