@@ -320,3 +320,59 @@ async fn sync_into_a_running_serve_reaches_its_subscribers() {
     source.kill().unwrap();
     target.kill().unwrap();
 }
+
+/// `ECHORELAY_DATA` and `ECHORELAY_CONFIG` stand in for `--data` and
+/// `--config` (a container or unit sets them once).
+#[test]
+fn environment_names_the_data_dir_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate();
+    let line = keys.sign(now(), 1, vec![], "from the env".into()).to_json();
+    let mut import = Command::new(BIN)
+        .arg("import")
+        .env("ECHORELAY_DATA", dir.path().join("db"))
+        .output_with_input(&line);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert_eq!(
+        export(dir.path(), None).len(),
+        1,
+        "stored where the env said"
+    );
+    // A config file named only by the environment is read (a bad one fails).
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "no_such_key = 1\n").unwrap();
+    import = Command::new(BIN)
+        .arg("export")
+        .env("ECHORELAY_DATA", dir.path().join("db"))
+        .env("ECHORELAY_CONFIG", &config)
+        .output_with_input("");
+    assert_eq!(import.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&import.stderr).contains("no_such_key"));
+}
+
+/// Runs a command with `input` on its stdin.
+trait WithInput {
+    fn output_with_input(&mut self, input: &str) -> std::process::Output;
+}
+
+impl WithInput for Command {
+    fn output_with_input(&mut self, input: &str) -> std::process::Output {
+        let mut child = self
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}

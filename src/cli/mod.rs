@@ -64,10 +64,10 @@ enum Command {
 #[derive(Args, Clone)]
 pub struct NodeArgs {
     /// Configuration file (TOML); embedded defaults when absent.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", global = true, env = "ECHORELAY_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory (overrides store.data_dir).
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(long, value_name = "DIR", global = true, env = "ECHORELAY_DATA")]
     data: Option<PathBuf>,
 }
 
