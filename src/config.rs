@@ -48,6 +48,16 @@ pub struct ServerConfig {
     /// The relay's public URL; when set, NIP-42 AUTH events must name it
     /// (otherwise they must name the URL the client connected to).
     pub relay_url: String,
+    /// PEM certificate chain (leaf first) served on both listeners; with
+    /// `tls_key`, the relay speaks wss:// and https:// itself. Empty: plain
+    /// (put a TLS proxy in front). Reloaded on SIGHUP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// PEM certificates trusted, besides the web PKI roots, when this node
+    /// dials peers (wss://) and fetches from them (https://): a private CA
+    /// or a peer's self-signed certificate.
+    pub tls_roots: String,
     /// Header carrying the client address when behind a reverse proxy
     /// (e.g. "x-forwarded-for"); empty means use the socket peer address.
     /// Believed only from `trusted_proxies`.
@@ -94,6 +104,12 @@ pub struct ServerConfig {
 pub const ADMIN_LISTEN_AUTO: &str = "auto";
 
 impl ServerConfig {
+    /// The certificate and key the listeners serve, when TLS is on.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let (cert, key) = (self.tls_cert.trim(), self.tls_key.trim());
+        (!cert.is_empty() && !key.is_empty()).then(|| (Path::new(cert), Path::new(key)))
+    }
+
     /// The control API's address, `None` when disabled (`""`). `auto`
     /// (the default) is the relay's port + 1 on loopback (on the relay's
     /// own address when that is a loopback one), so nodes started with
@@ -133,6 +149,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7777)),
             relay_url: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_roots: String::new(),
             real_ip_header: String::new(),
             trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
             verify_threads: 0,
@@ -426,6 +445,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.admin_addr()?;
+        if self.server.tls_cert.trim().is_empty() != self.server.tls_key.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls_cert and server.tls_key are set together (or neither)".into(),
+            ));
+        }
         crate::relay::origin::Origins::new(&self.server).map_err(ConfigError::Invalid)?;
         for peer in &self.peers {
             crate::peers::PeerSpec::parse(peer).map_err(ConfigError::Invalid)?;

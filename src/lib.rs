@@ -68,6 +68,8 @@ pub mod secrets;
 pub mod store;
 /// Relay-to-relay sync: reconcile with a peer, then fetch and send.
 pub mod sync;
+/// TLS: the listeners' certificate (reloadable) and the dialling trust roots.
+pub mod tls;
 /// The bounded signature-verification pool.
 pub mod verify;
 /// The single writer thread.

@@ -44,6 +44,8 @@ pub enum NodeError {
     Listen(SocketAddr, std::io::Error),
     #[error("cannot write {ADMIN_URL_FILE} in the data directory: {0}")]
     AdminUrl(std::io::Error),
+    #[error("TLS (server.tls_cert, server.tls_key, server.tls_roots): {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// How long shutdown waits for connections to close.
@@ -113,6 +115,11 @@ pub async fn run_with_admin(
     admin_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    crate::tls::trust_extra_roots(&config.server.tls_roots)?;
+    let tls = match config.server.tls_files() {
+        Some((cert, key)) => Some(Arc::new(crate::tls::ServerTls::load(cert, key)?)),
+        None => None,
+    };
     let store = Arc::new(Store::open(
         &config.store.data_dir,
         &StoreOptions::from_config(&config),
@@ -152,6 +159,7 @@ pub async fn run_with_admin(
             ingest_budget,
             writer: writer.handle(),
             acks,
+            tls: tls.clone(),
             verify: verify.handle(),
             metrics: metrics.clone(),
             shutdown: stop_rx,
@@ -162,6 +170,7 @@ pub async fn run_with_admin(
         },
     ));
     let maintenance = tokio::spawn(maintenance(relay.clone(), purge_every));
+    let reloads = tokio::spawn(reload_on_hangup(tls));
     let local = crate::sync::Local {
         store: store.clone(),
         writer: writer.handle(),
@@ -221,6 +230,8 @@ pub async fn run_with_admin(
         store_dir: relay.config.store.data_dir.clone(),
         sync: sync.clone(),
         home_connections: crate::graph::home_connections(),
+        public_origin: crate::http_client::Endpoint::of_relay(relay.config.server.relay_url.trim())
+            .map(crate::http_client::Endpoint::host_root),
         shutdown: stop_tx.subscribe(),
     });
     let echo = Arc::new(crate::echo::Echo::new(
@@ -246,6 +257,7 @@ pub async fn run_with_admin(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     maintenance.abort();
+    reloads.abort();
     if let Some(admin) = admin {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, admin).await;
     }
@@ -276,6 +288,27 @@ pub async fn run_with_admin(
 }
 
 /// Periodic work: purge expired events, forget idle rate-limit keys.
+/// SIGHUP: the listeners' certificate and key are read again (a renewed
+/// certificate takes effect for new connections; a bad pair is logged and
+/// the one in use stays). Without TLS there is nothing to reload, and the
+/// signal does not stop the node either.
+async fn reload_on_hangup(tls: Option<Arc<crate::tls::ServerTls>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the TLS certificate is not reloadable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.as_ref().map(|tls| tls.reload()) {
+            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+            Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays")
+            }
+        }
+    }
+}
+
 async fn maintenance(relay: Arc<Relay>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {

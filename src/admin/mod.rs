@@ -102,7 +102,12 @@ pub async fn serve(
     let slots = Arc::new(crate::edge::IpSlots::new(
         config.limits.max_connections_per_ip,
     ));
-    let edge = crate::edge::Edge::new(&config.server, slots);
+    // On loopback the control API stays plain (the local CLI dials
+    // 127.0.0.1, a name no public certificate carries); elsewhere the
+    // token never crosses the network in clear when TLS is configured.
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let tls = admin.relay.tls.clone().filter(|_| !loopback);
+    let edge = crate::edge::Edge::new(&config.server, slots, tls);
     let app = Router::new()
         .route("/api/v1/{method}", any(call))
         .fallback(unknown)

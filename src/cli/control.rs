@@ -34,6 +34,7 @@ pub struct ControlArgs {
 impl ControlArgs {
     pub fn client(&self) -> anyhow::Result<AdminClient> {
         let config = self.node.load()?;
+        crate::tls::trust_extra_roots(&config.server.tls_roots)?;
         let url = match &self.url {
             Some(url) => url.clone(),
             None => local_admin_url(&config)?,

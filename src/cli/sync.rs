@@ -45,6 +45,7 @@ pub struct SyncArgs {
 
 pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     let config = args.node.load()?;
+    crate::tls::trust_extra_roots(&config.server.tls_roots)?;
     let filter = match &args.filter {
         Some(text) => Filter::from_json(text)?,
         None => Filter::default(),

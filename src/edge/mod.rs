@@ -51,11 +51,24 @@ pub struct Edge {
     /// Peers not capped at accept: the trusted proxies, when their clients'
     /// addresses are read from a header. Empty otherwise.
     pub uncapped: TrustedProxies,
+    /// Native TLS: every connection's handshake first, within the header
+    /// timeout. `None`: plain HTTP.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
+/// Marks a request that arrived over this listener's own TLS (its URLs are
+/// https:// and wss://).
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
 impl Edge {
-    /// The bounds of `server` with `slots` as the per-IP count.
-    pub fn new(server: &crate::config::ServerConfig, slots: Arc<IpSlots>) -> Edge {
+    /// The bounds of `server` with `slots` as the per-IP count, over `tls`
+    /// when set.
+    pub fn new(
+        server: &crate::config::ServerConfig,
+        slots: Arc<IpSlots>,
+        tls: Option<Arc<crate::tls::ServerTls>>,
+    ) -> Edge {
         let uncapped = if server.real_ip_header.is_empty() {
             TrustedProxies::default()
         } else {
@@ -66,6 +79,7 @@ impl Edge {
             body_timeout: Duration::from_secs(server.body_timeout_secs.max(1)),
             slots,
             uncapped,
+            tls,
         }
     }
 }
@@ -123,11 +137,15 @@ fn accept(
     };
     let evicted = slot.as_ref().map(Slot::evicted);
     let cell = SlotCell::new(slot);
+    let secure = edge.tls.is_some();
     let (app, body_timeout) = (app.clone(), edge.body_timeout);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         cell.mark_serving();
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(cell.clone());
+        if secure {
+            request.extensions_mut().insert(Secure);
+        }
         let request =
             request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
@@ -143,12 +161,31 @@ fn accept(
             served
         })
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(edge.header_timeout)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::spawn(run_connection(connection, evicted, stopping, peer));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(edge.header_timeout);
+    let Some(tls) = &edge.tls else {
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::spawn(run_connection(connection, evicted, stopping, peer));
+        return;
+    };
+    let (acceptor, handshake_timeout) = (tls.acceptor(), edge.header_timeout);
+    tokio::spawn(async move {
+        // A handshake is bounded like a request head: a silent client
+        // cannot hold the slot.
+        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let connection = http
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                run_connection(connection, evicted, stopping, peer).await;
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    });
 }
 
 /// Drives one connection to its end: closed by either side, replaced at the

@@ -60,6 +60,36 @@ pub struct Graphs {
     pub home_connections: crate::http_client::Pool,
     /// Turns true when the node stops: graph sockets close then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// `server.relay_url` as http(s):// (`None` when not configured): the
+    /// origin of the URLs replies give out.
+    pub public_origin: Option<crate::http_client::Endpoint>,
+}
+
+impl Graphs {
+    /// The absolute URL of `path` on this node as the client reached it:
+    /// `server.relay_url` when configured, else https when the request came
+    /// over this listener's TLS or a trusted proxy says so
+    /// (`X-Forwarded-Proto`), with the request's host (a trusted proxy's
+    /// `X-Forwarded-Host`, else `Host`).
+    fn url_for(&self, request: &axum::http::request::Parts, path: &str) -> String {
+        if let Some(origin) = &self.public_origin {
+            return origin.url(path);
+        }
+        let peer = request
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        let forwarded = |name: &str| {
+            peer.and_then(|ip| self.tokens.proxies().forwarded(&request.headers, ip, name))
+        };
+        let secure = request.extensions.get::<crate::edge::Secure>().is_some()
+            || forwarded("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        let host = forwarded("x-forwarded-host")
+            .or_else(|| request.headers.get("host").and_then(|v| v.to_str().ok()))
+            .unwrap_or("localhost");
+        let scheme = if secure { "https" } else { "http" };
+        format!("{scheme}://{host}{path}")
+    }
 }
 
 /// Resolves once the node stops (or its stop signal is gone).

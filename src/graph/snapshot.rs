@@ -239,7 +239,7 @@ pub(super) async fn upload(
 pub(super) async fn download(
     State(graphs): State<Arc<Graphs>>,
     caller: GraphCaller,
-    headers: HeaderMap,
+    request: axum::http::request::Parts,
 ) -> Response {
     let graph = caller.graph;
     let mut filter = Filter {
@@ -255,14 +255,11 @@ pub(super) async fn download(
     let Some(record) = newest else {
         return GraphError(StatusCode::NOT_FOUND, "not found").into_response();
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
+    let path = format!("/assets/{graph}/{}", record.name);
     let mut reply = json!({
         "ok": true,
         "key": format!("{graph}/{}", record.name),
-        "url": format!("http://{host}/assets/{graph}/{}", record.name),
+        "url": graphs.url_for(&request, &path),
     });
     if !record.content_encoding.is_empty() {
         reply["content-encoding"] = json!(record.content_encoding);

@@ -8,7 +8,6 @@ mod pool;
 
 pub use pool::{FullReply, Pool};
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -97,25 +96,6 @@ impl Endpoint {
     }
 }
 
-/// A TLS client trusting the webpki roots (built once).
-pub fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
-        std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .ok()
-            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-    });
-    config
-        .clone()
-        .map(tokio_rustls::TlsConnector::from)
-        .ok_or_else(|| "TLS is not available".to_string())
-}
-
 /// A reply: status, headers (lowercased names) and the body reader.
 pub struct Reply {
     pub status: u16,
@@ -165,8 +145,8 @@ async fn open(endpoint: &Endpoint) -> Result<Box<dyn Stream>, HttpError> {
     }
     let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
         .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e.to_string()))?;
-    let connector =
-        tls_connector().map_err(|e| HttpError::Connect(endpoint.authority.clone(), e))?;
+    let connector = crate::tls::client_connector()
+        .map_err(|e| HttpError::Connect(endpoint.authority.clone(), e))?;
     let stream = connector
         .connect(name, tcp)
         .await

@@ -52,6 +52,8 @@ pub struct Relay {
     pub writer: WriterHandle,
     /// Where the OKs of stored events are written (`acks.rs`).
     acks: Arc<acks::Acks>,
+    /// The listeners' certificate when TLS is on (`server.tls_cert`).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub verify: VerifyHandle,
     pub fanout: FanoutSender,
     pub registry: Arc<Registry>,
@@ -90,6 +92,7 @@ pub struct RelayParts {
     pub writer: WriterHandle,
     /// The acknowledger whose sender the writer answers on.
     pub acks: Arc<acks::Acks>,
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub verify: VerifyHandle,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
@@ -126,6 +129,7 @@ impl Relay {
             store: parts.store,
             writer: parts.writer,
             acks: parts.acks,
+            tls: parts.tls,
             verify: parts.verify,
             refusals: refusals::RefusalLog::new(parts.metrics.clone()),
             socket_options: socket::options(&config),

@@ -63,7 +63,14 @@ impl Origins {
 
     /// The URL the client connected to, normalised: `server.relay_url` when
     /// configured, else built from the upgrade request.
-    pub fn relay_url(&self, headers: &HeaderMap, peer: SocketAddr, path: &str) -> String {
+    /// `secure`: the connection came over this listener's own TLS.
+    pub fn relay_url(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        path: &str,
+        secure: bool,
+    ) -> String {
         if !self.relay_url.is_empty() {
             return self.relay_url.clone();
         }
@@ -73,6 +80,7 @@ impl Origins {
                 .map(str::to_ascii_lowercase)
         };
         let scheme = match forwarded("x-forwarded-proto").as_deref() {
+            _ if secure => "wss",
             Some("https" | "wss") => "wss",
             _ => "ws",
         };
@@ -176,18 +184,26 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let h = headers(&[("host", "Node.Example:80"), ("x-forwarded-proto", "https")]);
         assert_eq!(
-            origins("", &[]).relay_url(&h, peer, "/"),
+            origins("", &[]).relay_url(&h, peer, "/", false),
             "ws://node.example"
         );
         let behind = origins("", &["127.0.0.1"]);
-        assert_eq!(behind.relay_url(&h, peer, "/"), "wss://node.example:80");
+        assert_eq!(
+            behind.relay_url(&h, peer, "/", false),
+            "wss://node.example:80"
+        );
         // A client's own X-Forwarded-Host before the proxy's is not believed.
         let h2 = headers(&[("x-forwarded-host", "evil.example, node.example")]);
-        assert_eq!(behind.relay_url(&h2, peer, "/"), "ws://node.example");
+        assert_eq!(behind.relay_url(&h2, peer, "/", false), "ws://node.example");
+        // Over the listener's own TLS the URL is wss://, whatever was sent.
+        assert_eq!(
+            origins("", &[]).relay_url(&h2, peer, "/", true),
+            "wss://127.0.0.1:4000"
+        );
         let mut configured = origins("", &[]);
         configured.relay_url = normalize_url("wss://relay.example.com/").unwrap();
         assert_eq!(
-            configured.relay_url(&h, peer, "/"),
+            configured.relay_url(&h, peer, "/", false),
             "wss://relay.example.com"
         );
     }

@@ -22,7 +22,11 @@ pub async fn serve(
     other_apis: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let edge = crate::edge::Edge::new(&relay.config.server, relay.connections.clone());
+    let edge = crate::edge::Edge::new(
+        &relay.config.server,
+        relay.connections.clone(),
+        relay.tls.clone(),
+    );
     let app = Router::new()
         .route("/", get(root).options(preflight))
         .route("/metrics", get(metrics))
@@ -67,9 +71,10 @@ async fn root(
             )
                 .into_response();
         };
+        let secure = parts.extensions.get::<crate::edge::Secure>().is_some();
         let url = relay
             .origins
-            .relay_url(&parts.headers, peer, parts.uri.path());
+            .relay_url(&parts.headers, peer, parts.uri.path(), secure);
         let configured = !relay.origins.relay_url.is_empty();
         let auth = super::auth::AuthState::new(url, configured, &relay.node_key.public_key());
         tokio::spawn(async move {

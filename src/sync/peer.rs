@@ -101,7 +101,7 @@ impl PeerSocket {
     ) -> Result<PeerSocket, SyncError> {
         let failed = |e: String| SyncError::Connect(url.to_string(), e);
         let parsed = url::Url::parse(url).map_err(|e| failed(e.to_string()))?;
-        let tls = crate::http_client::tls_connector().map_err(failed)?;
+        let tls = crate::tls::client_connector().map_err(failed)?;
         let connect = yawc::WebSocket::connect(parsed)
             .with_connector(tls)
             .with_options(socket_options(deflate));
