@@ -120,6 +120,37 @@ async fn status_peers_and_sessions_commands() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("401"), "{}", text(&out));
+    // The token from a file (first line), not the command line.
+    let token_file = a_path.join("token.txt");
+    let admin_token = std::fs::read_to_string(a_path.join("db").join("admin.token")).unwrap();
+    std::fs::write(&token_file, format!("{}\nignored\n", admin_token.trim())).unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--url", &a.admin, "--token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let empty = a_path.join("empty.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--url", &a.admin, "--token-file"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("is empty"), "{}", text(&out));
+    // The values of --dir are listed in the help, and others refused.
+    let help = Command::new(BIN).args(["sync", "--help"]).output().unwrap();
+    assert!(
+        text(&help).contains("[possible values: down, up, both]"),
+        "{}",
+        text(&help)
+    );
+    let bad = Command::new(BIN)
+        .args(["sync", "ws://127.0.0.1:1", "--dir", "sideways"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 /// `echorelay token add|list|remove` on the data dir of a running relay:
@@ -153,6 +184,22 @@ async fn token_commands_against_a_running_relay() {
     let out = token_cmd(&["add", "erin", "--expires-in", "1"]);
     let short = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let listed = String::from_utf8(token_cmd(&["list"]).stdout).unwrap();
+    let as_json: serde_json::Value =
+        serde_json::from_slice(&token_cmd(&["list", "--json"]).stdout).unwrap();
+    let users: Vec<&str> = as_json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["user"].as_str().unwrap())
+        .collect();
+    assert!(
+        users.contains(&"dave") && users.contains(&"erin"),
+        "{as_json}"
+    );
+    assert!(
+        !as_json.to_string().contains(&token),
+        "tokens are never shown again"
+    );
     assert!(
         listed.contains("dave") && listed.contains("never expires"),
         "{listed}"
@@ -289,6 +336,22 @@ async fn echo_sync_command() {
     assert_eq!(ids, ["node-1", "node-2"]);
     let out = run(&["--node-id", "other-3"], &env);
     assert!(String::from_utf8_lossy(&out.stdout).contains("other-3  version 1"));
+    // --json: the results on stdout; --token-file: the secret off the
+    // command line (and preferred to ECHO_TOKEN).
+    let token_file = dir.path().join("echo.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let only_url = [("ECHO_API_URL", api.as_str()), ("ECHO_TOKEN", "wrong")];
+    let args = [
+        "--node-id",
+        "other-3",
+        "--json",
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let out = run(&args, &only_url);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["changes"][0]["node_id"], "other-3", "{printed}");
 
     // Monitor prints a status line per second until stopped.
     let mut monitor = Command::new(BIN)

@@ -26,6 +26,9 @@ pub struct ControlArgs {
         global = true
     )]
     token: Option<String>,
+    /// Read the admin token from this file instead (first line).
+    #[arg(long, value_name = "FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     /// Print the API's JSON reply instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -39,8 +42,8 @@ impl ControlArgs {
             Some(url) => url.clone(),
             None => local_admin_url(&config)?,
         };
-        let token = match &self.token {
-            Some(token) => token.clone(),
+        let token = match super::token_from(&self.token, &self.token_file)? {
+            Some(token) => token,
             None => crate::secrets::existing_admin_token(
                 &config.server.admin_token,
                 &config.store.data_dir,

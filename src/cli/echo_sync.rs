@@ -46,6 +46,10 @@ pub struct EchoSyncArgs {
     /// Write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     export: Option<PathBuf>,
+    /// Print the results as JSON on stdout instead of text lines (with
+    /// --monitor: each status reply, one JSON object per line).
+    #[arg(long)]
+    json: bool,
     /// Priority 0-10 (push: the state's; pull: the minimum).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
     priority: Option<u8>,
@@ -62,6 +66,9 @@ pub struct EchoSyncArgs {
     /// Bearer token (else ECHO_TOKEN).
     #[arg(long, env = "ECHO_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the bearer token from this file instead (first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,9 +111,11 @@ pub fn run(args: EchoSyncArgs) -> anyhow::Result<i32> {
         .clone()
         .filter(|u| !u.is_empty())
         .context("ECHO_API_URL is not set (or pass --api-url), e.g. http://127.0.0.1:7777")?;
-    let token = args.token.clone().filter(|t| !t.is_empty()).context(
-        "ECHO_TOKEN is not set (or pass --token): create one with `echorelay token add USER`",
-    )?;
+    let token = super::token_from(&args.token, &args.token_file)?
+        .filter(|t| !t.is_empty())
+        .context(
+            "ECHO_TOKEN is not set (or pass --token): create one with `echorelay token add USER`",
+        )?;
     let endpoint =
         Endpoint::parse(&url).with_context(|| format!("ECHO_API_URL {url:?} is not a URL"))?;
     let api = Api {
@@ -131,8 +140,40 @@ pub fn run(args: EchoSyncArgs) -> anyhow::Result<i32> {
             std::fs::write(path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
+        if args.json {
+            println!("{results}");
+        }
         Ok(code)
     })
+}
+
+/// One pulled change as text (and every conflict it carries: never silent).
+fn print_change(change: &Value, verbose: bool) {
+    let id = change["node_id"].as_str().unwrap_or("");
+    if verbose {
+        println!("{change}");
+    } else {
+        println!(
+            "{id}  version {}",
+            change["metadata"]["version"].as_str().unwrap_or("?")
+        );
+    }
+    for conflict in change["conflicts"].as_array().into_iter().flatten() {
+        let fields: Vec<&str> = conflict["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["field"].as_str())
+            .collect();
+        println!(
+            "{id}  conflict: version {} from node {} (kept: {} from {}); differs in {}",
+            conflict["version"].as_str().unwrap_or("?"),
+            conflict["origin"].as_str().unwrap_or("?"),
+            conflict["winner_version"].as_str().unwrap_or("?"),
+            conflict["winner_origin"].as_str().unwrap_or("?"),
+            fields.join(", ")
+        );
+    }
 }
 
 /// `*` and `?` glob match on node ids.
@@ -185,30 +226,8 @@ async fn pull(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<(i32, Value)> {
         for change in reply["changes"].as_array().into_iter().flatten() {
             let id = change["node_id"].as_str().unwrap_or("");
             if args.filter.as_deref().is_none_or(|p| glob(p, id)) {
-                if args.verbose {
-                    println!("{change}");
-                } else {
-                    println!(
-                        "{id}  version {}",
-                        change["metadata"]["version"].as_str().unwrap_or("?")
-                    );
-                }
-                // Concurrent states other nodes accepted: never silent.
-                for conflict in change["conflicts"].as_array().into_iter().flatten() {
-                    let fields: Vec<&str> = conflict["fields"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|f| f["field"].as_str())
-                        .collect();
-                    println!(
-                        "{id}  conflict: version {} from node {} (kept: {} from {}); differs in {}",
-                        conflict["version"].as_str().unwrap_or("?"),
-                        conflict["origin"].as_str().unwrap_or("?"),
-                        conflict["winner_version"].as_str().unwrap_or("?"),
-                        conflict["winner_origin"].as_str().unwrap_or("?"),
-                        fields.join(", ")
-                    );
+                if !args.json {
+                    print_change(change, args.verbose);
                 }
                 changes.push(change.clone());
             }
@@ -413,7 +432,9 @@ async fn monitor(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<i32> {
             metrics["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
             metrics["last_successful_sync"].as_str().unwrap_or("never"),
         );
-        if terminal {
+        if args.json {
+            println!("{reply}");
+        } else if terminal {
             print!("\r\x1b[2K{line}");
             std::io::stdout().flush()?;
         } else {

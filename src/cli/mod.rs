@@ -71,6 +71,25 @@ pub struct NodeArgs {
     data: Option<PathBuf>,
 }
 
+/// A secret from the file `--token-file` names (its first line, so it
+/// stays off the command line and out of `ps`), else `--token` (or its
+/// environment variable).
+fn token_from(token: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    let Some(path) = file else {
+        return Ok(token.clone());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(Some(token))
+}
+
 /// Opens the configured store for a command that works on the data dir.
 fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
     use anyhow::Context;

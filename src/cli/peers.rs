@@ -24,8 +24,8 @@ enum PeersAction {
         /// ws:// or wss:// URL of the peer relay.
         #[arg(value_name = "URL")]
         peer_url: String,
-        /// down | up | both
-        #[arg(long, default_value = "both")]
+        /// Which way events flow.
+        #[arg(long, default_value = "both", value_parser = ["down", "up", "both"])]
         dir: String,
         /// NIP-01 filter (JSON) limiting what is synced.
         #[arg(long)]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use clap::Args;
 
 use super::NodeArgs;
@@ -27,7 +28,12 @@ pub struct SyncArgs {
     /// The peer relay (ws:// or wss://).
     url: String,
     /// down: fetch what we lack; up: send what the peer lacks; both.
-    #[arg(long, default_value = "down")]
+    #[arg(
+        long,
+        default_value = "down",
+        value_parser = clap::builder::PossibleValuesParser::new(["down", "up", "both"])
+            .try_map(|s| s.parse::<Direction>())
+    )]
     dir: Direction,
     /// Only events matching this NIP-01 filter.
     #[arg(long, value_name = "JSON")]

@@ -25,7 +25,11 @@ enum TokenAction {
         expires_in: Option<u64>,
     },
     /// List users with tokens (hash prefixes only).
-    List,
+    List {
+        /// One JSON array: user, sha256 prefix, expires_at (0: never).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove every token of USER.
     Remove { user: String },
 }
@@ -46,9 +50,21 @@ pub fn run(args: TokenArgs) -> anyhow::Result<i32> {
                 "token for {user} created; it is not stored in clear and will not be shown again"
             );
         }
-        TokenAction::List => {
-            for (hash, user, expires_at) in store.token_users()? {
-                let now = crate::event::now();
+        TokenAction::List { json } => {
+            let now = crate::event::now();
+            let tokens = store.token_users()?;
+            if json {
+                let listed: Vec<serde_json::Value> = tokens
+                    .iter()
+                    .map(|(hash, user, expires_at)| {
+                        serde_json::json!({"user": user, "sha256_prefix": &hex::encode(hash)[..16],
+                            "expires_at": expires_at, "expired": *expires_at != 0 && *expires_at <= now})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(listed));
+                return Ok(0);
+            }
+            for (hash, user, expires_at) in tokens {
                 let expiry = match expires_at {
                     0 => "never expires".to_string(),
                     at if at <= now => "expired".to_string(),
