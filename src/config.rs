@@ -82,6 +82,10 @@ pub struct ServerConfig {
     /// Seconds a request body may pause between chunks before the request
     /// fails and the connection is closed.
     pub body_timeout_secs: u64,
+    /// Where `GET /metrics` is served: "relay" (the relay listener, no
+    /// credentials) or "admin" (only the control listener, behind the
+    /// admin token).
+    pub metrics_on: String,
     /// Negotiate WebSocket permessage-deflate (RFC 7692) with relay clients
     /// that offer it, and offer it to peers in the sync client.
     pub permessage_deflate: bool,
@@ -160,6 +164,7 @@ impl Default for ServerConfig {
             admin_token: String::new(),
             header_timeout_secs: 10,
             body_timeout_secs: 30,
+            metrics_on: "relay".into(),
             permessage_deflate: true,
             deflate_context_takeover: false,
             deflate_level: 6,
@@ -445,6 +450,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.admin_addr()?;
+        if !matches!(self.server.metrics_on.as_str(), "relay" | "admin") {
+            return Err(ConfigError::Invalid(format!(
+                "server.metrics_on must be \"relay\" or \"admin\", not {:?}",
+                self.server.metrics_on
+            )));
+        }
         if self.server.tls_cert.trim().is_empty() != self.server.tls_key.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "server.tls_cert and server.tls_key are set together (or neither)".into(),

@@ -62,6 +62,8 @@ pub mod peers;
 pub mod refusal;
 /// Nostr over WebSocket: server, connections, subscriptions, policy.
 pub mod relay;
+/// `GET /metrics`: every series, on the relay or the control listener.
+pub mod scrape;
 /// The node key and the generated admin token in the data directory.
 pub mod secrets;
 /// The LMDB event store and its indexes.

@@ -243,7 +243,13 @@ pub async fn run_with_admin(
         relay.config.policy.max_event_size,
     ));
     crate::graph::spawn_gap_watcher(graphs.clone(), relay.registry.stored_feed().subscribe());
-    let apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));
+    let mut apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));
+    if relay.config.server.metrics_on == "relay" {
+        apis = apis.merge(crate::scrape::routes(crate::scrape::Scrape {
+            relay: relay.clone(),
+            sync: sync.clone(),
+        }));
+    }
     let signal_tx = stop_tx.clone();
     let served = crate::relay::serve(relay.clone(), listener, apis, async move {
         shutdown.await;

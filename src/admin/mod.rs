@@ -108,11 +108,24 @@ pub async fn serve(
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let tls = admin.relay.tls.clone().filter(|_| !loopback);
     let edge = crate::edge::Edge::new(&config.server, slots, tls);
-    let app = Router::new()
-        .route("/api/v1/{method}", any(call))
-        .fallback(unknown)
-        .with_state(admin);
+    let mut app = Router::new().route("/api/v1/{method}", any(call));
+    if config.server.metrics_on == "admin" {
+        app = app.route("/metrics", axum::routing::get(metrics));
+    }
+    let app = app.fallback(unknown).with_state(admin);
     crate::edge::serve(listener, app, edge, shutdown).await
+}
+
+/// `GET /metrics` on the control listener (`server.metrics_on = "admin"`).
+async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if !admin.authorized(&headers) {
+        return unauthorized();
+    }
+    let scrape = crate::scrape::Scrape {
+        relay: admin.relay.clone(),
+        sync: admin.sync.clone(),
+    };
+    crate::scrape::reply(crate::scrape::render(&scrape).await)
 }
 
 async fn call(

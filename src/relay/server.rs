@@ -29,7 +29,6 @@ pub async fn serve(
     );
     let app = Router::new()
         .route("/", get(root).options(preflight))
-        .route("/metrics", get(metrics))
         .with_state(relay)
         .merge(other_apis);
     crate::edge::serve(listener, app, edge, shutdown).await
@@ -129,17 +128,4 @@ async fn preflight(method: Method) -> Response {
         cors(response.headers_mut());
     }
     response
-}
-
-async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
-    let store = relay.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.count().unwrap_or(0))
-        .await
-        .unwrap_or(0);
-    let mut body = relay.metrics.render(stored);
-    body.push_str(&format!(
-        "# HELP echorelay_subscriptions Open REQ subscriptions.\n# TYPE echorelay_subscriptions gauge\nechorelay_subscriptions {}\n",
-        relay.registry.len()
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
