@@ -376,3 +376,64 @@ impl WithInput for Command {
         child.wait_with_output().unwrap()
     }
 }
+
+/// `import` shows its progress: plain lines (each tenth of the file) when
+/// stderr is not a terminal, a bar with the rate and ETA on a terminal (a
+/// pty made by `script`, where installed), nothing with `--quiet`; the
+/// summary line every time.
+#[test]
+fn import_progress_on_a_terminal_and_in_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate();
+    let lines: String = (0..2000)
+        .map(|i| keys.sign(now(), 1, vec![], format!("note {i}")).to_json() + "\n")
+        .collect();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let import = |data: &str, quiet: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("import")
+            .arg(&file)
+            .arg("--data")
+            .arg(dir.path().join(data));
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let logged = import("plain", false);
+    let progress_lines = logged.lines().filter(|l| l.starts_with("import: ")).count();
+    assert!(progress_lines >= 5, "{logged}");
+    assert!(logged.contains("2000 stored"), "{logged}");
+    let quiet = import("quiet", true);
+    assert!(!quiet.contains("import: "), "{quiet}");
+    assert!(quiet.contains("2000 stored"), "{quiet}");
+
+    let Ok(script) = Command::new("script").arg("--version").output() else {
+        eprintln!("no `script` here: the terminal bar is checked by the unit test only");
+        return;
+    };
+    assert!(script.status.success());
+    let command = format!(
+        "{BIN} import {} --data {}",
+        file.display(),
+        dir.path().join("tty").display()
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("2000 stored"), "{screen}");
+    assert!(
+        !screen.contains("import: "),
+        "no plain lines on a terminal: {screen}"
+    );
+}

@@ -35,6 +35,11 @@ pub struct ControlArgs {
 }
 
 impl ControlArgs {
+    /// How a streaming command (`peers sync`) shows progress.
+    pub fn progress_mode(&self) -> super::progress::Mode {
+        self.node.progress_mode()
+    }
+
     pub fn client(&self) -> anyhow::Result<AdminClient> {
         let config = self.node.load()?;
         crate::tls::trust_extra_roots(&config.server.tls_roots)?;

@@ -27,7 +27,15 @@ pub fn run(args: ExportArgs) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut write_error = None;
+    // All events: the store's count is the total; a filter's is unknown.
+    let total = match filter {
+        None => Some(store.count()?),
+        Some(_) => None,
+    };
+    let mut progress =
+        super::progress::Progress::new(args.node.progress_mode(), "export", "events", total);
     let mut emit = |json: &str| -> Result<(), Stop> {
+        progress.inc(1);
         if let Err(e) = out
             .write_all(json.as_bytes())
             .and_then(|_| out.write_all(b"\n"))
@@ -51,6 +59,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<i32> {
         })?,
     }
     drop(txn);
+    progress.finish();
     if let Some(e) = write_error {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             return Ok(0);

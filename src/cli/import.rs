@@ -46,13 +46,25 @@ const MAX_REPORTED: u64 = 20;
 
 pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     let config = args.node.load()?;
-    let input: Box<dyn BufRead> = match &args.file {
-        Some(path) => Box::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+    let (input, size): (Box<dyn BufRead>, Option<u64>) = match &args.file {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let size = file.metadata().ok().map(|m| m.len());
+            (
+                Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+                size,
+            )
+        }
+        None => (
+            Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+            None,
+        ),
     };
+    // Progress in bytes of the file (its size is the total), events in
+    // the message.
+    let mut progress =
+        super::progress::Progress::new(args.node.progress_mode(), "import", "bytes", size);
     let store = Arc::new(super::open_store(&config)?);
     let metrics = Arc::new(Metrics::default());
     let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
@@ -69,6 +81,10 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     for (index, line) in input.lines().enumerate() {
         let line = line.context("cannot read the input")?;
         let line_no = index as u64 + 1;
+        progress.inc(line.len() as u64 + 1);
+        if line_no % 1024 == 0 {
+            progress.message(format!("{line_no} lines"));
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -83,6 +99,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
         }
     }
     submit(&verify, &writer, &tally, &pending, group);
+    progress.finish();
     verify.shutdown();
     writer.shutdown();
     drop(pending);

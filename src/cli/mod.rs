@@ -8,6 +8,7 @@ mod graph;
 mod import;
 mod negentropy;
 mod peers;
+mod progress;
 mod serve;
 mod sessions;
 mod status;
@@ -69,6 +70,9 @@ pub struct NodeArgs {
     /// Data directory (overrides store.data_dir).
     #[arg(long, value_name = "DIR", global = true, env = "ECHORELAY_DATA")]
     data: Option<PathBuf>,
+    /// No progress bar or progress lines (summaries and errors still print).
+    #[arg(long, short, global = true)]
+    quiet: bool,
 }
 
 /// A secret from the file `--token-file` names (its first line, so it
@@ -106,6 +110,11 @@ fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
 }
 
 impl NodeArgs {
+    /// How this command shows progress on stderr.
+    fn progress_mode(&self) -> progress::Mode {
+        progress::Mode::for_stderr(self.quiet)
+    }
+
     fn load(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(dir) = &self.data {

@@ -39,7 +39,7 @@ pub fn run(args: NegentropyArgs) -> anyhow::Result<i32> {
         Action::Add { filter } => {
             let filter = Filter::from_json(&filter)?;
             let id = store.add_scope(&filter)?;
-            let added = store.build_scope(id)?;
+            let added = build(&store, id, args.node.progress_mode())?;
             if args.json {
                 println!("{}", serde_json::json!({"id": id, "events": added}));
             } else {
@@ -74,7 +74,7 @@ pub fn run(args: NegentropyArgs) -> anyhow::Result<i32> {
             }
         }
         Action::Build { id } => {
-            let added = store.build_scope(id)?;
+            let added = build(&store, id, args.node.progress_mode())?;
             println!("tree {id} rebuilt with {added} events");
         }
         Action::Remove { id } => {
@@ -84,4 +84,18 @@ pub fn run(args: NegentropyArgs) -> anyhow::Result<i32> {
     }
     store.sync();
     Ok(0)
+}
+
+/// Builds tree `id`, showing how far through the store's sequence numbers
+/// the build has read.
+fn build(store: &crate::store::Store, id: u32, mode: super::progress::Mode) -> anyhow::Result<u64> {
+    let last = {
+        let txn = store.read_txn()?;
+        store.last_seq(&txn)?
+    };
+    let label = format!("build tree {id}");
+    let mut progress = super::progress::Progress::new(mode, &label, "seqs", Some(last));
+    let added = store.build_scope_with(id, |seq| progress.set(seq))?;
+    progress.finish();
+    Ok(added)
 }

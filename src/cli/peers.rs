@@ -120,7 +120,7 @@ pub fn run(args: PeersArgs) -> anyhow::Result<i32> {
             if *background || url.is_none() {
                 block_on(client.call("TriggerSync", &body))??
             } else {
-                return stream_sync(&client, &body, json_out);
+                return stream_sync(&client, &body, json_out, args.control.progress_mode());
             }
         }
     };
@@ -135,20 +135,19 @@ fn stream_sync(
     client: &crate::admin::client::AdminClient,
     body: &Value,
     json_out: bool,
+    mode: super::progress::Mode,
 ) -> anyhow::Result<i32> {
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = super::progress::Progress::new(mode, "sync", "events", None);
     let mut last = Value::Null;
     block_on(client.stream("SyncWithPeer", body, |record| {
         if json_out {
             print_json(record);
-        } else if let Ok(progress) = serde_json::from_value::<Progress>(record.clone()) {
-            super::sync::show(&progress, terminal);
+        } else if let Ok(step) = serde_json::from_value::<Progress>(record.clone()) {
+            super::sync::show(&mut progress, &step);
         }
         last = record.clone();
     }))??;
-    if terminal && !json_out {
-        eprintln!();
-    }
+    progress.finish();
     if let Some(error) = last["error"].as_str() {
         eprintln!("echorelay: sync failed: {error}");
         return Ok(1);

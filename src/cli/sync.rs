@@ -6,7 +6,6 @@
 //! Exit codes: 0 everything transferred; 3 completed but some events were
 //! refused (listed); 1 the run failed (connection, timeout, no NIP-77).
 
-use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use anyhow::Context;
 use clap::builder::TypedValueParser;
 use clap::Args;
 
+use super::progress::Progress as ProgressLine;
 use super::NodeArgs;
 use crate::filter::Filter;
 use crate::metrics::Metrics;
@@ -92,17 +92,15 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let terminal = std::io::stderr().is_terminal();
+    let mut progress = ProgressLine::new(args.node.progress_mode(), "sync", "events", None);
     let result = runtime.block_on(sync_with_peer(&args.url, &local, &opts, |p| {
-        show(p, terminal)
+        show(&mut progress, p)
     }));
+    progress.finish();
     drop(local);
     verify.shutdown();
     writer.shutdown();
     store.sync();
-    if terminal {
-        eprintln!();
-    }
     let report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -149,16 +147,13 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// One progress line: redrawn in place on a terminal, logged otherwise.
-pub(super) fn show(p: &Progress, terminal: bool) {
-    let line = format!(
-        "round {} · have {} · need {} · fetched {} · sent {}",
-        p.round, p.have_count, p.need_count, p.fetched_count, p.sent_count
-    );
-    if terminal {
-        eprint!("\r{line}   ");
-        let _ = std::io::stderr().flush();
-    } else {
-        tracing::info!("{line}");
-    }
+/// A sync's progress: events moved (fetched + sent) of those reconciliation
+/// found (have + need), with the round.
+pub(super) fn show(progress: &mut ProgressLine, p: &Progress) {
+    progress.set_total(p.have_count + p.need_count);
+    progress.message(format!(
+        "round {} · need {} · have {}",
+        p.round, p.need_count, p.have_count
+    ));
+    progress.set(p.fetched_count + p.sent_count);
 }

@@ -295,6 +295,16 @@ impl Store {
     /// writing meanwhile (its batches maintain the tree too; inserts are
     /// idempotent), then marks it ready.
     pub fn build_scope(&self, id: u32) -> Result<u64, StoreError> {
+        self.build_scope_with(id, |_| {})
+    }
+
+    /// [`Store::build_scope`], telling `reached` the last sequence number
+    /// read after each chunk (progress against `last_seq`).
+    pub fn build_scope_with(
+        &self,
+        id: u32,
+        mut reached: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
         let scope = self.write_retrying(|txn| {
             let scope = self
                 .scopes(txn)?
@@ -315,6 +325,9 @@ impl Store {
             let (done, last, chunk_added) =
                 self.write_retrying(|txn| self.build_chunk(txn, &scope, after))?;
             added += chunk_added;
+            if let Some(seq) = last {
+                reached(seq);
+            }
             match last {
                 Some(seq) if !done => after = seq,
                 _ => return Ok(added),
