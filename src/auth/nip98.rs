@@ -186,23 +186,19 @@ impl Replays {
     }
 }
 
-/// Whether the authority of `url` is `host`, ignoring case and the
-/// scheme's default port.
+/// Whether `url` names `host` (a `Host` header value: name or address,
+/// optional port), ignoring case and the scheme's default port; parsed
+/// with `url`, so IPv6 literals and default ports compare as they should.
 fn same_host(url: &str, host: &str) -> bool {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "https" | "wss" => ":443",
-        _ => ":80",
+    let Ok(named) = url::Url::parse(url) else {
+        return false;
     };
-    let normal = |a: &str| {
-        let a = a.trim().to_ascii_lowercase();
-        match a.strip_suffix(default_port) {
-            Some(bare) => bare.to_string(),
-            None => a,
-        }
+    let Ok(here) = url::Url::parse(&format!("{}://{}", named.scheme(), host.trim())) else {
+        return false;
     };
-    normal(authority) == normal(host)
+    named.host() == here.host()
+        && named.port_or_known_default() == here.port_or_known_default()
+        && here.path() == "/"
 }
 
 /// The path and query of an absolute URL (`/` when it has no path).
@@ -284,6 +280,17 @@ mod tests {
         };
         assert_eq!(payload(&tagged(&"ab".repeat(32))), Ok(Some([0xab; 32])));
         assert!(payload(&tagged("not hex")).is_err());
+    }
+
+    #[test]
+    fn hosts_compare_as_urls() {
+        assert!(same_host("http://[::1]:80/x", "[::1]"));
+        assert!(same_host("https://Node.Example/graphs", "node.example:443"));
+        assert!(same_host("http://127.0.0.1:7777/a?b", "127.0.0.1:7777"));
+        assert!(!same_host("http://127.0.0.1:7777/a", "127.0.0.1:7778"));
+        assert!(!same_host("http://a.example/x", "b.example"));
+        assert!(!same_host("http://a.example/x", "a.example/evil"));
+        assert!(!same_host("not a url", "a.example"));
     }
 
     #[test]

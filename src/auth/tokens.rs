@@ -55,12 +55,15 @@ impl TokenUsers {
             .iter()
             .filter_map(|k| crate::event::decode_hex::<32>(k))
             .collect();
-        let relay_url = config.server.relay_url.trim();
-        let public_host = relay_url
-            .split_once("://")
-            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
-            .filter(|host| !host.is_empty())
-            .map(str::to_string);
+        let public_host = url::Url::parse(config.server.relay_url.trim())
+            .ok()
+            .and_then(|url| {
+                let host = url.host_str()?.to_string();
+                Some(match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            });
         TokenUsers {
             by_hash,
             nip98,

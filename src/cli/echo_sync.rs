@@ -176,30 +176,15 @@ fn print_change(change: &Value, verbose: bool) {
     }
 }
 
-/// `*` and `?` glob match on node ids.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+/// The `--filter` glob over node ids (`*`, `?`, `[…]`, with globset).
+fn node_glob(pattern: &str) -> anyhow::Result<globset::GlobMatcher> {
+    globset::Glob::new(pattern)
+        .map(|glob| glob.compile_matcher())
+        .with_context(|| format!("--filter {pattern:?} is not a glob"))
 }
 
 async fn pull(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<(i32, Value)> {
+    let wanted = args.filter.as_deref().map(node_glob).transpose()?;
     let mut changes = Vec::new();
     let mut cursor: Option<String> = None;
     let mut sync_ids = Vec::new();
@@ -225,7 +210,7 @@ async fn pull(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<(i32, Value)> {
         sync_ids.push(reply["sync_id"].clone());
         for change in reply["changes"].as_array().into_iter().flatten() {
             let id = change["node_id"].as_str().unwrap_or("");
-            if args.filter.as_deref().is_none_or(|p| glob(p, id)) {
+            if wanted.as_ref().is_none_or(|glob| glob.is_match(id)) {
                 if !args.json {
                     print_change(change, args.verbose);
                 }
@@ -454,14 +439,17 @@ async fn monitor(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::node_glob;
 
     #[test]
     fn globs() {
+        let glob = |p: &str, t: &str| node_glob(p).unwrap().is_match(t);
         assert!(glob("node-*", "node-abc"));
         assert!(glob("n?de-*", "node-"));
         assert!(!glob("node-*", "other"));
         assert!(glob("*", ""));
         assert!(glob("a*b*c", "axxbyyc"));
+        assert!(glob("sensor-[ab]", "sensor-b"));
+        assert!(node_glob("[unclosed").is_err());
     }
 }

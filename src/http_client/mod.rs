@@ -42,30 +42,28 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, HttpError> {
         let bad = || HttpError::BadUrl(url.to_string());
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err(bad());
+        let parsed = url::Url::parse(url).map_err(|_| bad())?;
+        let tls = match parsed.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad()),
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.is_empty() || authority.contains('@') {
+        if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(bad());
         }
-        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let port = parsed.port_or_known_default().ok_or_else(bad)?;
+        // The name TLS checks is the bare host (an IPv6 literal without its
+        // brackets); the address dialled keeps them.
+        let (host, authority) = match parsed.host().ok_or_else(bad)? {
+            url::Host::Ipv6(ip) => (ip.to_string(), format!("[{ip}]:{port}")),
+            url::Host::Ipv4(ip) => (ip.to_string(), format!("{ip}:{port}")),
+            url::Host::Domain(name) => (name.to_string(), format!("{name}:{port}")),
+        };
         Ok(Endpoint {
             tls,
-            host: host.to_string(),
-            authority: if authority.contains(':') {
-                authority.to_string()
-            } else {
-                format!("{authority}:{}", if tls { 443 } else { 80 })
-            },
-            base_path: path.trim_end_matches('/').to_string(),
+            host,
+            authority,
+            base_path: parsed.path().trim_end_matches('/').to_string(),
         })
     }
 
@@ -225,5 +223,10 @@ mod tests {
         assert_eq!(e.url("/x"), "http://127.0.0.1:7777/x");
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("http://").is_err());
+        assert!(Endpoint::parse("http://user:pw@host/").is_err());
+        // An IPv6 literal gets its scheme's default port; TLS sees the bare address.
+        let e = Endpoint::parse("http://[::1]/x").unwrap();
+        assert_eq!((e.authority.as_str(), e.host.as_str()), ("[::1]:80", "::1"));
+        assert_eq!(e.url("/y"), "http://[::1]:80/x/y");
     }
 }
