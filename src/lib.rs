@@ -42,7 +42,8 @@ pub mod filter;
 pub mod graph;
 /// Lowercase hex on the ingest path (ids, pubkeys, signatures).
 pub mod hex_codec;
-/// A small HTTP client (CLI calls, asset blobs from peers).
+/// Outgoing HTTP on one reqwest client (CLI calls, NIP-11, asset blobs,
+/// graph forwarding), every call bounded in time and size.
 pub mod http_client;
 /// Random identifiers (UUID v4).
 pub mod ids;

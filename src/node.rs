@@ -229,7 +229,7 @@ pub async fn run_with_admin(
         max_tx_size: relay.config.policy.max_event_size,
         store_dir: relay.config.store.data_dir.clone(),
         sync: sync.clone(),
-        home_connections: crate::graph::home_connections(),
+        home_calls: crate::graph::home_calls(),
         public_origin: crate::http_client::Endpoint::of_relay(relay.config.server.relay_url.trim())
             .map(crate::http_client::Endpoint::host_root),
         shutdown: stop_tx.subscribe(),

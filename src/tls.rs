@@ -120,6 +120,12 @@ pub fn trust_extra_roots(path: &str) -> Result<(), TlsError> {
 
 /// The connector every outgoing TLS connection uses.
 pub fn client_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    client_config().map(tokio_rustls::TlsConnector::from)
+}
+
+/// The configuration behind [`client_connector`] (the HTTP client takes it
+/// by value).
+pub fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
     CLIENT
         .get_or_init(|| {
             let mut roots = rustls::RootCertStore::empty();
@@ -134,5 +140,4 @@ pub fn client_connector() -> Result<tokio_rustls::TlsConnector, String> {
                 .map_err(|e| e.to_string())
         })
         .clone()
-        .map(tokio_rustls::TlsConnector::from)
 }

@@ -115,7 +115,8 @@ async fn auth_and_bad_requests_are_refused_clearly() {
     .await;
     assert_eq!(status, 400);
 
-    let err = echorelay::admin::client::AdminClient::new(&format!("http://{addr}"), "nope")
+    let wait = std::time::Duration::from_secs(30);
+    let err = echorelay::admin::client::AdminClient::new(&format!("http://{addr}"), "nope", wait)
         .unwrap()
         .call("Ready", &json!({}))
         .await

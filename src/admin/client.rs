@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::http_client::{self, Endpoint, HttpError};
 
 /// Why a call failed before the API answered with JSON.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminClientError {
-    #[error("control API: {0} (is `echorelay serve` running?)")]
+    #[error("control API call failed (is `echorelay serve` running?)")]
     Http(#[from] HttpError),
     #[error("control API sent a malformed reply: {0}")]
     Malformed(String),
@@ -20,6 +19,11 @@ pub enum AdminClientError {
     #[error("{1} (HTTP {0})")]
     Status(u16, String),
 }
+
+/// Largest JSON reply read from the API.
+const MAX_REPLY: usize = 64 * 1024 * 1024;
+/// Longest line of a streamed reply.
+const MAX_LINE: usize = 1024 * 1024;
 
 /// A control API endpoint and its token.
 pub struct AdminClient {
@@ -29,8 +33,9 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// `url` is `http://HOST:PORT` (the scheme may be left out).
-    pub fn new(url: &str, token: &str) -> Result<AdminClient, AdminClientError> {
+    /// `url` is `http://HOST:PORT` (the scheme may be left out); every
+    /// call must be answered within `timeout`.
+    pub fn new(url: &str, token: &str, timeout: Duration) -> Result<AdminClient, AdminClientError> {
         let url = if url.contains("://") {
             url.to_string()
         } else {
@@ -39,38 +44,40 @@ impl AdminClient {
         Ok(AdminClient {
             endpoint: Endpoint::parse(&url)?,
             auth: format!("Bearer {token}"),
-            timeout: Duration::from_secs(30),
+            timeout,
         })
     }
 
     /// Calls `method` with `args` and returns the JSON reply.
     pub async fn call(&self, method: &str, args: &Value) -> Result<Value, AdminClientError> {
-        let reply = self.request(method, args).await?;
-        let body = tokio::time::timeout(self.timeout, reply.bytes(64 * 1024 * 1024))
-            .await
-            .map_err(|_| HttpError::Timeout(self.endpoint.url(""), self.timeout))??;
+        let body = self.request(method, args).await?.bytes(MAX_REPLY).await?;
         serde_json::from_slice(&body).map_err(|e| AdminClientError::Malformed(e.to_string()))
     }
 
     /// Calls a streaming method and hands each JSON line to `on_record`.
-    /// A stream may be quiet for long (a big transfer), so no read timeout.
+    /// A stream may be quiet for long (a big transfer), so only its head
+    /// has to arrive within the timeout.
     pub async fn stream(
         &self,
         method: &str,
         args: &Value,
         mut on_record: impl FnMut(&Value),
     ) -> Result<(), AdminClientError> {
-        let reply = self.request(method, args).await?;
-        let mut lines = BufReader::new(reply.body).lines();
-        while let Some(line) = lines.next_line().await.map_err(HttpError::from)? {
-            if line.trim().is_empty() {
-                continue;
+        let mut reply = self.request(method, args).await?;
+        let mut pending = Vec::new();
+        while let Some(chunk) = reply.chunk().await? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                record_of(&line, &mut on_record)?;
             }
-            let record: Value = serde_json::from_str(&line)
-                .map_err(|e| AdminClientError::Malformed(e.to_string()))?;
-            on_record(&record);
+            if pending.len() > MAX_LINE {
+                return Err(AdminClientError::Malformed(format!(
+                    "a streamed line longer than {MAX_LINE} bytes"
+                )));
+            }
         }
-        Ok(())
+        record_of(&pending, &mut on_record)
     }
 
     /// Sends the request; an error status becomes [`AdminClientError::Status`].
@@ -96,11 +103,7 @@ impl AdminClient {
         .await?;
         if reply.status >= 300 {
             let status = reply.status;
-            let body = tokio::time::timeout(self.timeout, reply.bytes(64 * 1024))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let body = reply.bytes(64 * 1024).await.unwrap_or_default();
             let reason = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
@@ -109,4 +112,15 @@ impl AdminClient {
         }
         Ok(reply)
     }
+}
+
+/// Hands one line of a stream to `on_record` (blank lines are skipped).
+fn record_of(line: &[u8], on_record: &mut impl FnMut(&Value)) -> Result<(), AdminClientError> {
+    if line.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let record: Value =
+        serde_json::from_slice(line).map_err(|e| AdminClientError::Malformed(e.to_string()))?;
+    on_record(&record);
+    Ok(())
 }

@@ -78,7 +78,7 @@ pub fn check_event(
         return Err("created_at is too far from now".into());
     }
     let url = event.tag_values("u").next().ok_or("missing u tag")?;
-    if path_of(url) != path_and_query {
+    if path_of(url).as_deref() != Some(path_and_query) {
         return Err("u tag does not match the request URL".into());
     }
     if !same_host(url, host) {
@@ -201,13 +201,11 @@ fn same_host(url: &str, host: &str) -> bool {
         && here.path() == "/"
 }
 
-/// The path and query of an absolute URL (`/` when it has no path).
-fn path_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    match rest.find('/') {
-        Some(i) => &rest[i..],
-        None => "/",
-    }
+/// The path and query of an absolute URL (`/` when it has no path), with
+/// the escaping an HTTP client applies before it sends the request line.
+fn path_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    Some(url[url::Position::BeforePath..url::Position::AfterQuery].to_string())
 }
 
 #[cfg(test)]
@@ -291,6 +289,16 @@ mod tests {
         assert!(!same_host("http://a.example/x", "b.example"));
         assert!(!same_host("http://a.example/x", "a.example/evil"));
         assert!(!same_host("not a url", "a.example"));
+    }
+
+    #[test]
+    fn paths_compare_as_sent() {
+        assert_eq!(path_of("http://h:1").as_deref(), Some("/"));
+        assert_eq!(path_of("http://h:1/a?b=c").as_deref(), Some("/a?b=c"));
+        // A client escapes a space before sending; the tag's path matches that.
+        assert_eq!(path_of("http://h/a b/c").as_deref(), Some("/a%20b/c"));
+        assert_eq!(path_of("http://h/x#frag").as_deref(), Some("/x"));
+        assert_eq!(path_of("/relative"), None);
     }
 
     #[test]

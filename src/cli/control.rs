@@ -32,6 +32,10 @@ pub struct ControlArgs {
     /// Print the API's JSON reply instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Seconds the API has to answer a call (a streamed reply: to start).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
 }
 
 impl ControlArgs {
@@ -55,7 +59,8 @@ impl ControlArgs {
             )
             .context("no admin token: pass --token or run on the node's data dir")?,
         };
-        Ok(AdminClient::new(&url, &token)?)
+        let timeout = std::time::Duration::from_secs(self.timeout);
+        Ok(AdminClient::new(&url, &token, timeout)?)
     }
 }
 

@@ -69,13 +69,16 @@ pub struct EchoSyncArgs {
     /// Read the bearer token from this file instead (first line).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Seconds the API has to answer each call.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
 }
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Api {
     endpoint: Endpoint,
     auth: String,
+    timeout: Duration,
 }
 
 impl Api {
@@ -90,7 +93,7 @@ impl Api {
             path,
             &headers,
             body.to_string().as_bytes(),
-            TIMEOUT,
+            self.timeout,
         )
         .await
         .with_context(|| format!("cannot reach the Echo API at {}", self.endpoint.url("")))?;
@@ -121,6 +124,7 @@ pub fn run(args: EchoSyncArgs) -> anyhow::Result<i32> {
     let api = Api {
         endpoint,
         auth: format!("Bearer {token}"),
+        timeout: Duration::from_secs(args.timeout),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-
 use super::blobs::{AssetRecord, Received, Spool};
 use super::Graphs;
 use crate::http_client::{self, Endpoint};
@@ -67,7 +65,7 @@ async fn fetch_from(
         .await
         .map_err(|e| e.to_string())?;
     let temp = dir.join(hex::encode(rand::random::<[u8; 16]>()));
-    let result = receive(reply.body, &temp, record).await;
+    let result = receive(reply, &temp, record).await;
     if result.is_err() {
         let _ = tokio::fs::remove_file(&temp).await;
         return result;
@@ -79,7 +77,7 @@ async fn fetch_from(
 }
 
 async fn receive(
-    mut body: impl tokio::io::AsyncRead + Unpin,
+    mut body: http_client::Reply,
     temp: &std::path::Path,
     record: &AssetRecord,
 ) -> Result<(), String> {
@@ -90,13 +88,8 @@ async fn receive(
         }
     };
     let mut spool = Spool::create(temp).await.map_err(failed)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = body.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        spool.write(&buf[..n]).await.map_err(failed)?;
+    while let Some(chunk) = body.chunk().await.map_err(|e| e.to_string())? {
+        spool.write(&chunk).await.map_err(failed)?;
     }
     let (sha256, _) = spool.finish().await.map_err(failed)?;
     if sha256 != record.sha256 {

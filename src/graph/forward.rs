@@ -31,9 +31,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest reply read from the home (a batch's signed events).
 const MAX_REPLY: usize = 256 * 1024 * 1024;
 
-/// The kept-alive connections a node keeps to graph homes.
-pub fn connections() -> crate::http_client::Pool {
-    crate::http_client::Pool::new(MAX_REPLY, TIMEOUT)
+/// The bounded calls a node makes to graph homes.
+pub fn home_calls() -> crate::http_client::BoundedCalls {
+    crate::http_client::BoundedCalls::new(MAX_REPLY, TIMEOUT)
 }
 
 /// Sends `body` to `home` for `origin`'s user and returns the home's verdict.
@@ -85,7 +85,7 @@ async fn call_home(
         ("Content-Type", "application/json"),
     ];
     let reply = graphs
-        .home_connections
+        .home_calls
         .request(&endpoint, method, path, &headers, body)
         .await
         .map_err(|e| e.to_string())?;

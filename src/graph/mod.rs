@@ -11,7 +11,7 @@ mod blobs;
 mod fetch;
 mod forward;
 mod gaps;
-pub use forward::connections as home_connections;
+pub use forward::home_calls;
 pub use gaps::spawn_watcher as spawn_gap_watcher;
 pub mod home;
 mod http;
@@ -56,8 +56,9 @@ pub struct Graphs {
     pub store_dir: std::path::PathBuf,
     /// The sync service, for the mesh peers to fetch blobs from.
     pub sync: Arc<crate::sync::SyncService>,
-    /// Kept-alive connections to graph homes (forwarded batches, resets).
-    pub home_connections: crate::http_client::Pool,
+    /// Calls to graph homes (forwarded batches, resets), bounded in number
+    /// and reply size.
+    pub home_calls: crate::http_client::BoundedCalls,
     /// Turns true when the node stops: graph sockets close then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// `server.relay_url` as http(s):// (`None` when not configured): the

@@ -91,10 +91,7 @@ pub(super) async fn frame_limit_for(url: &str, configured: usize, timeout: Durat
         let reply = crate::http_client::request(&endpoint, "GET", "", &accept, b"", wait)
             .await
             .ok()?;
-        let body = tokio::time::timeout(wait, reply.bytes(64 * 1024))
-            .await
-            .ok()?
-            .ok()?;
+        let body = reply.bytes(64 * 1024).await.ok()?;
         serde_json::from_slice::<Value>(&body).ok()
     };
     let Some(max) = document

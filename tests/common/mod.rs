@@ -157,6 +157,7 @@ impl TestRelay {
         echorelay::admin::client::AdminClient::new(
             &format!("http://{}", self.admin_addr),
             ADMIN_TOKEN,
+            std::time::Duration::from_secs(30),
         )
         .expect("admin url")
     }
