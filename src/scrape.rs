@@ -63,6 +63,13 @@ pub async fn render(scrape: &Scrape) -> String {
         "Open NIP-77 sessions.",
         relay.neg_directory.list().len(),
     );
+    let _ = writeln!(
+        body,
+        "# HELP echorelay_fanout_deliveries_total Events offered to matching live subscriptions.\n\
+         # TYPE echorelay_fanout_deliveries_total counter\n\
+         echorelay_fanout_deliveries_total {}",
+        relay.registry.delivered()
+    );
     peer_series(&mut body, &scrape.sync);
     body
 }

@@ -437,3 +437,37 @@ fn import_progress_on_a_terminal_and_in_a_log() {
         "no plain lines on a terminal: {screen}"
     );
 }
+
+#[test]
+fn node_key_prints_one_identity_and_keeps_it_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+    let run = || {
+        let out = Command::new(BIN)
+            .args(["node-key", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let first = run();
+    assert_eq!(first.len(), 64);
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(run(), first, "the key is made once");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The public key is the one of the stored secret.
+    let secret = std::fs::read_to_string(data.join("node.key")).unwrap();
+    let secret = echorelay::event::decode_hex::<32>(secret.trim()).unwrap();
+    let keys = echorelay::event::Keys::from_secret(&secret).unwrap();
+    assert_eq!(hex::encode(keys.public_key()), first);
+}

@@ -74,7 +74,7 @@ async fn ndk_sync_with_two_filters_reaches_their_union() {
         })
         .collect();
     let filters = json!([{"kinds": [1]}, {"kinds": [1, 7], "since": base + 60}]);
-    let in_union = |i: usize| i % 2 == 0 || i >= 60;
+    let in_union = |i: usize| i.is_multiple_of(2) || i >= 60;
     // Kind 9 matches neither filter: 10 on the relay only, 10 in the cache only.
     let noise: Vec<Event> = (0..20)
         .map(|i| event_at(&keys, 9, base + i, vec![], &format!("noise {i}")))

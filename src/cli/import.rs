@@ -82,7 +82,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
         let line = line.context("cannot read the input")?;
         let line_no = index as u64 + 1;
         progress.inc(line.len() as u64 + 1);
-        if line_no % 1024 == 0 {
+        if line_no.is_multiple_of(1024) {
             progress.message(format!("{line_no} lines"));
         }
         if line.trim().is_empty() {

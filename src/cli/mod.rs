@@ -7,6 +7,7 @@ mod export;
 mod graph;
 mod import;
 mod negentropy;
+mod node_key;
 mod peers;
 mod progress;
 mod serve;
@@ -59,6 +60,8 @@ enum Command {
     EchoSync(echo_sync::EchoSyncArgs),
     /// List graphs and their home nodes, move a graph's home, list conflicts (control API).
     Graph(graph::GraphArgs),
+    /// Print this node's public key (hex), creating <data>/node.key on first use.
+    NodeKey(node_key::NodeKeyArgs),
 }
 
 /// Options shared by every subcommand that touches a node's local state.
@@ -153,6 +156,7 @@ pub fn main() -> i32 {
         Command::Token(args) => token::run(args),
         Command::EchoSync(args) => echo_sync::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::NodeKey(args) => node_key::run(args),
     };
     match result {
         Ok(code) => code,

@@ -103,6 +103,8 @@ impl Subscription {
 pub struct Registry {
     subs: RwLock<HashMap<(u64, String), Arc<Subscription>>>,
     stored: tokio::sync::broadcast::Sender<Arc<Committed>>,
+    /// Events offered to matching live subscriptions since start.
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 /// Stored events buffered per slow feed reader before it lags (and the
@@ -114,6 +116,7 @@ impl Default for Registry {
         Registry {
             subs: RwLock::default(),
             stored: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
+            delivered: Default::default(),
         }
     }
 }
@@ -168,8 +171,15 @@ impl Registry {
         self.subs.read().is_empty()
     }
 
+    /// Events offered to matching live subscriptions since start (the
+    /// fan-out's work: one per event and subscription).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
     fn deliver(&self, batch: &[Arc<Committed>], read: &ReadPolicy) {
         let subs = self.subs.read();
+        let mut offered = 0u64;
         for committed in batch {
             for sub in subs.values() {
                 if sub.is_cancelled() || !sub.filters.iter().any(|f| f.matches(&committed.event)) {
@@ -179,8 +189,10 @@ impl Registry {
                     continue;
                 }
                 sub.offer(committed);
+                offered += 1;
             }
         }
+        self.delivered.fetch_add(offered, Ordering::Relaxed);
     }
 }
 

@@ -352,7 +352,7 @@ async fn upload(
             report.refused.push((id, note));
         }
         state.sent_count = report.sent;
-        if report.sent % 100 == 0 {
+        if report.sent.is_multiple_of(100) {
             progress(state);
         }
     }

@@ -50,11 +50,22 @@ pub fn spawn_serve_with(
          [limits]\nevents_per_second = 0\nreqs_per_second = 0\n{extra_tables}"
     );
     std::fs::write(&config, text).unwrap();
+    let data = dir.join("db");
+    spawn_serve_args(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
+}
+
+/// Starts `echorelay serve ARGS` and waits until its relay listens.
+pub fn spawn_serve_args(args: &[&std::ffi::OsStr]) -> (Serve, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("db"))
-        .arg("--config")
-        .arg(&config)
+        .arg("serve")
+        .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
