@@ -276,6 +276,7 @@ async fn sighup_swaps_the_certificate_and_bad_settings_are_refused() {
         .status()
         .unwrap();
     assert!(hup.success());
+    serve.logged("TLS certificate not reloaded", WAIT).await;
     assert!(serve.try_wait().unwrap().is_none(), "still running");
     assert!(wss(url, pem).await.is_ok(), "the good certificate stays");
     drop(serve);

@@ -11,6 +11,20 @@ pub struct Serve {
     child: Child,
     /// `http://` address of its control API.
     pub admin: String,
+    /// Its stderr lines so far.
+    log: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    /// Awaits a log line containing `text` (at most `within`).
+    pub async fn logged(&self, text: &str, within: std::time::Duration) {
+        let log = self.log.clone();
+        super::eventually(&format!("a log line with {text:?}"), within, || {
+            let found = log.lock().iter().any(|line| line.contains(text));
+            async move { found.then_some(()) }
+        })
+        .await
+    }
 }
 
 impl std::ops::Deref for Serve {
@@ -91,11 +105,18 @@ pub fn spawn_serve_args(args: &[&std::ffi::OsStr]) -> (Serve, String) {
         }
     };
     // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let log = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().push(line);
+        }
+    });
     (
         Serve {
             child,
             admin: format!("http://{admin}"),
+            log,
         },
         format!("ws://{addr}"),
     )
