@@ -56,6 +56,9 @@ pub struct Metrics {
     /// Mesh-kind events refused because their author is not in the mesh
     /// set, whatever path brought them (client, sync, live link, import).
     pub mesh_author_refused: AtomicU64,
+    /// Open echo change streams, and those dropped for reading too slowly.
+    pub echo_streams: AtomicU64,
+    pub echo_streams_dropped_slow: AtomicU64,
     batch_count: AtomicU64,
     batch_sum: AtomicU64,
     batch_buckets: [AtomicU64; 8],
@@ -158,6 +161,18 @@ impl Metrics {
             "Graph and echo events refused because their author is not in the mesh set.",
             "counter",
             self.mesh_author_refused.load(Relaxed),
+        );
+        counter(
+            "echorelay_echo_streams",
+            "Open echo change streams (GET /echo/stream).",
+            "gauge",
+            self.echo_streams.load(Relaxed),
+        );
+        counter(
+            "echorelay_echo_streams_dropped_slow_total",
+            "Echo change streams dropped because their reader fell too far behind.",
+            "counter",
+            self.echo_streams_dropped_slow.load(Relaxed),
         );
         counter(
             "echorelay_reqs_total",

@@ -241,7 +241,12 @@ pub async fn run_with_admin(
         tokens,
         &relay.config.auth.echo_grants,
         relay.config.policy.max_event_size,
+        relay.metrics.clone(),
     ));
+    echo.start_streams(
+        relay.registry.stored_feed().subscribe(),
+        stop_tx.subscribe(),
+    );
     crate::graph::spawn_gap_watcher(graphs.clone(), relay.registry.stored_feed().subscribe());
     let mut apis = crate::graph::routes(graphs).merge(crate::echo::routes(echo));
     if relay.config.server.metrics_on == "relay" {

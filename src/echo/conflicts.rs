@@ -120,6 +120,7 @@ mod tests {
             base: base.into(),
             origin: origin.into(),
             id: format!("{origin}{version}"),
+            sync_id: String::new(),
         }
     }
 

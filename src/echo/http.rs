@@ -4,7 +4,7 @@
 //! `timestamp` and `metrics`; errors also get a 4xx code.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -23,6 +23,8 @@ const MAX_BODY: usize = 1024 * 1024;
 /// How far ahead of the clock a state's `created_at` may run (each push of
 /// a node moves it on by at least a second, so it replaces the last).
 const MAX_AHEAD_SECS: u64 = 60;
+/// Longest `options.timeout` a push may wait for acknowledgements (s).
+const MAX_CONFIRM_SECS: f64 = 300.0;
 /// Pull page size: default and most.
 const PULL_DEFAULT: usize = 100;
 const PULL_MAX: usize = 1000;
@@ -37,7 +39,7 @@ impl IntoResponse for EchoError {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> EchoError {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> EchoError {
     EchoError(status, message.into())
 }
 
@@ -74,7 +76,7 @@ async fn read_body(body: Body) -> Result<Map<String, Value>, EchoError> {
 }
 
 /// The body and its required `node_id`.
-async fn body_with_node(body: Body) -> Result<(Map<String, Value>, String), EchoError> {
+pub(super) async fn body_with_node(body: Body) -> Result<(Map<String, Value>, String), EchoError> {
     let body = read_body(body).await?;
     let node = node_id(&body, true)?
         .ok_or_else(|| error(StatusCode::BAD_REQUEST, "node_id is required"))?;
@@ -168,6 +170,7 @@ fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, Ec
         base: String::new(),
         origin: String::new(),
         id: String::new(),
+        sync_id: String::new(),
     })
 }
 
@@ -196,7 +199,12 @@ pub async fn push(
         Ok(state) => state,
         Err(e) => return e.into_response(),
     };
+    let confirm_within = match confirm_timeout(&body) {
+        Ok(wait) => wait,
+        Err(e) => return e.into_response(),
+    };
     let sync_id = new_sync_id();
+    state.sync_id = sync_id.clone();
     let data_size = states::canonical(&state.data).len();
     let reply = |status: &str,
                  message: String,
@@ -215,7 +223,7 @@ pub async fn push(
     let refused = |duration: u64, status: StatusCode, message: String| {
         (status, Json(reply("error", message, vec![], duration, 0.0))).into_response()
     };
-    let _one_push_at_a_time = echo.push_lock.lock().await;
+    let one_push_at_a_time = echo.push_lock.lock().await;
     let Ok(found) = echo.current(Some(&node_id)).await else {
         let message = "the stored state cannot be read".to_string();
         return refused(
@@ -291,6 +299,7 @@ pub async fn push(
         return refuse(op, StatusCode::PAYLOAD_TOO_LARGE, message);
     }
     let stored_ok = echo.store_event(event).await;
+    drop(one_push_at_a_time);
     let duration = echo.stats.finish(op, stored_ok);
     if !stored_ok {
         return (
@@ -305,14 +314,40 @@ pub async fn push(
         )
             .into_response();
     }
-    Json(reply(
+    let mut success = reply(
         "success",
         format!("state {} of {node_id} stored", state.version),
         vec![],
         duration,
         state.resonance_level,
-    ))
-    .into_response()
+    );
+    if let Some(wait) = confirm_within {
+        // The subscribers connected when it committed, and only those.
+        let deadline = tokio::time::Instant::now() + wait;
+        success["confirmed_by"] = json!(echo.deliveries.confirmation(&sync_id, deadline).await);
+    }
+    Json(success).into_response()
+}
+
+/// A push's `options.timeout`: how long it waits for the change's
+/// subscribers to acknowledge (`None`: it returns at commit).
+fn confirm_timeout(body: &Map<String, Value>) -> Result<Option<Duration>, EchoError> {
+    let timeout = body
+        .get("options")
+        .and_then(Value::as_object)
+        .and_then(|o| o.get("timeout"));
+    match timeout {
+        None | Some(Value::Null) => Ok(None),
+        Some(t) => match t.as_f64() {
+            Some(secs) if (0.0..=MAX_CONFIRM_SECS).contains(&secs) => {
+                Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+            }
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("options.timeout must be a number of seconds from 0 to {MAX_CONFIRM_SECS}"),
+            )),
+        },
+    }
 }
 
 pub async fn pull(
@@ -491,23 +526,33 @@ pub async fn status(
         let message = format!("node {node_id} belongs to another user");
         return error(StatusCode::FORBIDDEN, message).into_response();
     }
-    let (stats, id) = (echo.stats.clone(), node_id.clone());
-    let found = tokio::task::spawn_blocking(move || stats.status(&id, sync_id.as_deref()))
+    let (stats, id, wanted) = (echo.stats.clone(), node_id.clone(), sync_id.clone());
+    let mut status = tokio::task::spawn_blocking(move || stats.status(&id, wanted.as_deref()))
         .await
         .ok()
-        .flatten();
-    let conflicts = current.conflicts();
-    let with_conflicts = |mut status: Value| {
-        if !conflicts.is_empty() {
-            status["conflicts"] = json!(conflicts);
+        .flatten()
+        .unwrap_or_else(|| {
+            json!({
+                "status": "idle",
+                "current_operation": null,
+                "metrics": {"last_successful_sync": null, "sync_count_24h": 0, "average_duration_ms": 0, "error_rate": 0.0},
+            })
+        });
+    // A change's notification, once its push is over: progress is the share
+    // of notified subscribers that acknowledged.
+    let notifying = sync_id
+        .as_deref()
+        .and_then(|id| echo.deliveries.operation(id, &node_id));
+    if let Some(operation) = notifying {
+        if status["current_operation"].is_null() {
+            let open = operation["progress"].as_f64().is_some_and(|p| p < 100.0);
+            status["status"] = json!(if open { "active" } else { "idle" });
+            status["current_operation"] = operation;
         }
-        Json(status).into_response()
-    };
-    with_conflicts(found.unwrap_or_else(|| {
-        json!({
-            "status": "idle",
-            "current_operation": null,
-            "metrics": {"last_successful_sync": null, "sync_count_24h": 0, "average_duration_ms": 0, "error_rate": 0.0},
-        })
-    }))
+    }
+    let conflicts = current.conflicts();
+    if !conflicts.is_empty() {
+        status["conflicts"] = json!(conflicts);
+    }
+    Json(status).into_response()
 }

@@ -1,14 +1,19 @@
 //! Echo sync (seeds 000 and 001): node states pushed, pulled and watched
-//! over `POST /echo/push`, `/echo/pull`, `/echo/status`. A node state is a
+//! over `POST /echo/push`, `/echo/pull`, `/echo/status`, streamed as they
+//! change on `GET /echo/stream` and acknowledged on `POST /echo/ack`. A node state is a
 //! signed kind-34072 event (`states.rs`), private to the mesh, so states
 //! replicate between nodes by reconciliation like everything else;
-//! `stats.rs` keeps the per-node operation history for status.
+//! `stats.rs` keeps the per-node operation history for status;
+//! `stream.rs` and `deliveries.rs` notify subscribers of changes and track
+//! their acknowledgements (a push may wait for them).
 
 mod access;
 pub mod conflicts;
+mod deliveries;
 mod http;
 pub mod states;
 mod stats;
+mod stream;
 pub mod time;
 
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -44,6 +49,11 @@ pub struct Echo {
     /// Held from reading the stored state to storing the new one, so two
     /// racing pushes cannot both pass the version check.
     push_lock: tokio::sync::Mutex<()>,
+    /// Open change streams (`stream.rs`).
+    streams: stream::Streams,
+    /// Who was notified of each recent change and who acknowledged it.
+    deliveries: deliveries::Deliveries,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The echo routes, to be merged into the relay's router.
@@ -52,6 +62,8 @@ pub fn routes(echo: Arc<Echo>) -> Router {
         .route("/echo/push", post(http::push))
         .route("/echo/pull", post(http::pull))
         .route("/echo/status", post(http::status))
+        .route("/echo/stream", get(stream::stream))
+        .route("/echo/ack", post(deliveries::ack))
         .layer(axum::middleware::from_fn(crate::auth::bind_body))
         .with_state(echo)
 }
@@ -80,6 +92,7 @@ impl Echo {
         tokens: TokenUsers,
         grants: &[crate::config::EchoGrant],
         max_event_size: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Echo {
         Echo {
             stats: Arc::new(stats::Stats::new(store.clone(), writer.clone())),
@@ -90,7 +103,20 @@ impl Echo {
             grants: access::Grants::new(grants),
             max_event_size,
             push_lock: tokio::sync::Mutex::new(()),
+            streams: Default::default(),
+            deliveries: Default::default(),
+            metrics,
         }
+    }
+
+    /// Starts feeding the change streams from the store's feed of committed
+    /// events (until `shutdown`).
+    pub fn start_streams(
+        self: &Arc<Self>,
+        feed: tokio::sync::broadcast::Receiver<Arc<crate::writer::Committed>>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        stream::spawn_dispatcher(self.clone(), feed, shutdown);
     }
 
     /// The current state of one node, or of every node, with the states it

@@ -6,7 +6,8 @@
 //! `owner` (the user who pushed the node first, `echo/access.rs`), `owned`
 //! (when that first push was accepted, ms: the owner's epoch, carried by
 //! every later state so ownership never rests on which states survive), `base`
-//! (the version it was pushed on, `echo/conflicts.rs`) and one `t` per tag. Signed by the node key, so states replicate in the mesh.
+//! (the version it was pushed on, `echo/conflicts.rs`), `sync` (the push's
+//! sync id, `echo/stream.rs`) and one `t` per tag. Signed by the node key, so states replicate in the mesh.
 //!
 //! Versions are dotted numbers (`3`, `1.2.10`) compared part by part, or
 //! any other string compared as text; a push must carry a version greater
@@ -51,6 +52,9 @@ pub struct NodeState {
     pub origin: String,
     /// Its event id (hex): the last tie-break between concurrent states.
     pub id: String,
+    /// The push that made it (its `sync_id`, the `sync` tag), so every
+    /// node's change stream and acknowledgements name the same change.
+    pub sync_id: String,
 }
 
 /// The canonical JSON of `data`: what the checksum covers.
@@ -97,6 +101,7 @@ impl NodeState {
             vec!["owner".into(), self.owner.clone()],
             vec!["owned".into(), self.owned_ms.to_string()],
             vec!["base".into(), self.base.clone()],
+            vec!["sync".into(), self.sync_id.clone()],
         ];
         tags.extend(self.tags.iter().map(|t| vec!["t".into(), t.clone()]));
         key.sign(
@@ -138,6 +143,8 @@ impl NodeState {
             base: tag("base").unwrap_or_default(),
             origin: hex::encode(event.pubkey),
             id: event.id_hex(),
+            // States from before sync tags: the event id names the change.
+            sync_id: tag("sync").unwrap_or_else(|| event.id_hex()),
         })
     }
 
@@ -221,6 +228,7 @@ mod tests {
             base: "0".into(),
             origin: hex::encode(keys.public_key()),
             id: String::new(),
+            sync_id: "push-1".into(),
         };
         let event = state.to_event(&keys);
         let read = NodeState::from_event(&event).unwrap();

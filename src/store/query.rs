@@ -220,6 +220,33 @@ impl Store {
         Ok(found_per_d)
     }
 
+    /// The stored events matching `filter` (by a mesh author, for mesh
+    /// kinds) committed after sequence number `after`, oldest first, with
+    /// their sequence numbers: what a change stream resumed from `after`
+    /// missed.
+    pub fn matching_after(
+        &self,
+        filter: &Filter,
+        after: u64,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        let txn = self.read_txn()?;
+        let mut found_after = Vec::new();
+        self.query(&txn, filter, u64::MAX, crate::event::now(), &mut |found| {
+            if found.seq <= after {
+                return Ok(true);
+            }
+            let Ok(event) = Event::from_json(found.json) else {
+                return Ok(true);
+            };
+            if self.is_trusted_author(event.kind, &event.pubkey) {
+                found_after.push((found.seq, event));
+            }
+            Ok(true)
+        })?;
+        found_after.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(found_after)
+    }
+
     /// Of the addressable events matching `filter`, whichever mesh node
     /// signed them, one item per `d` tag: the highest `rank` of
     /// [`Store::all_per_d`].

@@ -8,6 +8,7 @@ mod graph_socket;
 mod js;
 pub mod sdk;
 mod serve;
+mod sse;
 mod users;
 pub mod vectors;
 pub mod wire;
@@ -17,6 +18,8 @@ pub use graph_socket::GraphSocket;
 pub use js::*;
 #[allow(unused_imports)]
 pub use serve::*;
+#[allow(unused_imports)]
+pub use sse::*;
 #[allow(unused_imports)]
 pub use users::*;
 

@@ -1,0 +1,328 @@
+//! Who was told of a change and who acknowledged it (seed 000: the API
+//! notifies Node B, Node B acknowledges, the API confirms to Node A).
+//!
+//! When a state change commits, the stream dispatcher (`stream.rs`) records
+//! the subscribers it sent the change to: the *notified* set of that
+//! change's `sync_id`. `POST /echo/ack` adds a subscriber to its
+//! *acknowledged* set; `/echo/status` with the `sync_id` reports the ratio
+//! as progress; a push with `options.timeout` waits until every notified
+//! subscriber acknowledged, or the timeout.
+//!
+//! A subscriber is a (user, name) pair: a user can acknowledge only for the
+//! streams it opened itself. Kept in memory, bounded in count and age: this
+//! is a live conversation, not history.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::http::error;
+use super::{time, Echo, EchoCaller};
+
+/// Most changes remembered at once (the oldest are forgotten first).
+const MAX_DELIVERIES: usize = 10_000;
+/// How long a change's deliveries are remembered (ms).
+const KEEP_MS: u64 = 3600 * 1000;
+
+/// A stream's subscriber: who opened it and the name it gave.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subscriber {
+    pub user: String,
+    pub name: String,
+}
+
+/// One change's notified and acknowledged subscribers.
+#[derive(Debug)]
+struct Delivery {
+    node_id: String,
+    notified_ms: u64,
+    notified: BTreeSet<Subscriber>,
+    acknowledged: BTreeSet<Subscriber>,
+}
+
+impl Delivery {
+    fn progress(&self) -> f64 {
+        match self.notified.len() {
+            0 => 100.0,
+            n => (self.acknowledged.len() as f64 * 100.0 / n as f64).min(100.0),
+        }
+    }
+
+    fn confirmed_by(&self) -> Vec<String> {
+        self.acknowledged.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// Why an acknowledgement was not taken.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("no change {0} of node {1} was notified here")]
+    UnknownChange(String, String),
+    #[error("subscriber {0} of this user was not notified of {1}")]
+    NotNotified(String, String),
+}
+
+/// The deliveries of recent changes, by sync id.
+pub struct Deliveries {
+    inner: Mutex<Inner>,
+    /// Bumped on every record and acknowledgement, so waiters re-check.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_sync: HashMap<String, Delivery>,
+    /// Sync ids, oldest first, for the count and age bounds.
+    order: VecDeque<String>,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Deliveries {
+            inner: Mutex::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Deliveries {
+    /// Records that the change `sync_id` of `node_id` was sent to
+    /// `notified` (called once per committed change, even with nobody to
+    /// notify, so a waiting push knows it may return).
+    pub fn record(&self, sync_id: &str, node_id: &str, notified: BTreeSet<Subscriber>) {
+        let now = crate::event::now_ms();
+        let mut inner = self.inner.lock();
+        while inner.order.len() >= MAX_DELIVERIES
+            || inner.order.front().is_some_and(|oldest| {
+                inner
+                    .by_sync
+                    .get(oldest)
+                    .is_none_or(|d| d.notified_ms + KEEP_MS < now)
+            })
+        {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            inner.by_sync.remove(&oldest);
+        }
+        let delivery = Delivery {
+            node_id: node_id.to_string(),
+            notified_ms: now,
+            notified,
+            acknowledged: BTreeSet::new(),
+        };
+        if inner
+            .by_sync
+            .insert(sync_id.to_string(), delivery)
+            .is_none()
+        {
+            inner.order.push_back(sync_id.to_string());
+        }
+        drop(inner);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// `subscriber` acknowledges the change `sync_id` of `node_id`; the
+    /// change's progress after it.
+    pub fn acknowledge(
+        &self,
+        sync_id: &str,
+        node_id: &str,
+        subscriber: Subscriber,
+    ) -> Result<f64, AckError> {
+        let mut inner = self.inner.lock();
+        let delivery = inner
+            .by_sync
+            .get_mut(sync_id)
+            .filter(|d| d.node_id == node_id)
+            .ok_or_else(|| AckError::UnknownChange(sync_id.into(), node_id.into()))?;
+        if !delivery.notified.contains(&subscriber) {
+            return Err(AckError::NotNotified(subscriber.name, sync_id.into()));
+        }
+        delivery.acknowledged.insert(subscriber);
+        let progress = delivery.progress();
+        drop(inner);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(progress)
+    }
+
+    /// Waits until the change `sync_id` was recorded and every subscriber
+    /// it was sent to acknowledged it, or `deadline`; the names of those
+    /// that acknowledged by then.
+    pub async fn confirmation(&self, sync_id: &str, deadline: Instant) -> Vec<String> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            if let Some((done, names)) = self.confirmed(sync_id) {
+                if done {
+                    return names;
+                }
+            }
+            let wait = tokio::time::timeout_at(deadline, changed.changed()).await;
+            if !matches!(wait, Ok(Ok(()))) {
+                return self.confirmed(sync_id).map(|(_, n)| n).unwrap_or_default();
+            }
+        }
+    }
+
+    /// Whether every notified subscriber acknowledged, and who did.
+    fn confirmed(&self, sync_id: &str) -> Option<(bool, Vec<String>)> {
+        let inner = self.inner.lock();
+        let delivery = inner.by_sync.get(sync_id)?;
+        let done = delivery.acknowledged.len() >= delivery.notified.len();
+        Some((done, delivery.confirmed_by()))
+    }
+
+    /// `/echo/status`'s `current_operation` for the change `sync_id` of
+    /// `node_id`, if it was notified here.
+    pub fn operation(&self, sync_id: &str, node_id: &str) -> Option<Value> {
+        let inner = self.inner.lock();
+        let delivery = inner
+            .by_sync
+            .get(sync_id)
+            .filter(|d| d.node_id == node_id)?;
+        let names = |set: &BTreeSet<Subscriber>| -> Vec<String> {
+            set.iter().map(|s| s.name.clone()).collect()
+        };
+        Some(json!({
+            "type": "notify",
+            "sync_id": sync_id,
+            "start_time": time::format(delivery.notified_ms),
+            "progress": delivery.progress(),
+            "notified": names(&delivery.notified),
+            "acknowledged_by": names(&delivery.acknowledged),
+        }))
+    }
+}
+
+/// `POST /echo/ack {"sync_id", "node_id", "subscriber"}`: a subscriber of
+/// the caller's acknowledges a change it was sent.
+pub async fn ack(
+    State(echo): State<Arc<Echo>>,
+    EchoCaller(user): EchoCaller,
+    body: Body,
+) -> Response {
+    let (body, node_id) = match super::http::body_with_node(body).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let text = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} must be a non-empty string"),
+                )
+            })
+    };
+    let (sync_id, name) = match (text("sync_id"), text("subscriber")) {
+        (Ok(sync_id), Ok(name)) => (sync_id, name),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let Ok(found) = echo.current(Some(&node_id)).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored state cannot be read",
+        )
+        .into_response();
+    };
+    let owner = found.first().map_or("", |r| r.winner.owner.as_str());
+    if echo.grants.access(&user, &node_id, owner).is_none() {
+        let message = format!("node {node_id} belongs to another user");
+        return error(StatusCode::FORBIDDEN, message).into_response();
+    }
+    let subscriber = Subscriber {
+        user: user.id.clone(),
+        name,
+    };
+    match echo.deliveries.acknowledge(&sync_id, &node_id, subscriber) {
+        Ok(progress) => Json(json!({
+            "status": "success",
+            "sync_id": sync_id,
+            "node_id": node_id,
+            "progress": progress,
+            "timestamp": time::format(crate::event::now_ms()),
+        }))
+        .into_response(),
+        Err(e @ AckError::UnknownChange(..)) => {
+            error(StatusCode::NOT_FOUND, e.to_string()).into_response()
+        }
+        Err(e @ AckError::NotNotified(..)) => {
+            error(StatusCode::CONFLICT, e.to_string()).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(user: &str, name: &str) -> Subscriber {
+        Subscriber {
+            user: user.into(),
+            name: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_follows_acknowledgements_of_notified_subscribers_only() {
+        let deliveries = Deliveries::default();
+        let notified = [sub("alice", "b"), sub("alice", "c")].into_iter().collect();
+        deliveries.record("s1", "n1", notified);
+        let progress = |d: &Deliveries| d.operation("s1", "n1").unwrap()["progress"].clone();
+        assert_eq!(progress(&deliveries), json!(0.0));
+        // Another user cannot acknowledge for alice's subscriber.
+        assert!(matches!(
+            deliveries.acknowledge("s1", "n1", sub("mallory", "b")),
+            Err(AckError::NotNotified(..))
+        ));
+        assert!(matches!(
+            deliveries.acknowledge("s1", "n2", sub("alice", "b")),
+            Err(AckError::UnknownChange(..))
+        ));
+        assert_eq!(
+            deliveries.acknowledge("s1", "n1", sub("alice", "b")),
+            Ok(50.0)
+        );
+        assert_eq!(
+            deliveries.acknowledge("s1", "n1", sub("alice", "b")),
+            Ok(50.0)
+        );
+        let soon = Instant::now() + std::time::Duration::from_millis(50);
+        assert_eq!(deliveries.confirmation("s1", soon).await, ["b"]);
+        assert_eq!(
+            deliveries.acknowledge("s1", "n1", sub("alice", "c")),
+            Ok(100.0)
+        );
+        let later = Instant::now() + std::time::Duration::from_secs(5);
+        assert_eq!(deliveries.confirmation("s1", later).await, ["b", "c"]);
+        assert!(deliveries.operation("s1", "other").is_none());
+    }
+
+    #[tokio::test]
+    async fn nobody_to_notify_confirms_at_once_and_memory_is_bounded() {
+        let deliveries = Deliveries::default();
+        deliveries.record("s0", "n1", BTreeSet::new());
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        assert!(deliveries.confirmation("s0", far).await.is_empty());
+        for i in 0..MAX_DELIVERIES + 10 {
+            deliveries.record(&format!("x{i}"), "n1", BTreeSet::new());
+        }
+        assert!(deliveries.inner.lock().by_sync.len() <= MAX_DELIVERIES);
+        assert!(
+            deliveries.operation("s0", "n1").is_none(),
+            "the oldest went first"
+        );
+    }
+}
