@@ -353,20 +353,66 @@ async fn echo_sync_command() {
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["changes"][0]["node_id"], "other-3", "{printed}");
 
-    // Monitor prints a status line per second until stopped.
+    // Monitor prints the node's status, then follows its change stream,
+    // acknowledging each change as subscriber node-1: a push that waits
+    // for confirmation is confirmed by it.
+    let seen = dir.path().join("seen.json");
     let mut monitor = Command::new(BIN)
-        .args(["echo-sync", "--monitor", "--node-id", "node-1"])
+        .args(["echo-sync", "--monitor", "--node-id", "node-1", "--export"])
+        .arg(&seen)
         .envs(env)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let first = BufReader::new(monitor.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let mut lines = BufReader::new(monitor.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("node-1: idle"), "{first}");
+    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let push = |version: &str| {
+        let data = json!({"k": version});
+        let checksum = {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(data.to_string().as_bytes()))
+        };
+        json!({"node_id": "node-1", "force": true, "options": {"timeout": 20},
+               "state": {"timestamp": "2026-12-02T10:00:00Z", "data": data,
+                         "metadata": {"version": version, "checksum": checksum, "resonance_level": 0.5}}})
+        .to_string()
+    };
+    // The stream may not be open yet when the first push commits: push
+    // until one is confirmed (each push returns once confirmed or at once
+    // when nobody listened).
+    let mut version = 10;
+    let confirmed = eventually("a push confirmed by the monitor", WAIT, || {
+        version += 1;
+        let body = push(&version.to_string());
+        async move {
+            let (status, reply) = call(addr, "POST", "/echo/push", Some(token), &body).await;
+            assert_eq!(status, 200, "{reply}");
+            (reply["confirmed_by"] == json!(["node-1"])).then_some(reply)
+        }
+    })
+    .await;
+    let printed = loop {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains(confirmed["sync_id"].as_str().unwrap()) {
+            break line;
+        }
+    };
+    assert!(printed.starts_with("node-1  version "), "{printed}");
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
+    let sync_ids: Vec<&str> = exported["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["sync_id"].as_str())
+        .collect();
+    assert!(
+        sync_ids.contains(&confirmed["sync_id"].as_str().unwrap()),
+        "{exported}"
+    );
     monitor.kill().unwrap();
     let _ = monitor.wait();
 }

@@ -29,6 +29,24 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
+    fn server_sent_events_read_the_same_in_any_split(
+        stream in proptest::collection::vec(prop_oneof![
+            Just(b'\n'), Just(b':'), Just(b' '), Just(b'\r'), any::<u8>(),
+            Just(b'd'), Just(b'a'), Just(b't'),
+        ], 0..400),
+        cut in 0usize..400,
+    ) {
+        use echorelay::echo::sse::SseParser;
+        let cut = cut.min(stream.len());
+        let (mut whole, mut split) = (Vec::new(), Vec::new());
+        SseParser::default().feed(&stream, |e| whole.push(e));
+        let mut parser = SseParser::default();
+        parser.feed(&stream[..cut], |e| split.push(e));
+        parser.feed(&stream[cut..], |e| split.push(e));
+        prop_assert_eq!(whole, split);
+    }
+
+    #[test]
     fn any_text_never_panics(text in ".{0,300}") {
         let _ = parse_client_message(&text, &LIMITS);
         let _ = Filter::from_json(&text);

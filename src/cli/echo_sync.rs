@@ -3,10 +3,10 @@
 //! change; push sends one state (`--input FILE` or stdin); batch pushes a
 //! directory of JSON files or a JSON-lines file, `--batch-size` at a time,
 //! reporting broken lines by number and pushing the rest; `--monitor`
-//! redraws the node's status until interrupted; `--export FILE` writes the
-//! results as JSON. Exit code 0 only when everything succeeded.
+//! follows the change stream and acknowledges each change
+//! (`echo_monitor.rs`); `--export FILE` writes the results as JSON. Exit code 0 only when everything succeeded.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ enum Action {
 pub struct EchoSyncArgs {
     /// The node to sync (pull: only its state; push: the state's node).
     #[arg(long)]
-    node_id: Option<String>,
+    pub(super) node_id: Option<String>,
     #[arg(long, value_enum, default_value = "pull")]
     action: Action,
     /// Push despite a version conflict.
@@ -36,26 +36,32 @@ pub struct EchoSyncArgs {
     force: bool,
     /// Print every change and every push result.
     #[arg(long)]
-    verbose: bool,
+    pub(super) verbose: bool,
     /// States pushed per group (batch), changes per page (pull).
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
-    /// Show the node's status continuously until interrupted.
+    /// Follow the change stream (of --node-id, or every node you may read,
+    /// narrowed by --filter), print and acknowledge each change until
+    /// interrupted.
     #[arg(long)]
     monitor: bool,
+    /// --monitor: the subscriber name acknowledgements are sent as
+    /// (default: --node-id, else "echo-sync").
+    #[arg(long, value_name = "NAME")]
+    pub(super) subscriber: Option<String>,
     /// Write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
-    export: Option<PathBuf>,
+    pub(super) export: Option<PathBuf>,
     /// Print the results as JSON on stdout instead of text lines (with
-    /// --monitor: each status reply, one JSON object per line).
+    /// --monitor: each change, one JSON object per line).
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Priority 0-10 (push: the state's; pull: the minimum).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=10))]
     priority: Option<u8>,
     /// Only nodes whose id matches this glob (`*`, `?`).
     #[arg(long, value_name = "PATTERN")]
-    filter: Option<String>,
+    pub(super) filter: Option<String>,
     /// Push / batch input: a JSON file, a JSON-lines file or a directory of
     /// JSON files (push reads stdin without it).
     #[arg(long, value_name = "PATH")]
@@ -75,14 +81,14 @@ pub struct EchoSyncArgs {
     timeout: u64,
 }
 
-struct Api {
-    endpoint: Endpoint,
-    auth: String,
-    timeout: Duration,
+pub(super) struct Api {
+    pub(super) endpoint: Endpoint,
+    pub(super) auth: String,
+    pub(super) timeout: Duration,
 }
 
 impl Api {
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    pub(super) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let headers = [
             ("Authorization", self.auth.as_str()),
             ("Content-Type", "application/json"),
@@ -132,7 +138,7 @@ pub fn run(args: EchoSyncArgs) -> anyhow::Result<i32> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         if args.monitor {
-            return monitor(&api, &args).await;
+            return super::echo_monitor::run(&api, &args).await;
         }
         let (code, results) = match args.action {
             Action::Pull => pull(&api, &args).await?,
@@ -395,50 +401,6 @@ async fn batch(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<(i32, Value)> {
         i32::from(failed > 0),
         json!({"action": "batch", "pushed": pushed, "failed": failed, "results": results}),
     ))
-}
-
-async fn monitor(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<i32> {
-    let node = args
-        .node_id
-        .as_deref()
-        .context("--monitor needs --node-id")?;
-    let terminal = std::io::stdout().is_terminal();
-    loop {
-        let (status, reply) = api.post("/echo/status", &json!({"node_id": node})).await?;
-        if status != 200 {
-            eprintln!(
-                "echorelay: status failed ({status}): {}",
-                reply["message"].as_str().unwrap_or("?")
-            );
-            return Ok(1);
-        }
-        let metrics = &reply["metrics"];
-        let line = format!(
-            "{node}: {}  syncs 24h {}  avg {} ms  errors {:.0} %  last success {}",
-            reply["status"].as_str().unwrap_or("?"),
-            metrics["sync_count_24h"],
-            metrics["average_duration_ms"],
-            metrics["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            metrics["last_successful_sync"].as_str().unwrap_or("never"),
-        );
-        if args.json {
-            println!("{reply}");
-        } else if terminal {
-            print!("\r\x1b[2K{line}");
-            std::io::stdout().flush()?;
-        } else {
-            println!("{line}");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::signal::ctrl_c() => {
-                if terminal {
-                    println!();
-                }
-                return Ok(0);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

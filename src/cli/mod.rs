@@ -2,6 +2,7 @@
 //! user as one readable line on stderr and a non-zero exit code.
 
 mod control;
+mod echo_monitor;
 mod echo_sync;
 mod export;
 mod graph;

@@ -11,6 +11,7 @@ mod access;
 pub mod conflicts;
 mod deliveries;
 mod http;
+pub mod sse;
 pub mod states;
 mod stats;
 mod stream;
