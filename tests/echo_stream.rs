@@ -356,3 +356,112 @@ async fn a_subscriber_that_never_reads_is_dropped() {
     drop(stuck);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grantees_confirmation_names_its_user_and_resumes_are_marked() {
+    let relay = TestRelay::start_with(|c| {
+        with_users(c);
+        c.auth.echo_grants = vec![echorelay::config::EchoGrant {
+            node_id: "shared".into(),
+            user: "bob".into(),
+            access: echorelay::config::EchoAccess::Read,
+        }];
+    })
+    .await;
+    let addr = relay.addr;
+    let first = push(addr, ALICE, "shared", "1").await;
+    // Bob may read alice's node; his subscriber cannot pass for hers.
+    let mut bobs = open(addr, "node_id=shared&subscriber=node-b", BOB).await;
+    let pushing = tokio::spawn(async move {
+        let body = push_body("shared", "2", json!({"v": 2}), Some(20.0));
+        call(addr, "POST", "/echo/push", Some(ALICE), &body).await
+    });
+    let heard = change(&mut bobs, Duration::from_secs(5)).await;
+    assert!(heard.data.get("replayed").is_none(), "a live change");
+    let ack =
+        json!({"sync_id": heard.data["sync_id"], "node_id": "shared", "subscriber": "node-b"});
+    assert_eq!(post(addr, BOB, "/echo/ack", ack).await.0, 200);
+    let (_, pushed) = pushing.await.unwrap();
+    assert_eq!(pushed["confirmed_by"], json!(["bob/node-b"]), "{pushed}");
+    // Carol has no grant: she may not even stream the node.
+    assert_eq!(
+        open_stream(addr, "node_id=shared", Some(CAROL), None)
+            .await
+            .0,
+        403
+    );
+
+    // A resume replays from the store, marked so; it is not acknowledged.
+    let (_, resumed) = open_stream(addr, "node_id=shared&since=0", Some(BOB), None).await;
+    let replayed = change(&mut resumed.unwrap(), Duration::from_secs(5)).await;
+    assert_eq!(replayed.data["replayed"], json!(true));
+    assert_eq!(replayed.data["state"]["metadata"]["version"], "2");
+    assert_ne!(
+        replayed.data["sync_id"], first["sync_id"],
+        "the latest state only"
+    );
+    // A cursor this node never gave out is refused, not silently skipped.
+    let (status, _) = open_stream(addr, "since=99999999", Some(BOB), None).await;
+    assert_eq!(status, 400);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cannot_open_streams_without_end() {
+    let relay = TestRelay::start_with(with_users).await;
+    let mut held = Vec::new();
+    for i in 0..16 {
+        held.push(open(relay.addr, &format!("subscriber=s{i}"), MALLORY).await);
+    }
+    let (status, _) = open_stream(relay.addr, "subscriber=one-more", Some(MALLORY), None).await;
+    assert_eq!(status, 429);
+    // Others are not locked out, and a closed stream frees its place.
+    let _alices = open(relay.addr, "", ALICE).await;
+    drop(held.pop());
+    eventually("a place is free again", WAIT, || async {
+        let (status, stream) =
+            open_stream(relay.addr, "subscriber=again", Some(MALLORY), None).await;
+        (status == 200).then_some(stream)
+    })
+    .await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_catch_up_comes_in_pieces_and_misses_nothing() {
+    let relay = TestRelay::start_with(with_users).await;
+    let addr = relay.addr;
+    let big = "y".repeat(50 * 1024);
+    let nodes: Vec<String> = (0..30).map(|i| format!("big-{i:02}")).collect();
+    for node in &nodes {
+        let body = push_body(node, "1", json!({ "blob": big }), None);
+        assert_eq!(
+            call(addr, "POST", "/echo/push", Some(ALICE), &body).await.0,
+            200
+        );
+    }
+    // More than a stream's byte bound was missed: each connection sends a
+    // piece and ends, and the next resumes from the last id it got.
+    let (mut seen, mut last, mut connections) = (Vec::new(), "0".to_string(), 0);
+    while seen.len() < nodes.len() {
+        connections += 1;
+        assert!(
+            connections <= 10,
+            "the catch-up never ended: {}",
+            seen.len()
+        );
+        let (status, stream) = open_stream(addr, "", Some(ALICE), Some(&last)).await;
+        assert_eq!(status, 200);
+        let mut stream = stream.unwrap();
+        while seen.len() < nodes.len() {
+            let Some(event) = stream.next(Duration::from_secs(5)).await else {
+                break;
+            };
+            seen.push(event.data["node_id"].as_str().unwrap().to_string());
+            last = event.id;
+        }
+    }
+    assert!(connections > 1, "the catch-up was one piece");
+    assert_eq!(seen, nodes, "every missed change once, in commit order");
+    relay.stop().await;
+}

@@ -8,6 +8,7 @@
 //! each one. Ctrl-C ends it (exit 0).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,8 +30,15 @@ const MAX_EVENT: usize = 4 * 1024 * 1024;
 /// What the monitor keeps across reconnects.
 struct Seen {
     cursor: Option<String>,
+    /// Every change seen, only with `--export`.
     changes: Vec<Value>,
+    /// Acknowledgements in flight at once (sent beside the reading, so a
+    /// busy stream is not slowed to one round trip per change).
+    acks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most acknowledgements in flight.
+const ACKS_IN_FLIGHT: usize = 16;
 
 pub async fn run(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<i32> {
     let subscriber = args
@@ -44,6 +52,7 @@ pub async fn run(api: &Api, args: &EchoSyncArgs) -> anyhow::Result<i32> {
     let mut seen = Seen {
         cursor: None,
         changes: Vec::new(),
+        acks: Arc::new(tokio::sync::Semaphore::new(ACKS_IN_FLIGHT)),
     };
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -146,11 +155,16 @@ async fn follow(
             // acknowledged change is one this subscriber holds.
             show(&change, args);
             seen.cursor = event.id.or(seen.cursor.take());
-            seen.changes.push(change.clone());
+            let replayed = change["replayed"] == json!(true);
             if let Some(path) = &args.export {
+                seen.changes.push(change.clone());
                 export(path, &seen.changes).map_err(Lost::Fatal)?;
             }
-            acknowledge(api, &change, subscriber).await;
+            // A change replayed from the store on a resume was not notified
+            // to this subscriber: there is nothing to acknowledge.
+            if !replayed {
+                acknowledge(api, change, subscriber, &seen.acks).await;
+            }
         }
     }
 }
@@ -174,18 +188,31 @@ fn show(change: &Value, args: &EchoSyncArgs) {
     }
 }
 
-/// Acknowledges a change; a failure is reported, not fatal (the change
-/// was still seen).
-async fn acknowledge(api: &Api, change: &Value, subscriber: &str) {
+/// Acknowledges a change on its own task (waiting only when
+/// [`ACKS_IN_FLIGHT`] are already out); a failure is reported, not fatal
+/// (the change was still seen).
+async fn acknowledge(
+    api: &Api,
+    change: Value,
+    subscriber: &str,
+    acks: &Arc<tokio::sync::Semaphore>,
+) {
+    let Ok(turn) = acks.clone().acquire_owned().await else {
+        return;
+    };
     let body = json!({"sync_id": change["sync_id"], "node_id": change["node_id"], "subscriber": subscriber});
-    match api.post("/echo/ack", &body).await {
-        Ok((200, _)) => {}
-        Ok((status, reply)) => eprintln!(
-            "echorelay: acknowledgement refused ({status}): {}",
-            reply["message"].as_str().unwrap_or("?")
-        ),
-        Err(e) => eprintln!("echorelay: acknowledgement failed: {e:#}"),
-    }
+    let api = api.clone();
+    tokio::spawn(async move {
+        let _turn = turn;
+        match api.post("/echo/ack", &body).await {
+            Ok((200, _)) => {}
+            Ok((status, reply)) => eprintln!(
+                "echorelay: acknowledgement refused ({status}): {}",
+                reply["message"].as_str().unwrap_or("?")
+            ),
+            Err(e) => eprintln!("echorelay: acknowledgement failed: {e:#}"),
+        }
+    });
 }
 
 fn export(path: &Path, changes: &[Value]) -> anyhow::Result<()> {

@@ -81,6 +81,7 @@ pub struct EchoSyncArgs {
     timeout: u64,
 }
 
+#[derive(Clone)]
 pub(super) struct Api {
     pub(super) endpoint: Endpoint,
     pub(super) auth: String,

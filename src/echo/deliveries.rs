@@ -30,6 +30,9 @@ use super::{time, Echo, EchoCaller};
 
 /// Most changes remembered at once (the oldest are forgotten first).
 const MAX_DELIVERIES: usize = 10_000;
+/// Most notified subscribers remembered over all changes (each change's
+/// set is at most the open streams; this bounds the product).
+const MAX_NOTIFIED: usize = 100_000;
 /// How long a change's deliveries are remembered (ms).
 const KEEP_MS: u64 = 3600 * 1000;
 
@@ -38,6 +41,22 @@ const KEEP_MS: u64 = 3600 * 1000;
 pub struct Subscriber {
     pub user: String,
     pub name: String,
+}
+
+impl Subscriber {
+    /// The name as `viewer` sees it: bare for the viewer's own subscribers,
+    /// `user/name` for another user's, so a grantee cannot pass its
+    /// subscriber off as one of the owner's.
+    fn shown_to(&self, viewer: &str) -> String {
+        match self.user == viewer {
+            true => self.name.clone(),
+            false => format!("{}/{}", self.user, self.name),
+        }
+    }
+}
+
+fn shown(set: &BTreeSet<Subscriber>, viewer: &str) -> Vec<String> {
+    set.iter().map(|s| s.shown_to(viewer)).collect()
 }
 
 /// One change's notified and acknowledged subscribers.
@@ -55,10 +74,6 @@ impl Delivery {
             0 => 100.0,
             n => (self.acknowledged.len() as f64 * 100.0 / n as f64).min(100.0),
         }
-    }
-
-    fn confirmed_by(&self) -> Vec<String> {
-        self.acknowledged.iter().map(|s| s.name.clone()).collect()
     }
 }
 
@@ -83,6 +98,32 @@ struct Inner {
     by_sync: HashMap<String, Delivery>,
     /// Sync ids, oldest first, for the count and age bounds.
     order: VecDeque<String>,
+    /// Notified subscribers over all remembered changes.
+    notified: usize,
+}
+
+impl Inner {
+    /// Forgets the oldest changes until `room` more notified subscribers
+    /// and one more change fit, and nothing older than [`KEEP_MS`] stays.
+    fn make_room(&mut self, room: usize, now: u64) {
+        loop {
+            let too_old = self.order.front().is_some_and(|oldest| {
+                self.by_sync
+                    .get(oldest)
+                    .is_none_or(|d| d.notified_ms + KEEP_MS < now)
+            });
+            let full = self.order.len() >= MAX_DELIVERIES || self.notified + room > MAX_NOTIFIED;
+            if !(too_old || full) {
+                return;
+            }
+            let Some(oldest) = self.order.pop_front() else {
+                return;
+            };
+            if let Some(gone) = self.by_sync.remove(&oldest) {
+                self.notified -= gone.notified.len();
+            }
+        }
+    }
 }
 
 impl Default for Deliveries {
@@ -101,31 +142,18 @@ impl Deliveries {
     pub fn record(&self, sync_id: &str, node_id: &str, notified: BTreeSet<Subscriber>) {
         let now = crate::event::now_ms();
         let mut inner = self.inner.lock();
-        while inner.order.len() >= MAX_DELIVERIES
-            || inner.order.front().is_some_and(|oldest| {
-                inner
-                    .by_sync
-                    .get(oldest)
-                    .is_none_or(|d| d.notified_ms + KEEP_MS < now)
-            })
-        {
-            let Some(oldest) = inner.order.pop_front() else {
-                break;
-            };
-            inner.by_sync.remove(&oldest);
-        }
+        inner.make_room(notified.len(), now);
+        inner.notified += notified.len();
         let delivery = Delivery {
             node_id: node_id.to_string(),
             notified_ms: now,
             notified,
             acknowledged: BTreeSet::new(),
         };
-        if inner
-            .by_sync
-            .insert(sync_id.to_string(), delivery)
-            .is_none()
-        {
-            inner.order.push_back(sync_id.to_string());
+        match inner.by_sync.insert(sync_id.to_string(), delivery) {
+            // The same change again (a replay): its old record goes.
+            Some(old) => inner.notified -= old.notified.len(),
+            None => inner.order.push_back(sync_id.to_string()),
         }
         drop(inner);
         self.changed.send_modify(|n| *n += 1);
@@ -156,49 +184,50 @@ impl Deliveries {
     }
 
     /// Waits until the change `sync_id` was recorded and every subscriber
-    /// it was sent to acknowledged it, or `deadline`; the names of those
-    /// that acknowledged by then.
-    pub async fn confirmation(&self, sync_id: &str, deadline: Instant) -> Vec<String> {
+    /// it was sent to acknowledged it, or `deadline`; those that
+    /// acknowledged by then, as `viewer` (the pusher) sees them.
+    pub async fn confirmation(
+        &self,
+        sync_id: &str,
+        viewer: &str,
+        deadline: Instant,
+    ) -> Vec<String> {
         let mut changed = self.changed.subscribe();
         loop {
-            if let Some((done, names)) = self.confirmed(sync_id) {
-                if done {
-                    return names;
-                }
+            if let Some((true, names)) = self.confirmed(sync_id, viewer) {
+                return names;
             }
             let wait = tokio::time::timeout_at(deadline, changed.changed()).await;
             if !matches!(wait, Ok(Ok(()))) {
-                return self.confirmed(sync_id).map(|(_, n)| n).unwrap_or_default();
+                let confirmed = self.confirmed(sync_id, viewer);
+                return confirmed.map(|(_, names)| names).unwrap_or_default();
             }
         }
     }
 
     /// Whether every notified subscriber acknowledged, and who did.
-    fn confirmed(&self, sync_id: &str) -> Option<(bool, Vec<String>)> {
+    fn confirmed(&self, sync_id: &str, viewer: &str) -> Option<(bool, Vec<String>)> {
         let inner = self.inner.lock();
         let delivery = inner.by_sync.get(sync_id)?;
         let done = delivery.acknowledged.len() >= delivery.notified.len();
-        Some((done, delivery.confirmed_by()))
+        Some((done, shown(&delivery.acknowledged, viewer)))
     }
 
     /// `/echo/status`'s `current_operation` for the change `sync_id` of
-    /// `node_id`, if it was notified here.
-    pub fn operation(&self, sync_id: &str, node_id: &str) -> Option<Value> {
+    /// `node_id`, if it was notified here, as `viewer` sees it.
+    pub fn operation(&self, sync_id: &str, node_id: &str, viewer: &str) -> Option<Value> {
         let inner = self.inner.lock();
         let delivery = inner
             .by_sync
             .get(sync_id)
             .filter(|d| d.node_id == node_id)?;
-        let names = |set: &BTreeSet<Subscriber>| -> Vec<String> {
-            set.iter().map(|s| s.name.clone()).collect()
-        };
         Some(json!({
             "type": "notify",
             "sync_id": sync_id,
             "start_time": time::format(delivery.notified_ms),
             "progress": delivery.progress(),
-            "notified": names(&delivery.notified),
-            "acknowledged_by": names(&delivery.acknowledged),
+            "notified": shown(&delivery.notified, viewer),
+            "acknowledged_by": shown(&delivery.acknowledged, viewer),
         }))
     }
 }
@@ -280,7 +309,17 @@ mod tests {
         let deliveries = Deliveries::default();
         let notified = [sub("alice", "b"), sub("alice", "c")].into_iter().collect();
         deliveries.record("s1", "n1", notified);
-        let progress = |d: &Deliveries| d.operation("s1", "n1").unwrap()["progress"].clone();
+        // Another user's subscriber is shown with its user.
+        deliveries.record("s2", "n1", [sub("bob", "b")].into_iter().collect());
+        assert_eq!(
+            deliveries.acknowledge("s2", "n1", sub("bob", "b")),
+            Ok(100.0)
+        );
+        let far = Instant::now() + std::time::Duration::from_secs(5);
+        assert_eq!(deliveries.confirmation("s2", "alice", far).await, ["bob/b"]);
+        assert_eq!(deliveries.confirmation("s2", "bob", far).await, ["b"]);
+        let progress =
+            |d: &Deliveries| d.operation("s1", "n1", "alice").unwrap()["progress"].clone();
         assert_eq!(progress(&deliveries), json!(0.0));
         // Another user cannot acknowledge for alice's subscriber.
         assert!(matches!(
@@ -300,14 +339,17 @@ mod tests {
             Ok(50.0)
         );
         let soon = Instant::now() + std::time::Duration::from_millis(50);
-        assert_eq!(deliveries.confirmation("s1", soon).await, ["b"]);
+        assert_eq!(deliveries.confirmation("s1", "alice", soon).await, ["b"]);
         assert_eq!(
             deliveries.acknowledge("s1", "n1", sub("alice", "c")),
             Ok(100.0)
         );
         let later = Instant::now() + std::time::Duration::from_secs(5);
-        assert_eq!(deliveries.confirmation("s1", later).await, ["b", "c"]);
-        assert!(deliveries.operation("s1", "other").is_none());
+        assert_eq!(
+            deliveries.confirmation("s1", "alice", later).await,
+            ["b", "c"]
+        );
+        assert!(deliveries.operation("s1", "other", "alice").is_none());
     }
 
     #[tokio::test]
@@ -315,14 +357,23 @@ mod tests {
         let deliveries = Deliveries::default();
         deliveries.record("s0", "n1", BTreeSet::new());
         let far = Instant::now() + std::time::Duration::from_secs(60);
-        assert!(deliveries.confirmation("s0", far).await.is_empty());
+        assert!(deliveries.confirmation("s0", "alice", far).await.is_empty());
         for i in 0..MAX_DELIVERIES + 10 {
             deliveries.record(&format!("x{i}"), "n1", BTreeSet::new());
         }
         assert!(deliveries.inner.lock().by_sync.len() <= MAX_DELIVERIES);
         assert!(
-            deliveries.operation("s0", "n1").is_none(),
+            deliveries.operation("s0", "n1", "alice").is_none(),
             "the oldest went first"
         );
+        // Many subscribers per change: the total stays bounded too.
+        let many: BTreeSet<Subscriber> = (0..1000).map(|i| sub("u", &i.to_string())).collect();
+        for i in 0..200 {
+            deliveries.record(&format!("m{i}"), "n1", many.clone());
+        }
+        let inner = deliveries.inner.lock();
+        assert!(inner.notified <= MAX_NOTIFIED);
+        let counted: usize = inner.by_sync.values().map(|d| d.notified.len()).sum();
+        assert_eq!(counted, inner.notified);
     }
 }

@@ -324,7 +324,8 @@ pub async fn push(
     if let Some(wait) = confirm_within {
         // The subscribers connected when it committed, and only those.
         let deadline = tokio::time::Instant::now() + wait;
-        success["confirmed_by"] = json!(echo.deliveries.confirmation(&sync_id, deadline).await);
+        let confirmed = echo.deliveries.confirmation(&sync_id, &user.id, deadline);
+        success["confirmed_by"] = json!(confirmed.await);
     }
     Json(success).into_response()
 }
@@ -542,7 +543,7 @@ pub async fn status(
     // of notified subscribers that acknowledged.
     let notifying = sync_id
         .as_deref()
-        .and_then(|id| echo.deliveries.operation(id, &node_id));
+        .and_then(|id| echo.deliveries.operation(id, &node_id, &user.id));
     if let Some(operation) = notifying {
         if status["current_operation"].is_null() {
             let open = operation["progress"].as_f64().is_some_and(|p| p < 100.0);

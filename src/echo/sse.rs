@@ -25,31 +25,38 @@ impl SseParser {
     /// they complete to `on_event`.
     pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(SseEvent)) {
         self.pending.extend_from_slice(bytes);
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                let event = std::mem::take(&mut self.current);
-                if std::mem::take(&mut self.has_data) {
-                    on_event(event);
-                }
-                continue;
+        // Every complete line, then one drain: linear in what arrived.
+        let mut start = 0;
+        while let Some(len) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + len;
+            let line = String::from_utf8_lossy(&self.pending[start..end]).into_owned();
+            start = end + 1;
+            self.line(line.trim_end_matches('\r'), &mut on_event);
+        }
+        self.pending.drain(..start);
+    }
+
+    fn line(&mut self, line: &str, on_event: &mut impl FnMut(SseEvent)) {
+        if line.is_empty() {
+            let event = std::mem::take(&mut self.current);
+            if std::mem::take(&mut self.has_data) {
+                on_event(event);
             }
-            let (field, value) = line.split_once(':').unwrap_or((line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "id" => self.current.id = Some(value.to_string()),
-                "event" => self.current.event = value.to_string(),
-                "data" => {
-                    if self.has_data {
-                        self.current.data.push('\n');
-                    }
-                    self.current.data.push_str(value);
-                    self.has_data = true;
+            return;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => self.current.id = Some(value.to_string()),
+            "event" => self.current.event = value.to_string(),
+            "data" => {
+                if self.has_data {
+                    self.current.data.push('\n');
                 }
-                _ => {}
+                self.current.data.push_str(value);
+                self.has_data = true;
             }
+            _ => {}
         }
     }
 

@@ -39,8 +39,13 @@ use crate::writer::Committed;
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Bytes a stream may have queued for its reader before it is dropped.
 pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
-/// Longest subscriber name.
+/// Longest subscriber name, node id or filter.
 const MAX_NAME: usize = 256;
+/// Open streams per user, and on the node.
+const MAX_STREAMS_PER_USER: usize = 16;
+const MAX_STREAMS: usize = 1024;
+/// Catch-ups read from the store at once (each reads every echo state).
+const CATCH_UPS_AT_ONCE: usize = 4;
 
 /// A change ready to send: its cursor and its SSE event.
 struct Frame {
@@ -48,9 +53,10 @@ struct Frame {
     bytes: Bytes,
 }
 
-/// The SSE event of one state change.
-fn frame(seq: u64, state: &NodeState) -> Frame {
-    let change = json!({
+/// The SSE event of one state change (`replayed`: sent from the store on a
+/// resume, not notified live, so not for acknowledging).
+fn frame(seq: u64, state: &NodeState, replayed: bool) -> Frame {
+    let mut change = json!({
         "sync_id": state.sync_id,
         "node_id": state.node_id,
         "cursor": seq.to_string(),
@@ -58,6 +64,9 @@ fn frame(seq: u64, state: &NodeState) -> Frame {
         "received": time::format(state.received_ms),
         "state": state.to_json(),
     });
+    if replayed {
+        change["replayed"] = json!(true);
+    }
     // Compact JSON has no newline, so one `data:` line carries it.
     let text = format!("id: {seq}\nevent: change\ndata: {change}\n\n");
     Frame {
@@ -91,10 +100,20 @@ struct Listener {
 }
 
 /// The open streams.
-#[derive(Default)]
 pub struct Streams {
     open: Mutex<HashMap<u64, Listener>>,
     next_id: AtomicU64,
+    catch_ups: tokio::sync::Semaphore,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Streams {
+            open: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            catch_ups: tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE),
+        }
+    }
 }
 
 impl Streams {
@@ -210,7 +229,7 @@ async fn dispatch(echo: &Arc<Echo>, committed: &Committed) {
             Err(()) => None,
         }
         .unwrap_or_else(|| state.owner.clone());
-        let frame = frame(seq, &state);
+        let frame = frame(seq, &state, false);
         notified = echo.streams.offer(echo, &state.node_id, &owner, &frame);
     }
     echo.deliveries
@@ -242,6 +261,9 @@ impl StreamRequest {
         };
         let glob = match query.get("filter").map(String::as_str) {
             None | Some("") => None,
+            Some(pattern) if pattern.len() > MAX_NAME => {
+                return Err(bad("filter must be at most 256 characters"))
+            }
             Some(pattern) => Some(
                 globset::Glob::new(pattern)
                     .map_err(|e| bad(&format!("filter is not a glob: {e}")))?
@@ -314,6 +336,14 @@ pub async fn stream(
     let id = echo.streams.next_id.fetch_add(1, Relaxed);
     {
         let mut open = echo.streams.open.lock();
+        let mine = open.values().filter(|l| l.user.id == user.id).count();
+        if mine >= MAX_STREAMS_PER_USER || open.len() >= MAX_STREAMS {
+            drop(open);
+            let message = format!(
+                "too many open change streams (at most {MAX_STREAMS_PER_USER} per user); close one"
+            );
+            return error(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+        }
         open.insert(
             id,
             Listener {
@@ -336,20 +366,21 @@ pub async fn stream(
     let mut catch_up = VecDeque::from([Bytes::from_static(
         b"retry: 2000\n: echorelay change stream\n\n",
     )]);
-    let mut skip_upto = 0;
+    let (mut skip_upto, mut live) = (0, true);
     if let Some(since) = request.since {
-        let Ok(missed) = missed(&echo, &user, &request.wants, since).await else {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the stored states cannot be read",
-            )
-            .into_response();
+        let missed = match missed(&echo, &user, &request.wants, since).await {
+            Ok(missed) => missed,
+            Err(e) => return e.into_response(),
         };
-        skip_upto = missed.last().map_or(since, |f| f.seq);
-        catch_up.extend(missed.into_iter().map(|f| f.bytes));
+        skip_upto = missed.frames.last().map_or(since, |f| f.seq);
+        // More than one bound's worth: this connection sends that much and
+        // ends; the client resumes from its last id for the rest.
+        live = !missed.truncated;
+        catch_up.extend(missed.frames.into_iter().map(|f| f.bytes));
     }
     let reader = Reader {
         catch_up,
+        live,
         skip_upto,
         rx,
         queued,
@@ -369,13 +400,33 @@ pub async fn stream(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// What a resumed stream missed: its first [`MAX_QUEUED_BYTES`] of
+/// changes, and whether there were more.
+struct Missed {
+    frames: Vec<Frame>,
+    truncated: bool,
+}
+
 /// The stored changes after `since` that `user` may read and asked for.
 async fn missed(
     echo: &Arc<Echo>,
     user: &User,
     wants: &Wants,
     since: u64,
-) -> Result<Vec<Frame>, ()> {
+) -> Result<Missed, EchoError> {
+    let unreadable = || {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored states cannot be read",
+        )
+    };
+    // Each catch-up reads every echo state: a few at a time.
+    let _turn = echo
+        .streams
+        .catch_ups
+        .acquire()
+        .await
+        .map_err(|_| unreadable())?;
     let mut filter = Filter {
         kinds: Some(vec![ECHO_STATE_KIND]),
         ..Filter::default()
@@ -384,34 +435,64 @@ async fn missed(
         filter.tags.insert(b'd', vec![id.clone()]);
     }
     let store = echo.store.clone();
-    let events = tokio::task::spawn_blocking(move || store.matching_after(&filter, since))
+    let read = tokio::task::spawn_blocking(move || {
+        let txn = store.read_txn()?;
+        let last = store.last_seq(&txn)?;
+        drop(txn);
+        Ok::<_, crate::store::StoreError>((last, store.matching_after(&filter, since)?))
+    });
+    let (last, events) = read
         .await
-        .map_err(|_| ())?
-        .map_err(|_| ())?;
+        .map_err(|_| unreadable())?
+        .map_err(|_| unreadable())?;
+    if since > last {
+        // A cursor of another node, or of this node's store before a restore.
+        let message =
+            format!("cursor {since} is ahead of this node's changes (cursors are per node)");
+        return Err(error(StatusCode::BAD_REQUEST, message));
+    }
+    let mut missed = Missed {
+        frames: Vec::new(),
+        truncated: false,
+    };
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(missed);
     }
     let owners: HashMap<String, String> = echo
         .current(wants.node_id.as_deref())
-        .await?
+        .await
+        .map_err(|()| unreadable())?
         .into_iter()
         .map(|r| (r.winner.node_id, r.winner.owner))
         .collect();
-    Ok(events
-        .iter()
-        .filter_map(|(seq, event)| {
-            let state = NodeState::from_event(event)?;
-            let owner = owners.get(&state.node_id).unwrap_or(&state.owner);
-            let readable = echo.grants.access(user, &state.node_id, owner).is_some();
-            (wants.matches(&state.node_id) && readable).then(|| frame(*seq, &state))
-        })
-        .collect())
+    let mut bytes = 0;
+    for (seq, event) in &events {
+        let Some(state) = NodeState::from_event(event) else {
+            continue;
+        };
+        let owner = owners.get(&state.node_id).unwrap_or(&state.owner);
+        if !wants.matches(&state.node_id)
+            || echo.grants.access(user, &state.node_id, owner).is_none()
+        {
+            continue;
+        }
+        let frame = frame(*seq, &state, true);
+        bytes += frame.bytes.len();
+        if bytes > MAX_QUEUED_BYTES && !missed.frames.is_empty() {
+            missed.truncated = true;
+            break;
+        }
+        missed.frames.push(frame);
+    }
+    Ok(missed)
 }
 
 /// The response body's state: catch-up first, then live changes and
 /// heartbeats until the stream is dropped or the node shuts down.
 struct Reader {
     catch_up: VecDeque<Bytes>,
+    /// Whether live changes follow the catch-up (not after a truncated one).
+    live: bool,
     /// Live changes up to this cursor were in the catch-up.
     skip_upto: u64,
     rx: mpsc::UnboundedReceiver<Frame>,
@@ -424,6 +505,9 @@ impl Reader {
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(bytes) = self.catch_up.pop_front() {
             return Some(bytes);
+        }
+        if !self.live {
+            return None;
         }
         loop {
             tokio::select! {
