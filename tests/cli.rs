@@ -443,16 +443,7 @@ fn node_key_prints_one_identity_and_keeps_it_private() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
     let run = || {
-        let out = Command::new(BIN)
-            .args(["node-key", "--data"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_ok(Command::new(BIN).args(["node-key", "--data"]).arg(&data));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let first = run();

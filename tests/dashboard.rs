@@ -86,14 +86,6 @@ async fn metrics_can_live_on_the_control_listener_only() {
     relay.stop().await;
 }
 
-/// The value of an unlabelled series in a scrape.
-fn sample(scrape: &str, name: &str) -> u64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in {scrape}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_deliveries_count_one_per_matching_subscription() {
     let relay = TestRelay::start().await;
@@ -104,11 +96,7 @@ async fn fanout_deliveries_count_one_per_matching_subscription() {
     reader.req("all", &[json!({})]).await;
     reader.req("mine", &[json!({"authors": [author]})]).await;
     reader.req("other", &[json!({"kinds": [30000]})]).await;
-    let scrape = |relay: &TestRelay| {
-        let addr = relay.addr;
-        async move { http_get(addr, "/metrics", &[]).await.2 }
-    };
-    let before = sample(&scrape(&relay).await, "echorelay_fanout_deliveries_total");
+    let before = metric(relay.addr, "echorelay_fanout_deliveries_total").await;
     let mut writer = relay.client().await;
     writer.publish_ok(&note(&keys, "fanned out")).await;
     for _ in 0..2 {
@@ -116,7 +104,7 @@ async fn fanout_deliveries_count_one_per_matching_subscription() {
         assert_eq!(delivered[0], "EVENT", "{delivered}");
     }
     let after = eventually("the deliveries counted", WAIT, || async {
-        let now = sample(&scrape(&relay).await, "echorelay_fanout_deliveries_total");
+        let now = metric(relay.addr, "echorelay_fanout_deliveries_total").await;
         (now >= before + 2).then_some(now)
     })
     .await;

@@ -43,6 +43,12 @@ async fn post(addr: SocketAddr, token: &str, path: &str, body: Value) -> (u16, V
     call(addr, "POST", path, Some(token), &body.to_string()).await
 }
 
+/// `/echo/status` of `node` for the change `sync_id`.
+async fn status_of(addr: SocketAddr, token: &str, node: &str, sync_id: &Value) -> (u16, Value) {
+    let body = json!({"node_id": node, "sync_id": sync_id});
+    post(addr, token, "/echo/status", body).await
+}
+
 /// The next change of a stream, within `wait`.
 async fn change(stream: &mut Sse, wait: Duration) -> SseEvent {
     let event = stream.next(wait).await.expect("a change on the stream");
@@ -86,13 +92,7 @@ async fn a_subscriber_hears_a_push_acknowledges_and_the_pusher_is_confirmed() {
     assert_eq!(status, 401, "{reply}");
     let stranger = json!({"sync_id": sync_id, "node_id": "n1", "subscriber": "node-z"});
     assert_eq!(post(addr, ALICE, "/echo/ack", stranger).await.0, 409);
-    let (status, reply) = post(
-        addr,
-        ALICE,
-        "/echo/status",
-        json!({"node_id": "n1", "sync_id": sync_id}),
-    )
-    .await;
+    let (status, reply) = status_of(addr, ALICE, "n1", &sync_id).await;
     assert_eq!(status, 200);
     assert_eq!(
         reply["current_operation"]["progress"],
@@ -116,13 +116,7 @@ async fn a_subscriber_hears_a_push_acknowledges_and_the_pusher_is_confirmed() {
     assert_eq!(pushed["confirmed_by"], json!(["node-b"]));
     assert!(pushed["metrics"]["duration_ms"].is_u64());
 
-    let (status, reply) = post(
-        addr,
-        ALICE,
-        "/echo/status",
-        json!({"node_id": "n1", "sync_id": sync_id}),
-    )
-    .await;
+    let (status, reply) = status_of(addr, ALICE, "n1", &sync_id).await;
     assert_eq!(status, 200);
     let operation = &reply["current_operation"];
     assert_eq!(operation["sync_id"], sync_id);
@@ -249,13 +243,7 @@ async fn a_change_from_a_mesh_peer_is_streamed_on_the_receiving_node() {
     let sync_id = pushed["sync_id"].clone();
     let ack = json!({"sync_id": sync_id, "node_id": "meshed", "subscriber": "sensor"});
     assert_eq!(post(b.addr, ALICE, "/echo/ack", ack).await.0, 200);
-    let (_, status) = post(
-        b.addr,
-        ALICE,
-        "/echo/status",
-        json!({"node_id": "meshed", "sync_id": sync_id}),
-    )
-    .await;
+    let (_, status) = status_of(b.addr, ALICE, "meshed", &sync_id).await;
     assert_eq!(
         status["current_operation"]["progress"],
         json!(100.0),
@@ -302,15 +290,6 @@ async fn strangers_and_other_users_nodes_are_refused() {
     assert_eq!(first.data["node_id"], "mallorys");
     assert!(resumed.next(Duration::from_millis(300)).await.is_none());
     relay.stop().await;
-}
-
-/// The value of an unlabelled series in `/metrics`.
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let (_, _, scrape) = http_get(addr, "/metrics", &[]).await;
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not scraped"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

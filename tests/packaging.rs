@@ -103,20 +103,15 @@ fn free_port() -> u16 {
 fn mesh_init(nodes: &Path, configs: &Path, urls: &[String; 3]) -> String {
     let bin_dir = Path::new(common::BIN).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let out = Command::new("sh")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/compose/mesh-init.sh"))
-        .env("PATH", path)
-        .env("NODES_DIR", nodes)
-        .env("CONFIG_DIR", configs)
-        .env("URL_a", &urls[0])
-        .env("URL_b", &urls[1])
-        .env("URL_c", &urls[2])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        Command::new("sh")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/compose/mesh-init.sh"))
+            .env("PATH", path)
+            .env("NODES_DIR", nodes)
+            .env("CONFIG_DIR", configs)
+            .env("URL_a", &urls[0])
+            .env("URL_b", &urls[1])
+            .env("URL_c", &urls[2]),
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -250,15 +245,10 @@ fn the_docker_toolchain_builds_every_dependency() {
         dockerfile.contains(&format!("FROM rust:{ours}-")),
         "the Dockerfile builds with rust {ours}"
     );
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        Command::new(env!("CARGO"))
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
     );
     let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let version = |v: &str| -> [u32; 3] {

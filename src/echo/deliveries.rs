@@ -259,17 +259,8 @@ pub async fn ack(
         (Ok(sync_id), Ok(name)) => (sync_id, name),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
-    let Ok(found) = echo.current(Some(&node_id)).await else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored state cannot be read",
-        )
-        .into_response();
-    };
-    let owner = found.first().map_or("", |r| r.winner.owner.as_str());
-    if echo.grants.access(&user, &node_id, owner).is_none() {
-        let message = format!("node {node_id} belongs to another user");
-        return error(StatusCode::FORBIDDEN, message).into_response();
+    if let Err(e) = super::http::readable(&echo, &user, &node_id).await {
+        return e.into_response();
     }
     let subscriber = Subscriber {
         user: user.id.clone(),

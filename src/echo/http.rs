@@ -83,14 +83,40 @@ pub(super) async fn body_with_node(body: Body) -> Result<(Map<String, Value>, St
     Ok((body, node))
 }
 
+/// A node id or subscriber name: 1 to 256 printable ASCII characters.
+pub(super) fn is_name(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 256 && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The current state of `node_id` for a caller who may read it: `None` for
+/// a node nobody stored; 403 for another user's node, 500 when the store
+/// cannot be read.
+pub(super) async fn readable(
+    echo: &Echo,
+    user: &crate::auth::User,
+    node_id: &str,
+) -> Result<Option<Resolved>, EchoError> {
+    let Ok(found) = echo.current(Some(node_id)).await else {
+        return Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored state cannot be read",
+        ));
+    };
+    let current = found.into_iter().next();
+    let owner = current.as_ref().map_or("", |r| r.winner.owner.as_str());
+    match echo.grants.access(user, node_id, owner) {
+        Some(_) => Ok(current),
+        None => Err(error(
+            StatusCode::FORBIDDEN,
+            format!("node {node_id} belongs to another user"),
+        )),
+    }
+}
+
 fn node_id(body: &Map<String, Value>, required: bool) -> Result<Option<String>, EchoError> {
     match body.get("node_id") {
         None | Some(Value::Null) if !required => Ok(None),
-        Some(Value::String(id))
-            if !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(id.clone()))
-        }
+        Some(Value::String(id)) if is_name(id) => Ok(Some(id.clone())),
         Some(Value::String(id)) if id.is_empty() && !required => Ok(None),
         _ => Err(error(
             StatusCode::BAD_REQUEST,
@@ -507,26 +533,15 @@ pub async fn status(
             return error(StatusCode::BAD_REQUEST, "sync_id must be a string").into_response()
         }
     };
-    let Ok(found) = echo.current(Some(&node_id)).await else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored state cannot be read",
-        )
-        .into_response();
-    };
     // Only a stored node has a status, and only for those who may read it
     // (statistics of refused or unfinished first pushes answer no one).
-    let Some(current) = found.into_iter().next() else {
-        return error(StatusCode::NOT_FOUND, format!("unknown node {node_id}")).into_response();
+    let current = match readable(&echo, &user, &node_id).await {
+        Ok(Some(current)) => current,
+        Ok(None) => {
+            return error(StatusCode::NOT_FOUND, format!("unknown node {node_id}")).into_response()
+        }
+        Err(e) => return e.into_response(),
     };
-    if echo
-        .grants
-        .access(&user, &node_id, &current.winner.owner)
-        .is_none()
-    {
-        let message = format!("node {node_id} belongs to another user");
-        return error(StatusCode::FORBIDDEN, message).into_response();
-    }
     let (stats, id, wanted) = (echo.stats.clone(), node_id.clone(), sync_id.clone());
     let mut status = tokio::task::spawn_blocking(move || stats.status(&id, wanted.as_deref()))
         .await

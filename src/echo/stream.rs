@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::deliveries::Subscriber;
-use super::http::{error, EchoError};
+use super::http::{error, is_name, EchoError};
 use super::states::NodeState;
 use super::{time, Echo, EchoCaller};
 use crate::auth::User;
@@ -39,8 +39,8 @@ use crate::writer::Committed;
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Bytes a stream may have queued for its reader before it is dropped.
 pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
-/// Longest subscriber name, node id or filter.
-const MAX_NAME: usize = 256;
+/// Longest filter (node ids and subscriber names: `http::is_name`).
+const MAX_FILTER: usize = 256;
 /// Open streams per user, and on the node.
 const MAX_STREAMS_PER_USER: usize = 16;
 const MAX_STREAMS: usize = 1024;
@@ -251,17 +251,14 @@ impl StreamRequest {
         headers: &HeaderMap,
     ) -> Result<StreamRequest, EchoError> {
         let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
-        let name_ok = |s: &str| {
-            !s.is_empty() && s.len() <= MAX_NAME && s.bytes().all(|b| b.is_ascii_graphic())
-        };
         let node_id = match query.get("node_id").map(String::as_str) {
             None | Some("") => None,
-            Some(id) if name_ok(id) => Some(id.to_string()),
+            Some(id) if is_name(id) => Some(id.to_string()),
             Some(_) => return Err(bad("node_id must be a non-empty string")),
         };
         let glob = match query.get("filter").map(String::as_str) {
             None | Some("") => None,
-            Some(pattern) if pattern.len() > MAX_NAME => {
+            Some(pattern) if pattern.len() > MAX_FILTER => {
                 return Err(bad("filter must be at most 256 characters"))
             }
             Some(pattern) => Some(
@@ -272,7 +269,7 @@ impl StreamRequest {
         };
         let subscriber = match query.get("subscriber").map(String::as_str) {
             None | Some("") => user.id.clone(),
-            Some(name) if name_ok(name) => name.to_string(),
+            Some(name) if is_name(name) => name.to_string(),
             Some(_) => return Err(bad("subscriber must be a short printable name")),
         };
         let cursor = |text: &str| text.trim().parse::<u64>().ok();
@@ -311,22 +308,8 @@ pub async fn stream(
     };
     // A named node the caller may not read: 403 now, not a silent stream.
     if let Some(node_id) = &request.wants.node_id {
-        let Ok(found) = echo.current(Some(node_id)).await else {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the stored state cannot be read",
-            )
-            .into_response();
-        };
-        if let Some(current) = found.first() {
-            if echo
-                .grants
-                .access(&user, node_id, &current.winner.owner)
-                .is_none()
-            {
-                let message = format!("node {node_id} belongs to another user");
-                return error(StatusCode::FORBIDDEN, message).into_response();
-            }
+        if let Err(e) = super::http::readable(&echo, &user, node_id).await {
+            return e.into_response();
         }
     }
     // Registered before the store is read: a change committed from here on

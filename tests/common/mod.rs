@@ -513,3 +513,12 @@ pub async fn reconcile(
     diff.need.dedup();
     (diff, rounds)
 }
+
+/// The value of an unlabelled series in `addr`'s `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, _, scrape) = http_get(addr, "/metrics", &[]).await;
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {scrape}"))
+}

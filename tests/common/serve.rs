@@ -121,3 +121,15 @@ pub fn spawn_serve_args(args: &[&std::ffi::OsStr]) -> (Serve, String) {
         format!("ws://{addr}"),
     )
 }
+
+/// Runs `command`, asserts it succeeded (showing its stderr otherwise) and
+/// returns its output.
+pub fn run_ok(command: &mut Command) -> std::process::Output {
+    let out = command.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
