@@ -4,7 +4,9 @@
 //! through the store's batch path since queries never check signatures),
 //! then measures REQ round trips over a WebSocket (p50 / p99) for by-id,
 //! by-author+kind, by-tag and kind+limit filters, and a full `limit` scan
-//! baseline. Import speed is measured on IMPORT (default 100 000) signed
+//! baseline; then COUNT from the `{}` fingerprint tree against the same
+//! events counted by walking the indexes (the budget is lifted for the
+//! walk). Import speed is measured on IMPORT (default 100 000) signed
 //! events through `Store::apply_batch` after verification on all cores, the
 //! same path `echorelay import` takes.
 //!
@@ -112,6 +114,34 @@ async fn round_trips(url: &str, filters: &[Value], rounds: usize) -> (Duration, 
     (p(0.50), p(0.99), returned / rounds.max(1))
 }
 
+/// COUNT round trips (p50 / p99) and the last answer: the count, or the
+/// CLOSED reason.
+async fn count_trips(url: &str, filter: &Value, rounds: usize) -> (Duration, Duration, String) {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .expect("connect");
+    let _challenge = ws.next().await;
+    let mut times = Vec::with_capacity(rounds);
+    let mut answer = String::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let ask = json!(["COUNT", "c", filter]).to_string();
+        ws.send(Message::Text(ask.into())).await.expect("send");
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("socket ended")
+        };
+        times.push(started.elapsed());
+        let reply: Value = serde_json::from_str(t.as_str()).expect("reply");
+        answer = match reply[0].as_str() {
+            Some("COUNT") => reply[2]["count"].to_string(),
+            _ => format!("CLOSED {}", reply[2]),
+        };
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    (p(0.50), p(0.99), answer)
+}
+
 fn import_rate(n: usize) -> f64 {
     let keys = Keys::generate();
     let lines: Vec<String> = (0..n)
@@ -149,6 +179,8 @@ fn main() {
         let mut config = Config::default();
         config.store.data_dir = dir.path().to_path_buf();
         config.limits.reqs_per_second = 0;
+        // The walks are the baseline here: let them finish.
+        config.limits.count_budget_ms = 600_000;
         let relay = common::start_relay(config).await;
         let url = relay.url.clone();
         let ids: Vec<Value> = (0..200).map(|k| json!({"ids": [hex::encode(synthetic(k * (n / 200).max(1)).id)]})).collect();
@@ -171,6 +203,20 @@ fn main() {
         ] {
             let (p50, p99, per) = round_trips(&url, filters, rounds).await;
             println!("{name:<28} {:>8.3}ms {:>8.3}ms {per:>8}", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+        }
+        // COUNT: from the {} tree (and a one-day window of it) against the
+        // same events walked (all four kinds listed: no tree serves that).
+        let middle = 1_600_000_000 + n as u64 / 2;
+        let counts = [
+            ("{} (tree)", json!({}), rounds),
+            ("one day of {} (tree window)", json!({"since": middle, "until": middle + 86_400}), rounds),
+            ("kinds 1 (walk)", json!({"kinds": [1], "limit": 10}), 5),
+            ("every kind listed (walk)", json!({"kinds": [1, 6, 7, 30023]}), 5),
+        ];
+        println!("{:<28} {:>10} {:>10} {:>8}", "COUNT", "p50", "p99", "answer");
+        for (name, filter, rounds) in counts {
+            let (p50, p99, answer) = count_trips(&url, &filter, rounds).await;
+            println!("{name:<28} {:>8.3}ms {:>8.3}ms {answer:>8}", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
         }
         relay.stop().await;
     });

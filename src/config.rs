@@ -265,6 +265,9 @@ pub struct LimitsConfig {
     /// that would wait longer than this many milliseconds gets
     /// `rate-limited:` instead. 0: refuse at once, never pause.
     pub max_pace_ms: u64,
+    /// Milliseconds a COUNT may walk the indexes (one that a fingerprint
+    /// tree answers takes microseconds); past it the client gets CLOSED.
+    pub count_budget_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -285,6 +288,7 @@ impl Default for LimitsConfig {
             reqs_per_second: 100,
             reqs_burst: 400,
             max_pace_ms: 5000,
+            count_budget_ms: 1000,
         }
     }
 }

@@ -21,6 +21,14 @@ pub const ECHO_STATE_KIND: u16 = 34072;
 /// A graph asset record (addressable, `d` = `graph-id/uuid.ext`).
 pub const GRAPH_ASSET_KIND: u16 = 34073;
 
+/// Every kind private to the mesh.
+pub const MESH_KINDS: [u16; 4] = [
+    GRAPH_TX_KIND,
+    GRAPH_INDEX_KIND,
+    ECHO_STATE_KIND,
+    GRAPH_ASSET_KIND,
+];
+
 /// Is `kind` private to the mesh?
 pub fn is_mesh_kind(kind: u16) -> bool {
     matches!(

@@ -53,6 +53,10 @@ pub struct Metrics {
     /// Messages whose connection was paused for the rate limit.
     pub messages_paced: AtomicU64,
     pub events_purged: AtomicU64,
+    /// COUNTs answered from a fingerprint tree, and COUNTs refused for
+    /// passing `limits.count_budget_ms`.
+    pub counts_from_tree: AtomicU64,
+    pub counts_out_of_time: AtomicU64,
     /// Mesh-kind events refused because their author is not in the mesh
     /// set, whatever path brought them (client, sync, live link, import).
     pub mesh_author_refused: AtomicU64,
@@ -137,6 +141,18 @@ impl Metrics {
             "Expired events purged.",
             "counter",
             self.events_purged.load(Relaxed),
+        );
+        counter(
+            "echorelay_counts_from_tree_total",
+            "COUNTs answered from a fingerprint tree's node counts.",
+            "counter",
+            self.counts_from_tree.load(Relaxed),
+        );
+        counter(
+            "echorelay_counts_out_of_time_total",
+            "COUNTs refused for taking longer than limits.count_budget_ms.",
+            "counter",
+            self.counts_out_of_time.load(Relaxed),
         );
         counter(
             "echorelay_connections",

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use super::client::Client;
 use super::connection::Local;
+use super::count;
 use super::ingest;
 use super::limits::{Admission, IpRate};
 use super::messages::{self, Addressee, ClientMessage, MessageType};
@@ -84,7 +85,7 @@ async fn dispatch(relay: &Arc<Relay>, client: &Arc<Client>, local: &mut Local, t
             queries::handle_req(relay, client, &mut local.subs, sub_id, filters)
         }
         Ok(ClientMessage::Count { sub_id, filters }) => {
-            queries::handle_count(relay, client, sub_id, filters)
+            count::handle_count(relay, client, sub_id, filters)
         }
         Ok(ClientMessage::Close(sub_id)) => local.subs.end(relay, client, &sub_id),
         Ok(ClientMessage::Auth(raw)) => handle_auth(relay, client, raw).await,

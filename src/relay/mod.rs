@@ -9,6 +9,7 @@ mod acks;
 mod auth;
 mod client;
 mod connection;
+mod count;
 mod dispatch;
 mod ingest;
 mod limits;

@@ -135,6 +135,23 @@ impl ReadPolicy {
         self.restricted.is_empty() || !client.auth.is_authenticated() || self.is_mesh_node(client)
     }
 
+    /// The kinds a tree with `scope` leaves out of which `client` may see
+    /// some events: restricted kinds once it is authenticated (it may be a
+    /// party to them), and mesh kinds for a mesh node when `scope` is not a
+    /// mesh scope. A count from the tree adds these by walking them.
+    pub fn kept_from_tree(&self, client: &Client, scope: &Filter) -> Vec<u16> {
+        let mut kinds = Vec::new();
+        if client.auth.is_authenticated() {
+            kinds.extend(self.restricted.iter().copied());
+        }
+        if !crate::mesh::is_mesh_scope(scope) && self.is_mesh_node(client) {
+            kinds.extend(crate::mesh::MESH_KINDS);
+        }
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
+    }
+
     /// The refusal for a filter that names a mesh kind, asked by a client
     /// that is not a mesh node.
     pub fn mesh_refusal(&self, client: &Client, filter: &Filter) -> Option<Refusal> {

@@ -1,6 +1,6 @@
-//! REQ and COUNT on one connection: admission (filter errors, id caps,
-//! auth and mesh rules), the stored-events phase on the query pool, and the
-//! connection's set of open subscriptions. The rate limit is paced before
+//! REQ on one connection: admission (filter errors, id caps, auth and mesh
+//! rules; shared with COUNT in `count.rs` and NEG-OPEN), the stored-events
+//! phase on the query pool, and the connection's set of open subscriptions. The rate limit is paced before
 //! these run, in `dispatch.rs`.
 
 use std::collections::HashSet;
@@ -61,7 +61,7 @@ pub(super) fn read_refusal(relay: &Relay, client: &Client, filters: &[Filter]) -
 
 /// Shared REQ/COUNT admission: filter errors and auth. Returns the
 /// filters or sends the CLOSED itself.
-fn admit_query(
+pub(super) fn admit_query(
     relay: &Relay,
     client: &Client,
     sub_id: &str,
@@ -173,62 +173,4 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
     drop(txn);
     sub.finish_query(snapshot);
     Ok(())
-}
-
-pub(super) fn handle_count(
-    relay: &Arc<Relay>,
-    client: &Arc<Client>,
-    sub_id: String,
-    filters: Result<Vec<Filter>, FilterError>,
-) {
-    let Some(filters) = admit_query(relay, client, &sub_id, filters) else {
-        return;
-    };
-    let Some(permit) = client.query_permit() else {
-        client
-            .outbox
-            .send(messages::closed(&sub_id, &too_many_queries()));
-        return;
-    };
-    let relay = relay.clone();
-    let client = client.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let query_client = client.clone();
-        let result =
-            on_query_pool(&relay, move |relay| count(relay, &query_client, &filters)).await;
-        let reply = match result {
-            Some(Ok(n)) => messages::count(&sub_id, n),
-            _ => messages::closed(&sub_id, &Refusal::error("count failed")),
-        };
-        client.outbox.send(reply);
-    });
-}
-
-fn count(
-    relay: &Relay,
-    client: &Client,
-    filters: &[Filter],
-) -> Result<u64, crate::store::StoreError> {
-    let txn = relay.store.read_txn()?;
-    let now = now();
-    let mut seen = (filters.len() > 1).then(HashSet::new);
-    let mut total = 0;
-    for filter in filters {
-        total += relay
-            .store
-            .query(&txn, filter, u64::MAX, now, &mut |found| {
-                if client.outbox.is_overflowed() {
-                    return Err(Stop);
-                }
-                if !relay
-                    .read_policy
-                    .can_see_stored(client, &found.header, found.json)
-                {
-                    return Ok(false);
-                }
-                Ok(seen.as_mut().is_none_or(|s| s.insert(found.seq)))
-            })?;
-    }
-    Ok(total)
 }

@@ -4,6 +4,7 @@
 //! events, indexes and deletion records change.
 
 mod bookkeeping;
+mod count;
 mod graph_order;
 mod graph_upgrade;
 mod graphs;
@@ -42,6 +43,9 @@ pub enum StoreError {
     Corrupt(&'static str),
     #[error("fingerprint tree: {0}")]
     Scope(String),
+    /// A budgeted walk ([`Store::query_until`]) reached its deadline.
+    #[error("the walk ran out of time")]
+    OutOfTime,
 }
 
 /// How to open a store.

@@ -5,6 +5,7 @@
 
 use std::collections::BinaryHeap;
 use std::ops::Bound;
+use std::time::Instant;
 
 use heed::types::Bytes;
 use heed::{RoRevRange, RoTxn};
@@ -118,31 +119,49 @@ impl Store {
         now: u64,
         consume: &mut dyn FnMut(Found<'_>) -> Result<bool, Stop>,
     ) -> Result<u64, StoreError> {
+        self.walk(txn, filter, limit, now, None, consume)
+    }
+
+    /// [`Store::query`] that gives up with [`StoreError::OutOfTime`] once
+    /// `deadline` passes, however few events matched: a COUNT must not hold
+    /// a query thread for as long as the store is big.
+    pub fn query_until(
+        &self,
+        txn: &RoTxn,
+        filter: &Filter,
+        deadline: Instant,
+        now: u64,
+        consume: &mut dyn FnMut(Found<'_>) -> Result<bool, Stop>,
+    ) -> Result<u64, StoreError> {
+        self.walk(txn, filter, u64::MAX, now, Some(deadline), consume)
+    }
+
+    fn walk(
+        &self,
+        txn: &RoTxn,
+        filter: &Filter,
+        limit: u64,
+        now: u64,
+        deadline: Option<Instant>,
+        consume: &mut dyn FnMut(Found<'_>) -> Result<bool, Stop>,
+    ) -> Result<u64, StoreError> {
         if limit == 0 || filter.is_empty_match() {
             return Ok(0);
         }
         let mut accepted = 0u64;
+        let mut clock = deadline.map(Clock::new);
         let mut offer = |seq: u64, value: &[u8]| -> Result<bool, StoreError> {
+            if let Some(clock) = clock.as_mut() {
+                clock.tick()?;
+            }
             let (header, json) =
                 Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
-            if header.is_expired(now)
-                || !filter.matches_header(
-                    &header.id,
-                    &header.pubkey,
-                    header.kind,
-                    header.created_at,
-                )
-            {
+            if header.is_expired(now) {
                 return Ok(true);
             }
-            let json = std::str::from_utf8(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
-            if !filter.tags.is_empty() {
-                let event =
-                    Event::from_json(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
-                if !filter.matches_tags(&event.tags) {
-                    return Ok(true);
-                }
-            }
+            let Some(json) = matching_json(filter, &header, json)? else {
+                return Ok(true);
+            };
             match consume(Found { seq, header, json }) {
                 Ok(true) => accepted += 1,
                 Ok(false) => {}
@@ -285,6 +304,55 @@ impl Store {
             if consume(json).is_err() {
                 break;
             }
+        }
+        Ok(())
+    }
+}
+
+/// The stored JSON of an event if it matches `filter` (its header, then its
+/// tags, parsed only when the filter names tags); expiry is not looked at.
+pub(super) fn matching_json<'v>(
+    filter: &Filter,
+    header: &Header,
+    json: &'v [u8],
+) -> Result<Option<&'v str>, StoreError> {
+    if !filter.matches_header(&header.id, &header.pubkey, header.kind, header.created_at) {
+        return Ok(None);
+    }
+    let json = std::str::from_utf8(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
+    if !filter.tags.is_empty() {
+        let event = Event::from_json(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
+        if !filter.matches_tags(&event.tags) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(json))
+}
+
+/// Events a budgeted walk looks at between two readings of the clock.
+const CLOCK_EVERY: u32 = 1024;
+
+/// A deadline read at the first event looked at and every
+/// [`CLOCK_EVERY`] after.
+pub(super) struct Clock {
+    deadline: Instant,
+    looked: u32,
+}
+
+impl Clock {
+    pub(super) fn new(deadline: Instant) -> Clock {
+        Clock {
+            deadline,
+            looked: 0,
+        }
+    }
+
+    /// Counts one event looked at; `OutOfTime` once the deadline passed.
+    pub(super) fn tick(&mut self) -> Result<(), StoreError> {
+        let read = self.looked.is_multiple_of(CLOCK_EVERY);
+        self.looked = self.looked.wrapping_add(1);
+        if read && Instant::now() >= self.deadline {
+            return Err(StoreError::OutOfTime);
         }
         Ok(())
     }
