@@ -25,9 +25,6 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_AHEAD_SECS: u64 = 60;
 /// Longest `options.timeout` a push may wait for acknowledgements (s).
 const MAX_CONFIRM_SECS: f64 = 300.0;
-/// Pull page size: default and most.
-const PULL_DEFAULT: usize = 100;
-const PULL_MAX: usize = 1000;
 
 /// An error reply: the seed's `status: error` with a message.
 pub(super) struct EchoError(StatusCode, String);
@@ -43,12 +40,12 @@ pub(super) fn error(status: StatusCode, message: impl Into<String>) -> EchoError
     EchoError(status, message.into())
 }
 
-fn new_sync_id() -> String {
+pub(super) fn new_sync_id() -> String {
     crate::ids::new_uuid()
 }
 
 /// The body as a JSON object, with the seed's errors.
-async fn read_body(body: Body) -> Result<Map<String, Value>, EchoError> {
+pub(super) async fn read_body(body: Body) -> Result<Map<String, Value>, EchoError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         use crate::edge::caused_by;
         if caused_by::<crate::auth::PayloadMismatch>(&e) {
@@ -113,7 +110,10 @@ pub(super) async fn readable(
     }
 }
 
-fn node_id(body: &Map<String, Value>, required: bool) -> Result<Option<String>, EchoError> {
+pub(super) fn node_id(
+    body: &Map<String, Value>,
+    required: bool,
+) -> Result<Option<String>, EchoError> {
     match body.get("node_id") {
         None | Some(Value::Null) if !required => Ok(None),
         Some(Value::String(id)) if is_name(id) => Ok(Some(id.clone())),
@@ -200,7 +200,7 @@ fn parse_state(node_id: &str, body: &Map<String, Value>) -> Result<NodeState, Ec
     })
 }
 
-fn elapsed_ms(started: Instant) -> u64 {
+pub(super) fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
 
@@ -375,146 +375,6 @@ fn confirm_timeout(body: &Map<String, Value>) -> Result<Option<Duration>, EchoEr
             )),
         },
     }
-}
-
-pub async fn pull(
-    State(echo): State<Arc<Echo>>,
-    EchoCaller(user): EchoCaller,
-    body: Body,
-) -> Response {
-    let started = Instant::now();
-    let body = match read_body(body).await {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
-    };
-    let node_id = match node_id(&body, false) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, m.to_string()).into_response();
-    let since = match body.get("last_sync") {
-        None | Some(Value::Null) => 0,
-        Some(Value::String(s)) if s.is_empty() => 0,
-        Some(Value::String(s)) => match time::parse(s) {
-            Some(ms) => ms,
-            None => return bad("last_sync must be an ISO 8601 timestamp"),
-        },
-        Some(_) => return bad("last_sync must be an ISO 8601 timestamp"),
-    };
-    let options = body.get("options").and_then(Value::as_object);
-    let batch = match options.and_then(|o| o.get("batch_size")) {
-        None | Some(Value::Null) => PULL_DEFAULT,
-        Some(v) => match v.as_u64() {
-            Some(n) if n > 0 => (n as usize).min(PULL_MAX),
-            _ => return bad("batch_size must be a positive integer"),
-        },
-    };
-    let filter = options.and_then(|o| o.get("filter"));
-    let types: Option<Vec<String>> = match filter.and_then(|f| f.get("types")) {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(t)) => match t.iter().map(|x| x.as_str().map(str::to_string)).collect() {
-            Some(types) => Some(types),
-            None => return bad("filter.types must be strings"),
-        },
-        Some(_) => return bad("filter.types must be strings"),
-    };
-    let min_priority = match filter.and_then(|f| f.get("priority")) {
-        None | Some(Value::Null) => 0,
-        Some(p) => match p.as_u64().filter(|p| *p <= 10) {
-            Some(p) => p as u8,
-            None => return bad("filter.priority must be an integer from 0 to 10"),
-        },
-    };
-    let cursor = match body.get("cursor") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) => match c
-            .split_once(':')
-            .and_then(|(ms, node)| Some((ms.parse::<u64>().ok()?, node.to_string())))
-        {
-            Some(cursor) => Some(cursor),
-            None => return bad("cursor is not one this node gave out"),
-        },
-        Some(_) => return bad("cursor is not one this node gave out"),
-    };
-    let sync_id = new_sync_id();
-    // A node changes when any of its heads does (a conflicting state that
-    // arrives later lists the node again).
-    let changed_ms = |r: &Resolved| {
-        r.losers
-            .iter()
-            .fold(r.winner.received_ms, |m, s| m.max(s.received_ms))
-    };
-    let Ok(found) = echo.current(node_id.as_deref()).await else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored states cannot be read",
-        )
-        .into_response();
-    };
-    // A pull of one node the caller may read is an operation of that node
-    // (its status shows it); other pulls touch no node's statistics.
-    let readable = |r: &Resolved| {
-        let s = &r.winner;
-        echo.grants.access(&user, &s.node_id, &s.owner).is_some()
-    };
-    let op = node_id
-        .as_deref()
-        .filter(|id| found.iter().any(|r| r.winner.node_id == *id && readable(r)))
-        .map(|id| echo.stats.begin(id, "pull", &sync_id, started));
-    let mut changes: Vec<Resolved> = found
-        .into_iter()
-        .filter(|r| {
-            let s = &r.winner;
-            readable(r)
-                && changed_ms(r) > since
-                && s.priority >= min_priority
-                && types
-                    .as_ref()
-                    .is_none_or(|t| s.tags.iter().any(|tag| t.contains(tag)))
-                && cursor
-                    .as_ref()
-                    .is_none_or(|(ms, node)| (changed_ms(r), &s.node_id) > (*ms, node))
-        })
-        .collect();
-    changes.sort_by(|a, b| {
-        (changed_ms(a), &a.winner.node_id).cmp(&(changed_ms(b), &b.winner.node_id))
-    });
-    let more = changes.len() > batch;
-    changes.truncate(batch);
-    let data_size: usize = changes
-        .iter()
-        .map(|r| states::canonical(&r.winner.data).len())
-        .sum();
-    let next = changes
-        .last()
-        .filter(|_| more)
-        .map(|r| format!("{}:{}", changed_ms(r), r.winner.node_id));
-    let shown: Vec<Value> = changes
-        .iter()
-        .map(|r| {
-            let mut change = r.winner.to_json();
-            if !r.losers.is_empty() {
-                change["conflicts"] = json!(r.conflicts());
-            }
-            change
-        })
-        .collect();
-    let duration = match op {
-        Some(op) => echo.stats.finish(op, true),
-        None => elapsed_ms(started),
-    };
-    let mut reply = json!({
-        "status": "success",
-        "changes": shown,
-        "sync_id": sync_id,
-        "timestamp": time::format(crate::event::now_ms()),
-        "metrics": {"duration_ms": duration, "data_size": data_size, "change_count": changes.len()},
-        "has_more": more,
-    });
-    if let Some(next) = next {
-        reply["cursor"] = json!(next);
-    }
-    Json(reply).into_response()
 }
 
 pub async fn status(

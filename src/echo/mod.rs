@@ -11,6 +11,7 @@ mod access;
 pub mod conflicts;
 mod deliveries;
 mod http;
+mod pull;
 pub mod sse;
 pub mod states;
 mod stats;
@@ -61,7 +62,7 @@ pub struct Echo {
 pub fn routes(echo: Arc<Echo>) -> Router {
     Router::new()
         .route("/echo/push", post(http::push))
-        .route("/echo/pull", post(http::pull))
+        .route("/echo/pull", post(pull::pull))
         .route("/echo/status", post(http::status))
         .route("/echo/stream", get(stream::stream))
         .route("/echo/ack", post(deliveries::ack))

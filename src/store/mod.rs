@@ -5,6 +5,7 @@
 
 mod bookkeeping;
 mod count;
+mod echo_changes;
 mod graph_order;
 mod graph_upgrade;
 mod graphs;
@@ -21,6 +22,7 @@ use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
 pub use bookkeeping::Bookkeeping;
+pub use echo_changes::ChangePosition;
 pub use graph_order::{index_unknown, later_homes, t_of, term_of, HomeTerm};
 pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx, KvRow};
 pub use query::{Found, IndexName, QueryPlan, Stop};
@@ -96,6 +98,8 @@ pub(crate) struct Dbs {
     pub graph_homes: Db,
     pub graph_conflicts: Db,
     pub echo_stats: Db,
+    pub echo_changes: Db,
+    pub echo_changed: Db,
 }
 
 /// A stored token value: expiry (u64 BE) then the user id.
@@ -204,10 +208,12 @@ impl Store {
             graph_homes: create("graph_homes")?,
             graph_conflicts: create("graph_conflicts")?,
             echo_stats: create("echo_stats")?,
+            echo_changes: create("echo_changes")?,
+            echo_changed: create("echo_changed")?,
         };
         wtxn.commit()?;
         let current = env.info().map_size as u64;
-        Ok(Store {
+        let store = Store {
             env,
             dbs,
             gate: RwLock::new(()),
@@ -216,7 +222,9 @@ impl Store {
             tree_excluded: options.tree_excluded_kinds.iter().copied().collect(),
             trees_enabled: options.trees,
             mesh: std::sync::Arc::default(),
-        })
+        };
+        store.build_echo_changes()?;
+        Ok(store)
     }
 
     /// The mesh set this store checks authors against (empty, so refusing

@@ -30,6 +30,8 @@
 //! | `graph_state`   | tagvalue(graph)                             | epoch ‖ deleted|
 //! | `graph_kvs`     | tagvalue(graph) ‖ addr                      | JSON [content, addresses] |
 //! | `echo_stats`    | node id                                     | stats JSON     |
+//! | `echo_changes`  | changed ms ‖ node id                        | –              |
+//! | `echo_changed`  | node id                                     | changed ms     |
 //!
 //! `tagvalue` is a length byte and the raw value for values up to
 //! [`INLINE_TAG_MAX`] bytes, else `0xFF ‖ sha256(value)`: keys stay under

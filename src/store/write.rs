@@ -168,6 +168,7 @@ impl Store {
             self.put_in_log(txn, &graph, t, seq)?;
         }
         self.apply_graph_index(txn, trees, event)?;
+        self.note_echo_change(txn, event)?;
         Ok(WriteOutcome::Stored { seq })
     }
 

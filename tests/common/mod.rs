@@ -3,6 +3,7 @@
 //! (never sleeps) with a timeout so a missing reply fails instead of hanging.
 #![allow(dead_code)]
 
+mod echo_api;
 pub mod graph_api;
 mod graph_socket;
 mod js;
@@ -12,6 +13,8 @@ mod sse;
 mod users;
 pub mod vectors;
 pub mod wire;
+#[allow(unused_imports)]
+pub use echo_api::*;
 #[allow(unused_imports)]
 pub use graph_socket::GraphSocket;
 #[allow(unused_imports)]
