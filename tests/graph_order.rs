@@ -377,3 +377,65 @@ async fn graph_txs_out_of_order_are_refused_over_nip01() {
     assert_eq!(ids, vec![txs[0].id_hex()]);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_run_reconciles_every_graph_over_one_connection() {
+    let (a, b) = trusting_pair().await;
+    let mut graphs = Vec::new();
+    for i in 0..2 {
+        graphs.push(create_graph(a.addr).await);
+        let mut socket = GraphSocket::open(a.addr, &graphs[i], ALICE).await;
+        assert_eq!(
+            batch(&mut socket, 0, &format!("[:early {i}]")).await["type"],
+            "tx/batch/ok"
+        );
+    }
+    let peer =
+        json!({"peer_url": a.url, "pubkey": a.node_pubkey(), "dir": "down", "interval_secs": 3600});
+    b.admin().call("AddPeer", &peer).await.expect("add peer");
+    let admin = b.admin();
+    let (admin_ref, url) = (&admin, a.url.as_str());
+    eventually("the first run", WAIT, || async move {
+        let state = admin_ref
+            .call("GetPeerSyncState", &json!({ "peer_url": url }))
+            .await
+            .ok()?;
+        (state["state"]["last_sync"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    for graph in &graphs {
+        await_graph(&b, graph).await;
+    }
+
+    // Three graphs more, each with a tx: the next run brings all of them
+    // (index events first, then each graph's tree) on one connection.
+    for i in 0..3 {
+        let graph = create_graph(a.addr).await;
+        let mut socket = GraphSocket::open(a.addr, &graph, ALICE).await;
+        assert_eq!(
+            batch(&mut socket, 0, &format!("[:late {i}]")).await["type"],
+            "tx/batch/ok"
+        );
+        graphs.push(graph);
+    }
+    let before = metric(a.addr, "echorelay_connections_total").await;
+    let mut records = Vec::new();
+    let sync = json!({ "peer_url": a.url });
+    admin
+        .stream("SyncWithPeer", &sync, |r| records.push(r.clone()))
+        .await
+        .expect("sync");
+    assert_eq!(
+        records.last().map(|r| r["complete"].clone()),
+        Some(json!(true)),
+        "{records:?}"
+    );
+    let after = metric(a.addr, "echorelay_connections_total").await;
+    assert_eq!(after, before + 1, "one connection for the whole run");
+    for graph in &graphs {
+        assert_eq!(log_of(&b, graph).await, log_of(&a, graph).await);
+        assert_eq!(log_of(&b, graph).await.0, 1);
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -39,85 +39,130 @@ pub async fn sync_with_peer(
     url: &str,
     local: &Local,
     opts: &SyncOptions,
-    mut progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress),
 ) -> Result<SyncReport, SyncError> {
-    let mut peer = PeerSocket::connect(
-        url,
-        opts.timeout,
-        local.node_key.clone(),
-        opts.peer_key,
-        local.deflate,
-    )
-    .await?;
-    let mut state = Progress {
-        peer_url: url.to_string(),
-        ..Progress::default()
-    };
-    let private = peer.is_proven_node();
-    let frame_size_limit =
-        super::reconcile::frame_limit_for(url, opts.frame_size_limit, opts.timeout).await;
-    let opts = &SyncOptions {
-        frame_size_limit,
-        ..opts.clone()
-    };
-    let ours = super::reconcile::our_set(local, &opts.filter, private).await?;
-    let mut diff = match reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await {
-        // The peer wants to know who we are first: answer with the node key
-        // (the challenge came with the connection) and ask again.
-        Err(SyncError::Refused(reason))
-            if reason.is(Prefix::AuthRequired) && peer.await_auth().await? =>
-        {
-            reconcile(&mut peer, local, &ours, opts, &mut state, &mut progress).await?
+    let mut session = SyncSession::open(url, local, opts).await?;
+    let report = session.run(local, opts, progress).await;
+    session.close().await;
+    report
+}
+
+/// One connection to a peer, over which a sync run reconciles any number
+/// of filters one after another (the `{}` tree, then every mesh tree): one
+/// handshake, one node-key proof and one NIP-11 read per run, however many
+/// graphs the mesh holds.
+pub struct SyncSession {
+    peer: PeerSocket,
+    url: String,
+    /// Our NEG frame limit against this peer (its NIP-11 read once).
+    frame_size_limit: usize,
+}
+
+impl SyncSession {
+    pub async fn open(
+        url: &str,
+        local: &Local,
+        opts: &SyncOptions,
+    ) -> Result<SyncSession, SyncError> {
+        let peer = PeerSocket::connect(
+            url,
+            opts.timeout,
+            local.node_key.clone(),
+            opts.peer_key,
+            local.deflate,
+        )
+        .await?;
+        let frame_size_limit =
+            super::reconcile::frame_limit_for(url, opts.frame_size_limit, opts.timeout).await;
+        Ok(SyncSession {
+            peer,
+            url: url.to_string(),
+            frame_size_limit,
+        })
+    }
+
+    /// Reconciles `opts.filter` and transfers the difference.
+    pub async fn run(
+        &mut self,
+        local: &Local,
+        opts: &SyncOptions,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<SyncReport, SyncError> {
+        let peer = &mut self.peer;
+        let mut state = Progress {
+            peer_url: self.url.clone(),
+            ..Progress::default()
+        };
+        let private = peer.is_proven_node();
+        let opts = &SyncOptions {
+            frame_size_limit: self.frame_size_limit,
+            ..opts.clone()
+        };
+        let ours = super::reconcile::our_set(local, &opts.filter, private).await?;
+        let mut diff = match reconcile(peer, local, &ours, opts, &mut state, &mut progress).await {
+            // The peer wants to know who we are first: answer with the node
+            // key (the challenge came with the connection) and ask again.
+            Err(SyncError::Refused(reason))
+                if reason.is(Prefix::AuthRequired) && peer.await_auth().await? =>
+            {
+                reconcile(peer, local, &ours, opts, &mut state, &mut progress).await?
+            }
+            other => other?,
+        };
+        let store = local.store.clone();
+        let mut need = std::mem::take(&mut diff.need);
+        let (need, skipped) = tokio::task::spawn_blocking(move || {
+            store.drop_known_refused(&mut need).map(|n| (need, n))
+        })
+        .await
+        .map_err(|e| SyncError::Protocol(e.to_string()))??;
+        diff.need = need;
+        let mut report = SyncReport {
+            rounds: state.round,
+            have: diff.have.len() as u64,
+            need: diff.need.len() as u64,
+            skipped_refused: skipped as u64,
+            mesh: private,
+            unproven: match &peer.proof {
+                super::peer::PeerProof::Failed(reason) => Some(reason.clone()),
+                _ => None,
+            },
+            ..SyncReport::default()
+        };
+        if opts.direction != Direction::Up && !diff.need.is_empty() {
+            let need = &diff.need;
+            fetch(
+                peer,
+                local,
+                need,
+                opts,
+                &mut report,
+                &mut state,
+                &mut progress,
+            )
+            .await?;
         }
-        other => other?,
-    };
-    let store = local.store.clone();
-    let mut need = std::mem::take(&mut diff.need);
-    let (need, skipped) =
-        tokio::task::spawn_blocking(move || store.drop_known_refused(&mut need).map(|n| (need, n)))
-            .await
-            .map_err(|e| SyncError::Protocol(e.to_string()))??;
-    diff.need = need;
-    let mut report = SyncReport {
-        rounds: state.round,
-        have: diff.have.len() as u64,
-        need: diff.need.len() as u64,
-        skipped_refused: skipped as u64,
-        mesh: private,
-        unproven: match &peer.proof {
-            super::peer::PeerProof::Failed(reason) => Some(reason.clone()),
-            _ => None,
-        },
-        ..SyncReport::default()
-    };
-    if opts.direction != Direction::Up && !diff.need.is_empty() {
-        fetch(
-            &mut peer,
-            local,
-            &diff.need,
-            opts,
-            &mut report,
-            &mut state,
-            &mut progress,
-        )
-        .await?;
+        if opts.direction != Direction::Down && !diff.have.is_empty() {
+            let have = &diff.have;
+            upload(
+                peer,
+                local,
+                have,
+                opts,
+                &mut report,
+                &mut state,
+                &mut progress,
+            )
+            .await?;
+        }
+        state.complete = true;
+        progress(&state);
+        Ok(report)
     }
-    if opts.direction != Direction::Down && !diff.have.is_empty() {
-        upload(
-            &mut peer,
-            local,
-            &diff.have,
-            opts,
-            &mut report,
-            &mut state,
-            &mut progress,
-        )
-        .await?;
+
+    pub async fn close(self) {
+        self.peer.close().await;
     }
-    peer.close().await;
-    state.complete = true;
-    progress(&state);
-    Ok(report)
 }
 
 /// Fetches `need` and stores what arrives. A graph tx that came before its

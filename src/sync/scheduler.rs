@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use super::client::sync_with_peer;
+use super::client::{sync_with_peer, SyncSession};
 use super::live::{self, LiveLink};
 use super::types::{Direction, Local, Progress, SyncError, SyncOptions, SyncReport};
 use crate::config::PeerConfig;
@@ -332,13 +332,7 @@ impl SyncService {
         let _running = peer.running.lock().await;
         self.update(peer, |s| s.status = "syncing".into());
         let options = request.apply(peer.options.clone());
-        let mut result = sync_with_peer(url, &self.local, &options, progress).await;
-        // The mesh trees, only with a peer that proved it is a mesh node.
-        if let Some(report) = result.as_mut().ok().filter(|r| r.mesh) {
-            if let Err(e) = self.sync_mesh_scopes(url, &options, report).await {
-                result = Err(e);
-            }
-        }
+        let result = self.run_on_one_connection(url, &options, progress).await;
         self.update(peer, |s| match &result {
             Ok(report) => {
                 s.status = "idle".into();
@@ -365,11 +359,30 @@ impl SyncService {
         result
     }
 
+    /// One run over one connection: `options.filter`, then, with a peer
+    /// that proved it is a mesh node, every mesh tree.
+    async fn run_on_one_connection(
+        &self,
+        url: &str,
+        options: &SyncOptions,
+        progress: impl FnMut(&Progress),
+    ) -> Result<SyncReport, SyncError> {
+        let mut session = SyncSession::open(url, &self.local, options).await?;
+        let mut result = session.run(&self.local, options, progress).await;
+        if let Some(report) = result.as_mut().ok().filter(|r| r.mesh) {
+            if let Err(e) = self.sync_mesh_scopes(&mut session, options, report).await {
+                result = Err(e);
+            }
+        }
+        session.close().await;
+        result
+    }
+
     /// With a mesh peer, each graph's (and any other mesh scope's) tree is
     /// reconciled too: the `{}` tree leaves mesh events out.
     async fn sync_mesh_scopes(
         &self,
-        url: &str,
+        session: &mut SyncSession,
         options: &SyncOptions,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
@@ -392,7 +405,7 @@ impl SyncService {
                     filter: scope.filter,
                     ..options.clone()
                 };
-                let part = sync_with_peer(url, &self.local, &scoped, |_| {}).await?;
+                let part = session.run(&self.local, &scoped, |_| {}).await?;
                 report.fetched += part.fetched;
                 report.sent += part.sent;
                 report.have += part.have;
