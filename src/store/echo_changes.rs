@@ -93,10 +93,10 @@ impl Store {
         Ok(found)
     }
 
-    /// Fills the index from the stored states, once (stores from before it).
-    pub(super) fn build_echo_changes(&self) -> Result<(), StoreError> {
-        let mut txn = self.env.write_txn()?;
-        if self.dbs.meta.get(&txn, BUILT)?.is_some() {
+    /// Fills the index from the stored states, once (stores from before
+    /// it); `Store::open` runs it before the writer exists.
+    pub(super) fn fill_echo_changes(&self, txn: &mut RwTxn) -> Result<(), StoreError> {
+        if self.dbs.meta.get(txn, BUILT)?.is_some() {
             return Ok(());
         }
         let mut changed = Vec::new();
@@ -104,7 +104,7 @@ impl Store {
             kinds: Some(vec![ECHO_STATE_KIND]),
             ..Default::default()
         };
-        self.query(&txn, &kind, u64::MAX, 0, &mut |found| {
+        self.query(txn, &kind, u64::MAX, 0, &mut |found| {
             let event = Event::from_json(found.json).ok();
             if let Some((event, received)) = event.as_ref().and_then(|e| Some((e, received_ms(e)?)))
             {
@@ -113,10 +113,9 @@ impl Store {
             Ok(true)
         })?;
         for (node, received) in &changed {
-            self.note_changed(&mut txn, node, *received)?;
+            self.note_changed(txn, node, *received)?;
         }
-        self.dbs.meta.put(&mut txn, BUILT, &[1])?;
-        txn.commit()?;
+        self.dbs.meta.put(txn, BUILT, &[1])?;
         Ok(())
     }
 }
@@ -156,11 +155,14 @@ mod tests {
         let expected = vec![(3_000, "n2".to_string()), (5_000, "n1".to_string())];
         assert_eq!(listed(&store), expected);
         // As a store written before the index existed looks.
-        let mut txn = store.env.write_txn().unwrap();
-        store.dbs.echo_changes.clear(&mut txn).unwrap();
-        store.dbs.echo_changed.clear(&mut txn).unwrap();
-        store.dbs.meta.delete(&mut txn, BUILT).unwrap();
-        txn.commit().unwrap();
+        store
+            .write_retrying(|txn| {
+                store.dbs.echo_changes.clear(txn)?;
+                store.dbs.echo_changed.clear(txn)?;
+                store.dbs.meta.delete(txn, BUILT)?;
+                Ok(())
+            })
+            .unwrap();
         drop(store);
         let options = StoreOptions::from_config(&crate::config::Config::default());
         let reopened = Store::open(dir.path(), &options).unwrap();

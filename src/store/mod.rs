@@ -223,7 +223,8 @@ impl Store {
             trees_enabled: options.trees,
             mesh: std::sync::Arc::default(),
         };
-        store.build_echo_changes()?;
+        // Indexes added since the store was written, filled once.
+        store.write_retrying(|txn| store.fill_echo_changes(txn))?;
         Ok(store)
     }
 
