@@ -187,16 +187,34 @@ async fn live_mode_propagates_at_once_and_heals_a_partition() {
     let from_a = note(&keys, "written on a");
     a.client().await.publish_ok(&from_a).await;
     assert_eq!(on_b.recv().await[2]["id"], from_a.id_hex());
+    // A burst is committed in few batches and goes out in pieces of the
+    // store's feed: every event of it reaches the other side live.
+    let burst: Vec<_> = (0..100)
+        .map(|i| event_at(&keys, 1, now(), vec![], &format!("burst {i}")))
+        .collect();
+    let mut writer = a.client().await;
+    for event in &burst {
+        writer
+            .send_text(format!("[\"EVENT\",{}]", event.to_json()))
+            .await;
+    }
+    let mut live: std::collections::HashSet<String> = Default::default();
+    while live.len() < burst.len() {
+        let seen = on_b.recv().await;
+        assert_eq!(seen[0], "EVENT", "{seen}");
+        live.insert(seen[2]["id"].as_str().expect("id").to_string());
+    }
+    assert!(burst.iter().all(|e| live.contains(&e.id_hex())));
 
     // Partition: writes on both sides stay apart ...
     link.cut();
     write_random(&a, &keys, "a2", 10).await;
     write_random(&b, &keys, "b2", 10).await;
-    assert_eq!(items(&a).await.len(), 52);
-    assert_eq!(items(&b).await.len(), 52);
+    assert_eq!(items(&a).await.len(), 152);
+    assert_eq!(items(&b).await.len(), 152);
     // ... and once it heals, the live link reconnects and reconciles.
     link.heal();
-    wait_for_count(&[&a, &b], 62).await;
+    wait_for_count(&[&a, &b], 162).await;
     assert_equal_sets(&[&a, &b]).await;
     a.stop().await;
     b.stop().await;

@@ -115,7 +115,7 @@ impl Echo {
     /// events (until `shutdown`).
     pub fn start_streams(
         self: &Arc<Self>,
-        feed: tokio::sync::broadcast::Receiver<Arc<crate::writer::Committed>>,
+        feed: tokio::sync::broadcast::Receiver<crate::writer::CommittedChunk>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         stream::spawn_dispatcher(self.clone(), feed, shutdown);

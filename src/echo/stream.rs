@@ -33,7 +33,7 @@ use super::{time, Echo, EchoCaller};
 use crate::auth::User;
 use crate::filter::Filter;
 use crate::mesh::ECHO_STATE_KIND;
-use crate::writer::Committed;
+use crate::writer::{Committed, CommittedChunk};
 
 /// How often an idle stream gets a comment line.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -187,7 +187,7 @@ impl Drop for Registration {
 /// events to the open streams, until shutdown.
 pub fn spawn_dispatcher(
     echo: Arc<Echo>,
-    mut feed: broadcast::Receiver<Arc<Committed>>,
+    mut feed: broadcast::Receiver<CommittedChunk>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -197,7 +197,11 @@ pub fn spawn_dispatcher(
                 committed = feed.recv() => committed,
             };
             match committed {
-                Ok(committed) => dispatch(&echo, &committed).await,
+                Ok(piece) => {
+                    for committed in piece.iter() {
+                        dispatch(&echo, committed).await;
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
                     // Changes were missed: every stream resumes by cursor.
                     tracing::warn!(skipped, "echo streams fell behind the store; closing them");

@@ -10,13 +10,13 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::Graphs;
-use crate::writer::Committed;
+use crate::writer::CommittedChunk;
 
 /// Least time between two syncs asked for because of gaps.
 const PAUSE: Duration = Duration::from_secs(2);
 
 /// Watches stored txs for ones placed beyond their graph's head.
-pub fn spawn_watcher(graphs: Arc<Graphs>, mut feed: broadcast::Receiver<Arc<Committed>>) {
+pub fn spawn_watcher(graphs: Arc<Graphs>, mut feed: broadcast::Receiver<CommittedChunk>) {
     tokio::spawn(async move {
         let mut last_ask: Option<tokio::time::Instant> = None;
         let mut highest: std::collections::HashMap<String, u64> = Default::default();
@@ -29,36 +29,39 @@ pub fn spawn_watcher(graphs: Arc<Graphs>, mut feed: broadcast::Receiver<Arc<Comm
                 () = &mut stopped => return,
                 next = feed.recv() => next,
             };
-            let committed = match next {
-                Ok(committed) => committed,
+            let piece = match next {
+                Ok(piece) => piece,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            let event = &committed.event;
-            let (Some(graph), Some(t)) = (crate::store::graph_of(event), crate::store::t_of(event))
-            else {
-                continue;
-            };
-            // Txs mostly arrive in order: the store is asked only about a tx
-            // that is not the next one this watcher saw for its graph.
-            let seen = highest.entry(graph.to_string()).or_insert(0);
-            let in_order = *seen != 0 && t == *seen + 1;
-            *seen = (*seen).max(t);
-            if in_order || last_ask.is_some_and(|at| at.elapsed() < PAUSE) {
-                continue;
-            }
-            let (store, graph) = (graphs.store.clone(), graph.to_string());
-            let head = tokio::task::spawn_blocking(move || {
-                let txn = store.read_txn().ok()?;
-                store.graph_t(&txn, &graph).ok()
-            })
-            .await
-            .ok()
-            .flatten();
-            if head.is_some_and(|head| t > head + 1) {
-                tracing::debug!(t, ?head, "a gap in a graph log: syncing with peers now");
-                graphs.sync.trigger(None, None);
-                last_ask = Some(tokio::time::Instant::now());
+            for committed in piece.iter() {
+                let event = &committed.event;
+                let (Some(graph), Some(t)) =
+                    (crate::store::graph_of(event), crate::store::t_of(event))
+                else {
+                    continue;
+                };
+                // Txs mostly arrive in order: the store is asked only about a tx
+                // that is not the next one this watcher saw for its graph.
+                let seen = highest.entry(graph.to_string()).or_insert(0);
+                let in_order = *seen != 0 && t == *seen + 1;
+                *seen = (*seen).max(t);
+                if in_order || last_ask.is_some_and(|at| at.elapsed() < PAUSE) {
+                    continue;
+                }
+                let (store, graph) = (graphs.store.clone(), graph.to_string());
+                let head = tokio::task::spawn_blocking(move || {
+                    let txn = store.read_txn().ok()?;
+                    store.graph_t(&txn, &graph).ok()
+                })
+                .await
+                .ok()
+                .flatten();
+                if head.is_some_and(|head| t > head + 1) {
+                    tracing::debug!(t, ?head, "a gap in a graph log: syncing with peers now");
+                    graphs.sync.trigger(None, None);
+                    last_ask = Some(tokio::time::Instant::now());
+                }
             }
         }
     });

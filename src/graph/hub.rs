@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::messages::{OnlineUser, ServerMessage};
 use crate::store::{graph_of, Store};
-use crate::writer::Committed;
+use crate::writer::{Committed, CommittedChunk};
 
 /// Messages queued to one socket before it counts as too slow and is shut.
 const SOCKET_QUEUE: usize = 1024;
@@ -180,7 +180,7 @@ impl Hub {
     pub fn spawn_feed_listener(
         self: &Arc<Self>,
         store: Arc<Store>,
-        mut feed: broadcast::Receiver<Arc<Committed>>,
+        mut feed: broadcast::Receiver<CommittedChunk>,
     ) {
         let hub = self.clone();
         tokio::spawn(async move {
@@ -191,9 +191,9 @@ impl Hub {
                 let mut touched: HashSet<String> = HashSet::new();
                 match feed.recv().await {
                     Ok(first) => {
-                        hub.note(&first, &mut touched);
+                        first.iter().for_each(|c| hub.note(c, &mut touched));
                         while let Ok(more) = feed.try_recv() {
-                            hub.note(&more, &mut touched);
+                            more.iter().for_each(|c| hub.note(c, &mut touched));
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {

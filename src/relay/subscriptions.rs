@@ -19,7 +19,7 @@ use super::client::Client;
 use super::messages;
 use super::policy::ReadPolicy;
 use crate::filter::Filter;
-use crate::writer::{Committed, FanoutSender};
+use crate::writer::{Committed, CommittedChunk, FanoutSender};
 
 /// Live events buffered for a pending subscription before it is cut off.
 const MAX_PENDING_EVENTS: usize = 10_000;
@@ -102,14 +102,16 @@ impl Subscription {
 /// of stored events that live sync pushes to peers.
 pub struct Registry {
     subs: RwLock<HashMap<(u64, String), Arc<Subscription>>>,
-    stored: tokio::sync::broadcast::Sender<Arc<Committed>>,
+    stored: tokio::sync::broadcast::Sender<CommittedChunk>,
     /// Events offered to matching live subscriptions since start.
     delivered: std::sync::atomic::AtomicU64,
 }
 
-/// Stored events buffered per slow feed reader before it lags (and the
-/// next reconciliation repairs what it skipped).
-const FEED_CAPACITY: usize = 8192;
+/// Pieces of commits buffered per slow feed reader before it lags (and
+/// the next reconciliation repairs what it skipped), and the most events
+/// in one piece: at most 8 192 events held for a reader that fell behind.
+const FEED_CAPACITY: usize = 256;
+const FEED_CHUNK: usize = 32;
 
 impl Default for Registry {
     fn default() -> Self {
@@ -124,7 +126,7 @@ impl Default for Registry {
 impl Registry {
     /// The feed of stored events in commit order; live sync subscribes to
     /// it on every (re)connect.
-    pub fn stored_feed(&self) -> tokio::sync::broadcast::Sender<Arc<Committed>> {
+    pub fn stored_feed(&self) -> tokio::sync::broadcast::Sender<CommittedChunk> {
         self.stored.clone()
     }
 
@@ -208,8 +210,10 @@ pub fn spawn_fanout(
             while let Ok(batch) = rx.recv() {
                 registry.deliver(&batch, &read);
                 if registry.stored.receiver_count() > 0 {
-                    for committed in batch.iter().filter(|c| c.seq.is_some()) {
-                        let _ = registry.stored.send(committed.clone());
+                    let stored: Vec<Arc<Committed>> =
+                        batch.into_iter().filter(|c| c.seq.is_some()).collect();
+                    for piece in stored.chunks(FEED_CHUNK) {
+                        let _ = registry.stored.send(piece.into());
                     }
                 }
             }

@@ -18,7 +18,7 @@ use super::types::{Direction, Local, SyncError};
 use crate::event::{now, Event};
 use crate::filter::Filter;
 use crate::refusal::Prefix;
-use crate::writer::Committed;
+use crate::writer::CommittedChunk;
 
 /// No message (not even a pong) for this long means the link is dead.
 const IDLE: Duration = Duration::from_secs(90);
@@ -38,7 +38,7 @@ pub struct LiveLink {
     pub filter: Filter,
     pub direction: Direction,
     /// Our stored events, for pushing.
-    pub feed: broadcast::Sender<Arc<Committed>>,
+    pub feed: broadcast::Sender<CommittedChunk>,
     /// Wakes the peer's reconciliation task.
     pub reconcile: Arc<Notify>,
     /// The node key configured for the peer: when it proves it holds it,
@@ -92,7 +92,7 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut resubscribed = false;
     loop {
-        let mut push: Option<Arc<Committed>> = None;
+        let mut push: Option<CommittedChunk> = None;
         let mut send_ping = false;
         tokio::select! {
             msg = peer.recv_within(IDLE) => {
@@ -128,7 +128,7 @@ async fn session(link: &LiveLink, stop: &mut watch::Receiver<bool>) -> Result<()
             _ = ping.tick() => send_ping = true,
             _ = stop.changed() => return Ok(()),
         }
-        if let Some(committed) = push {
+        for committed in push.iter().flat_map(|piece| piece.iter()) {
             let event = &committed.event;
             if link.filter.matches(event)
                 && !from_peer.contains(&event.id)
@@ -158,8 +158,8 @@ async fn subscribe(peer: &mut PeerSocket, filter: &Filter) -> Result<(), SyncErr
 }
 
 async fn recv_feed(
-    feed: &mut Option<broadcast::Receiver<Arc<Committed>>>,
-) -> Result<Arc<Committed>, broadcast::error::RecvError> {
+    feed: &mut Option<broadcast::Receiver<CommittedChunk>>,
+) -> Result<CommittedChunk, broadcast::error::RecvError> {
     match feed {
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,

@@ -23,7 +23,7 @@ use crate::filter::Filter;
 use crate::mesh::Mesh;
 use crate::peers::PeerSpec;
 use crate::store::{Bookkeeping, PeerRecord, ScopeStatus};
-use crate::writer::Committed;
+use crate::writer::CommittedChunk;
 
 /// Longest wait after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -70,7 +70,7 @@ pub struct SyncService {
     stop: watch::Receiver<bool>,
     saved: HashMap<String, PeerState>,
     /// Our stored events, pushed to live peers (`None`: no live mode).
-    feed: Option<broadcast::Sender<Arc<Committed>>>,
+    feed: Option<broadcast::Sender<CommittedChunk>>,
     /// Serialises peer-state saves (read the state, then write it).
     state_writes: Arc<Mutex<()>>,
     /// Peers configured with a node key join the relay's mesh.
@@ -83,7 +83,7 @@ impl SyncService {
         local: Local,
         peers: &[PeerConfig],
         stop: watch::Receiver<bool>,
-        feed: Option<broadcast::Sender<Arc<Committed>>>,
+        feed: Option<broadcast::Sender<CommittedChunk>>,
         mesh: Option<Arc<Mesh>>,
     ) -> Arc<SyncService> {
         let saved: HashMap<String, PeerState> = local

@@ -77,6 +77,10 @@ pub struct Committed {
     pub json: String,
 }
 
+/// Stored events as the store's feed carries them: a few of one commit at a
+/// time (one broadcast send and one wake-up per piece, not per event).
+pub type CommittedChunk = Arc<[Arc<Committed>]>;
+
 /// Receives committed events in commit order.
 pub type FanoutSender = flume::Sender<Vec<Arc<Committed>>>;
 
