@@ -74,12 +74,14 @@ impl Subscription {
         }
     }
 
-    fn offer(&self, committed: &Arc<Committed>) {
+    /// Offers the matching events of one commit: buffered while the stored
+    /// phase runs, else sent with one wake-up of the connection's writer.
+    fn offer(&self, matching: &[&Arc<Committed>]) {
         let mut state = self.state.lock();
         match &mut *state {
             State::Pending(buffer) => {
-                if buffer.len() < MAX_PENDING_EVENTS {
-                    buffer.push(committed.clone());
+                if buffer.len() + matching.len() <= MAX_PENDING_EVENTS {
+                    buffer.extend(matching.iter().map(|c| Arc::clone(c)));
                 } else {
                     self.cancelled.store(true, Ordering::Relaxed);
                     let why =
@@ -88,11 +90,12 @@ impl Subscription {
                 }
             }
             State::Live { after_seq } => {
-                if committed.seq.is_none_or(|s| s > *after_seq) {
-                    self.client
-                        .outbox
-                        .send(messages::event(&self.id, &committed.json));
-                }
+                let texts = matching
+                    .iter()
+                    .filter(|c| c.seq.is_none_or(|s| s > *after_seq))
+                    .map(|c| messages::event(&self.id, &c.json))
+                    .collect();
+                self.client.outbox.send_all(texts);
             }
         }
     }
@@ -182,16 +185,19 @@ impl Registry {
     fn deliver(&self, batch: &[Arc<Committed>], read: &ReadPolicy) {
         let subs = self.subs.read();
         let mut offered = 0u64;
-        for committed in batch {
-            for sub in subs.values() {
-                if sub.is_cancelled() || !sub.filters.iter().any(|f| f.matches(&committed.event)) {
-                    continue;
-                }
-                if !read.can_see(&sub.client, &committed.event) {
-                    continue;
-                }
-                sub.offer(committed);
-                offered += 1;
+        let mut matching = Vec::new();
+        for sub in subs.values() {
+            if sub.is_cancelled() {
+                continue;
+            }
+            matching.clear();
+            matching.extend(batch.iter().filter(|c| {
+                sub.filters.iter().any(|f| f.matches(&c.event))
+                    && read.can_see(&sub.client, &c.event)
+            }));
+            if !matching.is_empty() {
+                sub.offer(&matching);
+                offered += matching.len() as u64;
             }
         }
         self.delivered.fetch_add(offered, Ordering::Relaxed);
