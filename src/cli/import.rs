@@ -3,6 +3,8 @@
 //! pool and every event goes through the same writer as the relay's, so
 //! replacement, deletion and indexing rules are identical. Works with or
 //! without a running relay on the same directory (LMDB locks the files).
+//! Into a store that holds no events it bulk loads instead
+//! (`import_bulk.rs`).
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use super::NodeArgs;
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::refusal::Prefix;
-use crate::store::WriteOutcome;
+use crate::store::{Store, WriteOutcome};
 use crate::verify::{verify_group, VerifyPool};
 use crate::writer::{Batching, GroupAnswer, Writer};
 
@@ -30,15 +32,20 @@ pub struct ImportArgs {
     /// Print one summary line as JSON.
     #[arg(long)]
     json: bool,
+    /// Store every event through the writer even into an empty store
+    /// (by default an empty store is bulk loaded: indexes built from
+    /// sorted runs).
+    #[arg(long)]
+    no_bulk: bool,
 }
 
 /// Counts reported at the end of an import.
 #[derive(Default)]
-struct Tally {
-    stored: AtomicU64,
-    duplicate: AtomicU64,
-    refused: AtomicU64,
-    invalid: AtomicU64,
+pub(super) struct Tally {
+    pub(super) stored: AtomicU64,
+    pub(super) duplicate: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) invalid: AtomicU64,
 }
 
 /// Problems printed individually before the summary.
@@ -63,47 +70,21 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     };
     // Progress in bytes of the file (its size is the total), events in
     // the message.
-    let mut progress =
-        super::progress::Progress::new(args.node.progress_mode(), "import", "bytes", size);
+    let mode = args.node.progress_mode();
+    let progress = super::progress::Progress::new(mode, "import", "bytes", size);
     let store = Arc::new(super::open_store(&config)?);
-    let metrics = Arc::new(Metrics::default());
-    let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
-    let verify = VerifyPool::new(config.server.verify_threads);
     let tally = Arc::new(Tally::default());
-    let (pending, answers) = std::sync::mpsc::channel();
-    let tallier = {
-        let tally = tally.clone();
-        std::thread::spawn(move || tally_answers(tally, answers))
-    };
     let started = Instant::now();
-    let mut lines = 0u64;
-    let mut group: Vec<(Event, u64)> = Vec::with_capacity(GROUP);
-    for (index, line) in input.lines().enumerate() {
-        let line = line.context("cannot read the input")?;
-        let line_no = index as u64 + 1;
-        progress.inc(line.len() as u64 + 1);
-        if line_no.is_multiple_of(1024) {
-            progress.message(format!("{line_no} lines"));
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        lines += 1;
-        match Event::from_json(&line) {
-            Ok(event) => group.push((event, line_no)),
-            Err(e) => report(&tally.invalid, line_no, &e.refusal().to_string()),
-        }
-        if group.len() >= GROUP {
-            let full = std::mem::replace(&mut group, Vec::with_capacity(GROUP));
-            submit(&verify, &writer, &tally, &pending, full);
-        }
-    }
-    submit(&verify, &writer, &tally, &pending, group);
-    progress.finish();
-    verify.shutdown();
-    writer.shutdown();
-    drop(pending);
-    let _ = tallier.join();
+    let lines = if !args.no_bulk && !store.holds_events()? {
+        let announce = |phase: &str| {
+            if mode != super::progress::Mode::Quiet {
+                eprintln!("bulk load: {phase}");
+            }
+        };
+        super::import_bulk::run(&store, &config, input, progress, &tally, &announce)?
+    } else {
+        through_writer(&store, &config, input, progress, &tally)?
+    };
     store.sync();
     let secs = started.elapsed().as_secs_f64();
     let stored = tally.stored.load(Relaxed);
@@ -126,12 +107,40 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     Ok(if refused + invalid > 0 { 1 } else { 0 })
 }
 
+/// The normal path: every event through the writer, as the relay stores
+/// them; returns the lines read.
+fn through_writer(
+    store: &Arc<Store>,
+    config: &crate::config::Config,
+    input: Box<dyn BufRead>,
+    mut progress: super::progress::Progress,
+    tally: &Arc<Tally>,
+) -> anyhow::Result<u64> {
+    let metrics = Arc::new(Metrics::default());
+    let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
+    let verify = VerifyPool::new(config.server.verify_threads);
+    let (pending, answers) = std::sync::mpsc::channel();
+    let tallier = {
+        let tally = tally.clone();
+        std::thread::spawn(move || tally_answers(tally, answers))
+    };
+    let lines = super::import_bulk::read_lines(input, &mut progress, tally, |group| {
+        submit(&verify, &writer, tally, &pending, group)
+    });
+    progress.finish();
+    verify.shutdown();
+    writer.shutdown();
+    drop(pending);
+    let _ = tallier.join();
+    lines
+}
+
 /// Lines verified as one job and stored as one writer request (one queue
 /// hop each per group, as the relay's ingest does).
-const GROUP: usize = 16;
+pub(super) const GROUP: usize = 16;
 
 /// A group handed to the writer: its line numbers and the writer's answer.
-type Pending = (Vec<u64>, GroupAnswer);
+pub(super) type Pending = (Vec<u64>, GroupAnswer);
 
 /// Verifies a group of parsed lines on the pool and hands the valid ones to
 /// the writer; `pending` takes the answer, tallied after commit.
@@ -158,7 +167,7 @@ fn submit(
 
 /// Tallies the writer's answers as they come (on its own thread, so verify
 /// threads never wait for a commit).
-fn tally_answers(tally: Arc<Tally>, pending: std::sync::mpsc::Receiver<Pending>) {
+pub(super) fn tally_answers(tally: Arc<Tally>, pending: std::sync::mpsc::Receiver<Pending>) {
     for (line_nos, answer) in pending {
         let outcomes = answer.blocking_recv().unwrap_or_default();
         for (line_no, outcome) in line_nos.into_iter().zip(&outcomes) {
@@ -184,7 +193,7 @@ fn tally_answers(tally: Arc<Tally>, pending: std::sync::mpsc::Receiver<Pending>)
     }
 }
 
-fn report(counter: &AtomicU64, line: u64, reason: &str) {
+pub(super) fn report(counter: &AtomicU64, line: u64, reason: &str) {
     let seen = counter.fetch_add(1, Relaxed);
     if seen < MAX_REPORTED {
         eprintln!("line {line}: {reason}");

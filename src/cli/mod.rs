@@ -7,6 +7,7 @@ mod echo_sync;
 mod export;
 mod graph;
 mod import;
+mod import_bulk;
 mod negentropy;
 mod node_key;
 mod peers;

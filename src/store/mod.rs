@@ -4,6 +4,8 @@
 //! events, indexes and deletion records change.
 
 mod bookkeeping;
+mod bulk;
+mod bulk_runs;
 mod count;
 mod echo_changes;
 mod graph_order;
@@ -22,13 +24,14 @@ use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use parking_lot::{RwLock, RwLockReadGuard};
 
 pub use bookkeeping::Bookkeeping;
+pub use bulk::{is_bulk_kind, BulkLoad, BulkOutcome};
 pub use echo_changes::ChangePosition;
 pub use graph_order::{index_unknown, later_homes, t_of, term_of, HomeTerm};
 pub use graphs::{epoch_of, graph_of, GraphBatchOutcome, GraphState, GraphTx, KvRow};
 pub use query::{Found, IndexName, QueryPlan, Stop};
 pub use schema::Header;
 pub use scopes::{graph_scope, scope_filter, Scope, ScopeStatus, TreeWindow, GRAPH_TX_KIND};
-pub use write::{BatchItem, WriteOutcome};
+pub use write::{BatchItem, WriteOutcome, DELETED_BY_AUTHOR};
 
 type Db = Database<Bytes, Bytes>;
 
@@ -45,6 +48,8 @@ pub enum StoreError {
     Corrupt(&'static str),
     #[error("fingerprint tree: {0}")]
     Scope(String),
+    #[error("bulk import: {0}")]
+    Bulk(String),
     /// A budgeted walk ([`Store::query_until`]) reached its deadline.
     #[error("the walk ran out of time")]
     OutOfTime,
@@ -225,6 +230,7 @@ impl Store {
         };
         // Indexes added since the store was written, filled once.
         store.write_retrying(|txn| store.fill_echo_changes(txn))?;
+        store.roll_back_bulk_load()?;
         Ok(store)
     }
 

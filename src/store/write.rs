@@ -17,6 +17,9 @@ pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
 /// Most expired events removed by one purge request.
 const PURGE_CHUNK: usize = 10_000;
 
+/// Why an event whose author deleted it (NIP-09) is not stored.
+pub const DELETED_BY_AUTHOR: &str = "this event was deleted by its author";
+
 /// One request inside a write batch.
 pub enum BatchItem<'a> {
     /// A verified event and its canonical JSON.
@@ -212,9 +215,7 @@ impl Store {
     ) -> Result<Option<Refusal>, StoreError> {
         let d = &self.dbs;
         if d.deleted_ids.get(txn, &event.id)? == Some(&event.pubkey[..]) {
-            return Ok(Some(Refusal::blocked(
-                "this event was deleted by its author",
-            )));
+            return Ok(Some(Refusal::blocked(DELETED_BY_AUTHOR)));
         }
         if let Some(coord) = event.coordinate() {
             let key = schema::coord_key(coord.kind, &coord.pubkey, &coord.d);
@@ -250,13 +251,7 @@ impl Store {
         json: &str,
     ) -> Result<(), StoreError> {
         let d = &self.dbs;
-        let header = Header {
-            id: event.id,
-            pubkey: event.pubkey,
-            created_at: event.created_at,
-            kind: event.kind,
-            expiration: event.expiration().unwrap_or(0),
-        };
+        let header = header_of(event);
         let seq_bytes = schema::seq_key(seq);
         // Sequence numbers only grow, so every event goes at the end:
         // LMDB skips the search and fills pages completely.
@@ -393,9 +388,24 @@ impl Store {
     }
 }
 
+/// The fixed fields stored before an event's JSON.
+pub(super) fn header_of(event: &Event) -> Header {
+    Header {
+        id: event.id,
+        pubkey: event.pubkey,
+        created_at: event.created_at,
+        kind: event.kind,
+        expiration: event.expiration().unwrap_or(0),
+    }
+}
+
 /// Every `(index, key)` pair of one event; insert and remove share it so the
 /// two can never disagree.
-fn index_keys(header: &Header, tags: &[Vec<String>], seq: u64) -> Vec<(IndexDb, Vec<u8>)> {
+pub(super) fn index_keys(
+    header: &Header,
+    tags: &[Vec<String>],
+    seq: u64,
+) -> Vec<(IndexDb, Vec<u8>)> {
     let ts = header.created_at;
     let mut keys = vec![
         (IndexDb::Time, schema::index_key(&[], ts, seq)),
