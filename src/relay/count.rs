@@ -67,52 +67,79 @@ fn out_of_time(budget_ms: u64) -> Refusal {
 }
 
 fn count(relay: &Relay, client: &Client, filters: &[Filter]) -> Result<u64, StoreError> {
-    let deadline = Instant::now() + Duration::from_millis(relay.config.limits.count_budget_ms);
     let txn = relay.store.read_txn()?;
-    let now = now();
+    let counting = Counting {
+        relay,
+        client,
+        txn: &txn,
+        now: now(),
+        deadline: Instant::now() + Duration::from_millis(relay.config.limits.count_budget_ms),
+    };
     if let [filter] = filters {
-        if let Some(counted) = count_from_tree(relay, client, &txn, filter, now, deadline)? {
+        if let Some(counted) = counting.in_tree(filter)? {
             return Ok(counted);
         }
     }
     let mut seen = (filters.len() > 1).then(HashSet::new);
     let mut total = 0;
     for filter in filters {
-        total += walk(relay, client, &txn, filter, now, deadline, &mut |seq| {
+        total += counting.walk(filter, &mut |seq| {
             seen.as_mut().is_none_or(|s| s.insert(seq))
         })?;
     }
     Ok(total)
 }
 
-/// The count of `filter` from the tree that serves it, if one does.
-fn count_from_tree(
-    relay: &Relay,
-    client: &Client,
-    txn: &RoTxn,
-    filter: &Filter,
+/// One COUNT's view: who asks, in which snapshot, until when.
+struct Counting<'a> {
+    relay: &'a Relay,
+    client: &'a Client,
+    txn: &'a RoTxn<'a>,
     now: u64,
     deadline: Instant,
-) -> Result<Option<u64>, StoreError> {
-    let unlimited = Filter {
-        limit: None,
-        ..filter.clone()
-    };
-    let Some(id) = relay.store.tree_for(txn, &unlimited)? else {
-        return Ok(None);
-    };
-    let window = TreeWindow::new(id, &unlimited);
-    relay.metrics.counts_from_tree.fetch_add(1, Relaxed);
-    let held = relay
-        .store
-        .count_in_tree(txn, window, &unlimited, now, deadline)?;
-    let scope = scope_filter(&unlimited);
-    let kept_out = relay.read_policy.kept_from_tree(client, &scope);
-    let Some(rest) = narrowed_to(&unlimited, &kept_out) else {
-        return Ok(Some(held));
-    };
-    let seen_too = walk(relay, client, txn, &rest, now, deadline, &mut |_| true)?;
-    Ok(Some(held + seen_too))
+}
+
+impl Counting<'_> {
+    /// The count of `filter` from the tree that serves it, if one does.
+    fn in_tree(&self, filter: &Filter) -> Result<Option<u64>, StoreError> {
+        let unlimited = Filter {
+            limit: None,
+            ..filter.clone()
+        };
+        let store = &self.relay.store;
+        let Some(id) = store.tree_for(self.txn, &unlimited)? else {
+            return Ok(None);
+        };
+        self.relay.metrics.counts_from_tree.fetch_add(1, Relaxed);
+        let window = TreeWindow::new(id, &unlimited);
+        let held = store.count_in_tree(self.txn, window, &unlimited, self.now, self.deadline)?;
+        let scope = scope_filter(&unlimited);
+        let kept_out = self.relay.read_policy.kept_from_tree(self.client, &scope);
+        let Some(rest) = narrowed_to(&unlimited, &kept_out) else {
+            return Ok(Some(held));
+        };
+        Ok(Some(held + self.walk(&rest, &mut |_| true)?))
+    }
+
+    /// Counts the stored events matching `filter` that the client may see
+    /// and `first` accepts (one filter of several: not seen under another).
+    fn walk(&self, filter: &Filter, first: &mut dyn FnMut(u64) -> bool) -> Result<u64, StoreError> {
+        let (relay, client) = (self.relay, self.client);
+        relay
+            .store
+            .query_until(self.txn, filter, self.deadline, self.now, &mut |found| {
+                if client.outbox.is_overflowed() {
+                    return Err(Stop);
+                }
+                if !relay
+                    .read_policy
+                    .can_see_stored(client, &found.header, found.json)
+                {
+                    return Ok(false);
+                }
+                Ok(first(found.seq))
+            })
+    }
 }
 
 /// `filter` narrowed to `kinds`; `None` when nothing is left.
@@ -129,31 +156,4 @@ fn narrowed_to(filter: &Filter, kinds: &[u16]) -> Option<Filter> {
         kinds: Some(kinds),
         ..filter.clone()
     })
-}
-
-/// Counts the stored events matching `filter` that `client` may see and
-/// `first` accepts (one filter of several: not seen under another).
-fn walk(
-    relay: &Relay,
-    client: &Client,
-    txn: &RoTxn,
-    filter: &Filter,
-    now: u64,
-    deadline: Instant,
-    first: &mut dyn FnMut(u64) -> bool,
-) -> Result<u64, StoreError> {
-    relay
-        .store
-        .query_until(txn, filter, deadline, now, &mut |found| {
-            if client.outbox.is_overflowed() {
-                return Err(Stop);
-            }
-            if !relay
-                .read_policy
-                .can_see_stored(client, &found.header, found.json)
-            {
-                return Ok(false);
-            }
-            Ok(first(found.seq))
-        })
 }
