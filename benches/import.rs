@@ -8,6 +8,9 @@
 //! - the writer's path into an empty data directory (`--no-bulk`; skipped
 //!   with NO_BULK_BASELINE=0, it takes long at 10 M).
 //!
+//! Then `INGEST` new events (default 50 000) are published over eight
+//! WebSockets into the bulk-loaded store: live ingest at that store size.
+//!
 //! Each prints events/s and the ratio to the verify-bound rate measured
 //! in the same run.
 //!
@@ -109,9 +112,8 @@ fn verify_rate(path: &std::path::Path) -> f64 {
     lines.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `echorelay import` of the file into a fresh data directory; events/s.
-fn import_rate(path: &std::path::Path, extra: &[&str]) -> f64 {
-    let data = tempfile::tempdir().expect("data dir");
+/// `echorelay import` of the file into `data`; events/s.
+fn import_rate(path: &std::path::Path, data: &tempfile::TempDir, extra: &[&str]) -> f64 {
     let started = Instant::now();
     let out = Command::new(BIN)
         .arg("import")
@@ -152,7 +154,8 @@ fn main() {
         "{:<34} {:>10.0} events/s",
         "parse + verify (all cores)", verify
     );
-    let bulk = import_rate(&input, &[]);
+    let loaded = tempfile::tempdir().expect("data dir");
+    let bulk = import_rate(&input, &loaded, &[]);
     println!(
         "{:<34} {:>10.0} events/s  {:>5.1} % of verify",
         "import, bulk load",
@@ -160,7 +163,8 @@ fn main() {
         100.0 * bulk / verify
     );
     if env_or("NO_BULK_BASELINE", 1) == 1 {
-        let plain = import_rate(&input, &["--no-bulk"]);
+        let fresh = tempfile::tempdir().expect("data dir");
+        let plain = import_rate(&input, &fresh, &["--no-bulk"]);
         println!(
             "{:<34} {:>10.0} events/s  {:>5.1} % of verify (bulk = {:.2}x)",
             "import --no-bulk (the writer)",
@@ -169,4 +173,35 @@ fn main() {
             bulk / plain
         );
     }
+    let more = if full { env_or("INGEST", 50_000) } else { 500 };
+    let rate = ingest_into(&loaded, n, more, authors);
+    println!(
+        "{:<34} {:>10.0} events/s  ({more} new events, 8 connections, {n} stored)",
+        "live ingest into the loaded store", rate
+    );
+}
+
+/// Live ingest over WebSockets into the store `data` holds: `more` new
+/// events of the mix (after the first `stored`), every OK awaited.
+fn ingest_into(data: &tempfile::TempDir, stored: usize, more: usize, authors: usize) -> f64 {
+    let keys: Vec<Keys> = (0..authors.min(1000)).map(|_| Keys::generate()).collect();
+    let pubkeys: Vec<[u8; 32]> = keys.iter().map(|k| k.public_key()).collect();
+    let events: Vec<Event> = (stored..stored + more)
+        .map(|i| mixed(&keys[i % keys.len()], i as u64, &pubkeys))
+        .collect();
+    let messages = common::render(&events, 8);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut config = echorelay::config::Config::default();
+        config.store.data_dir = data.path().to_path_buf();
+        config.limits.events_per_second = 0;
+        let relay = common::start_relay(config).await;
+        common::wait_ready(&relay.url).await;
+        let rate = common::publish_all(&relay.url, messages).await;
+        relay.stop().await;
+        rate
+    })
 }

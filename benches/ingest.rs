@@ -53,75 +53,6 @@ fn verify_rate(events: &Arc<Vec<Event>>) -> f64 {
 }
 
 /// The EVENT messages of each connection, rendered before any clock starts.
-fn render(events: &[Event], conns: usize) -> Vec<Vec<String>> {
-    (0..conns)
-        .map(|c| {
-            events
-                .iter()
-                .skip(c)
-                .step_by(conns)
-                .map(|e| format!("[\"EVENT\",{}]", e.to_json()))
-                .collect()
-        })
-        .collect()
-}
-
-/// Resolves once the relay answers a WebSocket handshake (its store is
-/// open), so start-up stays out of the measured window.
-async fn wait_ready(url: &str) {
-    loop {
-        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await {
-            let _ = ws.close(None).await;
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Publishes every message and waits for every OK. Each connection writes
-/// its frames back to back and flushes once at the end (tungstenite writes
-/// its buffer out whenever 128 KiB are waiting), as a bulk uploader does:
-/// the load generator shares the relay's cores, so a syscall per event on
-/// its side would be counted against the relay.
-async fn publish_all(url: &str, per_conn: Vec<Vec<String>>) -> f64 {
-    let n: usize = per_conn.iter().map(Vec::len).sum();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for mine in per_conn {
-        let url = url.to_string();
-        tasks.push(tokio::spawn(async move {
-            let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
-                .await
-                .expect("connect");
-            let (mut sink, mut stream) = ws.split();
-            let total = mine.len();
-            let writer = tokio::spawn(async move {
-                for text in mine {
-                    sink.feed(Message::Text(text.into())).await.expect("send");
-                }
-                sink.flush().await.expect("flush");
-                sink
-            });
-            let mut oks = 0;
-            while oks < total {
-                match stream.next().await {
-                    Some(Ok(Message::Text(t))) if t.as_str().starts_with("[\"OK\"") => {
-                        assert!(t.as_str().contains(",true,"), "refused: {}", t.as_str());
-                        oks += 1;
-                    }
-                    Some(Ok(_)) => {}
-                    other => panic!("connection ended early: {other:?}"),
-                }
-            }
-            let _ = writer.await;
-        }));
-    }
-    for t in tasks {
-        t.await.expect("publisher");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
 /// OK latency of events published one at a time (each OK awaited before
 /// the next EVENT): what a lone publisher sees, commit and fsync included.
 /// Returns (p50, p99) in milliseconds.
@@ -269,7 +200,7 @@ fn main() {
             .expect("runtime")
     };
     let (relay_rt, loadgen) = (runtime("relay-rt"), runtime("loadgen"));
-    let messages = render(&events, conns);
+    let messages = common::render(&events, conns);
     let mut run = |trees: bool| {
         println!("fingerprint trees {}:", if trees { "on" } else { "off" });
         let dir = tempfile::tempdir().expect("tempdir");
@@ -279,10 +210,10 @@ fn main() {
         config.negentropy.trees = trees;
         let relay = relay_rt.block_on(common::start_relay(config));
         let url = relay.url.clone();
-        loadgen.block_on(wait_ready(&url));
+        loadgen.block_on(common::wait_ready(&url));
         let per_conn = messages.clone();
         let (before, wall) = (cpu_by_role(), Instant::now());
-        let rate = loadgen.block_on(publish_all(&url, per_conn));
+        let rate = loadgen.block_on(common::publish_all(&url, per_conn));
         let elapsed = wall.elapsed().as_secs_f64();
         let after = cpu_by_role();
         let mut busy = 0.0;
@@ -317,7 +248,7 @@ fn main() {
         config.store.data_dir = dir.path().to_path_buf();
         config.store.commit_linger_ms = linger_ms;
         let relay = relay_rt.block_on(common::start_relay(config));
-        loadgen.block_on(wait_ready(&relay.url));
+        loadgen.block_on(common::wait_ready(&relay.url));
         let (p50, p99) = loadgen.block_on(one_at_a_time(&relay.url, &messages[0][..lone]));
         relay_rt.block_on(relay.stop());
         println!(

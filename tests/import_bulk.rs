@@ -105,10 +105,23 @@ async fn a_bulk_import_stores_what_the_writers_path_stores() {
     );
     let bulk = import(bulk_dir.path(), &file, &[]);
     let plain = import(plain_dir.path(), &file, &["--no-bulk"]);
-    for field in ["lines", "stored", "duplicate", "refused", "invalid"] {
-        assert_eq!(bulk[field], plain[field], "{field}: {bulk} vs {plain}");
-    }
-    assert_eq!(bulk["invalid"], 2);
+    // The bulk load takes lines in file order: the note deleted before it
+    // arrives is refused twice (it and its repeat), 14 other repeats and
+    // the older profile and article are duplicates.
+    let counts = |v: &Value| {
+        ["stored", "duplicate", "refused", "invalid"].map(|f| v[f].as_u64().unwrap_or(0))
+    };
+    assert_eq!(counts(&bulk), [244, 16, 2, 2], "{bulk}");
+    // The writer's path verifies on two threads that may finish groups out
+    // of file order (a deletion then lands after its target: stored, then
+    // deleted), so only the sum is fixed there; what is served is the same.
+    assert_eq!(bulk["lines"], plain["lines"]);
+    assert_eq!(
+        counts(&bulk).iter().sum::<u64>(),
+        counts(&plain).iter().sum::<u64>(),
+        "{plain}"
+    );
+    assert_eq!(plain["invalid"], 2);
     assert!(!bulk_dir.path().join("bulk-runs").exists());
     assert!(!bulk_dir.path().join("import-deferred.jsonl").exists());
 

@@ -12,6 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use echorelay::event::{Event, Keys};
 use echorelay::store::{BatchItem, Store, StoreOptions};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 pub fn cores() -> usize {
     std::thread::available_parallelism()
@@ -135,4 +137,74 @@ impl BenchRelay {
         let _ = self.stop.send(());
         self.node.await.expect("node").expect("node run");
     }
+}
+
+/// EVENT messages of `events`, dealt round-robin to `conns` connections.
+pub fn render(events: &[Event], conns: usize) -> Vec<Vec<String>> {
+    (0..conns)
+        .map(|c| {
+            events
+                .iter()
+                .skip(c)
+                .step_by(conns)
+                .map(|e| format!("[\"EVENT\",{}]", e.to_json()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Resolves once the relay answers a WebSocket handshake (its store is
+/// open), so start-up stays out of the measured window.
+pub async fn wait_ready(url: &str) {
+    loop {
+        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await {
+            let _ = ws.close(None).await;
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Publishes every message and waits for every OK. Each connection writes
+/// its frames back to back and flushes once at the end (tungstenite writes
+/// its buffer out whenever 128 KiB are waiting), as a bulk uploader does:
+/// the load generator shares the relay's cores, so a syscall per event on
+/// its side would be counted against the relay.
+pub async fn publish_all(url: &str, per_conn: Vec<Vec<String>>) -> f64 {
+    let n: usize = per_conn.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mine in per_conn {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+                .await
+                .expect("connect");
+            let (mut sink, mut stream) = ws.split();
+            let total = mine.len();
+            let writer = tokio::spawn(async move {
+                for text in mine {
+                    sink.feed(Message::Text(text.into())).await.expect("send");
+                }
+                sink.flush().await.expect("flush");
+                sink
+            });
+            let mut oks = 0;
+            while oks < total {
+                match stream.next().await {
+                    Some(Ok(Message::Text(t))) if t.as_str().starts_with("[\"OK\"") => {
+                        assert!(t.as_str().contains(",true,"), "refused: {}", t.as_str());
+                        oks += 1;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("connection ended early: {other:?}"),
+                }
+            }
+            let _ = writer.await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }

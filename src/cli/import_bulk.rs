@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context;
 
@@ -59,11 +59,14 @@ fn load(
     let load = store.bulk_load()?;
     let deferred_path = config.store.data_dir.join(DEFERRED_FILE);
     let verify = VerifyPool::new(config.server.verify_threads);
-    let (to_loader, verified) = sync_channel::<Vec<Verified>>(LOADER_QUEUE);
+    let (to_loader, verified) = sync_channel::<(u64, Vec<Verified>)>(LOADER_QUEUE);
+    let mut submitted = 0u64;
     let (lines, loaded) = std::thread::scope(|scope| {
         let loader = scope.spawn(|| load_verified(load, verified, &deferred_path, tally));
         let lines = read_lines(input, &mut progress, tally, |group| {
             let (to_loader, tally) = (to_loader.clone(), tally.clone());
+            let index = submitted;
+            submitted += 1;
             verify.handle().run_blocking(move || {
                 let (valid, line_nos) = verify_group(group, |line_no, e| {
                     report(&tally.invalid, line_no, &e.refusal().to_string())
@@ -73,7 +76,7 @@ fn load(
                     .zip(line_nos)
                     .map(|((event, json), line)| (event, json, line))
                     .collect();
-                let _ = to_loader.send(group);
+                let _ = to_loader.send((index, group));
             });
         });
         progress.finish();
@@ -138,59 +141,77 @@ pub(super) fn read_lines(
     Ok(lines)
 }
 
-/// The loader thread: regular events into the load, the rest into the
-/// deferred file (`line json` per line). An event whose author's deletion
-/// came before it is refused as the writer would refuse it (a deletion
-/// after it removes it when the deferred events are stored). After a
-/// failure it keeps draining, so verify threads never wait on it for ever.
+/// The loader thread: groups in input order (verify threads finish them
+/// in any order), regular events into the load, the rest into the
+/// deferred file (`line json` per line). After a failure it keeps
+/// draining, so verify threads never wait on it for ever.
 fn load_verified<'s>(
-    mut load: BulkLoad<'s>,
-    verified: Receiver<Vec<Verified>>,
+    load: BulkLoad<'s>,
+    verified: Receiver<(u64, Vec<Verified>)>,
     deferred_path: &Path,
     tally: &Tally,
 ) -> anyhow::Result<(BulkLoad<'s>, u64)> {
-    let mut deleted: HashSet<([u8; 32], [u8; 32])> = HashSet::new();
     let file = std::fs::File::create(deferred_path)
         .with_context(|| format!("cannot create {}", deferred_path.display()))?;
-    let mut deferred_file = BufWriter::new(file);
-    let mut deferred = 0u64;
+    let mut loader = Loader {
+        load,
+        deferred_file: BufWriter::new(file),
+        deferred: 0,
+        deleted: HashSet::new(),
+        tally,
+    };
     let mut failed = None;
-    for group in verified {
-        if failed.is_some() {
-            continue;
-        }
-        for (event, json, line) in group {
-            if event.kind == 5 {
-                let targets = event
-                    .tag_values("e")
-                    .filter_map(crate::event::decode_hex::<32>);
-                deleted.extend(targets.map(|id| (id, event.pubkey)));
-            }
-            if deleted.contains(&(event.id, event.pubkey)) && is_bulk_kind(&event) {
-                report(
-                    &tally.refused,
-                    line,
-                    &Refusal::blocked(DELETED_BY_AUTHOR).to_string(),
-                );
-                continue;
-            }
-            let done = if is_bulk_kind(&event) {
-                load.add(&event, &json).map_err(anyhow::Error::from)
-            } else {
-                deferred += 1;
-                writeln!(deferred_file, "{line} {json}").map_err(anyhow::Error::from)
-            };
-            if let Err(e) = done {
-                failed = Some(e);
-                break;
+    let (mut waiting, mut next) = (BTreeMap::new(), 0u64);
+    for (index, group) in verified {
+        waiting.insert(index, group);
+        while let Some(group) = waiting.remove(&next) {
+            next += 1;
+            if failed.is_none() {
+                failed = loader.take(group).err();
             }
         }
     }
     if let Some(e) = failed {
         return Err(e);
     }
-    deferred_file.flush()?;
-    Ok((load, deferred))
+    loader.deferred_file.flush()?;
+    Ok((loader.load, loader.deferred))
+}
+
+/// What the loader thread holds.
+struct Loader<'s, 't> {
+    load: BulkLoad<'s>,
+    deferred_file: BufWriter<std::fs::File>,
+    deferred: u64,
+    /// (event id, its author) of every deletion seen so far.
+    deleted: HashSet<([u8; 32], [u8; 32])>,
+    tally: &'t Tally,
+}
+
+impl Loader<'_, '_> {
+    /// One group, in order. An event whose author's deletion came before
+    /// it is refused as the writer would refuse it (a deletion after it
+    /// removes it when the deferred events are stored).
+    fn take(&mut self, group: Vec<Verified>) -> anyhow::Result<()> {
+        for (event, json, line) in group {
+            if event.kind == 5 {
+                let targets = event
+                    .tag_values("e")
+                    .filter_map(crate::event::decode_hex::<32>);
+                self.deleted.extend(targets.map(|id| (id, event.pubkey)));
+            }
+            if !is_bulk_kind(&event) {
+                self.deferred += 1;
+                writeln!(self.deferred_file, "{line} {json}")?;
+            } else if self.deleted.contains(&(event.id, event.pubkey)) {
+                let why = Refusal::blocked(DELETED_BY_AUTHOR).to_string();
+                report(&self.tally.refused, line, &why);
+            } else {
+                self.load.add(&event, &json)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The deferred events through the writer, in input order (verified

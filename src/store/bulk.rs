@@ -10,8 +10,9 @@
 //! 2. the runs are merged and every index — `ids` first, where a repeated
 //!    id marks the later copy a duplicate — is written in key order with
 //!    `MDB_APPEND`; duplicates' rows go;
-//! 3. the fingerprint trees are filled in `created_at` order from
-//!    `by_time`, so their inserts land at the right edge.
+//! 3. the same merge ends with each fingerprint tree's items, recorded in
+//!    pass 1 for the trees whose scope covers the event, in tree order, so
+//!    every insert lands at the tree's right edge.
 //!
 //! Safety: the load holds `bulk.lock` in the data directory and records
 //! the sequence numbers it wrote in `meta` (`bulk_load`) with every commit.
@@ -29,16 +30,18 @@ use std::path::PathBuf;
 
 use super::bulk_runs::Runs;
 use super::schema;
+use super::scopes::{Scope, Trees};
 use super::write::{header_of, index_keys, NEXT_SEQ};
 use super::{IndexDb, Store, StoreError};
 use crate::event::{Event, KindClass};
+use crate::negentropy::{Item, TreeWriter};
 
 /// `meta` key of an unfinished load: first ‖ last sequence number written.
 const MARKER: &[u8] = b"bulk_load";
 const LOCK_FILE: &str = "bulk.lock";
 const RUNS_DIR: &str = "bulk-runs";
 /// Event rows per commit in pass 1, index records per commit in pass 2,
-/// events per commit when filling trees and when rolling back.
+/// events per commit when rolling back.
 const ROWS_PER_COMMIT: usize = 20_000;
 const RECORDS_PER_COMMIT: usize = 500_000;
 const EVENTS_PER_COMMIT: usize = 50_000;
@@ -52,6 +55,8 @@ const INDEXES: [IndexDb; 6] = [
     IndexDb::Tag,
     IndexDb::Expiry,
 ];
+/// Run tag of tree items (`tree id ‖ created_at ‖ id`), merged last.
+const TREE: u8 = 1 + INDEXES.len() as u8;
 
 /// Can `event` be bulk loaded? Only kinds no rule replaces, deletes or
 /// places: everything else goes through the writer after the load.
@@ -88,6 +93,9 @@ pub struct BulkLoad<'s> {
     store: &'s Store,
     /// Taken by `finish` for pass 2.
     runs: Option<Runs>,
+    /// The trees, read when the load began (the store holds no event, so
+    /// every one is empty).
+    scopes: Vec<Scope>,
     rows: Vec<(u64, Vec<u8>)>,
     first_seq: u64,
     next_seq: u64,
@@ -124,8 +132,17 @@ impl Store {
                 .meta
                 .put(txn, MARKER, &marker(first_seq, first_seq - 1))?)
         })?;
+        let scopes = {
+            let txn = self.read_txn()?;
+            if self.trees_enabled {
+                self.scopes(&txn)?
+            } else {
+                Vec::new()
+            }
+        };
         Ok(BulkLoad {
             store: self,
+            scopes,
             runs: Some(Runs::new(&self.data_dir().join(RUNS_DIR)).map_err(bulk_error)?),
             rows: Vec::with_capacity(ROWS_PER_COMMIT),
             first_seq,
@@ -202,6 +219,17 @@ impl BulkLoad<'_> {
         for (index, key) in index_keys(&header, &event.tags, seq) {
             runs.push(tag_of(index), &key).map_err(bulk_error)?;
         }
+        for scope in &self.scopes {
+            if Trees::covers(self.store, scope, event) {
+                let item = [
+                    &scope.id.to_be_bytes()[..],
+                    &event.created_at.to_be_bytes(),
+                    &event.id,
+                ]
+                .concat();
+                runs.push(TREE, &item).map_err(bulk_error)?;
+            }
+        }
         if self.rows.len() >= ROWS_PER_COMMIT {
             self.commit_rows()?;
         }
@@ -244,8 +272,6 @@ impl BulkLoad<'_> {
             .take()
             .ok_or_else(|| bulk_error("the load has finished"))?;
         let duplicates = self.write_indexes(runs)?;
-        phase("building fingerprint trees");
-        self.fill_trees()?;
         let store = self.store;
         store.write_retrying(|txn| Ok(store.dbs.meta.delete(txn, MARKER).map(drop)?))?;
         Ok(BulkOutcome {
@@ -254,7 +280,8 @@ impl BulkLoad<'_> {
         })
     }
 
-    /// Pass 2: every index from the merged runs; returns the duplicates.
+    /// Passes 2 and 3: every index and tree from the merged runs; returns
+    /// the duplicates.
     fn write_indexes(&self, runs: Runs) -> Result<u64, StoreError> {
         let mut merged = runs.merge().map_err(bulk_error)?;
         let mut dropped: HashSet<u64> = HashSet::new();
@@ -267,18 +294,22 @@ impl BulkLoad<'_> {
                 break;
             };
             let seq = seq_suffix(&record).ok_or_else(|| bulk_error("short run record"))?;
-            if record[0] == IDS {
-                let id: [u8; 32] = record
-                    .get(1..33)
-                    .and_then(|id| id.try_into().ok())
-                    .ok_or_else(|| bulk_error("short id record"))?;
-                if last_id == Some(id) {
-                    dropped.insert(seq);
-                    continue;
+            match record[0] {
+                IDS => {
+                    let id: [u8; 32] = record
+                        .get(1..33)
+                        .and_then(|id| id.try_into().ok())
+                        .ok_or_else(|| bulk_error("short id record"))?;
+                    if last_id == Some(id) {
+                        dropped.insert(seq);
+                        continue;
+                    }
+                    last_id = Some(id);
                 }
-                last_id = Some(id);
-            } else if dropped.contains(&seq) {
-                continue;
+                // A duplicate's tree item is its original's: inserted once.
+                TREE => {}
+                _ if dropped.contains(&seq) => continue,
+                _ => {}
             }
             chunk.push(record);
             if chunk.len() >= RECORDS_PER_COMMIT {
@@ -296,7 +327,8 @@ impl BulkLoad<'_> {
         Ok(dropped.len() as u64)
     }
 
-    /// One commit of pass 2: records in key order, appended.
+    /// One commit of passes 2 and 3: records in key order, appended to
+    /// the indexes, inserted at the trees' right edges.
     fn write_records(&self, records: &[Vec<u8>]) -> Result<(), StoreError> {
         let store = self.store;
         let append = heed::PutFlags::APPEND;
@@ -304,61 +336,55 @@ impl BulkLoad<'_> {
             if store.last_seq(txn)? + 1 != self.next_seq {
                 return Err(foreign_write());
             }
+            let mut tree: Option<(u32, TreeWriter)> = None;
             for record in records {
                 let (tag, key) = (record[0], &record[1..]);
-                if tag == IDS {
-                    let (id, seq) = key.split_at(32);
-                    store.dbs.ids.put_with_flags(txn, append, id, seq)?;
-                } else {
-                    let index = INDEXES
-                        .get(usize::from(tag) - 1)
-                        .ok_or_else(|| bulk_error("unknown run tag"))?;
-                    store.index(*index).put_with_flags(txn, append, key, &[])?;
+                match tag {
+                    IDS => {
+                        let (id, seq) = key.split_at(32);
+                        store.dbs.ids.put_with_flags(txn, append, id, seq)?;
+                    }
+                    TREE => {
+                        let (scope, item) = tree_item(key)?;
+                        if tree.as_ref().is_none_or(|(id, _)| *id != scope) {
+                            if let Some((_, mut done)) = tree.take() {
+                                done.flush(txn)?;
+                            }
+                            tree = Some((scope, TreeWriter::new(store.dbs.neg_nodes, scope)));
+                        }
+                        if let Some((_, writer)) = tree.as_mut() {
+                            writer.insert(txn, item)?;
+                        }
+                    }
+                    _ => {
+                        let index = INDEXES
+                            .get(usize::from(tag) - 1)
+                            .ok_or_else(|| bulk_error("unknown run tag"))?;
+                        store.index(*index).put_with_flags(txn, append, key, &[])?;
+                    }
                 }
+            }
+            if let Some((_, mut writer)) = tree {
+                writer.flush(txn)?;
             }
             Ok(())
         })
     }
+}
 
-    /// Pass 3: the loaded events into every tree, oldest first.
-    fn fill_trees(&self) -> Result<(), StoreError> {
-        let store = self.store;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let (seqs, last_key) = {
-                let txn = store.read_txn()?;
-                let start = match &after {
-                    Some(key) => std::ops::Bound::Excluded(key.as_slice()),
-                    None => std::ops::Bound::Unbounded,
-                };
-                let range = (start, std::ops::Bound::Unbounded);
-                let mut seqs = Vec::with_capacity(EVENTS_PER_COMMIT);
-                let mut last_key = None;
-                for entry in store
-                    .dbs
-                    .by_time
-                    .range(&txn, &range)?
-                    .take(EVENTS_PER_COMMIT)
-                {
-                    let (key, _) = entry?;
-                    seqs.push(seq_suffix(key).ok_or(StoreError::Corrupt("time key"))?);
-                    last_key = Some(key.to_vec());
-                }
-                (seqs, last_key)
-            };
-            if seqs.is_empty() {
-                return Ok(());
-            }
-            after = last_key;
-            store.write_retrying(|txn| {
-                let mut trees = store.trees_for_batch(txn)?;
-                for seq in &seqs {
-                    if let Some(event) = store.event_at(txn, *seq)? {
-                        trees.insert(store, txn, &event)?;
-                    }
-                }
-                trees.flush(store, txn)
-            })?;
-        }
-    }
+/// A tree record's tree id and item.
+fn tree_item(record: &[u8]) -> Result<(u32, Item), StoreError> {
+    let short = || bulk_error("short tree record");
+    let scope = u32::from_be_bytes(*record.first_chunk::<4>().ok_or_else(short)?);
+    let created_at = u64::from_be_bytes(
+        *record
+            .get(4..12)
+            .and_then(|b| b.first_chunk::<8>())
+            .ok_or_else(short)?,
+    );
+    let id = *record
+        .get(12..)
+        .and_then(|b| b.first_chunk::<32>())
+        .ok_or_else(short)?;
+    Ok((scope, Item::new(created_at, id)))
 }

@@ -86,7 +86,7 @@ pub(crate) struct Trees {
 }
 
 impl Trees {
-    fn covers(store: &Store, scope: &Scope, event: &Event) -> bool {
+    pub(super) fn covers(store: &Store, scope: &Scope, event: &Event) -> bool {
         store.tree_may_hold(&scope.filter, event.kind) && scope.filter.matches(event)
     }
 
