@@ -56,6 +56,8 @@ pub struct Metrics {
     /// COUNTs answered from a fingerprint tree, and COUNTs refused for
     /// passing `limits.count_budget_ms`.
     pub counts_from_tree: AtomicU64,
+    /// COUNTs answered from index keys alone (a filter of kinds and authors).
+    pub counts_from_keys: AtomicU64,
     pub counts_out_of_time: AtomicU64,
     /// Mesh-kind events refused because their author is not in the mesh
     /// set, whatever path brought them (client, sync, live link, import).
@@ -147,6 +149,12 @@ impl Metrics {
             "COUNTs answered from a fingerprint tree's node counts.",
             "counter",
             self.counts_from_tree.load(Relaxed),
+        );
+        counter(
+            "echorelay_counts_from_keys_total",
+            "COUNTs of kinds (and authors) answered from index keys without reading events.",
+            "counter",
+            self.counts_from_keys.load(Relaxed),
         );
         counter(
             "echorelay_counts_out_of_time_total",

@@ -24,6 +24,10 @@ async fn from_tree(relay: &TestRelay) -> u64 {
     metric(relay.addr, "echorelay_counts_from_tree_total").await
 }
 
+async fn from_keys(relay: &TestRelay) -> u64 {
+    metric(relay.addr, "echorelay_counts_from_keys_total").await
+}
+
 /// 12 notes by alice an hour apart, 3 reactions by bob, 2 DMs (kind 4,
 /// restricted) from alice to bob, and a note by bob that has expired but
 /// that no purge has removed yet. Returns the first note's created_at.
@@ -90,16 +94,30 @@ async fn a_count_from_a_tree_agrees_with_a_req_in_every_view() {
         assert_eq!(count_of(&c.ask(dms).await), seen - 15);
     }
 
-    // No tree for kinds [1]: walked, and the same as the REQ.
+    // No tree for kinds [1]: counted from the kind index's keys (the
+    // expired note taken off), the same as the REQ; so is one author's.
     let before = from_tree(&relay).await;
+    let keys_before = from_keys(&relay).await;
     let notes = json!(["COUNT", "n", {"kinds": [1], "limit": 3}]);
     assert_eq!(count_of(&stranger.ask(notes.clone()).await), 12);
+    let alices =
+        json!(["COUNT", "a", {"kinds": [1, 7], "authors": [hex::encode(alice.public_key())]}]);
+    assert_eq!(count_of(&stranger.ask(alices).await), 12);
+    assert_eq!(from_keys(&relay).await, keys_before + 2);
+    // A restricted kind is walked: each client sees its own view.
+    let bobs_dms = json!(["COUNT", "dm", {"kinds": [4, 1]}]);
     let two = json!(["COUNT", "u", {"kinds": [1]}, {"authors": [hex::encode(alice.public_key())]}]);
     assert_eq!(count_of(&stranger.ask(two.clone()).await), 12);
     let mut bobs = relay.client().await;
     bobs.auth(&bob).await;
     assert_eq!(count_of(&bobs.ask(two).await), 14, "the union, DMs once");
+    assert_eq!(count_of(&bobs.ask(bobs_dms).await), 14);
     assert_eq!(from_tree(&relay).await, before);
+    assert_eq!(
+        from_keys(&relay).await,
+        keys_before + 2,
+        "neither the union nor DMs"
+    );
 
     // Given a tree for it, the same COUNT is answered from the tree.
     let added = Command::new(BIN)
@@ -153,9 +171,13 @@ async fn a_count_past_its_budget_is_closed_with_a_reason() {
         c.publish_ok(&event_at(&keys, 1, now() - i, vec![], "n"))
             .await;
     }
-    // The tree answers without walking, whatever the budget.
+    // The tree answers without walking, whatever the budget; counting
+    // keys and walking events are both bounded by it.
     assert_eq!(count_of(&c.ask(json!(["COUNT", "tree", {}])).await), 3);
-    let reply = c.ask(json!(["COUNT", "walk", {"kinds": [1]}])).await;
+    let counted = c.ask(json!(["COUNT", "keys", {"kinds": [1]}])).await;
+    assert_eq!(counted[0], "CLOSED", "{counted}");
+    let author = json!({"authors": [hex::encode(keys.public_key())]});
+    let reply = c.ask(json!(["COUNT", "walk", author])).await;
     assert_eq!(reply[0], "CLOSED", "{reply}");
     assert_eq!(reply[1], "walk");
     let reason = reply[2].as_str().expect("reason");
@@ -165,7 +187,7 @@ async fn a_count_past_its_budget_is_closed_with_a_reason() {
     );
     assert_eq!(
         metric(relay.addr, "echorelay_counts_out_of_time_total").await,
-        1
+        2
     );
     // The connection goes on.
     assert_eq!(c.req("r", &[json!({"kinds": [1]})]).await.len(), 3);

@@ -1,7 +1,9 @@
 //! NIP-45 COUNT. A single filter that a fingerprint tree serves (the same
 //! filter minus since/until/limit) is answered from the tree's node counts
 //! in O(log n), plus a walk over the few kinds the tree leaves out that
-//! this client may still see. Anything else walks the indexes, as a REQ
+//! this client may still see; a single filter of kinds (or authors and
+//! kinds) that names no restricted kind is counted from its index keys
+//! without reading an event. Anything else walks the indexes, as a REQ
 //! without a limit would, under `limits.count_budget_ms`: past it the
 //! client gets CLOSED with a reason instead of a query thread held for as
 //! long as the store is big. A count is what a REQ without `limit` would
@@ -79,6 +81,9 @@ fn count(relay: &Relay, client: &Client, filters: &[Filter]) -> Result<u64, Stor
         if let Some(counted) = counting.in_tree(filter)? {
             return Ok(counted);
         }
+        if let Some(counted) = counting.by_keys(filter)? {
+            return Ok(counted);
+        }
     }
     let mut seen = (filters.len() > 1).then(HashSet::new);
     let mut total = 0;
@@ -119,6 +124,26 @@ impl Counting<'_> {
             return Ok(Some(held));
         };
         Ok(Some(held + self.walk(&rest, &mut |_| true)?))
+    }
+
+    /// The count of a filter of kinds (and authors) from its index keys,
+    /// when every kind it names is one any client that got this far sees
+    /// whole: not a restricted kind (mesh kinds passed admission only for
+    /// a mesh node, which sees them all).
+    fn by_keys(&self, filter: &Filter) -> Result<Option<u64>, StoreError> {
+        let policy = &self.relay.read_policy;
+        let kinds = filter.kinds.as_deref().unwrap_or_default();
+        if kinds.iter().any(|k| policy.is_restricted(*k)) {
+            return Ok(None);
+        }
+        let counted =
+            self.relay
+                .store
+                .count_from_keys(self.txn, filter, self.now, self.deadline)?;
+        if counted.is_some() {
+            self.relay.metrics.counts_from_keys.fetch_add(1, Relaxed);
+        }
+        Ok(counted)
     }
 
     /// Counts the stored events matching `filter` that the client may see

@@ -3,13 +3,15 @@
 //! tree holds between two timestamps is two root-to-leaf descents. The tree
 //! still holds events that expired since the last purge (NIP-40); those are
 //! few (the purge runs every `store.purge_interval_secs`) and are found
-//! through the expiry index and taken off.
+//! through the expiry index and taken off. A filter of kinds only (or of
+//! authors and kinds, scanned as pairs) is counted from its index keys
+//! without reading an event.
 
 use std::time::Instant;
 
 use heed::RoTxn;
 
-use super::query::{matching_json, Clock};
+use super::query::{matching_json, Clock, IndexName, Merge, QueryPlan};
 use super::schema::{self, Header};
 use super::scopes::{scope_filter, TreeWindow};
 use super::{Store, StoreError};
@@ -36,20 +38,56 @@ impl Store {
         } else {
             SubRange::new(&reader, window.since, window.until)?.size()?
         };
-        let expired = self.expired_in_tree(txn, filter, now, deadline)?;
+        let scope = scope_filter(filter);
+        let in_tree = |kind| self.tree_may_hold(&scope, kind);
+        let expired = self.expired_matching(txn, filter, now, deadline, &in_tree)?;
         Ok((held as u64).saturating_sub(expired))
     }
 
-    /// Expired, not yet purged events matching `filter` that a tree with
-    /// its scope holds.
-    fn expired_in_tree(
+    /// How many events a REQ with `filter` (minus its `limit`) would
+    /// return, counted from index keys alone, if its plan's index holds
+    /// every condition it has: kinds only, or authors and kinds scanned as
+    /// pairs, with since/until inside the keys. `None` for any other
+    /// filter. Who may see the kinds is the caller's question.
+    pub fn count_from_keys(
         &self,
         txn: &RoTxn,
         filter: &Filter,
         now: u64,
         deadline: Instant,
+    ) -> Result<Option<u64>, StoreError> {
+        if filter.ids.is_some() || !filter.tags.is_empty() || filter.is_empty_match() {
+            return Ok(None);
+        }
+        let QueryPlan::Scan { index, prefixes } = QueryPlan::for_filter(filter) else {
+            return Ok(None);
+        };
+        if !matches!(index, IndexName::Kind | IndexName::PubkeyKind) {
+            return Ok(None);
+        }
+        let since = filter.since.unwrap_or(0);
+        let until = filter.until.unwrap_or(u64::MAX);
+        let mut keys = Merge::new(self, txn, index.db(), &prefixes, since, until)?;
+        let mut clock = Clock::new(deadline);
+        let mut counted = 0u64;
+        while keys.next()?.is_some() {
+            clock.tick()?;
+            counted += 1;
+        }
+        let expired = self.expired_matching(txn, filter, now, deadline, &|_| true)?;
+        Ok(Some(counted.saturating_sub(expired)))
+    }
+
+    /// Expired, not yet purged events matching `filter` whose kind `held`
+    /// accepts.
+    fn expired_matching(
+        &self,
+        txn: &RoTxn,
+        filter: &Filter,
+        now: u64,
+        deadline: Instant,
+        held: &dyn Fn(u16) -> bool,
     ) -> Result<u64, StoreError> {
-        let scope = scope_filter(filter);
         let mut clock = Clock::new(deadline);
         let mut expired = 0;
         for entry in self.dbs.by_expiry.iter(txn)? {
@@ -67,9 +105,7 @@ impl Store {
                 .ok_or(StoreError::Corrupt("index points at a missing event"))?;
             let (header, json) =
                 Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
-            if self.tree_may_hold(&scope, header.kind)
-                && matching_json(filter, &header, json)?.is_some()
-            {
+            if held(header.kind) && matching_json(filter, &header, json)?.is_some() {
                 expired += 1;
             }
         }

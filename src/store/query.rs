@@ -95,7 +95,7 @@ impl QueryPlan {
 }
 
 impl IndexName {
-    fn db(self) -> IndexDb {
+    pub(super) fn db(self) -> IndexDb {
         match self {
             IndexName::Time => IndexDb::Time,
             IndexName::Kind => IndexDb::Kind,
@@ -366,14 +366,14 @@ type Cursor<'t> = RoRevRange<'t, Bytes, Bytes>;
 
 /// K-way merge of reverse index cursors by `(created_at, seq)`, dropping
 /// repeats (an event with two matching tag values appears twice).
-struct Merge<'t> {
+pub(super) struct Merge<'t> {
     cursors: Vec<Cursor<'t>>,
     heap: BinaryHeap<(u64, u64, usize)>,
     last: Option<u64>,
 }
 
 impl<'t> Merge<'t> {
-    fn new(
+    pub(super) fn new(
         store: &Store,
         txn: &'t RoTxn,
         index: IndexDb,
@@ -408,7 +408,7 @@ impl<'t> Merge<'t> {
         Ok(())
     }
 
-    fn next(&mut self) -> Result<Option<u64>, StoreError> {
+    pub(super) fn next(&mut self) -> Result<Option<u64>, StoreError> {
         while let Some((_, seq, i)) = self.heap.pop() {
             self.advance(i)?;
             if self.last != Some(seq) {
