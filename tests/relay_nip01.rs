@@ -163,6 +163,11 @@ async fn deletion_by_e_and_a() {
         vec![id_of(&del)]
     );
 
+    // A stranger naming the deleted id afterwards does not lift the
+    // author's deletion (one record per deleter, not the last one only).
+    let after = event_at(&mallory, 5, now(), vec![vec!["e", &id_of(&note)]], "");
+    c.publish_ok(&after).await;
+
     // Re-sending a deleted event is refused, every time (a refusal leaves
     // nothing behind that would turn the next answer into `duplicate:`);
     // so is an older version of the address.

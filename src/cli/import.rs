@@ -75,7 +75,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<i32> {
     let store = Arc::new(super::open_store(&config)?);
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
-    let lines = if !args.no_bulk && !store.holds_events()? {
+    let lines = if !args.no_bulk && store.can_bulk_load()? {
         let announce = |phase: &str| {
             if mode != super::progress::Mode::Quiet {
                 eprintln!("bulk load: {phase}");

@@ -169,13 +169,18 @@ fn all_nodes_page(
     query: &PullQuery,
     user: &User,
 ) -> Result<Page, crate::store::StoreError> {
-    let txn = echo.store.read_txn()?;
     let mut from = query.start();
     let mut changes = Vec::new();
     let mut looked = 0;
     while looked < SCAN_MAX {
         let chunk = (query.batch + 1).min(SCAN_MAX - looked);
-        let positions = echo.store.echo_changes_from(&txn, from.as_ref(), chunk)?;
+        // Read and let go before the heads are read: a snapshot held
+        // while another is opened on this thread could wait on a map
+        // resize for ever.
+        let positions = {
+            let txn = echo.store.read_txn()?;
+            echo.store.echo_changes_from(&txn, from.as_ref(), chunk)?
+        };
         let Some(last) = positions.last().cloned() else {
             return Ok(Page {
                 changes,

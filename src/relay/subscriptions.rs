@@ -112,8 +112,11 @@ pub struct Registry {
 
 /// Pieces of commits buffered per slow feed reader before it lags (and
 /// the next reconciliation repairs what it skipped), and the most events
-/// in one piece: at most 8 192 events held for a reader that fell behind.
-const FEED_CAPACITY: usize = 256;
+/// in one piece. The channel keeps its last FEED_CAPACITY pieces whether
+/// or not anyone lags (at most 32 768 events under load). Commits waiting
+/// together share pieces, so a burst of one-event commits fills them too;
+/// a reader lags after 1 024 commits it did not read at the least.
+const FEED_CAPACITY: usize = 1024;
 const FEED_CHUNK: usize = 32;
 
 impl Default for Registry {
@@ -215,12 +218,20 @@ pub fn spawn_fanout(
         .spawn(move || {
             while let Ok(batch) = rx.recv() {
                 registry.deliver(&batch, &read);
-                if registry.stored.receiver_count() > 0 {
-                    let stored: Vec<Arc<Committed>> =
-                        batch.into_iter().filter(|c| c.seq.is_some()).collect();
-                    for piece in stored.chunks(FEED_CHUNK) {
-                        let _ = registry.stored.send(piece.into());
-                    }
+                if registry.stored.receiver_count() == 0 {
+                    continue;
+                }
+                let mut stored: Vec<Arc<Committed>> =
+                    batch.into_iter().filter(|c| c.seq.is_some()).collect();
+                // Commits already waiting share pieces (delivered to live
+                // subscriptions one by one, in order, first).
+                while stored.len() < FEED_CHUNK {
+                    let Ok(next) = rx.try_recv() else { break };
+                    registry.deliver(&next, &read);
+                    stored.extend(next.into_iter().filter(|c| c.seq.is_some()));
+                }
+                for piece in stored.chunks(FEED_CHUNK) {
+                    let _ = registry.stored.send(piece.into());
                 }
             }
         })?;

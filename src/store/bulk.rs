@@ -99,6 +99,9 @@ pub struct BulkLoad<'s> {
     rows: Vec<(u64, Vec<u8>)>,
     first_seq: u64,
     next_seq: u64,
+    /// The store's commit count after the load's last commit: any other
+    /// commit (a relay's store, purge or deletion) moves it.
+    commits: std::cell::Cell<u64>,
     _lock: File,
 }
 
@@ -107,10 +110,14 @@ impl Store {
         self.env.path().to_path_buf()
     }
 
-    /// Does the store hold any event?
-    pub fn holds_events(&self) -> Result<bool, StoreError> {
+    /// May an import bulk load this store? Only when it holds no event
+    /// and no deletion record (the load checks neither as it goes).
+    pub fn can_bulk_load(&self) -> Result<bool, StoreError> {
         let txn = self.read_txn()?;
-        Ok(self.dbs.events.first(&txn)?.is_some())
+        let d = &self.dbs;
+        Ok(d.events.first(&txn)?.is_none()
+            && d.deleted_ids.first(&txn)?.is_none()
+            && d.deleted_coords.first(&txn)?.is_none())
     }
 
     /// Starts a bulk load; refused unless the store holds no events and no
@@ -119,18 +126,18 @@ impl Store {
         let lock = File::create(self.data_dir().join(LOCK_FILE)).map_err(bulk_error)?;
         lock.try_lock()
             .map_err(|_| bulk_error("another bulk import is running on this data directory"))?;
-        if self.holds_events()? {
-            return Err(bulk_error("the store already holds events"));
+        if !self.can_bulk_load()? {
+            return Err(bulk_error("the store already holds events or deletions"));
         }
         let first_seq = {
             let txn = self.read_txn()?;
             self.last_seq(&txn)? + 1
         };
-        self.write_retrying(|txn| {
-            Ok(self
-                .dbs
+        let commits = self.write_retrying(|txn| {
+            self.dbs
                 .meta
-                .put(txn, MARKER, &marker(first_seq, first_seq - 1))?)
+                .put(txn, MARKER, &marker(first_seq, first_seq - 1))?;
+            self.count_commit(txn)
         })?;
         let scopes = {
             let txn = self.read_txn()?;
@@ -147,6 +154,7 @@ impl Store {
             rows: Vec::with_capacity(ROWS_PER_COMMIT),
             first_seq,
             next_seq: first_seq,
+            commits: std::cell::Cell::new(commits),
             _lock: lock,
         })
     }
@@ -170,7 +178,7 @@ impl Store {
             self.write_retrying(|txn| {
                 let mut trees = self.trees_for_batch(txn)?;
                 for seq in from..=to {
-                    self.remove(txn, &mut trees, seq)?;
+                    self.roll_back_one(txn, &mut trees, seq)?;
                 }
                 trees.flush(self, txn)
             })?;
@@ -182,6 +190,39 @@ impl Store {
             events = last + 1 - first,
             "removed the events of an interrupted bulk import; run the import again"
         );
+        Ok(())
+    }
+
+    /// Removes the load's event `seq`: whole, unless its id belongs to
+    /// another row (a copy another writer stored, or the first of a repeat
+    /// in the file), whose id entry and tree item then stay.
+    fn roll_back_one(
+        &self,
+        txn: &mut heed::RwTxn,
+        trees: &mut Trees,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let key = schema::seq_key(seq);
+        let Some(value) = self.dbs.events.get(txn, &key)? else {
+            return Ok(());
+        };
+        let (header, json) =
+            schema::Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
+        let owner = match self.dbs.ids.get(txn, &header.id)? {
+            Some(bytes) => Some(super::write::be_u64(bytes)?),
+            None => None,
+        };
+        if owner.is_none_or(|owner| owner == seq) {
+            return self.remove(txn, trees, seq);
+        }
+        let event = std::str::from_utf8(json)
+            .ok()
+            .and_then(|j| Event::from_json(j).ok())
+            .ok_or(StoreError::Corrupt("stored event JSON"))?;
+        for (index, index_key) in index_keys(&header, &event.tags, seq) {
+            self.index(index).delete(txn, &index_key)?;
+        }
+        self.dbs.events.delete(txn, &key)?;
         Ok(())
     }
 
@@ -243,7 +284,7 @@ impl BulkLoad<'_> {
         };
         let store = self.store;
         let (first, next) = (self.first_seq, self.next_seq);
-        store.write_retrying(|txn| {
+        self.commit(|txn| {
             if store.last_seq(txn)? + 1 != first_row {
                 return Err(foreign_write());
             }
@@ -318,7 +359,7 @@ impl BulkLoad<'_> {
             }
         }
         let store = self.store;
-        store.write_retrying(|txn| {
+        self.commit(|txn| {
             for seq in &dropped {
                 store.dbs.events.delete(txn, &schema::seq_key(*seq))?;
             }
@@ -327,15 +368,35 @@ impl BulkLoad<'_> {
         Ok(dropped.len() as u64)
     }
 
+    /// Checks that nothing else committed since the load's last commit and
+    /// counts this one; the caller keeps the count once it committed.
+    fn own_commit(&self, txn: &mut heed::RwTxn) -> Result<u64, StoreError> {
+        if self.store.commits(txn)? != self.commits.get() {
+            return Err(foreign_write());
+        }
+        self.store.count_commit(txn)
+    }
+
+    /// Runs one commit of the load (`write` after the foreign-commit check).
+    fn commit(
+        &self,
+        mut write: impl FnMut(&mut heed::RwTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let counted = self.store.write_retrying(|txn| {
+            let counted = self.own_commit(txn)?;
+            write(txn)?;
+            Ok(counted)
+        })?;
+        self.commits.set(counted);
+        Ok(())
+    }
+
     /// One commit of passes 2 and 3: records in key order, appended to
     /// the indexes, inserted at the trees' right edges.
     fn write_records(&self, records: &[Vec<u8>]) -> Result<(), StoreError> {
         let store = self.store;
         let append = heed::PutFlags::APPEND;
-        store.write_retrying(|txn| {
-            if store.last_seq(txn)? + 1 != self.next_seq {
-                return Err(foreign_write());
-            }
+        self.commit(|txn| {
             let mut tree: Option<(u32, TreeWriter)> = None;
             for record in records {
                 let (tag, key) = (record[0], &record[1..]);

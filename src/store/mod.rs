@@ -230,6 +230,7 @@ impl Store {
         };
         // Indexes added since the store was written, filled once.
         store.write_retrying(|txn| store.fill_echo_changes(txn))?;
+        store.write_retrying(|txn| store.key_deletions_by_deleter(txn))?;
         store.roll_back_bulk_load()?;
         Ok(store)
     }

@@ -16,7 +16,7 @@
 //! | `by_tag`        | letter ‖ tagvalue ‖ created_at ‖ seq        | –              |
 //! | `by_coord`      | kind ‖ pubkey ‖ tagvalue(d)                 | seq            |
 //! | `by_expiry`     | expiration ‖ seq                            | –              |
-//! | `deleted_ids`   | id                                          | deleter pubkey |
+//! | `deleted_ids`   | id ‖ deleter pubkey                         | –              |
 //! | `deleted_coords`| kind ‖ pubkey ‖ tagvalue(d)                 | created_at     |
 //! | `meta`          | name                                        | bytes          |
 //! | `sync_refused`  | id                                          | reason         |

@@ -2,7 +2,7 @@
 //! replaceable / addressable replacement), NIP-09 deletion, NIP-40 purge.
 //! Only the writer thread calls [`Store::apply_batch`].
 
-use heed::RwTxn;
+use heed::{RoTxn, RwTxn};
 
 use super::graph_order::Placement;
 use super::graphs::GraphBatchOutcome;
@@ -123,6 +123,7 @@ impl Store {
         }
         trees.flush(self, txn)?;
         self.dbs.meta.put(txn, NEXT_SEQ, &next_seq.to_be_bytes())?;
+        self.count_commit(txn)?;
         Ok(outcomes)
     }
 
@@ -214,7 +215,10 @@ impl Store {
         event: &Event,
     ) -> Result<Option<Refusal>, StoreError> {
         let d = &self.dbs;
-        if d.deleted_ids.get(txn, &event.id)? == Some(&event.pubkey[..]) {
+        if d.deleted_ids
+            .get(txn, &deleted_key(&event.id, &event.pubkey))?
+            .is_some()
+        {
             return Ok(Some(Refusal::blocked(DELETED_BY_AUTHOR)));
         }
         if let Some(coord) = event.coordinate() {
@@ -326,7 +330,11 @@ impl Store {
                     self.remove(txn, trees, seq)?;
                 }
             }
-            d.deleted_ids.put(txn, &id, &deletion.pubkey)?;
+            // One record per (id, deleter): anyone may name an id, and
+            // only its author's record may keep it out, so a stranger's
+            // deletion must not replace the author's.
+            d.deleted_ids
+                .put(txn, &deleted_key(&id, &deletion.pubkey), &[])?;
         }
         for value in deletion.tag_values("a") {
             let Some(coord) = Coordinate::parse(value) else {
@@ -386,6 +394,35 @@ impl Store {
             .ok_or(StoreError::Corrupt("event header"))?
             .0)
     }
+}
+
+/// `meta` key of the number of writer batches (and bulk commits) so far:
+/// a bulk load notices any other commit by it, not only one that stored.
+const COMMITS: &[u8] = b"commits";
+
+impl Store {
+    /// Writer batches and bulk commits so far.
+    pub(super) fn commits(&self, txn: &RoTxn) -> Result<u64, StoreError> {
+        match self.dbs.meta.get(txn, COMMITS)? {
+            Some(v) => be_u64(v),
+            None => Ok(0),
+        }
+    }
+
+    /// Counts the commit `txn` is about to make.
+    pub(super) fn count_commit(&self, txn: &mut RwTxn) -> Result<u64, StoreError> {
+        let next = self.commits(txn)? + 1;
+        self.dbs.meta.put(txn, COMMITS, &next.to_be_bytes())?;
+        Ok(next)
+    }
+}
+
+/// The `deleted_ids` key of a deletion of `id` signed by `deleter`.
+pub(super) fn deleted_key(id: &[u8; 32], deleter: &[u8; 32]) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(id);
+    key[32..].copy_from_slice(deleter);
+    key
 }
 
 /// The fixed fields stored before an event's JSON.
@@ -448,4 +485,32 @@ pub(super) fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
             .try_into()
             .map_err(|_| StoreError::Corrupt("u64 value"))?,
     ))
+}
+
+/// Set in `meta` once `deleted_ids` is keyed by id ‖ deleter.
+const DELETIONS_BY_DELETER: &[u8] = b"deleted_ids_by_deleter";
+
+impl Store {
+    /// Stores written before `deleted_ids` was keyed by id ‖ deleter kept
+    /// one deleter per id (the last); each becomes its own key, once.
+    pub(super) fn key_deletions_by_deleter(&self, txn: &mut RwTxn) -> Result<(), StoreError> {
+        if self.dbs.meta.get(txn, DELETIONS_BY_DELETER)?.is_some() {
+            return Ok(());
+        }
+        let mut old = Vec::new();
+        for entry in self.dbs.deleted_ids.iter(txn)? {
+            let (key, value) = entry?;
+            if let (Ok(id), Ok(deleter)) = (<[u8; 32]>::try_from(key), <[u8; 32]>::try_from(value))
+            {
+                old.push((id, deleter));
+            }
+        }
+        for (id, deleter) in &old {
+            self.dbs.deleted_ids.delete(txn, id)?;
+            let key = deleted_key(id, deleter);
+            self.dbs.deleted_ids.put(txn, &key, &[])?;
+        }
+        self.dbs.meta.put(txn, DELETIONS_BY_DELETER, &[1])?;
+        Ok(())
+    }
 }

@@ -167,7 +167,10 @@ pub(super) async fn reconcile(
                     }
                 }
             }
-            FromRelay::NegErr { why, .. } => return Err(SyncError::Refused(why)),
+            // Only this session's: one connection carries a run's every
+            // reconciliation, and a late NEG-ERR of an earlier one (an idle
+            // close racing our NEG-CLOSE) must not end this one.
+            FromRelay::NegErr { sub: of, why } if of == sub => return Err(SyncError::Refused(why)),
             FromRelay::Notice(reason) if state.round == 0 => {
                 return Err(SyncError::NoNegentropy(reason));
             }
