@@ -56,6 +56,9 @@ pub struct Echo {
     /// Who was notified of each recent change and who acknowledged it.
     deliveries: deliveries::Deliveries,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Seals pull cursors that stop at a node the caller may not read
+    /// (`pull.rs`), so a cursor never names another user's node.
+    cursor_key: [u8; 32],
 }
 
 /// The echo routes, to be merged into the relay's router.
@@ -108,6 +111,7 @@ impl Echo {
             streams: Default::default(),
             deliveries: Default::default(),
             metrics,
+            cursor_key: rand::random(),
         }
     }
 

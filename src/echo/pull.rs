@@ -40,7 +40,46 @@ struct PullQuery {
     batch: usize,
     types: Option<Vec<String>>,
     min_priority: u8,
-    cursor: Option<ChangePosition>,
+    cursor: Option<PullCursor>,
+}
+
+/// Where a page resumes: after a node the caller was shown, or after a
+/// position sealed for this caller (the scan stopped at a node it may not
+/// read: `ms:#tag`, the tag a keyed hash of the user and the node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PullCursor {
+    After(ChangePosition),
+    Sealed(u64, String),
+}
+
+impl PullCursor {
+    fn parse(text: &str) -> Option<PullCursor> {
+        let (ms, rest) = text.split_once(':')?;
+        let ms = ms.parse::<u64>().ok()?;
+        Some(match rest.strip_prefix('#') {
+            Some(tag) => PullCursor::Sealed(ms, tag.to_string()),
+            None => PullCursor::After((ms, rest.to_string())),
+        })
+    }
+
+    fn render(&self) -> String {
+        match self {
+            PullCursor::After((ms, node)) => format!("{ms}:{node}"),
+            PullCursor::Sealed(ms, tag) => format!("{ms}:#{tag}"),
+        }
+    }
+}
+
+/// The tag of a sealed cursor at `node` for `user` (valid while this
+/// process runs; after a restart the page repeats that millisecond).
+fn seal(echo: &Echo, user: &User, node: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(echo.cursor_key);
+    hash.update(user.id.as_bytes());
+    hash.update([0]);
+    hash.update(node.as_bytes());
+    hex::encode(&hash.finalize()[..8])
 }
 
 impl PullQuery {
@@ -85,9 +124,7 @@ impl PullQuery {
         let cursor = match body.get("cursor") {
             None | Some(Value::Null) => None,
             Some(Value::String(c)) => Some(
-                c.split_once(':')
-                    .and_then(|(ms, node)| Some((ms.parse::<u64>().ok()?, node.to_string())))
-                    .ok_or_else(|| bad("cursor is not one this node gave out"))?,
+                PullCursor::parse(c).ok_or_else(|| bad("cursor is not one this node gave out"))?,
             ),
             Some(_) => return Err(bad("cursor is not one this node gave out")),
         };
@@ -112,12 +149,37 @@ impl PullQuery {
                 .is_none_or(|t| s.tags.iter().any(|tag| t.contains(tag)))
     }
 
-    /// Where the page starts in change order.
+    /// Where the page starts in change order (a sealed cursor: at its
+    /// millisecond; `resumed` finds the node in it).
     fn start(&self) -> Bound<ChangePosition> {
         match &self.cursor {
-            Some(cursor) => Bound::Excluded(cursor.clone()),
+            Some(PullCursor::After(at)) => Bound::Excluded(at.clone()),
+            Some(PullCursor::Sealed(ms, _)) => Bound::Included((*ms, String::new())),
             None => Bound::Included((self.since.saturating_add(1), String::new())),
         }
+    }
+
+    /// [`PullQuery::start`] with a sealed cursor resolved: after the node
+    /// at its millisecond whose seal it carries (if none does, the whole
+    /// millisecond again: a repeat, never a gap).
+    fn resumed(
+        &self,
+        echo: &Echo,
+        user: &User,
+    ) -> Result<Bound<ChangePosition>, crate::store::StoreError> {
+        let Some(PullCursor::Sealed(ms, tag)) = &self.cursor else {
+            return Ok(self.start());
+        };
+        let txn = echo.store.read_txn()?;
+        let from = (*ms, String::new());
+        let same_ms = echo
+            .store
+            .echo_changes_from(&txn, Bound::Included(&from), SCAN_MAX)?;
+        Ok(same_ms
+            .into_iter()
+            .take_while(|(at, _)| at == ms)
+            .find(|(_, node)| seal(echo, user, node) == *tag)
+            .map_or(Bound::Included(from), Bound::Excluded))
     }
 }
 
@@ -125,7 +187,7 @@ impl PullQuery {
 /// page starts if there is one.
 struct Page {
     changes: Vec<(ChangePosition, Resolved)>,
-    next: Option<ChangePosition>,
+    next: Option<PullCursor>,
 }
 
 /// A node changes when any of its heads does (a conflicting state that
@@ -169,7 +231,7 @@ fn all_nodes_page(
     query: &PullQuery,
     user: &User,
 ) -> Result<Page, crate::store::StoreError> {
-    let mut from = query.start();
+    let mut from = query.resumed(echo, user)?;
     let mut changes = Vec::new();
     let mut looked = 0;
     while looked < SCAN_MAX {
@@ -199,15 +261,16 @@ fn all_nodes_page(
                 // One more than the page: there is more, from the last shown.
                 let next = changes
                     .last()
-                    .map(|(at, _): &(ChangePosition, _)| at.clone());
+                    .map(|(at, _): &(ChangePosition, _)| PullCursor::After(at.clone()));
                 return Ok(Page { changes, next });
             }
             changes.push((at, resolved));
         }
         from = Bound::Excluded(last);
     }
+    // Stopped by the scan bound, maybe at a node the caller may not see.
     let next = match from {
-        Bound::Excluded(at) => Some(at),
+        Bound::Excluded((ms, node)) => Some(PullCursor::Sealed(ms, seal(echo, user, &node))),
         _ => None,
     };
     Ok(Page { changes, next })
@@ -302,8 +365,26 @@ fn render(page: Page, sync_id: String, duration: u64) -> Value {
         "metrics": {"duration_ms": duration, "data_size": data_size, "change_count": page.changes.len()},
         "has_more": page.next.is_some(),
     });
-    if let Some((ms, node)) = page.next {
-        reply["cursor"] = json!(format!("{ms}:{node}"));
+    if let Some(next) = page.next {
+        reply["cursor"] = json!(next.render());
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_read_back_as_written_and_hostile_ones_are_refused() {
+        for cursor in [
+            PullCursor::After((17, "node-a".into())),
+            PullCursor::Sealed(18, "00ff".into()),
+        ] {
+            assert_eq!(PullCursor::parse(&cursor.render()), Some(cursor));
+        }
+        for hostile in ["", "x", "12", ":node", "-1:n", "99999999999999999999999:n"] {
+            assert_eq!(PullCursor::parse(hostile), None, "{hostile}");
+        }
+    }
 }
