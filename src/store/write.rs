@@ -514,3 +514,35 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_stores_deletion_records_are_rekeyed_by_deleter_once() {
+        let node = crate::event::Keys::generate();
+        let (dir, store) = crate::store::mesh_store(&node, &[]);
+        let (id, deleter) = ([7u8; 32], [9u8; 32]);
+        // As a store from before: id → the (last) deleter's pubkey.
+        store
+            .write_retrying(|txn| {
+                store.dbs.deleted_ids.put(txn, &id, &deleter)?;
+                store.dbs.meta.delete(txn, DELETIONS_BY_DELETER)?;
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let options = crate::store::StoreOptions::from_config(&crate::config::Config::default());
+        let reopened = Store::open(dir.path(), &options).unwrap();
+        let txn = reopened.read_txn().unwrap();
+        let keys: Vec<Vec<u8>> = reopened
+            .dbs
+            .deleted_ids
+            .iter(&txn)
+            .unwrap()
+            .map(|e| e.unwrap().0.to_vec())
+            .collect();
+        assert_eq!(keys, vec![deleted_key(&id, &deleter).to_vec()]);
+    }
+}
