@@ -171,31 +171,61 @@ async fn stored(data: tempfile::TempDir) -> (u64, usize, tempfile::TempDir) {
     (counted, listed, relay.stop().await)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_bulk_import_leaves_whole_events_and_a_rerun_completes_it() {
-    const N: usize = 60_000;
-    let dir = tempfile::tempdir().expect("dir");
-    let file = dir.path().join("many.jsonl");
-    std::fs::write(&file, many_lines(N)).expect("write");
-    let data = tempfile::tempdir().expect("data");
-    let mut child = Command::new(BIN)
-        .arg("import")
-        .arg(&file)
-        .arg("--data")
-        .arg(data.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("import");
-    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut said = Vec::new();
-    for line in stderr.lines() {
-        let line = line.expect("line");
-        said.push(line.clone());
-        if line.contains("bulk load: indexing") {
-            child.kill().expect("kill");
-            break;
+const N: usize = 60_000;
+
+/// `echorelay import` of N signed notes into `data`, its stderr read line
+/// by line.
+struct ImportRun {
+    child: std::process::Child,
+    stderr: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    file: std::path::PathBuf,
+    _files: tempfile::TempDir,
+}
+
+impl ImportRun {
+    fn start(data: &Path) -> ImportRun {
+        let files = tempfile::tempdir().expect("dir");
+        let file = files.path().join("many.jsonl");
+        std::fs::write(&file, many_lines(N)).expect("write");
+        let mut child = Command::new(BIN)
+            .arg("import")
+            .arg(&file)
+            .arg("--data")
+            .arg(data)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("import");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        ImportRun {
+            child,
+            stderr,
+            file,
+            _files: files,
         }
     }
+
+    /// The lines read up to and with the first that `stop` accepts (all of
+    /// them if none does).
+    fn said_until(&mut self, stop: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut said = Vec::new();
+        for line in self.stderr.by_ref().map_while(Result::ok) {
+            let done = stop(&line);
+            said.push(line);
+            if done {
+                break;
+            }
+        }
+        said
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_bulk_import_leaves_whole_events_and_a_rerun_completes_it() {
+    let data = tempfile::tempdir().expect("data");
+    let mut import_run = ImportRun::start(data.path());
+    let said = import_run.said_until(|line| line.contains("bulk load: indexing"));
+    let (mut child, file) = (import_run.child, import_run.file);
+    child.kill().expect("kill");
     let status = child.wait().expect("wait");
     assert_eq!(status.signal(), Some(9), "killed while indexing: {said:?}");
 
@@ -213,33 +243,14 @@ async fn a_killed_bulk_import_leaves_whole_events_and_a_rerun_completes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_by_a_running_relay_ends_the_load_and_is_kept() {
-    const N: usize = 60_000;
-    let files = tempfile::tempdir().expect("dir");
-    let file = files.path().join("many.jsonl");
-    std::fs::write(&file, many_lines(N)).expect("write");
     let relay = TestRelay::start().await;
-    let mut child = Command::new(BIN)
-        .arg("import")
-        .arg(&file)
-        .arg("--data")
-        .arg(relay.dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("import");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut said = Vec::new();
-    for line in stderr.by_ref() {
-        let line = line.expect("line");
-        said.push(line.clone());
-        if line.starts_with("import: ") {
-            break;
-        }
-    }
+    let mut import_run = ImportRun::start(relay.dir.path());
+    let mut said = import_run.said_until(|line| line.starts_with("import: "));
     let keys = Keys::generate();
     let own = note(&keys, "written by the relay during the load");
     relay.client().await.publish_ok(&own).await;
-    said.extend(stderr.map_while(Result::ok));
-    let status = child.wait().expect("wait");
+    said.extend(import_run.said_until(|_| false));
+    let status = import_run.child.wait().expect("wait");
     assert_eq!(status.code(), Some(1), "{said:?}");
     assert!(
         said.iter()
