@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::refusal::Prefix;
 use crate::store::{Store, WriteOutcome};
 use crate::verify::{verify_group, VerifyPool};
-use crate::writer::{Batching, GroupAnswer, Writer};
+use crate::writer::{Batching, GroupAnswer, Writer, WriterHandle};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -116,23 +116,73 @@ fn through_writer(
     mut progress: super::progress::Progress,
     tally: &Arc<Tally>,
 ) -> anyhow::Result<u64> {
-    let metrics = Arc::new(Metrics::default());
-    let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
+    let writer = TalliedWriter::start(store, config, tally);
     let verify = VerifyPool::new(config.server.verify_threads);
-    let (pending, answers) = std::sync::mpsc::channel();
-    let tallier = {
-        let tally = tally.clone();
-        std::thread::spawn(move || tally_answers(tally, answers))
-    };
     let lines = super::import_bulk::read_lines(input, &mut progress, tally, |group| {
-        submit(&verify, &writer, tally, &pending, group)
+        submit(&verify, writer.submitter(), tally, group)
     });
     progress.finish();
     verify.shutdown();
-    writer.shutdown();
-    drop(pending);
-    let _ = tallier.join();
+    writer.finish();
     lines
+}
+
+/// An import's writer and the thread that tallies its answers as they
+/// come (so verify threads never wait for a commit).
+pub(super) struct TalliedWriter {
+    writer: Writer,
+    submitter: Submitter,
+    tallier: std::thread::JoinHandle<()>,
+}
+
+/// Hands verified groups to a [`TalliedWriter`] from any thread.
+#[derive(Clone)]
+pub(super) struct Submitter {
+    writer: WriterHandle,
+    pending: std::sync::mpsc::Sender<Pending>,
+}
+
+impl Submitter {
+    /// Stores `group` (the lines `line_nos`); tallied after its commit.
+    pub(super) fn store(&self, line_nos: Vec<u64>, group: Vec<(Event, String)>) {
+        if !group.is_empty() {
+            let _ = self
+                .pending
+                .send((line_nos, self.writer.submit_group(group)));
+        }
+    }
+}
+
+impl TalliedWriter {
+    pub(super) fn start(
+        store: &Arc<Store>,
+        config: &crate::config::Config,
+        tally: &Arc<Tally>,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
+        let (pending, answers) = std::sync::mpsc::channel();
+        let tally = tally.clone();
+        TalliedWriter {
+            submitter: Submitter {
+                writer: writer.handle(),
+                pending,
+            },
+            writer,
+            tallier: std::thread::spawn(move || tally_answers(tally, answers)),
+        }
+    }
+
+    pub(super) fn submitter(&self) -> &Submitter {
+        &self.submitter
+    }
+
+    /// Waits until every group is committed and tallied.
+    pub(super) fn finish(self) {
+        self.writer.shutdown();
+        drop(self.submitter);
+        let _ = self.tallier.join();
+    }
 }
 
 /// Lines verified as one job and stored as one writer request (one queue
@@ -140,34 +190,25 @@ fn through_writer(
 pub(super) const GROUP: usize = 16;
 
 /// A group handed to the writer: its line numbers and the writer's answer.
-pub(super) type Pending = (Vec<u64>, GroupAnswer);
+type Pending = (Vec<u64>, GroupAnswer);
 
 /// Verifies a group of parsed lines on the pool and hands the valid ones to
 /// the writer; `pending` takes the answer, tallied after commit.
-fn submit(
-    verify: &VerifyPool,
-    writer: &Writer,
-    tally: &Arc<Tally>,
-    pending: &std::sync::mpsc::Sender<Pending>,
-    group: Vec<(Event, u64)>,
-) {
+fn submit(verify: &VerifyPool, to: &Submitter, tally: &Arc<Tally>, group: Vec<(Event, u64)>) {
     if group.is_empty() {
         return;
     }
-    let (writer, tally, pending) = (writer.handle(), tally.clone(), pending.clone());
+    let (to, tally) = (to.clone(), tally.clone());
     verify.handle().run_blocking(move || {
         let (to_store, line_nos) = verify_group(group, |line_no, e| {
             report(&tally.invalid, line_no, &e.refusal().to_string())
         });
-        if !to_store.is_empty() {
-            let _ = pending.send((line_nos, writer.submit_group(to_store)));
-        }
+        to.store(line_nos, to_store);
     });
 }
 
-/// Tallies the writer's answers as they come (on its own thread, so verify
-/// threads never wait for a commit).
-pub(super) fn tally_answers(tally: Arc<Tally>, pending: std::sync::mpsc::Receiver<Pending>) {
+/// Tallies the writer's answers as they come (the tallier thread).
+fn tally_answers(tally: Arc<Tally>, pending: std::sync::mpsc::Receiver<Pending>) {
     for (line_nos, answer) in pending {
         let outcomes = answer.blocking_recv().unwrap_or_default();
         for (line_no, outcome) in line_nos.into_iter().zip(&outcomes) {

@@ -15,14 +15,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context;
 
-use super::import::{report, tally_answers, Pending, Tally, GROUP};
+use super::import::{report, TalliedWriter, Tally, GROUP};
 use crate::config::Config;
 use crate::event::Event;
-use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::store::{is_bulk_kind, BulkLoad, Store, DELETED_BY_AUTHOR};
 use crate::verify::{verify_group, VerifyPool};
-use crate::writer::{Batching, Writer};
 
 /// Verified groups waiting for the loader (bounded: the pool waits).
 const LOADER_QUEUE: usize = 256;
@@ -222,13 +220,8 @@ fn store_deferred(
     path: &Path,
     tally: &Arc<Tally>,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::default());
-    let writer = Writer::spawn(store.clone(), Batching::new(&config.store), metrics, None);
-    let (pending, answers) = std::sync::mpsc::channel::<Pending>();
-    let tallier = {
-        let tally = tally.clone();
-        std::thread::spawn(move || tally_answers(tally, answers))
-    };
+    let writer = TalliedWriter::start(store, config, tally);
+    let to = writer.submitter();
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut group = Vec::with_capacity(GROUP);
@@ -242,15 +235,10 @@ fn store_deferred(
         group.push((event, json.to_string()));
         line_nos.push(line_no.parse().unwrap_or(0));
         if group.len() >= GROUP {
-            let answer = writer.handle().submit_group(std::mem::take(&mut group));
-            let _ = pending.send((std::mem::take(&mut line_nos), answer));
+            to.store(std::mem::take(&mut line_nos), std::mem::take(&mut group));
         }
     }
-    if !group.is_empty() {
-        let _ = pending.send((line_nos, writer.handle().submit_group(group)));
-    }
-    writer.shutdown();
-    drop(pending);
-    let _ = tallier.join();
+    to.store(line_nos, group);
+    writer.finish();
     Ok(())
 }

@@ -36,6 +36,25 @@ use crate::store::{Store, WriteOutcome};
 use crate::writer::WriterHandle;
 use states::NodeState;
 
+/// The resolved heads of one node, or of every node (blocking).
+fn heads(
+    store: &Store,
+    node_id: Option<&str>,
+) -> Result<Vec<conflicts::Resolved>, crate::store::StoreError> {
+    let mut filter = Filter {
+        kinds: Some(vec![ECHO_STATE_KIND]),
+        ..Filter::default()
+    };
+    if let Some(id) = node_id {
+        filter.tags.insert(b'd', vec![id.to_string()]);
+    }
+    let states = store.all_per_d(&filter, NodeState::from_event)?;
+    Ok(states
+        .into_values()
+        .filter_map(conflicts::resolve)
+        .collect())
+}
+
 /// What the echo endpoints share.
 pub struct Echo {
     pub store: Arc<Store>,
@@ -132,26 +151,11 @@ impl Echo {
     async fn current(&self, node_id: Option<&str>) -> Result<Vec<conflicts::Resolved>, ()> {
         let store = self.store.clone();
         let node_id = node_id.map(str::to_string);
-        tokio::task::spawn_blocking(move || {
-            let mut filter = Filter {
-                kinds: Some(vec![ECHO_STATE_KIND]),
-                ..Filter::default()
-            };
-            if let Some(id) = &node_id {
-                filter.tags.insert(b'd', vec![id.clone()]);
-            }
-            let states = store.all_per_d(&filter, NodeState::from_event).ok()?;
-            Some(
-                states
-                    .into_values()
-                    .filter_map(conflicts::resolve)
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .await
-        .ok()
-        .flatten()
-        .ok_or(())
+        tokio::task::spawn_blocking(move || heads(&store, node_id.as_deref()).ok())
+            .await
+            .ok()
+            .flatten()
+            .ok_or(())
     }
 
     /// Stores an event this node signed; true once committed.

@@ -17,13 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::conflicts::{self, Resolved};
+use super::conflicts::Resolved;
 use super::http::{elapsed_ms, error, new_sync_id, node_id, read_body, EchoError};
-use super::states::{self, NodeState};
+use super::states;
 use super::{time, Echo, EchoCaller};
 use crate::auth::User;
-use crate::filter::Filter;
-use crate::mesh::ECHO_STATE_KIND;
 use crate::store::ChangePosition;
 
 /// Pull page size: default and most.
@@ -251,7 +249,7 @@ fn all_nodes_page(
         };
         looked += positions.len();
         for at in positions {
-            let Some(resolved) = node_heads(echo, &at.1)? else {
+            let Some(resolved) = super::heads(&echo.store, Some(&at.1))?.pop() else {
                 continue;
             };
             if !query.keeps(echo, user, &resolved) {
@@ -274,17 +272,6 @@ fn all_nodes_page(
         _ => None,
     };
     Ok(Page { changes, next })
-}
-
-/// One node's heads, resolved; `None` if none is stored (or signed in the mesh).
-fn node_heads(echo: &Echo, node: &str) -> Result<Option<Resolved>, crate::store::StoreError> {
-    let mut filter = Filter {
-        kinds: Some(vec![ECHO_STATE_KIND]),
-        ..Filter::default()
-    };
-    filter.tags.insert(b'd', vec![node.to_string()]);
-    let heads = echo.store.all_per_d(&filter, NodeState::from_event)?;
-    Ok(heads.into_values().next().and_then(conflicts::resolve))
 }
 
 pub async fn pull(

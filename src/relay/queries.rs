@@ -1,7 +1,8 @@
 //! REQ on one connection: admission (filter errors, id caps, auth and mesh
 //! rules; shared with COUNT in `count.rs` and NEG-OPEN), the stored-events
-//! phase on the query pool, and the connection's set of open subscriptions. The rate limit is paced before
-//! these run, in `dispatch.rs`.
+//! phase on the query pool, and the connection's set of open
+//! subscriptions. The rate limit is paced before these run, in
+//! `dispatch.rs`.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;

@@ -21,7 +21,7 @@
 //! keys, tree items) in the writer's usual way, so the store holds only
 //! whole events and a re-run completes the import. Another process
 //! writing during the load is noticed at the load's next commit (the
-//! sequence moved) and ends the load with an error (its events are rolled
+//! store's commit count moved: every writer batch counts itself) and ends the load with an error (its events are rolled
 //! back the same way).
 
 use std::collections::HashSet;
@@ -129,15 +129,12 @@ impl Store {
         if !self.can_bulk_load()? {
             return Err(bulk_error("the store already holds events or deletions"));
         }
-        let first_seq = {
-            let txn = self.read_txn()?;
-            self.last_seq(&txn)? + 1
-        };
-        let commits = self.write_retrying(|txn| {
+        let (first_seq, commits) = self.write_retrying(|txn| {
+            let first_seq = self.last_seq(txn)? + 1;
             self.dbs
                 .meta
                 .put(txn, MARKER, &marker(first_seq, first_seq - 1))?;
-            self.count_commit(txn)
+            Ok((first_seq, self.count_commit(txn)?))
         })?;
         let scopes = {
             let txn = self.read_txn()?;
@@ -178,7 +175,7 @@ impl Store {
             self.write_retrying(|txn| {
                 let mut trees = self.trees_for_batch(txn)?;
                 for seq in from..=to {
-                    self.roll_back_one(txn, &mut trees, seq)?;
+                    self.remove(txn, &mut trees, seq)?;
                 }
                 trees.flush(self, txn)
             })?;
@@ -190,39 +187,6 @@ impl Store {
             events = last + 1 - first,
             "removed the events of an interrupted bulk import; run the import again"
         );
-        Ok(())
-    }
-
-    /// Removes the load's event `seq`: whole, unless its id belongs to
-    /// another row (a copy another writer stored, or the first of a repeat
-    /// in the file), whose id entry and tree item then stay.
-    fn roll_back_one(
-        &self,
-        txn: &mut heed::RwTxn,
-        trees: &mut Trees,
-        seq: u64,
-    ) -> Result<(), StoreError> {
-        let key = schema::seq_key(seq);
-        let Some(value) = self.dbs.events.get(txn, &key)? else {
-            return Ok(());
-        };
-        let (header, json) =
-            schema::Header::decode(value).ok_or(StoreError::Corrupt("event header"))?;
-        let owner = match self.dbs.ids.get(txn, &header.id)? {
-            Some(bytes) => Some(super::write::be_u64(bytes)?),
-            None => None,
-        };
-        if owner.is_none_or(|owner| owner == seq) {
-            return self.remove(txn, trees, seq);
-        }
-        let event = std::str::from_utf8(json)
-            .ok()
-            .and_then(|j| Event::from_json(j).ok())
-            .ok_or(StoreError::Corrupt("stored event JSON"))?;
-        for (index, index_key) in index_keys(&header, &event.tags, seq) {
-            self.index(index).delete(txn, &index_key)?;
-        }
-        self.dbs.events.delete(txn, &key)?;
         Ok(())
     }
 
@@ -279,15 +243,12 @@ impl BulkLoad<'_> {
 
     /// Pass 1's commit: rows at the end of `events`, the marker extended.
     fn commit_rows(&mut self) -> Result<(), StoreError> {
-        let Some(&(first_row, _)) = self.rows.first() else {
+        if self.rows.is_empty() {
             return Ok(());
-        };
+        }
         let store = self.store;
         let (first, next) = (self.first_seq, self.next_seq);
         self.commit(|txn| {
-            if store.last_seq(txn)? + 1 != first_row {
-                return Err(foreign_write());
-            }
             for (seq, row) in &self.rows {
                 let key = schema::seq_key(*seq);
                 store

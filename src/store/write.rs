@@ -278,7 +278,10 @@ impl Store {
         Ok(())
     }
 
-    /// Removes one stored event and every index entry pointing at it.
+    /// Removes one stored event and every index entry pointing at it. Its
+    /// id entry and tree items go only if the id is this row's: a bulk
+    /// load's duplicate row, or its copy of an event another writer stored,
+    /// shares them with the row that keeps them.
     pub(super) fn remove(
         &self,
         txn: &mut RwTxn,
@@ -296,8 +299,10 @@ impl Store {
             .and_then(|j| Event::from_json(j).ok())
             .ok_or(StoreError::Corrupt("stored event JSON"))?;
         d.events.delete(txn, &seq_bytes)?;
-        d.ids.delete(txn, &header.id)?;
-        trees.remove(self, txn, &event)?;
+        if d.ids.get(txn, &header.id)? == Some(&seq_bytes[..]) {
+            d.ids.delete(txn, &header.id)?;
+            trees.remove(self, txn, &event)?;
+        }
         for (db, key) in index_keys(&header, &event.tags, seq) {
             self.index(db).delete(txn, &key)?;
         }
