@@ -16,6 +16,11 @@
 //!
 //! `IMPORT=10000000 cargo bench --bench import` for the 10 M row
 //! (docs/PERFORMANCE.md); `cargo test` runs the smoke pass.
+//!
+//! `KEEP_STORE=<dir>` bulk-loads into `<dir>` and keeps it; a later run
+//! with the same `KEEP_STORE` (and `IMPORT`) finds the store there and only
+//! measures live ingest into it, so ingest at 10 M can be measured again
+//! without the 10 M import (each run adds its `INGEST` events).
 
 use std::process::Command;
 use std::time::Instant;
@@ -34,10 +39,18 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// When event `i` was made: spread over two years, as an archive holds.
+fn archived_at(i: u64) -> u64 {
+    1_700_000_000 + i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % TWO_YEARS
+}
+
 /// Event `i` of the mix, signed by `keys` (deterministic content).
 fn mixed(keys: &Keys, i: u64, others: &[[u8; 32]]) -> Event {
-    let spread = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % TWO_YEARS;
-    let created_at = 1_700_000_000 + spread;
+    mixed_at(keys, i, others, archived_at(i))
+}
+
+/// Event `i` of the mix made at `created_at`.
+fn mixed_at(keys: &Keys, i: u64, others: &[[u8; 32]], created_at: u64) -> Event {
     let other = hex::encode(others[(i as usize * 31) % others.len()]);
     let target = hex::encode(
         i.wrapping_mul(0xD6E8_FEB8_6659_FD93)
@@ -113,13 +126,13 @@ fn verify_rate(path: &std::path::Path) -> f64 {
 }
 
 /// `echorelay import` of the file into `data`; events/s.
-fn import_rate(path: &std::path::Path, data: &tempfile::TempDir, extra: &[&str]) -> f64 {
+fn import_rate(path: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> f64 {
     let started = Instant::now();
     let out = Command::new(BIN)
         .arg("import")
         .arg(path)
         .args(["--quiet", "--json", "--data"])
-        .arg(data.path())
+        .arg(data)
         .args(extra)
         .output()
         .expect("import");
@@ -133,6 +146,21 @@ fn import_rate(path: &std::path::Path, data: &tempfile::TempDir, extra: &[&str])
     summary["stored"].as_f64().expect("stored") / secs
 }
 
+/// Where the bulk load goes: a kept directory or a fresh temporary one.
+enum Loaded {
+    Kept(std::path::PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl Loaded {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Loaded::Kept(path) => path,
+            Loaded::Temporary(dir) => dir.path(),
+        }
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full {
@@ -141,6 +169,38 @@ fn main() {
         2_000
     };
     let authors = if full { env_or("AUTHORS", 20_000) } else { 100 };
+    let more = if full { env_or("INGEST", 50_000) } else { 500 };
+    let loaded = match std::env::var_os("KEEP_STORE") {
+        Some(dir) => Loaded::Kept(dir.into()),
+        None => Loaded::Temporary(tempfile::tempdir().expect("data dir")),
+    };
+    if !loaded.path().join("data.mdb").exists() {
+        import_all(n, authors, &loaded);
+    }
+    for (label, made) in [
+        ("live ingest, created_at now", Made::Now),
+        ("live ingest, archived created_at", Made::Archived),
+    ] {
+        let (rate, written, batch) = ingest_into(loaded.path(), n, more, made);
+        println!(
+            "{label:<34} {rate:>10.0} events/s  {written:>6.1} KB written/event  \
+             {batch:>6.0} events/commit  ({more} new events, 8 connections, {n} stored)",
+        );
+    }
+}
+
+/// The created_at of the events a live ingest publishes.
+#[derive(Clone, Copy)]
+enum Made {
+    /// Within the last minute, as a live relay receives them.
+    Now,
+    /// Spread over the archive's two years, as a sync backfill sends them.
+    Archived,
+}
+
+/// Signs the input, measures the verify-bound rate, bulk-loads it into
+/// `loaded` and (unless NO_BULK_BASELINE=0) imports it `--no-bulk` too.
+fn import_all(n: usize, authors: usize, loaded: &Loaded) {
     let dir = tempfile::tempdir().expect("dir");
     let input = dir.path().join("events.jsonl");
     let signed = Instant::now();
@@ -154,8 +214,7 @@ fn main() {
         "{:<34} {:>10.0} events/s",
         "parse + verify (all cores)", verify
     );
-    let loaded = tempfile::tempdir().expect("data dir");
-    let bulk = import_rate(&input, &loaded, &[]);
+    let bulk = import_rate(&input, loaded.path(), &[]);
     println!(
         "{:<34} {:>10.0} events/s  {:>5.1} % of verify",
         "import, bulk load",
@@ -164,7 +223,7 @@ fn main() {
     );
     if env_or("NO_BULK_BASELINE", 1) == 1 {
         let fresh = tempfile::tempdir().expect("data dir");
-        let plain = import_rate(&input, &fresh, &["--no-bulk"]);
+        let plain = import_rate(&input, fresh.path(), &["--no-bulk"]);
         println!(
             "{:<34} {:>10.0} events/s  {:>5.1} % of verify (bulk = {:.2}x)",
             "import --no-bulk (the writer)",
@@ -173,21 +232,24 @@ fn main() {
             bulk / plain
         );
     }
-    let more = if full { env_or("INGEST", 50_000) } else { 500 };
-    let rate = ingest_into(&loaded, n, more, authors);
-    println!(
-        "{:<34} {:>10.0} events/s  ({more} new events, 8 connections, {n} stored)",
-        "live ingest into the loaded store", rate
-    );
 }
 
 /// Live ingest over WebSockets into the store `data` holds: `more` new
-/// events of the mix (after the first `stored`), every OK awaited.
-fn ingest_into(data: &tempfile::TempDir, stored: usize, more: usize, authors: usize) -> f64 {
-    let keys: Vec<Keys> = (0..authors.min(1000)).map(|_| Keys::generate()).collect();
+/// events of the mix by 1 000 new authors, every OK awaited. Returns
+/// events/s, the KB this process wrote to storage per event and the mean
+/// events per commit.
+fn ingest_into(data: &std::path::Path, stored: usize, more: usize, made: Made) -> (f64, f64, f64) {
+    let keys: Vec<Keys> = (0..1000).map(|_| Keys::generate()).collect();
     let pubkeys: Vec<[u8; 32]> = keys.iter().map(|k| k.public_key()).collect();
+    let now = echorelay::event::now();
     let events: Vec<Event> = (stored..stored + more)
-        .map(|i| mixed(&keys[i % keys.len()], i as u64, &pubkeys))
+        .map(|i| {
+            let created_at = match made {
+                Made::Now => now - (i as u64 % 60),
+                Made::Archived => archived_at(i as u64),
+            };
+            mixed_at(&keys[i % keys.len()], i as u64, &pubkeys, created_at)
+        })
         .collect();
     let messages = common::render(&events, 8);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -196,12 +258,27 @@ fn ingest_into(data: &tempfile::TempDir, stored: usize, more: usize, authors: us
         .expect("runtime");
     runtime.block_on(async {
         let mut config = echorelay::config::Config::default();
-        config.store.data_dir = data.path().to_path_buf();
+        config.store.data_dir = data.to_path_buf();
         config.limits.events_per_second = 0;
         let relay = common::start_relay(config).await;
         common::wait_ready(&relay.url).await;
+        let before = written_bytes();
         let rate = common::publish_all(&relay.url, messages).await;
+        let written = (written_bytes() - before) as f64 / 1024.0 / more as f64;
+        let batch = common::mean_batch(&relay.url).await;
         relay.stop().await;
-        rate
+        (rate, written, batch)
     })
+}
+
+/// Bytes this process has caused to be written to storage (Linux
+/// `/proc/self/io` write_bytes; 0 where it cannot be read).
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

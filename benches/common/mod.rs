@@ -208,3 +208,22 @@ pub async fn publish_all(url: &str, per_conn: Vec<Vec<String>>) -> f64 {
     }
     n as f64 / started.elapsed().as_secs_f64()
 }
+
+/// Mean events per LMDB write transaction so far, from the relay's
+/// `/metrics` (the relay listener serves it by default).
+pub async fn mean_batch(url: &str) -> f64 {
+    use echorelay::http_client::{request, Endpoint};
+    let endpoint = Endpoint::of_relay(url).expect("relay url");
+    let timeout = std::time::Duration::from_secs(30);
+    let reply = request(&endpoint, "GET", "/metrics", &[], &[], timeout)
+        .await
+        .expect("metrics");
+    let body = reply.bytes(1 << 20).await.expect("metrics body");
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    value("echorelay_write_batch_size_sum ") / value("echorelay_write_batch_size_count ").max(1.0)
+}
