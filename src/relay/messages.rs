@@ -391,7 +391,27 @@ pub fn refused(id_hex: &str, why: &Refusal) -> String {
 }
 
 pub fn event(sub_id: &str, json: &str) -> String {
-    format!("[\"EVENT\",{},{json}]", json_string(sub_id))
+    EventPrefix::new(sub_id).frame(json)
+}
+
+/// The start of every EVENT message of one subscription, `["EVENT","id",`,
+/// rendered once: a REQ answers hundreds of events, and quoting the id and
+/// formatting each message cost a tenth of the REQ path (measured).
+pub struct EventPrefix(String);
+
+impl EventPrefix {
+    pub fn new(sub_id: &str) -> EventPrefix {
+        EventPrefix(format!("[\"EVENT\",{},", json_string(sub_id)))
+    }
+
+    /// The EVENT message carrying `json` (an event's canonical JSON).
+    pub fn frame(&self, json: &str) -> String {
+        let mut text = String::with_capacity(self.0.len() + json.len() + 1);
+        text.push_str(&self.0);
+        text.push_str(json);
+        text.push(']');
+        text
+    }
 }
 
 pub fn eose(sub_id: &str) -> String {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::client::{too_many_queries, Client};
 use super::messages;
+use super::outbox::Outbox;
 use super::subscriptions::Subscription;
 use super::Relay;
 use crate::event::now;
@@ -145,6 +146,7 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
     let now = now();
     let max_limit = relay.config.limits.max_limit;
     let mut seen = (sub.filters.len() > 1).then(HashSet::new);
+    let mut frames = Frames::new(&sub.client.outbox);
     for filter in &sub.filters {
         // Asked by id: every one of them (NDK fetches what reconciliation
         // said it needs in one REQ); a smaller `limit` still counts.
@@ -167,11 +169,44 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
                     return Ok(false);
                 }
             }
-            sub.client.outbox.send(messages::event(&sub.id, found.json));
+            frames.push(sub.events.frame(found.json));
             Ok(true)
         })?;
     }
+    frames.send();
     drop(txn);
     sub.finish_query(snapshot);
     Ok(())
+}
+
+/// EVENT messages queued on an outbox [`FRAMES_PER_SEND`] at a time: one
+/// channel send and one wake-up of the socket writer per group instead of
+/// per event.
+struct Frames<'a> {
+    outbox: &'a Outbox,
+    texts: Vec<String>,
+}
+
+/// As many as the socket writer writes before one flush.
+const FRAMES_PER_SEND: usize = 64;
+
+impl<'a> Frames<'a> {
+    fn new(outbox: &'a Outbox) -> Frames<'a> {
+        Frames {
+            outbox,
+            texts: Vec::with_capacity(FRAMES_PER_SEND),
+        }
+    }
+
+    fn push(&mut self, text: String) {
+        self.texts.push(text);
+        if self.texts.len() >= FRAMES_PER_SEND {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        let full = std::mem::replace(&mut self.texts, Vec::with_capacity(FRAMES_PER_SEND));
+        self.outbox.send_all(full);
+    }
 }

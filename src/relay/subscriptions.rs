@@ -33,6 +33,8 @@ pub struct Subscription {
     pub client: Arc<Client>,
     pub id: String,
     pub filters: Vec<Filter>,
+    /// `["EVENT","<id>",`, the start of every event this subscription sends.
+    pub events: messages::EventPrefix,
     state: Mutex<State>,
     cancelled: AtomicBool,
 }
@@ -41,6 +43,7 @@ impl Subscription {
     pub fn new(client: Arc<Client>, id: String, filters: Vec<Filter>) -> Subscription {
         Subscription {
             client,
+            events: messages::EventPrefix::new(&id),
             id,
             filters,
             state: Mutex::new(State::Pending(Vec::new())),
@@ -68,7 +71,7 @@ impl Subscription {
         ) {
             for c in buffer {
                 if c.seq.is_none_or(|s| s > snapshot_seq) {
-                    self.client.outbox.send(messages::event(&self.id, &c.json));
+                    self.client.outbox.send(self.events.frame(&c.json));
                 }
             }
         }
@@ -93,7 +96,7 @@ impl Subscription {
                 let texts = matching
                     .iter()
                     .filter(|c| c.seq.is_none_or(|s| s > *after_seq))
-                    .map(|c| messages::event(&self.id, &c.json))
+                    .map(|c| self.events.frame(&c.json))
                     .collect();
                 self.client.outbox.send_all(texts);
             }
