@@ -150,6 +150,17 @@ impl Store {
         }
         let mut accepted = 0u64;
         let mut clock = deadline.map(Clock::new);
+        let plan = QueryPlan::for_filter(filter);
+        // A scan of the one tag the filter names only meets events that
+        // carry it: parsing each event to check again is waste.
+        let tags_by_index = filter.tags.len() == 1
+            && matches!(
+                plan,
+                QueryPlan::Scan {
+                    index: IndexName::Tag,
+                    ..
+                }
+            );
         let mut offer = |seq: u64, value: &[u8]| -> Result<bool, StoreError> {
             if let Some(clock) = clock.as_mut() {
                 clock.tick()?;
@@ -159,7 +170,7 @@ impl Store {
             if header.is_expired(now) {
                 return Ok(true);
             }
-            let Some(json) = matching_json(filter, &header, json)? else {
+            let Some(json) = matching(filter, &header, json, tags_by_index)? else {
                 return Ok(true);
             };
             match consume(Found { seq, header, json }) {
@@ -169,7 +180,7 @@ impl Store {
             }
             Ok(accepted < limit)
         };
-        match QueryPlan::for_filter(filter) {
+        match plan {
             QueryPlan::Ids(ids) => {
                 let mut hits = Vec::with_capacity(ids.len());
                 for id in &ids {
@@ -316,11 +327,22 @@ pub(super) fn matching_json<'v>(
     header: &Header,
     json: &'v [u8],
 ) -> Result<Option<&'v str>, StoreError> {
+    matching(filter, header, json, false)
+}
+
+/// [`matching_json`], the tag conditions taken as met when
+/// `tags_by_index` (the scan read them off the index).
+fn matching<'v>(
+    filter: &Filter,
+    header: &Header,
+    json: &'v [u8],
+    tags_by_index: bool,
+) -> Result<Option<&'v str>, StoreError> {
     if !filter.matches_header(&header.id, &header.pubkey, header.kind, header.created_at) {
         return Ok(None);
     }
     let json = std::str::from_utf8(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
-    if !filter.tags.is_empty() {
+    if !filter.tags.is_empty() && !tags_by_index {
         let event = Event::from_json(json).map_err(|_| StoreError::Corrupt("event JSON"))?;
         if !filter.matches_tags(&event.tags) {
             return Ok(None);
