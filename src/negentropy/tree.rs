@@ -18,8 +18,15 @@ use heed::{Database, RoTxn, RwTxn};
 use super::codec::{Accumulator, Bound, Item, NegError, FINGERPRINT_SIZE, ID_SIZE};
 use super::reconcile::Storage;
 
-pub const LEAF_MAX: usize = 100;
-pub const FANOUT_MAX: usize = 46;
+/// A node's encoding stays under LMDB's largest in-page value (about 2 KB
+/// with 4 KiB pages: 3 + 48 × 40 and 3 + 20 × 96 bytes). A larger node is
+/// an overflow value: every rewrite allocates a run of pages, which makes
+/// LMDB pull its whole free list into memory and write it back on every
+/// commit (measured: 150–210 KB written per ingested event at 10 M events
+/// with 100-item leaves). Nodes of older stores may be larger; they are
+/// split into pieces this size when next written.
+pub const LEAF_MAX: usize = 48;
+pub const FANOUT_MAX: usize = 20;
 
 const LEAF: u8 = 0;
 const INTERNAL: u8 = 1;
@@ -145,6 +152,23 @@ fn child_for(children: &[Child], item: &Item) -> usize {
     children
         .partition_point(|c| c.first <= *item)
         .saturating_sub(1)
+}
+
+/// Leaves `list` as the first of as few equal pieces of at most `max` as
+/// hold it, and returns the others in order (none when it fits).
+fn split_off_pieces<T>(list: &mut Vec<T>, max: usize) -> Vec<Vec<T>> {
+    if list.len() <= max {
+        return Vec::new();
+    }
+    let size = list.len().div_ceil(list.len().div_ceil(max));
+    let mut rest = list.split_off(size);
+    let mut pieces = Vec::new();
+    while rest.len() > size {
+        let tail = rest.split_off(size);
+        pieces.push(std::mem::replace(&mut rest, tail));
+    }
+    pieces.push(rest);
+    pieces
 }
 
 fn node_key(tree: u32, node: u64) -> [u8; 12] {
@@ -453,40 +477,61 @@ impl TreeWriter {
             return Ok(true);
         };
         let (inserted, split) = self.insert_rec(txn, root, item)?;
-        if let Some(right) = split {
+        if !split.is_empty() {
             let left = self
                 .dirty
                 .get(&root)
                 .and_then(|n| n.summary(root))
                 .ok_or_else(|| corrupt("root"))?;
-            let id = self.alloc();
-            self.dirty.insert(id, Node::Internal(vec![left, right]));
-            self.root = Some(id);
+            let mut children = vec![left];
+            children.extend(split);
+            self.grow_root(children);
         }
         Ok(inserted)
     }
 
+    /// A new root over `children`, and more levels while they are too
+    /// many for one node (only a root split from an older store's larger
+    /// nodes can have that many).
+    fn grow_root(&mut self, mut children: Vec<Child>) {
+        loop {
+            let mut parts = split_off_pieces(&mut children, FANOUT_MAX);
+            if parts.is_empty() {
+                let id = self.alloc();
+                self.dirty.insert(id, Node::Internal(children));
+                self.root = Some(id);
+                return;
+            }
+            parts.insert(0, std::mem::take(&mut children));
+            children = parts
+                .into_iter()
+                .filter_map(|part| self.place(Node::Internal(part)))
+                .collect();
+        }
+    }
+
     /// Inserts under `id`; returns whether it was new and, if `id` split,
-    /// the entry of its new right sibling.
+    /// the entries of its new right siblings in order.
     fn insert_rec(
         &mut self,
         txn: &RwTxn,
         id: u64,
         item: Item,
-    ) -> Result<(bool, Option<Child>), NegError> {
+    ) -> Result<(bool, Vec<Child>), NegError> {
         match self.take(txn, id)? {
             (Node::Leaf(mut items), was_dirty) => {
                 let at = match items.binary_search(&item) {
                     Ok(_) => {
                         self.put_back(id, Node::Leaf(items), was_dirty);
-                        return Ok((false, None));
+                        return Ok((false, Vec::new()));
                     }
                     Err(at) => at,
                 };
                 items.insert(at, item);
-                let split = (items.len() > LEAF_MAX).then(|| items.split_off(items.len() / 2));
+                let split = split_off_pieces(&mut items, LEAF_MAX);
                 self.dirty.insert(id, Node::Leaf(items));
-                Ok((true, self.place_split(split.map(Node::Leaf))))
+                let siblings = split.into_iter().map(Node::Leaf);
+                Ok((true, siblings.filter_map(|n| self.place(n)).collect()))
             }
             (Node::Internal(mut children), was_dirty) => {
                 let i = child_for(&children, &item);
@@ -494,31 +539,28 @@ impl TreeWriter {
                 let (inserted, split) = self.insert_rec(txn, child, item)?;
                 if !inserted {
                     self.put_back(id, Node::Internal(children), was_dirty);
-                    return Ok((false, None));
+                    return Ok((false, Vec::new()));
                 }
-                match split {
+                if split.is_empty() {
                     // One more item below: the entry changes by exactly it.
-                    None => {
-                        let entry = &mut children[i];
-                        entry.count += 1;
-                        entry.sum.add(&item.id);
-                        entry.first = entry.first.min(item);
-                    }
-                    Some(right) => {
-                        children[i] = self.summary_of(child)?;
-                        children.insert(i + 1, right);
-                    }
+                    let entry = &mut children[i];
+                    entry.count += 1;
+                    entry.sum.add(&item.id);
+                    entry.first = entry.first.min(item);
+                } else {
+                    children[i] = self.summary_of(child)?;
+                    children.splice(i + 1..i + 1, split);
                 }
-                let split =
-                    (children.len() > FANOUT_MAX).then(|| children.split_off(children.len() / 2));
+                let split = split_off_pieces(&mut children, FANOUT_MAX);
                 self.dirty.insert(id, Node::Internal(children));
-                Ok((true, self.place_split(split.map(Node::Internal))))
+                let siblings = split.into_iter().map(Node::Internal);
+                Ok((true, siblings.filter_map(|n| self.place(n)).collect()))
             }
         }
     }
 
-    fn place_split(&mut self, node: Option<Node>) -> Option<Child> {
-        let node = node?;
+    /// Stores a new node; its entry for the parent.
+    fn place(&mut self, node: Node) -> Option<Child> {
         let id = self.alloc();
         let summary = node.summary(id);
         self.dirty.insert(id, node);
@@ -773,5 +815,48 @@ mod tests {
         let reader = TreeReader::open(db, &rtxn, 7).unwrap();
         assert_eq!(reader.size().unwrap(), 0);
         compare(&reader, &set);
+    }
+
+    #[test]
+    fn an_older_stores_larger_nodes_are_split_to_fit_a_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .map_size(256 << 20)
+                .max_dbs(2)
+                .open(dir.path())
+                .unwrap()
+        };
+        let mut wtxn = env.write_txn().unwrap();
+        let db: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("t")).unwrap();
+        // The shape versions with 100-item leaves and 46 children wrote.
+        let mut set: std::collections::BTreeSet<Item> = (0..4600).map(item).collect();
+        let sorted: Vec<Item> = set.iter().copied().collect();
+        let mut writer = TreeWriter::new(db, 7);
+        writer.ensure_loaded(&wtxn).unwrap();
+        let leaves: Vec<Child> = sorted
+            .chunks(100)
+            .filter_map(|chunk| writer.place(Node::Leaf(chunk.to_vec())))
+            .collect();
+        assert_eq!(leaves.len(), 46);
+        writer.root = writer.place(Node::Internal(leaves)).map(|c| c.node);
+        writer.flush(&mut wtxn).unwrap();
+        wtxn.commit().unwrap();
+
+        let mut wtxn = env.write_txn().unwrap();
+        let mut writer = TreeWriter::new(db, 7);
+        for n in 4600..9200 {
+            assert!(writer.insert(&wtxn, item(n)).unwrap());
+            set.insert(item(n));
+        }
+        writer.flush(&mut wtxn).unwrap();
+        wtxn.commit().unwrap();
+        let rtxn = env.read_txn().unwrap();
+        compare(&TreeReader::open(db, &rtxn, 7).unwrap(), &set);
+        // LMDB keeps a value of up to about 2 KB in its page.
+        for entry in db.iter(&rtxn).unwrap() {
+            let (_, node) = entry.unwrap();
+            assert!(node.len() <= 2018, "a node of {} bytes", node.len());
+        }
     }
 }
