@@ -19,7 +19,7 @@ mod common;
 
 use echorelay::config::Config;
 use echorelay::event::{Event, Keys};
-use echorelay::store::{BatchItem, Store};
+use echorelay::store::Store;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -52,26 +52,6 @@ fn synthetic(i: usize) -> Event {
         ],
         content: format!("synthetic event {i}"),
         sig: [7; 64],
-    }
-}
-
-fn load(store: &Store, n: usize) {
-    let mut i = 0;
-    while i < n {
-        let end = (i + 10_000).min(n);
-        let events: Vec<(Event, String)> = (i..end)
-            .map(|k| {
-                let e = synthetic(k);
-                let j = e.to_json();
-                (e, j)
-            })
-            .collect();
-        let items: Vec<BatchItem> = events
-            .iter()
-            .map(|(event, json)| BatchItem::Insert { event, json })
-            .collect();
-        store.apply_batch(&items).expect("load batch");
-        i = end;
     }
 }
 
@@ -167,7 +147,7 @@ fn main() {
     let loaded = Instant::now();
     {
         let store = Store::open(dir.path(), &common::store_options()).expect("store");
-        load(&store, n);
+        common::load_with(&store, n as u64, |k| synthetic(k as usize));
     }
     let load_secs = loaded.elapsed().as_secs_f64();
 

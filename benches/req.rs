@@ -21,7 +21,7 @@ use std::time::Instant;
 mod common;
 
 use echorelay::event::Event;
-use echorelay::store::{BatchItem, Store};
+use echorelay::store::Store;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -89,26 +89,6 @@ fn event(i: u64) -> Event {
 fn noted(n: u64) -> u64 {
     let n = n + AUTHORS;
     n - n % 10 + (n % 6)
-}
-
-fn load(store: &Store, n: u64) {
-    let mut i = 0;
-    while i < n {
-        let end = (i + 10_000).min(n);
-        let events: Vec<(Event, String)> = (i..end)
-            .map(|k| {
-                let e = event(k);
-                let j = e.to_json();
-                (e, j)
-            })
-            .collect();
-        let items: Vec<BatchItem> = events
-            .iter()
-            .map(|(event, json)| BatchItem::Insert { event, json })
-            .collect();
-        store.apply_batch(&items).expect("load batch");
-        i = end;
-    }
 }
 
 /// The `r`-th filter of a client's mix over a store of `n` events.
@@ -235,7 +215,7 @@ fn main() {
     {
         let store = Store::open(data.path(), &common::store_options()).expect("store");
         store.ensure_default_tree().expect("tree");
-        load(&store, n);
+        common::load_with(&store, n, event);
     }
     let baseline = std::env::var("BASELINE_BIN").ok().map(|bin| {
         let copy = copy_store(data.path());

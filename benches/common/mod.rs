@@ -227,3 +227,25 @@ pub async fn mean_batch(url: &str) -> f64 {
     };
     value("echorelay_write_batch_size_sum ") / value("echorelay_write_batch_size_count ").max(1.0)
 }
+
+/// Stores events `0..n` made by `event` through the store's batch path,
+/// 10 000 per commit (unsigned ones are fine: queries never verify).
+pub fn load_with(store: &Store, n: u64, event: impl Fn(u64) -> Event) {
+    let mut i = 0;
+    while i < n {
+        let end = (i + 10_000).min(n);
+        let events: Vec<(Event, String)> = (i..end)
+            .map(|k| {
+                let e = event(k);
+                let j = e.to_json();
+                (e, j)
+            })
+            .collect();
+        let items: Vec<BatchItem> = events
+            .iter()
+            .map(|(event, json)| BatchItem::Insert { event, json })
+            .collect();
+        store.apply_batch(&items).expect("load batch");
+        i = end;
+    }
+}

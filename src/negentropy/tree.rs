@@ -765,8 +765,8 @@ mod tests {
         assert_eq!(a, b);
     }
 
-    #[test]
-    fn tree_matches_vector_through_inserts_and_removes() {
+    /// A fresh environment with one tree database.
+    fn tree_env() -> (tempfile::TempDir, heed::Env, Database<Bytes, Bytes>) {
         let dir = tempfile::tempdir().unwrap();
         let env = unsafe {
             EnvOpenOptions::new()
@@ -778,6 +778,12 @@ mod tests {
         let mut wtxn = env.write_txn().unwrap();
         let db: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("t")).unwrap();
         wtxn.commit().unwrap();
+        (dir, env, db)
+    }
+
+    #[test]
+    fn tree_matches_vector_through_inserts_and_removes() {
+        let (_dir, env, db) = tree_env();
         let mut set = std::collections::BTreeSet::new();
         let mut n = 0u64;
         for round in 0..6 {
@@ -819,16 +825,8 @@ mod tests {
 
     #[test]
     fn an_older_stores_larger_nodes_are_split_to_fit_a_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let env = unsafe {
-            EnvOpenOptions::new()
-                .map_size(256 << 20)
-                .max_dbs(2)
-                .open(dir.path())
-                .unwrap()
-        };
+        let (_dir, env, db) = tree_env();
         let mut wtxn = env.write_txn().unwrap();
-        let db: Database<Bytes, Bytes> = env.create_database(&mut wtxn, Some("t")).unwrap();
         // The shape versions with 100-item leaves and 46 children wrote.
         let mut set: std::collections::BTreeSet<Item> = (0..4600).map(item).collect();
         let sorted: Vec<Item> = set.iter().copied().collect();
