@@ -19,7 +19,7 @@ use super::codec::{Accumulator, Bound, Item, NegError, FINGERPRINT_SIZE, ID_SIZE
 use super::reconcile::Storage;
 
 /// A node's encoding stays under LMDB's largest in-page value (about 2 KB
-/// with 4 KiB pages: 3 + 48 × 40 and 3 + 20 × 96 bytes). A larger node is
+/// with 4 KiB pages: 3 + 48 × 40 and 3 + 20 × 88 bytes). A larger node is
 /// an overflow value: every rewrite allocates a run of pages, which makes
 /// LMDB pull its whole free list into memory and write it back on every
 /// commit (measured: 150–210 KB written per ingested event at 10 M events

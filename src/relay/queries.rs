@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use super::client::{too_many_queries, Client};
 use super::messages;
-use super::outbox::Outbox;
 use super::subscriptions::Subscription;
 use super::Relay;
 use crate::event::now;
@@ -146,7 +145,7 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
     let now = now();
     let max_limit = relay.config.limits.max_limit;
     let mut seen = (sub.filters.len() > 1).then(HashSet::new);
-    let mut frames = Frames::new(&sub.client.outbox);
+    let mut frames = Frames::new(sub);
     for filter in &sub.filters {
         // Asked by id: every one of them (NDK fetches what reconciliation
         // said it needs in one REQ); a smaller `limit` still counts.
@@ -179,34 +178,51 @@ fn run_req(relay: &Relay, sub: &Subscription) -> Result<(), crate::store::StoreE
     Ok(())
 }
 
-/// EVENT messages queued on an outbox [`FRAMES_PER_SEND`] at a time: one
-/// channel send and one wake-up of the socket writer per group instead of
-/// per event.
+/// EVENT messages of one subscription's stored phase, queued on its
+/// outbox in groups: one channel send and one wake-up of the socket writer
+/// per group instead of per event. The first event goes alone (a sparse
+/// scan still shows its first result at once); a group ends at
+/// [`FRAMES_PER_SEND`] events or [`BYTES_PER_SEND`] bytes, so its bytes
+/// are counted against the connection's budget as they grow; a group
+/// still held when the subscription is cancelled (CLOSE, a replacing REQ)
+/// is dropped, so nothing of it arrives under a reused id.
 struct Frames<'a> {
-    outbox: &'a Outbox,
+    sub: &'a Subscription,
     texts: Vec<String>,
+    bytes: usize,
+    sent_any: bool,
 }
 
 /// As many as the socket writer writes before one flush.
 const FRAMES_PER_SEND: usize = 64;
 
+/// Bytes held before a group is queued.
+const BYTES_PER_SEND: usize = 256 * 1024;
+
 impl<'a> Frames<'a> {
-    fn new(outbox: &'a Outbox) -> Frames<'a> {
+    fn new(sub: &'a Subscription) -> Frames<'a> {
         Frames {
-            outbox,
+            sub,
             texts: Vec::with_capacity(FRAMES_PER_SEND),
+            bytes: 0,
+            sent_any: false,
         }
     }
 
     fn push(&mut self, text: String) {
+        self.bytes += text.len();
         self.texts.push(text);
-        if self.texts.len() >= FRAMES_PER_SEND {
+        if !self.sent_any || self.texts.len() >= FRAMES_PER_SEND || self.bytes >= BYTES_PER_SEND {
             self.send();
         }
     }
 
     fn send(&mut self) {
-        let full = std::mem::replace(&mut self.texts, Vec::with_capacity(FRAMES_PER_SEND));
-        self.outbox.send_all(full);
+        let group = std::mem::replace(&mut self.texts, Vec::with_capacity(FRAMES_PER_SEND));
+        self.bytes = 0;
+        self.sent_any = true;
+        if !self.sub.is_cancelled() {
+            self.sub.client.outbox.send_all(group);
+        }
     }
 }
