@@ -390,10 +390,6 @@ pub fn refused(id_hex: &str, why: &Refusal) -> String {
     ok(id_hex, false, &why.to_string())
 }
 
-pub fn event(sub_id: &str, json: &str) -> String {
-    EventPrefix::new(sub_id).frame(json)
-}
-
 /// The start of every EVENT message of one subscription, `["EVENT","id",`,
 /// rendered once: a REQ answers hundreds of events, and quoting the id and
 /// formatting each message cost a tenth of the REQ path (measured).

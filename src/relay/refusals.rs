@@ -131,7 +131,7 @@ mod tests {
             seen(&messages::notice_msg(&not_json)),
             Some((RefusedReply::Notice, not_json))
         );
-        assert_eq!(seen(&messages::event("s", "{}")), None);
+        assert_eq!(seen(&messages::EventPrefix::new("s").frame("{}")), None);
         assert_eq!(seen(&messages::eose("s")), None);
         assert_eq!(seen("[\"N"), None);
     }

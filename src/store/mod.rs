@@ -228,9 +228,12 @@ impl Store {
             trees_enabled: options.trees,
             mesh: std::sync::Arc::default(),
         };
-        // Indexes added since the store was written, filled once.
-        store.write_retrying(|txn| store.fill_echo_changes(txn))?;
-        store.write_retrying(|txn| store.key_deletions_by_deleter(txn))?;
+        // Indexes and keys added since the store was written, filled once
+        // (one start-up transaction; a no-op once their markers are set).
+        store.write_retrying(|txn| {
+            store.fill_echo_changes(txn)?;
+            store.key_deletions_by_deleter(txn)
+        })?;
         store.roll_back_bulk_load()?;
         Ok(store)
     }
